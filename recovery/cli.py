@@ -1,0 +1,339 @@
+"""The `recovery` command line. `main(argv)` returns the exit code instead of exiting.
+
+Exit codes (a contract): 0 success; 1 a step failed; 2 invalid playbook, config or
+arguments; 130 interrupted. Expected errors print one paragraph and no traceback;
+an unexpected one writes its traceback to the run's debug.log and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from recovery.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STEP_FAILED,
+    EXIT_USAGE,
+    RecoveryError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from recovery.config import Config
+    from recovery.journal import Journal
+    from recovery.playbook import Playbook
+    from recovery.redact import Secret
+    from recovery.report import RunReport
+
+DEFAULT_LAB_DIR = Path("/tmp/recovery-lab")  # noqa: S108  (world-traversable on purpose: sshd reads the lab home)
+PLAYBOOKS_DIR = Path(__file__).resolve().parent.parent / "playbooks"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on bad arguments, which matches our contract; keep its message short."""
+
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="recovery", description="Get SSH access back to a VM through its console.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v steps, -vv console I/O, -vvv paramiko")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run a playbook")
+    run.add_argument("playbook", type=Path)
+    run.add_argument("-e", dest="inputs", action="append", default=[], metavar="NAME=VALUE", help="a playbook input")
+    run.add_argument("--secret", action="append", default=[], metavar="NAME=@FILE", help="read a secret from a file")
+    run.add_argument("--config", type=Path, help="config file (default: ~/.config/recovery/config.yaml)")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and what would be typed; change nothing")
+    run.add_argument("--journal", type=Path, help="root directory of run journals")
+    run.add_argument("--resume", metavar="RUN_ID", help="continue a failed or interrupted run")
+    run.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    validate = commands.add_parser("validate", help="check playbooks without running them")
+    validate.add_argument("playbooks", type=Path, nargs="+")
+
+    commands.add_parser("steps", help="list every step type with its inputs and outputs")
+
+    lab = commands.add_parser("lab", help="the built-in local lab VM (loopback only)")
+    lab_commands = lab.add_subparsers(dest="lab_command", required=True, parser_class=_Parser)
+    for name, text in (("up", "start the lab"), ("status", "show the lab"), ("down", "stop the lab")):
+        sub = lab_commands.add_parser(name, help=text)
+        sub.add_argument("--dir", type=Path, default=DEFAULT_LAB_DIR, help=f"lab directory (default {DEFAULT_LAB_DIR})")
+        if name == "up":
+            sub.add_argument("--json", action="store_true", help="print the target as JSON")
+
+    commands.add_parser("demo", help="start the lab, recover access to it, show the report, stop the lab")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for the console script and `python -m recovery`."""
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    from recovery.log import setup_logging
+
+    setup_logging(args.verbose)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `recovery steps | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except RecoveryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return command_run(args)
+    if args.command == "validate":
+        return command_validate(args.playbooks)
+    if args.command == "steps":
+        return command_steps()
+    if args.command == "lab":
+        return command_lab(args)
+    return command_demo()
+
+
+# --- validate and steps --------------------------------------------------------------------
+
+
+def command_validate(paths: Sequence[Path]) -> int:
+    from recovery.errors import PlaybookError
+    from recovery.playbook import load_playbook
+
+    status = EXIT_OK
+    for path in paths:
+        try:
+            playbook = load_playbook(path)
+        except PlaybookError as exc:
+            print(exc, file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        print(f"{path}: ok ({len(playbook.steps)} steps)")
+    return status
+
+
+def command_steps() -> int:
+    from recovery.registry import step_types
+
+    for step_type in step_types().values():
+        flags = ", ".join(
+            flag for flag, on in (("repeatable", step_type.repeatable), ("retryable", step_type.retryable)) if on
+        )
+        print(f"{step_type.name}: {step_type.summary}" + (f" [{flags}]" if flags else ""))
+        print("  inputs:")
+        for spec in step_type.inputs():
+            need = "required" if spec.required else f"default {spec.default!r}"
+            print(f"    {spec.name} ({spec.type_name}, {need}): {spec.description}")
+        print("  outputs:")
+        for name, text in step_type.outputs.items():
+            print(f"    {name}: {text}")
+        print()
+    return EXIT_OK
+
+
+# --- run -----------------------------------------------------------------------------------
+
+
+def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
+    result = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"{flag} {item!r}: expected NAME=VALUE")
+        result[name] = value
+    return result
+
+
+def read_secrets(
+    playbook: Playbook, given: Mapping[str, str], env: Mapping[str, str], *, interactive: bool
+) -> dict[str, Secret]:
+    """Each declared secret from --secret NAME=@FILE, else its environment variable, else a prompt.
+
+    Raises:
+        UsageError: a required secret has no source, or a --secret is not NAME=@FILE.
+    """
+    from recovery.redact import Secret
+
+    values: dict[str, Secret] = {}
+    for name in given:
+        if name not in playbook.secrets:
+            raise UsageError(f"--secret {name}: {playbook.path.name} declares no secret {name!r}")
+    for name, decl in playbook.secrets.items():
+        source = given.get(name)
+        if source is not None:
+            if not source.startswith("@"):
+                raise UsageError(
+                    f"--secret {name}=...: give a file as {name}=@FILE; a secret on the command line "
+                    "would be visible to every user in the process list"
+                )
+            try:
+                text = Path(source[1:]).expanduser().read_text(encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"--secret {name}: cannot read {source[1:]}: {exc.strerror or exc}") from exc
+            values[name] = Secret(text.rstrip("\r\n"), f"<{name}>")
+        elif decl.env and env.get(decl.env):
+            values[name] = Secret(env[decl.env], f"<{name}>")
+        elif interactive and decl.prompt is not None:
+            import getpass
+
+            values[name] = Secret(getpass.getpass(f"{decl.prompt}: "), f"<{name}>")
+        elif decl.required:
+            hint = f"set {decl.env}, " if decl.env else ""
+            raise UsageError(f"secret {name!r} is missing: {hint}or pass --secret {name}=@FILE")
+    return values
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from recovery.config import load_config
+    from recovery.playbook import load_playbook, resolve_inputs
+
+    config = load_config(args.config)
+    playbook = load_playbook(args.playbook)
+    given = _pairs(args.inputs, "-e")
+    journal_root = args.journal or config.journal.dir
+    previous: dict[str, dict[str, Any]] = {}
+    journal = None
+    if args.resume:
+        journal, given, previous = _resume(journal_root, args.resume, playbook, given)
+    inputs = resolve_inputs(playbook, given)
+    if args.dry_run:
+        from recovery.plan import render_plan
+
+        print(render_plan(playbook, inputs))
+        return EXIT_OK
+    secrets = read_secrets(playbook, _pairs(args.secret, "--secret"), os.environ, interactive=sys.stdin.isatty())
+    return execute(playbook, inputs, secrets, config, journal_root, journal=journal, previous=previous, as_json=args.json)
+
+
+def _resume(
+    root: Path, run_id: str, playbook: Playbook, given: dict[str, str]
+) -> tuple[Journal, dict[str, str], dict[str, dict[str, Any]]]:
+    """Reopen a run's journal; its inputs are reused unless given again on the command line."""
+    from recovery.journal import STATUS_SUCCEEDED, Journal
+
+    journal = Journal.open(root, run_id)
+    run = journal.read_json("run.json")
+    if Path(run["playbook"]) != playbook.path.resolve():
+        raise UsageError(f"run {run_id} was made with {run['playbook']}, not {playbook.path.resolve()}")
+    if run.get("status") == STATUS_SUCCEEDED:
+        raise UsageError(f"run {run_id} already succeeded; there is nothing to resume")
+    merged = {}
+    for name, value in (run.get("inputs") or {}).items():
+        decl = playbook.inputs.get(name)
+        if name in given or decl is None or value is None:
+            continue
+        if decl.sensitive:
+            raise UsageError(f"run {run_id}: input {name!r} is sensitive and was not saved; give it again with -e")
+        merged[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    merged.update(given)
+    return journal, merged, journal.load_steps()
+
+
+def execute(
+    playbook: Playbook,
+    inputs: Mapping[str, object],
+    secrets: Mapping[str, Secret],
+    config: Config,
+    journal_root: Path,
+    *,
+    journal: Journal | None = None,
+    previous: Mapping[str, Mapping[str, Any]] | None = None,
+    as_json: bool = False,
+) -> int:
+    """Run a playbook, print its report and return the exit code."""
+    from recovery.journal import Journal
+    from recovery.report import summary_line
+    from recovery.runner import Runner, RunRequest
+
+    journal = journal or Journal.create(journal_root)
+    print(f"run {journal.run_id}: journal {journal.directory}", file=sys.stderr)
+    runner = Runner(
+        RunRequest(playbook, inputs, secrets, config),
+        journal,
+        previous=previous,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    try:
+        report = runner.run()
+    except KeyboardInterrupt:
+        print(f"interrupted; resume with: --resume {journal.run_id}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except RecoveryError:
+        raise
+    except Exception:
+        _debug_log(journal)
+        return EXIT_STEP_FAILED
+    _print_report(report, as_json)
+    print(summary_line(report), file=sys.stderr)
+    if report.status != "succeeded":
+        print(f"journal and report: {journal.directory}; resume with --resume {journal.run_id}", file=sys.stderr)
+        return EXIT_STEP_FAILED
+    return EXIT_OK
+
+
+def _print_report(report: RunReport, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.to_markdown())
+
+
+def _debug_log(journal: Journal) -> None:
+    journal.write_text("debug.log", traceback.format_exc())
+    print(
+        f"internal error: this is a bug in recovery. The traceback is in {journal.path('debug.log')}; "
+        "please attach it to a bug report.",
+        file=sys.stderr,
+    )
+
+
+# --- lab and demo --------------------------------------------------------------------------
+
+
+def command_lab(args: argparse.Namespace) -> int:
+    from recovery import lab
+
+    if args.lab_command == "up":
+        info = lab.up(args.dir)
+        if args.json:
+            print(json.dumps(info.to_json(), indent=2))
+        else:
+            print(lab.describe(info))
+        return EXIT_OK
+    if args.lab_command == "status":
+        status = lab.status(args.dir)
+        print(lab.describe_status(status))
+        return EXIT_OK if status.healthy else EXIT_STEP_FAILED
+    lab.down(args.dir)
+    print(f"lab in {args.dir} is down")
+    return EXIT_OK
+
+
+def command_demo() -> int:
+    from recovery.demo import run_demo
+
+    return run_demo()

@@ -1,0 +1,234 @@
+"""A conversation with a console: wait for prompts, log in, run a command and read its marker.
+
+Serial consoles give text, not exit codes, and they echo what we type, wrapped
+and redrawn at 80 columns. So we never parse the echo. Every command we type
+ends with `printf 'RCV-%s-%s\\n' NONCE "$?"`: the typed text holds `RCV-%s` and
+the nonce apart, and only the shell's *output* holds `RCV-<nonce>-<status>`.
+
+Everything received goes to the journal transcript, scrubbed of secrets;
+everything sent is recorded in its masked form.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from recovery.channels import Channel
+from recovery.errors import ChannelTimeout, GuestCommandError, LoginRejected
+from recovery.redact import Secret, Text, reveal, scrub
+
+log = logging.getLogger(__name__)
+
+# CSI (including bracketed-paste toggles such as ESC[?2004h), OSC and two-byte escapes.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[=>78M]")
+_CURSOR_QUERY = "\x1b[6n"  # busybox ash asks where the cursor is; a terminal must answer
+
+LOGIN_PROMPT = re.compile(r"(?:^|\n)[^\n]*login:[ \t]*$")
+PASSWORD_PROMPT = re.compile(r"[Pp]assword:[ \t]*$")
+LOGIN_INCORRECT = re.compile(r"Login incorrect")
+CONTINUATION_PROMPT = re.compile(r"(?:^|\n)> $")
+SHELL_PROMPT = re.compile(r"[$#%>][ \t]*$")
+
+WAKE_ATTEMPTS = 4
+WAKE_INTERVAL = 2.0
+IDENTITY_TIMEOUT = 10.0
+
+
+def normalize(text: str) -> str:
+    """Screen text as a reader sees it: no escape codes, CR/LF folded to LF."""
+    text = _ANSI.sub("", text)
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    user: str
+    already_logged_in: bool
+    logged_out_other_user: str | None
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    status: int
+    output: str
+
+
+class ConsoleSession:
+    """Prompt-aware typing over any `Channel`; `transcript` receives every byte, masked."""
+
+    def __init__(self, channel: Channel, transcript: Callable[[str], None] = lambda text: None) -> None:
+        self.channel = channel
+        self._transcript = transcript
+        self._pending = ""  # normalized text not yet consumed by an expectation
+        self.typed: list[str] = []  # masked lines we typed, for the report
+
+    # -- primitives ---------------------------------------------------------------------------
+
+    def send(self, text: Text, *, show: str | None = None) -> None:
+        """Type `text`. `show` overrides what the transcript and report record (e.g. "<password>")."""
+        shown = show if show is not None else str(text) if isinstance(text, Secret) else scrub(text)
+        self._transcript(f"\n>>> {shown.rstrip()}\n")
+        self.channel.send(text)
+
+    def _receive(self, timeout: float) -> str:
+        chunk = self.channel.read(timeout)
+        if chunk:
+            self._transcript(chunk)
+            if _CURSOR_QUERY in chunk:
+                self.channel.send("\x1b[24;1R")
+            self._pending += normalize(chunk)
+        return chunk
+
+    def expect(self, patterns: Mapping[str, re.Pattern[str]], timeout: float) -> tuple[str, re.Match[str]]:
+        """Wait until one of `patterns` matches unconsumed output; consume up to the match.
+
+        Raises:
+            ChannelTimeout: nothing matched in `timeout` seconds (the message shows the screen's tail).
+            ChannelClosed: the console went away.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            for name, pattern in patterns.items():
+                match = pattern.search(self._pending)
+                if match:
+                    self._pending = self._pending[match.end():]
+                    return name, match
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ChannelTimeout(
+                    f"waited {timeout:.0f} s for {' or '.join(patterns)} on the console",
+                    transcript_tail=self.tail(),
+                )
+            self._receive(min(remaining, 0.5))
+
+    def settle(self, quiet: float = 0.3, limit: float = 3.0) -> None:
+        """Read until the console has been quiet for `quiet` seconds (MOTDs, redraws)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if not self._receive(quiet):
+                return
+
+    def tail(self, lines: int = 20) -> list[str]:
+        return [scrub(line) for line in self._pending.splitlines()[-lines:]]
+
+    # -- login --------------------------------------------------------------------------------
+
+    def login(self, user: str, password: Secret | None, timeout: float) -> LoginResult:
+        """Reach a shell as `user`, whatever state the console is in.
+
+        Handles `login:`, `Password:`, an open shell (checked with `id -un`; another user is
+        logged out first), and a half-typed heredoc left by an interrupted run (`> `).
+
+        Raises:
+            LoginRejected: wrong password or unknown user; nothing is typed after it.
+            ChannelTimeout: no prompt appeared in time.
+        """
+        deadline = time.monotonic() + timeout
+        patterns = {
+            "login incorrect": LOGIN_INCORRECT,
+            "password prompt": PASSWORD_PROMPT,
+            "login prompt": LOGIN_PROMPT,
+            "continuation prompt": CONTINUATION_PROMPT,
+            "shell prompt": SHELL_PROMPT,
+        }
+        self._pending = ""
+        self.send("\r", show="<Enter>")
+        wakes = 1
+        sent_user = sent_password = False
+        logged_out: str | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ChannelTimeout(
+                    f"no login or shell prompt on the console within {timeout:.0f} s", transcript_tail=self.tail()
+                )
+            try:
+                name, _ = self.expect(patterns, min(remaining, WAKE_INTERVAL))
+            except ChannelTimeout:
+                if wakes >= WAKE_ATTEMPTS and not (sent_user or sent_password):
+                    raise ChannelTimeout(
+                        f"the console printed no prompt after {wakes} presses of Enter; is anything "
+                        "running a getty/login on this serial port?",
+                        transcript_tail=self.tail(),
+                    ) from None
+                if not sent_password:
+                    self.send("\r", show="<Enter>")
+                    wakes += 1
+                continue
+            if name == "login incorrect":
+                raise LoginRejected(
+                    f"the console rejected the login for {user!r} (\"Login incorrect\"): the console "
+                    "password is wrong, or the user does not exist on this VM. Nothing was typed after it. "
+                    "Check RECOVERY_CONSOLE_PASSWORD or --secret console_password=@FILE",
+                    transcript_tail=self.tail(),
+                )
+            if name == "password prompt":
+                if sent_password or password is None:
+                    raise LoginRejected(
+                        f"the console asks for a password for {user!r} "
+                        + ("again: the password was not accepted" if sent_password else "but none was given"),
+                        transcript_tail=self.tail(),
+                    )
+                self.send(Secret(reveal(password) + "\r", "<password>"), show="<password>")
+                sent_password = True
+            elif name == "login prompt":
+                if sent_password:
+                    raise LoginRejected(
+                        f"the console went back to the login prompt after the password for {user!r}: "
+                        "the password is wrong or the account is locked. Nothing was typed after it.",
+                        transcript_tail=self.tail(),
+                    )
+                self.send(user + "\r")
+                sent_user = True
+            elif name == "continuation prompt":
+                # An interrupted earlier run left a heredoc open: abandon it, it never executed.
+                self.send("\x03", show="<Ctrl-C>")
+                self.send("\r", show="<Enter>")
+            else:
+                who = self.identity(min(IDENTITY_TIMEOUT, max(deadline - time.monotonic(), 1.0)))
+                if who == user:
+                    return LoginResult(user, already_logged_in=not sent_password, logged_out_other_user=logged_out)
+                if logged_out is not None:
+                    raise LoginRejected(f"logged in as {who!r}, not {user!r}, even after logging {logged_out!r} out")
+                logged_out = who
+                self.send("exit\r")
+                sent_user = sent_password = False
+
+    def identity(self, timeout: float) -> str:
+        """The user of the shell at the console, read from a marker line."""
+        nonce = secrets.token_hex(4)
+        self.send(f"printf 'RCV-%s-%s\\n' {nonce} \"$(id -un)\"\r")
+        _, match = self.expect({"identity marker": re.compile(rf"RCV-{nonce}-(\S+)\n")}, timeout)
+        return match.group(1)
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def run_script(self, lines: Sequence[Text], *, delimiter: str, nonce: str, timeout: float) -> CommandResult:
+        """Pipe `lines` into `sh` through a quoted heredoc and wait for the status marker.
+
+        The whole script runs only when the closing delimiter arrives, so a console that
+        drops mid-typing leaves nothing half-done. HISTFILE is unset first: the script may
+        hold a signed URL that must not land in the user's shell history.
+
+        Raises:
+            ChannelTimeout: no marker within `timeout`.
+            ChannelClosed: the console went away while typing or waiting.
+        """
+        if any(reveal(line) == delimiter for line in lines):
+            raise GuestCommandError(f"internal error: a script line equals the heredoc delimiter {delimiter}")
+        opening = f" unset HISTFILE; sh <<'{delimiter}'; printf 'RCV-%s-%s\\n' {nonce} \"$?\""
+        typed: list[Text] = [opening, *lines, delimiter]
+        self._pending = ""
+        for line in typed:
+            shown = str(line) if isinstance(line, Secret) else line
+            self.typed.append(shown)
+            wire = Secret(reveal(line) + "\r", shown) if isinstance(line, Secret) else line + "\r"
+            self.send(wire, show=shown)
+        marker = re.compile(rf"RCV-{nonce}-(\d+)\n")
+        _, match = self.expect({"status marker": marker}, timeout)
+        return CommandResult(status=int(match.group(1)), output=match.string[: match.start()])

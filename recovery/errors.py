@@ -1,0 +1,181 @@
+"""Every error `recovery` raises on purpose, and the exit code each one means.
+
+    RecoveryError
+    ├── UsageError                      exit 2: bad arguments or config
+    │   ├── ConfigError
+    │   └── PlaybookError               carries every problem found, each with file:line: path
+    ├── StepError(step, attempt)        exit 1: a step failed while running
+    │   ├── ChannelError                the console/session could not be used
+    │   │   ├── ChannelTimeout          the console did not answer in time
+    │   │   ├── ChannelClosed           the console went away mid-conversation
+    │   │   └── LoginRejected           the console refused the user or password
+    │   ├── GuestCommandError           a command typed into the VM reported failure
+    │   ├── PublishError                publishing or withdrawing the public key failed
+    │   ├── KeyGenerationError
+    │   ├── VerifyError                 the SSH login with the new key did not succeed
+    │   │   ├── AuthRejected
+    │   │   ├── HostKeyMismatch
+    │   │   ├── HostKeyUnknown
+    │   │   ├── ConnectionRefused
+    │   │   └── ConnectTimeout
+    │   └── TemplateError               a value could not be rendered at run time
+    ├── JournalError                    the run journal is unreadable or unwritable
+    └── LabError                        the built-in lab could not start or stop
+
+`TransientError` is a mix-in: the runner retries an error only when it carries it
+*and* the step declares itself safe to retry. Drivers raise these from foreign
+exceptions (`raise X(...) from exc`) so nothing above them imports paramiko or
+websocket exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "AuthRejected",
+    "ChannelClosed",
+    "ChannelError",
+    "ChannelTimeout",
+    "ConfigError",
+    "ConnectTimeout",
+    "ConnectionRefused",
+    "GuestCommandError",
+    "HostKeyMismatch",
+    "HostKeyUnknown",
+    "JournalError",
+    "KeyGenerationError",
+    "LabError",
+    "LoginRejected",
+    "PlaybookError",
+    "Problem",
+    "PublishError",
+    "RecoveryError",
+    "StepError",
+    "TemplateError",
+    "TransientError",
+    "UsageError",
+    "VerifyError",
+]
+
+EXIT_OK = 0
+EXIT_STEP_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class RecoveryError(Exception):
+    """Base of every error raised on purpose; `exit_code` is what the CLI returns."""
+
+    exit_code = EXIT_STEP_FAILED
+
+
+class TransientError:
+    """Mix-in: the failure may go away by itself (a booting sshd, a busy console)."""
+
+
+class UsageError(RecoveryError):
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    pass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a playbook, located as precisely as we can."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class PlaybookError(UsageError):
+    """A playbook is invalid; `problems` lists all that was found, not only the first."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line or 0))
+        count = len(self.problems)
+        head = "invalid playbook" if count == 1 else f"invalid playbook ({count} problems)"
+        super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+class StepError(RecoveryError):
+    """A step failed. The runner fills in `step` and `attempt`; drivers leave them empty."""
+
+    def __init__(self, message: str, *, transcript_tail: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.step: str | None = None
+        self.attempt = 1
+        self.transcript_tail = list(transcript_tail)[-20:]
+
+
+class ChannelError(StepError):
+    pass
+
+
+class ChannelTimeout(ChannelError, TransientError):
+    pass
+
+
+class ChannelClosed(ChannelError):
+    pass
+
+
+class LoginRejected(ChannelError):
+    pass
+
+
+class GuestCommandError(StepError):
+    pass
+
+
+class PublishError(StepError):
+    pass
+
+
+class KeyGenerationError(StepError):
+    pass
+
+
+class VerifyError(StepError):
+    pass
+
+
+class AuthRejected(VerifyError, TransientError):
+    """Transient only within a short grace window: sshd may read a file being written."""
+
+
+class HostKeyMismatch(VerifyError):
+    pass
+
+
+class HostKeyUnknown(VerifyError):
+    pass
+
+
+class ConnectionRefused(VerifyError, TransientError):
+    pass
+
+
+class ConnectTimeout(VerifyError, TransientError):
+    pass
+
+
+class TemplateError(StepError):
+    pass
+
+
+class JournalError(RecoveryError):
+    pass
+
+
+class LabError(RecoveryError):
+    pass

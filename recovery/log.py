@@ -1,0 +1,21 @@
+"""Logging for the CLI only; library modules log to their own loggers and add no handlers."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from recovery.redact import RedactingFilter
+
+
+def setup_logging(verbosity: int) -> None:
+    """-v: one line per step; -vv: masked console I/O; -vvv: paramiko too. Secrets are scrubbed."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if verbosity >= 3 else logging.WARNING)
+    logging.getLogger("websocket").setLevel(logging.DEBUG if verbosity >= 3 else logging.WARNING)

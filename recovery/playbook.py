@@ -1,0 +1,472 @@
+"""YAML playbook → a validated `Playbook`, with every problem located by file, line and key path.
+
+A playbook declares its `inputs` (given with `-e NAME=VALUE`), its `secrets` (from
+the environment, a file or a prompt, never from the playbook text) and its
+`steps`. Validation runs before anything touches a VM and reports all problems
+at once, because an on-call engineer fixing one error per run loses minutes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recovery import templating
+from recovery.errors import PlaybookError, Problem, UsageError
+from recovery.redact import Secret, masked_url
+from recovery.registry import InputTypeError, StepType, coerce, step_types
+
+_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+_INPUT_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
+_TOP_KEYS = {"name", "description", "inputs", "secrets", "steps"}
+_INPUT_KEYS = {"type", "required", "default", "choices", "description", "sensitive"}
+_SECRET_KEYS = {"env", "prompt", "description", "required"}
+_STEP_KEYS = {"id", "uses", "name", "with", "when", "timeout", "retry", "always", "cleanup"}
+_RETRY_KEYS = {"attempts", "delay", "max_delay"}
+_RUN_FIELDS = {"id", "dir"}
+
+
+@dataclass(frozen=True)
+class InputDecl:
+    name: str
+    type: str
+    required: bool
+    default: object
+    choices: tuple[object, ...]
+    description: str
+    sensitive: bool = False  # holds a credential (a console token): masked, never saved
+
+
+@dataclass(frozen=True)
+class SecretDecl:
+    name: str
+    env: str | None
+    prompt: str | None
+    description: str
+    required: bool
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    delay: float = 1.0
+    max_delay: float = 15.0
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    id: str
+    uses: str
+    title: str
+    params: Mapping[str, object]
+    when: str | None
+    timeout: float | None
+    retry: RetryPolicy | None
+    always: bool
+    cleanup: tuple[StepSpec, ...]
+    line: int | None
+    path: str
+
+
+@dataclass(frozen=True)
+class Playbook:
+    path: Path
+    name: str
+    description: str
+    inputs: Mapping[str, InputDecl]
+    secrets: Mapping[str, SecretDecl]
+    steps: tuple[StepSpec, ...]
+    text: str = field(repr=False, default="")
+
+    def all_steps(self) -> list[StepSpec]:
+        """Main steps and their cleanup steps, in declaration order."""
+        result = []
+        for spec in self.steps:
+            result.append(spec)
+            result.extend(spec.cleanup)
+        return result
+
+
+# --- YAML with line numbers -------------------------------------------------------------
+
+Position = dict[tuple[object, ...], int]
+
+
+class _Located:
+    """The parsed document plus a map from key path to the line it was written on."""
+
+    def __init__(self, file: str, text: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+        self.lines: Position = {}
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            reason = getattr(exc, "problem", None) or str(exc)
+            self.problems.append(Problem(file, line, "", f"not valid YAML: {reason}"))
+            self.data: object = None
+            return
+        self.data = self._build(node, ()) if node is not None else None
+
+    def _build(self, node: yaml.Node, path: tuple[object, ...]) -> object:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            result: dict[object, object] = {}
+            for key_node, value_node in node.value:
+                key = self._scalar(key_node)
+                if key in result:
+                    self.problems.append(
+                        Problem(self.file, key_node.start_mark.line + 1, _path_text((*path, key)), "duplicate key")
+                    )
+                result[key] = self._build(value_node, (*path, key))
+                self.lines[(*path, key)] = key_node.start_mark.line + 1
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self._build(item, (*path, index)) for index, item in enumerate(node.value)]
+        return self._scalar(node)
+
+    @staticmethod
+    def _scalar(node: yaml.Node) -> object:
+        if not isinstance(node, yaml.ScalarNode):
+            return str(node.value)
+        constructor = yaml.constructor.SafeConstructor()
+        return constructor.construct_object(node, deep=True)
+
+    def line(self, path: tuple[object, ...]) -> int | None:
+        while path and path not in self.lines:
+            path = path[:-1]
+        return self.lines.get(path)
+
+
+def _path_text(path: Sequence[object]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+class _Validator:
+    def __init__(self, located: _Located, types: Mapping[str, StepType]) -> None:
+        self.doc = located
+        self.types = types
+        self.problems = located.problems
+
+    def problem(self, path: tuple[object, ...], message: str) -> None:
+        self.problems.append(Problem(self.doc.file, self.doc.line(path), _path_text(path), message))
+
+    def mapping(self, value: object, path: tuple[object, ...], allowed: set[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, f"expected a mapping, got {type(value).__name__}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                self.problem((*path, key), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        return {str(k): v for k, v in value.items() if k in allowed}
+
+    def playbook(self, path: Path, text: str) -> Playbook:
+        top = self.mapping(self.doc.data, (), _TOP_KEYS)
+        if self.doc.data is not None and isinstance(self.doc.data, dict) and "steps" not in top:
+            self.problem((), "a playbook needs a 'steps' list")
+        inputs = self.inputs(top.get("inputs"))
+        secrets = self.secrets(top.get("secrets"))
+        steps = self.steps(top.get("steps"), inputs, secrets)
+        return Playbook(
+            path=path,
+            name=str(top.get("name") or path.stem),
+            description=str(top.get("description") or ""),
+            inputs=inputs,
+            secrets=secrets,
+            steps=tuple(steps),
+            text=text,
+        )
+
+    def inputs(self, raw: object) -> dict[str, InputDecl]:
+        result = {}
+        for name, body in self.mapping(raw, ("inputs",), _anything(raw)).items():
+            path: tuple[object, ...] = ("inputs", name)
+            spec = self.mapping(body, path, _INPUT_KEYS)
+            type_name = str(spec.get("type", "string"))
+            if type_name not in _INPUT_TYPES:
+                self.problem((*path, "type"), f"unknown type {type_name!r} (known: {', '.join(_INPUT_TYPES)})")
+                continue
+            choices = tuple(spec.get("choices") or ())
+            default = spec.get("default")
+            if default is not None:
+                try:
+                    default = coerce(default, _INPUT_TYPES[type_name])
+                except InputTypeError as exc:
+                    self.problem((*path, "default"), str(exc))
+                if choices and default not in choices:
+                    self.problem((*path, "default"), f"{default!r} is not one of the choices {list(choices)}")
+            required = bool(spec.get("required", default is None))
+            sensitive = spec.get("sensitive", False)
+            if not isinstance(sensitive, bool) or (sensitive and type_name != "string"):
+                self.problem((*path, "sensitive"), "expected true or false, on a string input")
+                sensitive = False
+            result[name] = InputDecl(
+                name, type_name, required, default, choices, str(spec.get("description", "")), sensitive
+            )
+        return result
+
+    def secrets(self, raw: object) -> dict[str, SecretDecl]:
+        result = {}
+        for name, body in self.mapping(raw, ("secrets",), _anything(raw)).items():
+            spec = self.mapping(body, ("secrets", name), _SECRET_KEYS)
+            result[name] = SecretDecl(
+                name=name,
+                env=spec.get("env"),
+                prompt=spec.get("prompt"),
+                description=str(spec.get("description", "")),
+                required=bool(spec.get("required", True)),
+            )
+        return result
+
+    def steps(self, raw: object, inputs: Mapping[str, InputDecl], secrets: Mapping[str, SecretDecl]) -> list[StepSpec]:
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            self.problem(("steps",), "expected a list of steps")
+            return []
+        seen: dict[str, StepType | None] = {}
+        result = []
+        for index, body in enumerate(raw):
+            spec = self.step(body, ("steps", index), seen, inputs, secrets, parent=None)
+            if spec is not None:
+                result.append(spec)
+        return result
+
+    def step(
+        self,
+        body: object,
+        path: tuple[object, ...],
+        seen: dict[str, StepType | None],
+        inputs: Mapping[str, InputDecl],
+        secrets: Mapping[str, SecretDecl],
+        parent: str | None,
+    ) -> StepSpec | None:
+        spec = self.mapping(body, path, _STEP_KEYS)
+        if not spec:
+            if body is not None and isinstance(body, dict):
+                self.problem(path, "a step needs 'id' and 'uses'")
+            return None
+        step_id = spec.get("id")
+        if not isinstance(step_id, str) or not _ID.match(step_id):
+            self.problem((*path, "id"), "each step needs an id of lowercase letters, digits and '_'")
+            step_id = f"#{_path_text(path)}"
+        elif step_id in seen:
+            self.problem((*path, "id"), f"step id {step_id!r} is used twice")
+        uses = spec.get("uses")
+        step_type = self.types.get(uses) if isinstance(uses, str) else None
+        if step_type is None:
+            close = difflib.get_close_matches(str(uses), list(self.types), n=3)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            self.problem((*path, "uses"), f"unknown step type {uses!r} ({hint}`recovery steps` lists them all)")
+        context = _Scope(inputs, secrets, dict(seen))
+        self.params(spec.get("with"), (*path, "with"), step_type, context)
+        when = spec.get("when")
+        if when is not None and not isinstance(when, (str, bool)):
+            self.problem((*path, "when"), "expected a template such as \"{{ inputs.publish == 'http' }}\"")
+        elif isinstance(when, str):
+            self.template(when, (*path, "when"), context)
+        timeout = self.number(spec.get("timeout"), (*path, "timeout"))
+        retry = self.retry(spec.get("retry"), (*path, "retry"), step_type)
+        always = spec.get("always", False)
+        if not isinstance(always, bool):
+            self.problem((*path, "always"), f"expected true or false, got {always!r}")
+            always = False
+        seen[step_id] = step_type
+        cleanup = []
+        raw_cleanup = spec.get("cleanup")
+        if raw_cleanup is not None and not isinstance(raw_cleanup, list):
+            self.problem((*path, "cleanup"), "expected a list of steps")
+        elif raw_cleanup:
+            if parent is not None:
+                self.problem((*path, "cleanup"), "cleanup steps cannot have cleanup steps of their own")
+            for index, child in enumerate(raw_cleanup):
+                child_spec = self.step(child, (*path, "cleanup", index), seen, inputs, secrets, parent=step_id)
+                if child_spec is not None:
+                    cleanup.append(child_spec)
+        return StepSpec(
+            id=step_id,
+            uses=str(uses),
+            title=str(spec.get("name") or (step_type.summary if step_type else uses)),
+            params=dict(spec.get("with") or {}) if isinstance(spec.get("with"), dict) else {},
+            when=when if isinstance(when, str) else (None if when in (None, True) else "{{ false }}"),
+            timeout=timeout,
+            retry=retry,
+            always=always,
+            cleanup=tuple(cleanup),
+            line=self.doc.line(path),
+            path=_path_text(path),
+        )
+
+    def params(self, raw: object, path: tuple[object, ...], step_type: StepType | None, scope: _Scope) -> None:
+        if step_type is None:
+            return
+        declared = {spec.name: spec for spec in step_type.inputs()}
+        given = self.mapping(raw, path, set(declared))
+        for name, spec in declared.items():
+            if spec.required and name not in given:
+                self.problem(path if raw is not None else path[:-1], f"{step_type.name} needs input '{name}' ({spec.description})")
+        for name, value in given.items():
+            self.value(value, (*path, name), declared[name].annotation, scope)
+
+    def value(self, value: object, path: tuple[object, ...], annotation: object, scope: _Scope) -> None:
+        if isinstance(value, str):
+            template = self.template(value, path, scope)
+            if template is None or not template.is_constant:
+                return  # checked again after rendering, when the value is known
+        try:
+            coerce(value, annotation)
+        except InputTypeError as exc:
+            self.problem(path, str(exc))
+
+    def template(self, text: str, path: tuple[object, ...], scope: _Scope) -> templating.Template | None:
+        try:
+            template = templating.parse(text)
+        except templating.TemplateSyntaxError as exc:
+            self.problem(path, f"bad template: {exc}")
+            return None
+        for ref in template.references():
+            message = scope.check(ref)
+            if message:
+                self.problem(path, message)
+        return template
+
+    def number(self, value: object, path: tuple[object, ...]) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            self.problem(path, f"expected a number of seconds above 0, got {value!r}")
+            return None
+        return float(value)
+
+    def retry(self, value: object, path: tuple[object, ...], step_type: StepType | None) -> RetryPolicy | None:
+        if value is None or value is False:
+            return None
+        if step_type is not None and not step_type.retryable:
+            self.problem(path, f"{step_type.name} is not safe to retry (typing into a console twice is not)")
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                self.problem(path, "expected at least 1 attempt")
+                return None
+            return RetryPolicy(attempts=value)
+        spec = self.mapping(value, path, _RETRY_KEYS)
+        attempts = spec.get("attempts", 3)
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            self.problem((*path, "attempts"), f"expected a whole number of at least 1, got {attempts!r}")
+            attempts = 3
+        delay = self.number(spec.get("delay", 1.0), (*path, "delay")) or 1.0
+        max_delay = self.number(spec.get("max_delay", 15.0), (*path, "max_delay")) or 15.0
+        return RetryPolicy(attempts=attempts, delay=delay, max_delay=max_delay)
+
+
+def _anything(raw: object) -> set[str]:
+    return {str(k) for k in raw} if isinstance(raw, dict) else set()
+
+
+@dataclass
+class _Scope:
+    """What a template at one place in the playbook may refer to."""
+
+    inputs: Mapping[str, InputDecl]
+    secrets: Mapping[str, SecretDecl]
+    earlier: Mapping[str, StepType | None]
+
+    def check(self, ref: templating.Ref) -> str | None:
+        head, *rest = ref.parts
+        if head == "inputs":
+            if len(rest) != 1 or rest[0] not in self.inputs:
+                return f"{ref} is not a declared input (declared: {', '.join(self.inputs) or 'none'})"
+        elif head == "secrets":
+            if len(rest) != 1 or rest[0] not in self.secrets:
+                return f"{ref} is not a declared secret (declared: {', '.join(self.secrets) or 'none'})"
+        elif head == "run":
+            if len(rest) != 1 or rest[0] not in _RUN_FIELDS:
+                return f"{ref} is not known (run has: {', '.join(sorted(_RUN_FIELDS))})"
+        elif head == "steps":
+            return self._check_step(ref, rest)
+        else:
+            return f"{ref} refers to nothing (use inputs.*, secrets.*, steps.ID.outputs.* or run.*)"
+        return None
+
+    def _check_step(self, ref: templating.Ref, rest: list[str]) -> str | None:
+        if len(rest) != 3 or rest[1] != "outputs":
+            return f"{ref}: step references look like steps.ID.outputs.NAME"
+        step_id, _, output = rest
+        if step_id not in self.earlier:
+            return f"{ref} refers to step {step_id!r}, which does not exist or comes later"
+        step_type = self.earlier[step_id]
+        if step_type is not None and output not in step_type.outputs:
+            return f"{ref}: {step_type.name} has no output {output!r} (it has: {', '.join(step_type.outputs)})"
+        return None
+
+
+def load_playbook(path: str | Path) -> Playbook:
+    """Read and validate a playbook.
+
+    Raises:
+        PlaybookError: with every problem found, each naming file, line and key path.
+        UsageError: the file cannot be read.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read playbook {path}: {exc.strerror or exc}") from exc
+    return parse_playbook(text, path)
+
+
+def parse_playbook(text: str, path: Path) -> Playbook:
+    located = _Located(path.name, text)
+    validator = _Validator(located, step_types())
+    playbook = validator.playbook(path, text) if not located.problems or located.data is not None else None
+    if located.data is None and not located.problems:
+        validator.problem((), "the playbook is empty")
+    if validator.problems or playbook is None:
+        raise PlaybookError(validator.problems)
+    return playbook
+
+
+def resolve_inputs(playbook: Playbook, given: Mapping[str, str]) -> dict[str, object]:
+    """Inputs from `-e NAME=VALUE`, typed and checked against the playbook's declarations.
+
+    Raises:
+        UsageError: listing every unknown, missing or mistyped input at once.
+    """
+    problems = []
+    values: dict[str, object] = {}
+    for name in given:
+        if name not in playbook.inputs:
+            problems.append(f"-e {name}: {playbook.path.name} has no input {name!r} (inputs: {', '.join(playbook.inputs)})")
+    for name, decl in playbook.inputs.items():
+        if name not in given:
+            if decl.required:
+                problems.append(f"-e {name}=...: required input is missing ({decl.description or decl.type})")
+            values[name] = decl.default
+            continue
+        try:
+            value = coerce(given[name], _INPUT_TYPES[decl.type])
+        except InputTypeError as exc:
+            problems.append(f"-e {name}: {exc}")
+            continue
+        if decl.choices and value not in decl.choices:
+            problems.append(f"-e {name}: {value!r} is not one of {', '.join(map(str, decl.choices))}")
+        values[name] = Secret(str(value), masked_url(str(value))) if decl.sensitive else value
+    if problems:
+        raise UsageError("invalid inputs:\n" + "\n".join(f"  {p}" for p in problems))
+    return values

@@ -1,0 +1,218 @@
+"""Step types: a name such as `keys.generate` mapped to a function, its inputs and outputs.
+
+Each step type declares its inputs as one frozen dataclass (a description in each
+field's metadata) and its outputs by name. Validation, `recovery steps` and the
+runner all read these declarations, so the documentation cannot drift from the
+checks. A step also says whether it is *repeatable* (safe to run again on a
+resumed run) and *retryable* (the runner may retry it after a transient error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from recovery.redact import Secret
+
+if typing.TYPE_CHECKING:
+    from recovery.context import StepContext
+
+Outputs = dict[str, object]
+P = TypeVar("P")
+StepFunction = Callable[["StepContext", Any], Outputs]
+PreviewFunction = Callable[[Any], list[str]]
+
+MISSING = dataclasses.MISSING
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    annotation: object
+    required: bool
+    default: object
+    description: str
+
+    @property
+    def type_name(self) -> str:
+        return describe_type(self.annotation)
+
+
+@dataclass(frozen=True)
+class StepType:
+    name: str
+    summary: str
+    function: StepFunction
+    params: type
+    outputs: Mapping[str, str]
+    repeatable: bool
+    retryable: bool
+    preview: PreviewFunction | None = None
+
+    def inputs(self) -> list[InputSpec]:
+        hints = typing.get_type_hints(self.params)
+        specs = []
+        for field in dataclasses.fields(self.params):
+            has_default = field.default is not MISSING or field.default_factory is not MISSING
+            default = field.default if field.default is not MISSING else None
+            specs.append(
+                InputSpec(
+                    name=field.name,
+                    annotation=hints[field.name],
+                    required=not has_default,
+                    default=default,
+                    description=str(field.metadata.get("doc", "")),
+                )
+            )
+        return specs
+
+
+_REGISTRY: dict[str, StepType] = {}
+
+
+def step(
+    name: str,
+    *,
+    params: type,
+    outputs: Mapping[str, str],
+    repeatable: bool,
+    retryable: bool = False,
+    preview: PreviewFunction | None = None,
+) -> Callable[[StepFunction], StepFunction]:
+    """Register a step type. `repeatable=False` steps are skipped, not rerun, on --resume."""
+
+    def register(function: StepFunction) -> StepFunction:
+        if name in _REGISTRY:
+            raise RuntimeError(f"step type {name} registered twice")
+        summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
+        _REGISTRY[name] = StepType(
+            name, summary, function, params, dict(outputs), repeatable, retryable, preview
+        )
+        return function
+
+    return register
+
+
+def doc(text: str, **kwargs: Any) -> Any:
+    """A dataclass field with a description, for step parameter classes."""
+    return dataclasses.field(metadata={"doc": text}, **kwargs)
+
+
+def step_types() -> Mapping[str, StepType]:
+    """Every registered step type, importing the built-in steps on first use."""
+    import recovery.steps  # noqa: F401  (registers the built-in steps)
+
+    return dict(sorted(_REGISTRY.items()))
+
+
+def describe_type(annotation: object) -> str:
+    if annotation is str:
+        return "string"
+    if annotation is bool:
+        return "boolean"
+    if annotation is int:
+        return "integer"
+    if annotation is float:
+        return "number"
+    if annotation is Secret:
+        return "secret"
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(annotation))
+    if _is_union(annotation):
+        return " or ".join(describe_type(a) for a in get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _is_union(annotation: object) -> bool:
+    return get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+class InputTypeError(TypeError):
+    """A value does not fit an input's declared type; the message says what was expected."""
+
+
+def coerce(value: object, annotation: object) -> object:
+    """Return `value` as `annotation`, converting only the safe cases (numeric strings)."""
+    if _is_union(annotation):
+        options = get_args(annotation)
+        for option in options:
+            try:
+                return coerce(value, option)
+            except InputTypeError:
+                continue
+        if Secret in options and str not in options:
+            return coerce(value, Secret)  # raises the message that explains where secrets come from
+        raise InputTypeError(f"expected {describe_type(annotation)}, got {_show(value)}")
+    if annotation is type(None):
+        if value is None:
+            return None
+        raise InputTypeError(f"expected null, got {_show(value)}")
+    if annotation is Secret:
+        if isinstance(value, Secret):
+            return value
+        raise InputTypeError(
+            f"expected a secret (from secrets.*), got {_show(value)}; secrets never come from playbook text"
+        )
+    if get_origin(annotation) is Literal:
+        choices = get_args(annotation)
+        if value in choices:
+            return value
+        raise InputTypeError(f"expected {describe_type(annotation)}, got {_show(value)}")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise InputTypeError(f"expected {describe_type(annotation)}, got {_show(value)}")
+
+
+def _show(value: object) -> str:
+    if isinstance(value, Secret):
+        return "a secret"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return repr(value) if len(value) < 40 else repr(value[:37] + "...")
+    return f"{type(value).__name__} {value!r}"
+
+
+def build_params(step_type: StepType, values: Mapping[str, object]) -> object:
+    """Coerce rendered values into the step's parameter dataclass."""
+    kwargs: dict[str, object] = {}
+    problems = []
+    for spec in step_type.inputs():
+        if spec.name not in values:
+            if spec.required:
+                problems.append(f"with.{spec.name}: required input is missing")
+            continue
+        try:
+            kwargs[spec.name] = coerce(values[spec.name], spec.annotation)
+        except InputTypeError as exc:
+            problems.append(f"with.{spec.name}: {exc}")
+    if problems:
+        raise InputTypeError("; ".join(problems))
+    return step_type.params(**kwargs)

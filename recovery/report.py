@@ -1,0 +1,123 @@
+"""The run report: what an on-call engineer pastes into the incident ticket.
+
+Steps add facts as they go (keys made, lines typed, what changed on the VM, the
+proof of login); the runner adds the timeline and the outcome. The same data is
+written as JSON for machines and as Markdown for people. Only masked text and
+fingerprints ever enter it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from recovery.journal import to_jsonable
+
+
+@dataclass
+class StepRecord:
+    id: str
+    uses: str
+    status: str  # succeeded | failed | skipped | resumed
+    seconds: float = 0.0
+    attempts: int = 0
+    error: str | None = None
+    phase: str = "main"  # main | cleanup | always
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    playbook: str
+    status: str = "running"
+    started_at: str = ""
+    finished_at: str = ""
+    seconds: float = 0.0
+    failed_step: str | None = None
+    error: str | None = None
+    timeline: list[StepRecord] = field(default_factory=list)
+    keys: list[dict[str, Any]] = field(default_factory=list)
+    typed: list[str] = field(default_factory=list)
+    vm_changes: list[str] = field(default_factory=list)
+    authorized_keys: dict[str, Any] = field(default_factory=dict)
+    published: list[str] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+    proof: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = to_jsonable(asdict(self))
+        return data
+
+    def to_markdown(self) -> str:
+        return render_markdown(self)
+
+
+def render_markdown(report: RunReport) -> str:
+    verdict = {"succeeded": "SUCCEEDED", "failed": "FAILED", "interrupted": "INTERRUPTED"}.get(
+        report.status, report.status.upper()
+    )
+    out = [f"# Recovery {report.run_id}: {verdict}", ""]
+    out.append(f"- Playbook: `{report.playbook}`")
+    out.append(f"- Started: {report.started_at}, finished: {report.finished_at} ({report.seconds:.1f} s)")
+    if report.failed_step:
+        out.append(f"- Failed step: `{report.failed_step}`: {report.error}")
+    elif report.error:
+        out.append(f"- Error: {report.error}")
+    out.append("")
+    if report.proof:
+        proof = report.proof
+        out += [
+            "## Proof of access",
+            "",
+            f"Logged in over SSH to {proof.get('host')}:{proof.get('port')} as `{proof.get('remote_user')}` "
+            f"with key {proof.get('key_fingerprint')}.",
+            f"Host key {proof.get('host_key_fingerprint')} ({proof.get('host_key_trust')}).",
+            "",
+        ]
+    out += ["## Timeline", "", "| step | type | status | seconds | attempts |", "|---|---|---|---|---|"]
+    for record in report.timeline:
+        status = record.status + (f": {record.error}" if record.error else "")
+        out.append(f"| {record.id} | {record.uses} | {status} | {record.seconds:.2f} | {record.attempts} |")
+    out.append("")
+    if report.keys:
+        out += ["## Keys", ""]
+        out += [
+            f"- new {k.get('key_type')} key `{k.get('private_key_path')}`: {k.get('sha256')} (MD5 {k.get('md5')})"
+            for k in report.keys
+        ]
+        out.append("")
+    _section(out, "Changed on the VM", report.vm_changes)
+    if report.authorized_keys:
+        out += ["## authorized_keys before and after", ""]
+        for moment in ("before", "after"):
+            facts = report.authorized_keys.get(moment)
+            if facts:
+                out.append(f"- {moment}: {facts.get('lines')} lines, sha256 {facts.get('sha256')}")
+                out += [f"  - {fp}" for fp in facts.get("keys", [])]
+        out.append("")
+    _section(out, "Published", report.published)
+    _section(out, "Withdrawn", report.withdrawn)
+    _section(out, "Rolled back and cleaned up", report.rolled_back)
+    if report.typed:
+        out += ["## Typed into the console (secrets masked)", "", "```"]
+        out += report.typed
+        out += ["```", ""]
+    _section(out, "Notes", report.notes)
+    return "\n".join(out)
+
+
+def _section(out: list[str], title: str, items: list[str]) -> None:
+    if items:
+        out += [f"## {title}", ""] + [f"- {item}" for item in items] + [""]
+
+
+def summary_line(report: RunReport) -> str:
+    if report.status == "succeeded":
+        proof = report.proof or {}
+        who = f" as {proof['remote_user']}@{proof['host']}:{proof['port']}" if proof else ""
+        return f"recovery {report.run_id} succeeded{who} in {report.seconds:.1f} s"
+    if report.failed_step:
+        return f"recovery {report.run_id} {report.status} at step {report.failed_step}: {report.error}"
+    return f"recovery {report.run_id} {report.status}: {report.error or ''}".rstrip(": ")

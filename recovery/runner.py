@@ -1,0 +1,309 @@
+"""Runs a validated playbook: render inputs, apply timeout and retry, record everything.
+
+Three phases, like try/finally:
+
+1. *main*: steps in order (skipping those whose `when` is false) until one fails;
+2. *cleanup*: everything registered for cleanup, newest first: the `cleanup:`
+   steps of every step that started, and what drivers deferred (withdrawing a
+   published key, closing the console). Runs after a failure or Ctrl-C too, and
+   one failing cleanup does not stop the others;
+3. *always*: steps marked `always: true`, in order, whatever happened before.
+
+Retries live here and only here (tenacity), for steps that declare themselves
+retryable and errors that are `TransientError`. Timeouts are deadlines handed to
+the step through its context; drivers bound every wait by them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from recovery import templating
+from recovery.config import Config
+from recovery.context import Cleanup, SharedState, StepContext
+from recovery.errors import StepError, TemplateError, TransientError
+from recovery.journal import (
+    STATUS_FAILED,
+    STATUS_INTERRUPTED,
+    STATUS_RUNNING,
+    STATUS_SUCCEEDED,
+    Journal,
+)
+from recovery.playbook import Playbook, StepSpec
+from recovery.redact import Secret
+from recovery.registry import InputTypeError, StepType, build_params, step_types
+from recovery.report import RunReport, StepRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STEP_TIMEOUT = 300.0
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    playbook: Playbook
+    inputs: Mapping[str, object]
+    secrets: Mapping[str, Secret]
+    config: Config
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Runner:
+    """One run of one playbook into one journal. Use `run()` once."""
+
+    def __init__(
+        self,
+        request: RunRequest,
+        journal: Journal,
+        *,
+        previous: Mapping[str, Mapping[str, Any]] | None = None,
+        progress: Progress = lambda line: None,
+    ) -> None:
+        self.request = request
+        self.journal = journal
+        self.previous = previous or {}
+        self.progress = progress
+        self.types = step_types()
+        self.report = RunReport(run_id=journal.run_id, playbook=str(request.playbook.path))
+        self.shared = SharedState()
+        self.namespace: dict[str, Any] = {
+            "inputs": dict(request.inputs),
+            "secrets": dict(request.secrets),
+            "steps": {},
+            "run": {"id": journal.run_id, "dir": str(journal.directory)},
+        }
+        self._index = {spec.id: n for n, spec in enumerate(request.playbook.all_steps(), start=1)}
+
+    # -- the three phases -------------------------------------------------------------------
+
+    def run(self) -> RunReport:
+        """Execute the playbook. KeyboardInterrupt is re-raised after cleanup, with the report saved."""
+        started = time.monotonic()
+        self.report.started_at = _now()
+        self._save_run(STATUS_RUNNING)
+        self.journal.event("run_started", playbook=str(self.request.playbook.path), resumed=bool(self.previous))
+        interrupted = False
+        try:
+            self._main_phase()
+        except KeyboardInterrupt:
+            interrupted = True
+            self.report.status = STATUS_INTERRUPTED
+            self.report.error = "interrupted by the operator (Ctrl-C)"
+            self.journal.event("run_interrupted")
+        finally:
+            self._cleanup_phase()
+            if self.report.status == STATUS_RUNNING:
+                self.report.status = STATUS_SUCCEEDED
+            self._always_phase()
+            self.report.finished_at = _now()
+            self.report.seconds = round(time.monotonic() - started, 3)
+            self._save_run(self.report.status)
+            self.journal.write_json("report.json", self.report.to_json())
+            self.journal.write_text("report.md", self.report.to_markdown())
+            self.journal.event("run_finished", status=self.report.status)
+        if interrupted:
+            raise KeyboardInterrupt
+        return self.report
+
+    def _main_phase(self) -> None:
+        for spec in self.request.playbook.steps:
+            if spec.always:
+                continue
+            if not self._execute(spec, phase="main"):
+                return
+
+    def _cleanup_phase(self) -> None:
+        while self.shared.cleanups:
+            cleanup = self.shared.cleanups.pop()
+            try:
+                cleanup.action()
+                self.report.rolled_back.append(cleanup.description)
+                self.journal.event("cleanup_done", what=cleanup.description)
+            except KeyboardInterrupt:
+                self.report.notes.append(f"cleanup interrupted: {cleanup.description}")
+            except Exception as exc:  # a failed cleanup must not stop the next one
+                log.warning("cleanup failed: %s: %s", cleanup.description, exc)
+                self.report.notes.append(f"cleanup FAILED: {cleanup.description}: {exc}")
+                if self.report.status == STATUS_RUNNING:
+                    self.report.status = STATUS_FAILED
+                    self.report.failed_step = "cleanup"
+                    self.report.error = f"{cleanup.description} failed: {exc}"
+                self.journal.event("cleanup_failed", what=cleanup.description, error=str(exc))
+
+    def _always_phase(self) -> None:
+        for spec in self.request.playbook.steps:
+            if spec.always:
+                try:
+                    self._execute(spec, phase="always")
+                except KeyboardInterrupt:
+                    self.report.notes.append(f"step {spec.id} interrupted")
+                    return
+        self._cleanup_phase()  # an always-step may defer cleanups of its own
+
+    # -- one step ---------------------------------------------------------------------------
+
+    def _execute(self, spec: StepSpec, *, phase: str) -> bool:
+        """Run one step; returns False when the run must stop (the failure is recorded)."""
+        step_type = self.types[spec.uses]
+        record = StepRecord(id=spec.id, uses=spec.uses, status="running", phase=phase)
+        self.report.timeline.append(record)
+        earlier = self.previous.get(spec.id)
+        if earlier and earlier.get("status") == "succeeded" and not step_type.repeatable:
+            self.namespace["steps"][spec.id] = {"outputs": dict(earlier.get("outputs") or {})}
+            record.status = "resumed"
+            self._finish(spec, record, outputs=earlier.get("outputs") or {}, note="done in the earlier attempt")
+            return True
+        try:
+            if not self._wanted(spec):
+                self.namespace["steps"][spec.id] = {"outputs": dict.fromkeys(step_type.outputs)}
+                record.status = "skipped"
+                self._finish(spec, record, outputs={}, note="condition is false")
+                return True
+            params = self._params(spec, step_type)
+        except StepError as exc:
+            return self._fail(spec, record, exc, started=time.monotonic())
+        self._register_cleanup_steps(spec)
+        started = time.monotonic()
+        self.progress(f"[{self._index[spec.id]}] {spec.id}: {spec.title} ...")
+        self.journal.event("step_started", step=spec.id, uses=spec.uses)
+        try:
+            outputs = self._with_retry(spec, step_type, params, record)
+        except StepError as exc:
+            return self._fail(spec, record, exc, started=started)
+        record.seconds = round(time.monotonic() - started, 3)
+        record.status = "succeeded"
+        self.namespace["steps"][spec.id] = {"outputs": {**dict.fromkeys(step_type.outputs), **outputs}}
+        self._finish(spec, record, outputs=outputs)
+        return True
+
+    def _wanted(self, spec: StepSpec) -> bool:
+        if spec.when is None:
+            return True
+        try:
+            return bool(templating.render(templating.parse(spec.when), self.namespace))
+        except templating.UndefinedReference as exc:
+            raise TemplateError(f"when: {exc}") from exc
+
+    def _params(self, spec: StepSpec, step_type: StepType) -> object:
+        try:
+            rendered = {k: templating.render_value(v, self.namespace) for k, v in spec.params.items()}
+            return build_params(step_type, rendered)
+        except (templating.UndefinedReference, InputTypeError) as exc:
+            raise TemplateError(f"inputs of {spec.uses} could not be prepared: {exc}") from exc
+
+    def _with_retry(self, spec: StepSpec, step_type: StepType, params: object, record: StepRecord) -> dict[str, object]:
+        timeout = spec.timeout or DEFAULT_STEP_TIMEOUT
+        deadline = time.monotonic() + timeout
+        policy = spec.retry
+        stop = stop_after_delay(timeout)
+        if policy is not None:
+            stop = stop | stop_after_attempt(policy.attempts)
+        else:
+            stop = stop_after_attempt(1)
+        retrying = Retrying(
+            stop=stop,
+            wait=wait_exponential_jitter(
+                initial=policy.delay if policy else 1.0, max=policy.max_delay if policy else 1.0
+            ),
+            retry=retry_if_exception_type(TransientError),
+            before_sleep=lambda state: self._record_retry(spec, state),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                record.attempts = attempt.retry_state.attempt_number
+                context = StepContext(
+                    run_id=self.journal.run_id,
+                    run_dir=self.journal.directory,
+                    journal=self.journal,
+                    config=self.request.config,
+                    report=self.report,
+                    shared=self.shared,
+                    step_id=spec.id,
+                    deadline=deadline,
+                )
+                outputs = step_type.function(context, params)
+                unknown = set(outputs) - set(step_type.outputs)
+                if unknown:
+                    raise RuntimeError(f"{spec.uses} returned undeclared outputs {sorted(unknown)}")
+                return outputs
+        raise AssertionError("tenacity stopped without an outcome")  # pragma: no cover
+
+    def _record_retry(self, spec: StepSpec, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        self.progress(f"    retrying {spec.id} in {delay:.1f} s: {error}")
+        self.journal.event("step_retry", step=spec.id, attempt=state.attempt_number, error=str(error))
+
+    def _register_cleanup_steps(self, spec: StepSpec) -> None:
+        for child in spec.cleanup:
+            self.shared.cleanups.append(
+                Cleanup(f"cleanup step {child.id} ({child.uses})", lambda child=child: self._run_cleanup_step(child))
+            )
+
+    def _run_cleanup_step(self, spec: StepSpec) -> None:
+        if not self._execute(spec, phase="cleanup"):
+            raise StepError(f"cleanup step {spec.id} failed")
+
+    def _fail(self, spec: StepSpec, record: StepRecord, exc: StepError, *, started: float) -> bool:
+        exc.step = spec.id
+        exc.attempt = max(record.attempts, 1)
+        record.status = "failed"
+        record.error = str(exc)
+        record.seconds = round(time.monotonic() - started, 3)
+        if self.report.failed_step is None:
+            self.report.status = STATUS_FAILED
+            self.report.failed_step = spec.id
+            self.report.error = str(exc)
+        self.progress(f"    FAILED {spec.id}: {exc}")
+        self.journal.event(
+            "step_failed", step=spec.id, error=str(exc), kind=type(exc).__name__, transcript_tail=exc.transcript_tail
+        )
+        self._save_step(spec, record, outputs={})
+        return False
+
+    def _finish(self, spec: StepSpec, record: StepRecord, *, outputs: Mapping[str, object], note: str = "") -> None:
+        suffix = f" ({note})" if note else f" ({record.seconds:.2f} s)"
+        self.progress(f"    {record.status} {spec.id}{suffix}")
+        self.journal.event(f"step_{record.status}", step=spec.id, seconds=record.seconds)
+        self._save_step(spec, record, outputs=outputs)
+
+    def _save_step(self, spec: StepSpec, record: StepRecord, *, outputs: Mapping[str, object]) -> None:
+        self.journal.save_step(
+            self._index[spec.id],
+            spec.id,
+            {"id": spec.id, "uses": spec.uses, "status": record.status, "phase": record.phase,
+             "seconds": record.seconds, "attempts": record.attempts, "error": record.error, "outputs": outputs},
+        )
+
+    def _save_run(self, status: str) -> None:
+        self.journal.write_json(
+            "run.json",
+            {
+                "run_id": self.journal.run_id,
+                "playbook": str(self.request.playbook.path.resolve()),
+                "inputs": self.request.inputs,
+                "status": status,
+                "failed_step": self.report.failed_step,
+                "started_at": self.report.started_at,
+            },
+        )

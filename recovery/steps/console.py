@@ -1,0 +1,60 @@
+"""console.open and console.login: reach a shell on the VM's console."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from recovery.context import StepContext
+from recovery.redact import Secret, Text, masked_url
+from recovery.registry import Outputs, doc, step
+
+
+@dataclass(frozen=True)
+class OpenParams:
+    url: Text = doc("console URL: ws:// or wss:// serial console, token included")
+
+
+@step(
+    "console.open",
+    params=OpenParams,
+    outputs={"url": "the console URL, masked"},
+    repeatable=True,  # a connection does not survive the process; --resume reopens it
+    retryable=True,
+)
+def open_console(ctx: StepContext, params: OpenParams) -> Outputs:
+    """Connect to the VM's console."""
+    from recovery.channels import channel_for
+    from recovery.console import ConsoleSession
+
+    if ctx.shared.console is not None:
+        ctx.shared.console.channel.close()
+        ctx.shared.console = None
+    channel = channel_for(params.url)
+    channel.open(timeout=min(ctx.remaining(), 30.0))
+    session = ConsoleSession(channel, ctx.journal.transcript)
+    ctx.shared.console = session
+    ctx.defer("closed the console", channel.close)
+    return {"url": masked_url(params.url)}
+
+
+@dataclass(frozen=True)
+class LoginParams:
+    user: str = doc("user to log in as")
+    password: Secret | None = doc("console password (from secrets.*); none if the console is already logged in", default=None)
+    timeout: float | None = doc("seconds to reach a shell (default: console.login_timeout)", default=None)
+
+
+@step(
+    "console.login",
+    params=LoginParams,
+    outputs={"user": "the user whose shell the console shows", "already_logged_in": "true if no password was typed"},
+    repeatable=True,
+)
+def login(ctx: StepContext, params: LoginParams) -> Outputs:
+    """Log in on the console (or find a shell already open), and confirm the user."""
+    session = ctx.require_console()
+    timeout = min(params.timeout or ctx.config.console.login_timeout, ctx.remaining())
+    result = session.login(params.user, params.password, timeout)
+    if result.logged_out_other_user:
+        ctx.report.notes.append(f"the console was logged in as {result.logged_out_other_user}; logged it out")
+    return {"user": result.user, "already_logged_in": result.already_logged_in}

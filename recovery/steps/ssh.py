@@ -1,0 +1,75 @@
+"""ssh.verify: the proof that the new key logs in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from recovery.context import StepContext
+from recovery.errors import HostKeyUnknown
+from recovery.redact import Secret
+from recovery.registry import Outputs, doc, step
+
+
+@dataclass(frozen=True)
+class VerifyParams:
+    host: str = doc("SSH host name or address")
+    user: str = doc("user to log in as")
+    private_key_path: str = doc("the new private key (keys.generate output)")
+    port: int = doc("SSH port", default=22)
+    passphrase: Secret | None = doc("the private key's passphrase, if any", default=None)
+    host_key_fingerprint: str | None = doc("pinned host key, SHA256:... or MD5 hex", default=None)
+    trust_first_use: bool = doc("accept an unpinned host key (recorded in the report)", default=False)
+    timeout: float | None = doc("connect/banner/auth timeout (default: ssh.timeout)", default=None)
+
+
+@step(
+    "ssh.verify",
+    params=VerifyParams,
+    outputs={
+        "remote_user": "what `id -un` printed on the VM",
+        "host_key_fingerprint": "SHA256 fingerprint of the host key seen",
+        "host_key_trust": "pinned or trusted-on-first-use",
+    },
+    repeatable=True,
+    retryable=True,  # sshd may be restarting, or reading the file we just wrote
+)
+def verify(ctx: StepContext, params: VerifyParams) -> Outputs:
+    """Log in over SSH with the new key and run `id -un`."""
+    from recovery.keys import load_keypair
+    from recovery.verifier import ParamikoVerifier, SSHTarget
+
+    if not params.host_key_fingerprint and not params.trust_first_use:
+        raise HostKeyUnknown(
+            f"no host key to check {params.host}:{params.port} against: give host_key_fingerprint "
+            "(from the console or the cloud-init console log), or set trust_first_use: true "
+            "(it will be recorded in the report)"
+        )
+    key = load_keypair(Path(params.private_key_path), params.passphrase)
+    target = SSHTarget(
+        host=params.host,
+        port=params.port,
+        user=params.user,
+        host_key_fingerprint=params.host_key_fingerprint,
+        trust_first_use=params.trust_first_use,
+    )
+    timeout = min(params.timeout or ctx.config.ssh.timeout, max(ctx.remaining(), 0.5))
+    result = ParamikoVerifier().verify(target, key, passphrase=params.passphrase, timeout=timeout)
+    trust = "trusted on first use" if result.trusted_on_first_use else "pinned"
+    if result.trusted_on_first_use:
+        ctx.report.notes.append(f"host key {result.host_key_fingerprint} was trusted on first use, not pinned")
+    ctx.report.proof = {
+        "host": params.host,
+        "port": params.port,
+        "remote_user": result.remote_user,
+        "key_fingerprint": result.key_fingerprint,
+        "host_key_fingerprint": result.host_key_fingerprint,
+        "host_key_type": result.host_key_type,
+        "host_key_trust": trust,
+        "seconds": round(result.seconds, 3),
+    }
+    return {
+        "remote_user": result.remote_user,
+        "host_key_fingerprint": result.host_key_fingerprint,
+        "host_key_trust": trust,
+    }

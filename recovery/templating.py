@@ -1,0 +1,289 @@
+"""`{{ ... }}` templates over inputs, step outputs and secrets, with nothing else reachable.
+
+The language is deliberately tiny, so that a playbook can never run code or reach
+into Python objects: an expression is a dotted reference into the namespace
+(`inputs.user`, `steps.key.outputs.public_key`, `secrets.console_password`,
+`run.id`), a literal (`'text'`, `42`, `true`, `false`, `null`), and the operators
+`==`, `!=`, `not`, `and`, `or` (which, as in Python, yield an operand, so
+`a or b` picks the first non-empty value) and parentheses.
+
+A value that is exactly one `{{ expression }}` keeps its type: a number stays a
+number, a `Secret` stays a `Secret`. Text around an expression makes a string,
+or, if any part is a secret, a `Secret` whose label shows the text with `***`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from recovery.redact import MASK, Secret
+
+_TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<string>'[^']*'|"[^"]*")
+      | (?P<number>-?\d+(?:\.\d+)?)
+      | (?P<op>==|!=|\(|\))
+      | (?P<name>[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z_][A-Za-z0-9_-]*)*)
+    )""",
+    re.VERBOSE,
+)
+_KEYWORDS = {"and", "or", "not", "true", "false", "null"}
+
+
+class TemplateSyntaxError(ValueError):
+    """A template that cannot be parsed; the message says where in the text."""
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A dotted reference such as `steps.key.outputs.public_key`."""
+
+    parts: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return ".".join(self.parts)
+
+
+@dataclass(frozen=True)
+class Literal:
+    value: object
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: Expr
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: str  # "==", "!=", "and", "or"
+    left: Expr
+    right: Expr
+
+
+Expr = Ref | Literal | Not | Binary
+
+
+class UndefinedReference(LookupError):
+    """A reference names something that does not exist in the namespace."""
+
+
+def _tokenize(text: str) -> list[tuple[str, str]]:
+    tokens: list[tuple[str, str]] = []
+    position = 0
+    while position < len(text):
+        if text[position:].strip() == "":
+            break
+        match = _TOKEN.match(text, position)
+        if not match:
+            raise TemplateSyntaxError(f"unexpected {text[position:].strip()[:20]!r} in {text.strip()!r}")
+        kind = match.lastgroup or ""
+        value = match.group(kind)
+        if kind == "name" and value in _KEYWORDS:
+            kind = "keyword"
+        tokens.append((kind, value))
+        position = match.end()
+    return tokens
+
+
+class _Parser:
+    """Recursive descent: or_expr := and_expr ('or' and_expr)* ; and so on down."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = _tokenize(text)
+        self.index = 0
+
+    def parse(self) -> Expr:
+        if not self.tokens:
+            raise TemplateSyntaxError("empty expression '{{ }}'")
+        expr = self._or()
+        if self.index != len(self.tokens):
+            raise TemplateSyntaxError(f"unexpected {self.tokens[self.index][1]!r} in {self.text.strip()!r}")
+        return expr
+
+    def _peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.index] if self.index < len(self.tokens) else None
+
+    def _take(self) -> tuple[str, str]:
+        token = self._peek()
+        if token is None:
+            raise TemplateSyntaxError(f"expression ends too early: {self.text.strip()!r}")
+        self.index += 1
+        return token
+
+    def _or(self) -> Expr:
+        expr = self._and()
+        while self._peek() == ("keyword", "or"):
+            self.index += 1
+            expr = Binary("or", expr, self._and())
+        return expr
+
+    def _and(self) -> Expr:
+        expr = self._not()
+        while self._peek() == ("keyword", "and"):
+            self.index += 1
+            expr = Binary("and", expr, self._not())
+        return expr
+
+    def _not(self) -> Expr:
+        if self._peek() == ("keyword", "not"):
+            self.index += 1
+            return Not(self._not())
+        return self._comparison()
+
+    def _comparison(self) -> Expr:
+        expr = self._atom()
+        token = self._peek()
+        if token is not None and token[0] == "op" and token[1] in ("==", "!="):
+            self.index += 1
+            expr = Binary(token[1], expr, self._atom())
+        return expr
+
+    def _atom(self) -> Expr:
+        kind, value = self._take()
+        if kind == "op" and value == "(":
+            expr = self._or()
+            if self._take() != ("op", ")"):
+                raise TemplateSyntaxError(f"missing ')' in {self.text.strip()!r}")
+            return expr
+        if kind == "string":
+            return Literal(value[1:-1])
+        if kind == "number":
+            return Literal(float(value) if "." in value else int(value))
+        if kind == "keyword" and value in ("true", "false", "null"):
+            return Literal({"true": True, "false": False, "null": None}[value])
+        if kind == "name":
+            return Ref(tuple(value.split(".")))
+        raise TemplateSyntaxError(f"unexpected {value!r} in {self.text.strip()!r}")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A parsed string: literal text and expressions, in order."""
+
+    source: str
+    parts: tuple[str | Expr, ...]
+
+    @property
+    def is_single_expression(self) -> bool:
+        return len(self.parts) == 1 and not isinstance(self.parts[0], str)
+
+    @property
+    def is_constant(self) -> bool:
+        return all(isinstance(p, str) for p in self.parts)
+
+    def references(self) -> Iterator[Ref]:
+        for part in self.parts:
+            if not isinstance(part, str):
+                yield from _references(part)
+
+
+def _references(expr: Expr) -> Iterator[Ref]:
+    if isinstance(expr, Ref):
+        yield expr
+    elif isinstance(expr, Not):
+        yield from _references(expr.operand)
+    elif isinstance(expr, Binary):
+        yield from _references(expr.left)
+        yield from _references(expr.right)
+
+
+def parse(source: str) -> Template:
+    """Parse `source`; raises TemplateSyntaxError naming the bad expression."""
+    parts: list[str | Expr] = []
+    position = 0
+    for match in _TEMPLATE.finditer(source):
+        if match.start() > position:
+            parts.append(source[position : match.start()])
+        parts.append(_Parser(match.group(1)).parse())
+        position = match.end()
+    rest = source[position:]
+    if "{{" in rest or "}}" in rest:
+        raise TemplateSyntaxError(f"unbalanced '{{{{' or '}}}}' in {source!r}")
+    if rest:
+        parts.append(rest)
+    return Template(source, tuple(parts))
+
+
+def lookup(namespace: Mapping[str, object], ref: Ref) -> object:
+    """Follow `ref` through nested mappings only; attributes of objects are never read."""
+    current: object = namespace
+    for depth, name in enumerate(ref.parts):
+        if not isinstance(current, Mapping) or name not in current:
+            known = ", ".join(sorted(current)) if isinstance(current, Mapping) else "nothing"
+            where = ".".join(ref.parts[: depth + 1])
+            raise UndefinedReference(f"{where} is not defined (known here: {known})")
+        current = current[name]
+    return current
+
+
+def evaluate(expr: Expr, namespace: Mapping[str, object]) -> object:
+    if isinstance(expr, Literal):
+        return expr.value
+    if isinstance(expr, Ref):
+        return lookup(namespace, expr)
+    if isinstance(expr, Not):
+        return not evaluate(expr.operand, namespace)
+    left = evaluate(expr.left, namespace)
+    if expr.op == "or":
+        return left if left else evaluate(expr.right, namespace)
+    if expr.op == "and":
+        return evaluate(expr.right, namespace) if left else left
+    right = evaluate(expr.right, namespace)
+    equal = _comparable(left) == _comparable(right)
+    return equal if expr.op == "==" else not equal
+
+
+def _comparable(value: object) -> object:
+    # Comparing a secret is allowed (a `when` may test one) but never shows it.
+    return value.reveal() if isinstance(value, Secret) else value
+
+
+def render(template: Template, namespace: Mapping[str, object]) -> object:
+    """Render a parsed template; see the module docstring for the typing rules."""
+    if template.is_single_expression:
+        single = template.parts[0]
+        assert not isinstance(single, str)
+        return evaluate(single, namespace)
+    raw: list[str] = []
+    label: list[str] = []
+    secret = False
+    for part in template.parts:
+        value = part if isinstance(part, str) else evaluate(part, namespace)
+        if isinstance(value, Secret):
+            secret = True
+            raw.append(value.reveal())
+            label.append(MASK)
+        else:
+            text = _to_text(value, template.source)
+            raw.append(text)
+            label.append(text)
+    return Secret("".join(raw), "".join(label)) if secret else "".join(raw)
+
+
+def _to_text(value: object, source: str) -> str:
+    if value is None:
+        raise UndefinedReference(
+            f"an expression in {source!r} is empty (a skipped step's output?) and cannot be "
+            "joined with text; use a value that is only the expression, or `x or 'default'`"
+        )
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise UndefinedReference(f"an expression in {source!r} gives a {type(value).__name__}, not text")
+
+
+def render_value(value: object, namespace: Mapping[str, object]) -> object:
+    """Render every string inside lists and mappings; other values pass through."""
+    if isinstance(value, str):
+        return render(parse(value), namespace)
+    if isinstance(value, list):
+        return [render_value(v, namespace) for v in value]
+    if isinstance(value, dict):
+        return {k: render_value(v, namespace) for k, v in value.items()}
+    return value
