@@ -142,6 +142,7 @@ def _build(
         problems.append(f"{where}: expected a mapping")
         return cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    defaults = cls()
     kwargs: dict[str, object] = {}
     for key, value in data.items():
         key_path = (*path, str(key))
@@ -149,7 +150,7 @@ def _build(
         if key not in fields:
             problems.append(f"{key_where}: unknown setting (known: {', '.join(fields)})")
             continue
-        default = fields[key].default_factory() if fields[key].default_factory is not dataclasses.MISSING else fields[key].default
+        default = getattr(defaults, key)
         if dataclasses.is_dataclass(default):
             kwargs[key] = _build(type(default), value, key_path, problems, file, lines)
             continue

@@ -17,5 +17,7 @@ def setup_logging(verbosity: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("paramiko").setLevel(logging.DEBUG if verbosity >= 3 else logging.WARNING)
+    # paramiko logs every failed banner as an ERROR traceback from its own thread; the verifier
+    # already reports those failures in plain words.
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if verbosity >= 3 else logging.CRITICAL)
     logging.getLogger("websocket").setLevel(logging.DEBUG if verbosity >= 3 else logging.WARNING)

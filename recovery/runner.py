@@ -26,7 +26,7 @@ from typing import Any
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
     wait_exponential_jitter,
@@ -181,7 +181,6 @@ class Runner:
             params = self._params(spec, step_type)
         except StepError as exc:
             return self._fail(spec, record, exc, started=time.monotonic())
-        self._register_cleanup_steps(spec)
         started = time.monotonic()
         self.progress(f"[{self._index[spec.id]}] {spec.id}: {spec.title} ...")
         self.journal.event("step_started", step=spec.id, uses=spec.uses)
@@ -189,6 +188,9 @@ class Runner:
             outputs = self._with_retry(spec, step_type, params, record)
         except StepError as exc:
             return self._fail(spec, record, exc, started=started)
+        finally:
+            # After the step, so its cleanup steps run before what its drivers deferred.
+            self._register_cleanup_steps(spec)
         record.seconds = round(time.monotonic() - started, 3)
         record.status = "succeeded"
         self.namespace["steps"][spec.id] = {"outputs": {**dict.fromkeys(step_type.outputs), **outputs}}
@@ -214,17 +216,12 @@ class Runner:
         timeout = spec.timeout or DEFAULT_STEP_TIMEOUT
         deadline = time.monotonic() + timeout
         policy = spec.retry
-        stop = stop_after_delay(timeout)
-        if policy is not None:
-            stop = stop | stop_after_attempt(policy.attempts)
-        else:
-            stop = stop_after_attempt(1)
         retrying = Retrying(
-            stop=stop,
+            stop=stop_after_delay(timeout) | stop_after_attempt(policy.attempts if policy else 1),
             wait=wait_exponential_jitter(
-                initial=policy.delay if policy else 1.0, max=policy.max_delay if policy else 1.0
+                multiplier=policy.delay if policy else 1.0, max=policy.max_delay if policy else 1.0
             ),
-            retry=retry_if_exception_type(TransientError),
+            retry=retry_if_exception(lambda error: isinstance(error, TransientError)),
             before_sleep=lambda state: self._record_retry(spec, state),
             reraise=True,
         )
@@ -256,13 +253,14 @@ class Runner:
 
     def _register_cleanup_steps(self, spec: StepSpec) -> None:
         for child in spec.cleanup:
-            self.shared.cleanups.append(
-                Cleanup(f"cleanup step {child.id} ({child.uses})", lambda child=child: self._run_cleanup_step(child))
-            )
+            self.shared.cleanups.append(Cleanup(f"cleanup step {child.id} ({child.uses})", self._cleanup_action(child)))
 
-    def _run_cleanup_step(self, spec: StepSpec) -> None:
-        if not self._execute(spec, phase="cleanup"):
-            raise StepError(f"cleanup step {spec.id} failed")
+    def _cleanup_action(self, spec: StepSpec) -> Callable[[], None]:
+        def action() -> None:
+            if not self._execute(spec, phase="cleanup"):
+                raise StepError(f"cleanup step {spec.id} failed")
+
+        return action
 
     def _fail(self, spec: StepSpec, record: StepRecord, exc: StepError, *, started: float) -> bool:
         exc.step = spec.id
@@ -276,7 +274,7 @@ class Runner:
             self.report.error = str(exc)
         self.progress(f"    FAILED {spec.id}: {exc}")
         self.journal.event(
-            "step_failed", step=spec.id, error=str(exc), kind=type(exc).__name__, transcript_tail=exc.transcript_tail
+            "step_failed", step=spec.id, error=str(exc), error_type=type(exc).__name__, transcript_tail=exc.transcript_tail
         )
         self._save_step(spec, record, outputs={})
         return False
