@@ -1,0 +1,63 @@
+"""Step types that exist only in the tests: they record what the runner made them do."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from recovery.context import StepContext
+from recovery.errors import ChannelTimeout, StepError
+from recovery.redact import Text
+from recovery.registry import Outputs, doc, step
+
+CALLS: list[str] = []
+log = logging.getLogger("tests.fake_steps")
+
+
+@dataclass(frozen=True)
+class RecordParams:
+    message: Text = doc("what to record", default="")
+    fail: bool = doc("fail with a permanent error", default=False)
+    transient_failures: int = doc("fail this many attempts with a transient error first", default=0)
+
+
+_attempts: dict[str, int] = {}
+
+
+@step("test.record", params=RecordParams, outputs={"message": "the message", "attempts": "tries"},
+      repeatable=True, retryable=True)
+def record(ctx: StepContext, params: RecordParams) -> Outputs:
+    """Record the call; fail as asked."""
+    _attempts[ctx.step_id] = _attempts.get(ctx.step_id, 0) + 1
+    CALLS.append(f"{ctx.step_id}:{params.message}")
+    log.warning("step %s got %s", ctx.step_id, params.message)
+    if _attempts[ctx.step_id] <= params.transient_failures:
+        raise ChannelTimeout(f"transient failure {_attempts[ctx.step_id]}")
+    if params.fail:
+        raise StepError(f"{ctx.step_id} failed on purpose")
+    ctx.defer(f"undo {ctx.step_id}", lambda: CALLS.append(f"undo:{ctx.step_id}"))
+    return {"message": params.message, "attempts": _attempts[ctx.step_id]}
+
+
+@dataclass(frozen=True)
+class OnceParams:
+    value: str = doc("a value to remember", default="v")
+
+
+@step("test.once", params=OnceParams, outputs={"value": "the value"}, repeatable=False)
+def once(ctx: StepContext, params: OnceParams) -> Outputs:
+    """A step that must not run twice across a resume."""
+    CALLS.append(f"{ctx.step_id}:once")
+    return {"value": params.value}
+
+
+@step("test.interrupt", params=OnceParams, outputs={}, repeatable=True)
+def interrupt(ctx: StepContext, params: OnceParams) -> Outputs:
+    """Behave like an operator pressing Ctrl-C."""
+    CALLS.append(f"{ctx.step_id}:interrupt")
+    raise KeyboardInterrupt
+
+
+def reset() -> None:
+    CALLS.clear()
+    _attempts.clear()
