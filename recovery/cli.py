@@ -226,7 +226,9 @@ def command_run(args: argparse.Namespace) -> int:
         print(render_plan(playbook, inputs))
         return EXIT_OK
     secrets = read_secrets(playbook, _pairs(args.secret, "--secret"), os.environ, interactive=sys.stdin.isatty())
-    return execute(playbook, inputs, secrets, config, journal_root, journal=journal, previous=previous, as_json=args.json)
+    return execute(
+        playbook, inputs, secrets, config, journal_root, journal=journal, previous=previous, as_json=args.json
+    )
 
 
 def _resume(

@@ -45,6 +45,18 @@ def normalize(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
 
 
+def heredoc_command(lines: Sequence[Text], *, delimiter: str, nonce: str) -> list[Text]:
+    """The exact lines typed to run `lines` with `sh` and print `RCV-<nonce>-<status>` after.
+
+    The leading space keeps the command out of history where HISTCONTROL ignores spaces;
+    unsetting HISTFILE keeps it out everywhere else.
+    """
+    if any(reveal(line) == delimiter for line in lines):
+        raise GuestCommandError(f"internal error: a script line equals the heredoc delimiter {delimiter}")
+    opening = f" unset HISTFILE; sh <<'{delimiter}'; printf 'RCV-%s-%s\\n' {nonce} \"$?\""
+    return [opening, *lines, delimiter]
+
+
 @dataclass(frozen=True)
 class LoginResult:
     user: str
@@ -197,7 +209,10 @@ class ConsoleSession:
                     raise LoginRejected(f"logged in as {who!r}, not {user!r}, even after logging {logged_out!r} out")
                 logged_out = who
                 self.send("exit\r")
-                sent_user = sent_password = False
+                # Wait for login: itself; the old shell's last prompt may still be on its way.
+                self.expect({"login prompt after logout": LOGIN_PROMPT}, max(deadline - time.monotonic(), 0.1))
+                self.send(user + "\r")
+                sent_user, sent_password = True, False
 
     def identity(self, timeout: float) -> str:
         """The user of the shell at the console, read from a marker line."""
@@ -219,12 +234,8 @@ class ConsoleSession:
             ChannelTimeout: no marker within `timeout`.
             ChannelClosed: the console went away while typing or waiting.
         """
-        if any(reveal(line) == delimiter for line in lines):
-            raise GuestCommandError(f"internal error: a script line equals the heredoc delimiter {delimiter}")
-        opening = f" unset HISTFILE; sh <<'{delimiter}'; printf 'RCV-%s-%s\\n' {nonce} \"$?\""
-        typed: list[Text] = [opening, *lines, delimiter]
         self._pending = ""
-        for line in typed:
+        for line in heredoc_command(lines, delimiter=delimiter, nonce=nonce):
             shown = str(line) if isinstance(line, Secret) else line
             self.typed.append(shown)
             wire = Secret(reveal(line) + "\r", shown) if isinstance(line, Secret) else line + "\r"

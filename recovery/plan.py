@@ -12,20 +12,24 @@ from typing import Any
 from recovery import templating
 from recovery.playbook import Playbook, StepSpec
 from recovery.redact import Secret
-from recovery.registry import InputTypeError, build_params, step_types
+from recovery.registry import InputTypeError, build_params, describe_type, step_types
 
 
 def _namespace(playbook: Playbook, inputs: Mapping[str, object]) -> dict[str, Any]:
-    outputs = {
-        spec.id: {"outputs": {name: f"<steps.{spec.id}.outputs.{name}>" for name in step_types()[spec.uses].outputs}}
-        for spec in playbook.all_steps()
-    }
-    return {
+    """Inputs and masked secrets as given; each step's outputs a placeholder, or null if skipped."""
+    namespace: dict[str, Any] = {
         "inputs": dict(inputs),
         "secrets": {name: Secret(f"<{name}>", f"<{name}>") for name in playbook.secrets},
-        "steps": outputs,
+        "steps": {},
         "run": {"id": "<run id>", "dir": "<run dir>"},
     }
+    for spec in playbook.all_steps():
+        names = step_types()[spec.uses].outputs
+        skipped = spec.when is not None and _when(spec.when, namespace) == "skipped"
+        namespace["steps"][spec.id] = {
+            "outputs": {name: None if skipped else f"<steps.{spec.id}.outputs.{name}>" for name in names}
+        }
+    return namespace
 
 
 def render_plan(playbook: Playbook, inputs: Mapping[str, object]) -> str:
@@ -55,9 +59,10 @@ def _describe(number: int | None, spec: StepSpec, namespace: Mapping[str, Any]) 
     if spec.when:
         out.append(f"     when: {spec.when} → {_when(spec.when, namespace)}")
     rendered: dict[str, object] = {}
+    annotations = {spec.name: spec.annotation for spec in step_type.inputs()}
     for name, value in spec.params.items():
         try:
-            rendered[name] = templating.render_value(value, namespace)
+            rendered[name] = _placeholder_fit(templating.render_value(value, namespace), annotations.get(name))
         except templating.UndefinedReference as exc:
             rendered[name] = f"<cannot render: {exc}>"
         out.append(f"     {name}: {rendered[name]}")
@@ -70,6 +75,14 @@ def _describe(number: int | None, spec: StepSpec, namespace: Mapping[str, Any]) 
         out += [f"       | {line}" for line in typed]
     out.append("")
     return out
+
+
+def _placeholder_fit(value: object, annotation: object) -> object:
+    """A placeholder for an output that will be a secret (a signed URL) is shown as one."""
+    placeholder = isinstance(value, str) and value.startswith("<steps.")
+    if placeholder and annotation is not None and describe_type(annotation).startswith("secret"):
+        return Secret(str(value), str(value))
+    return value
 
 
 def _when(text: str, namespace: Mapping[str, Any]) -> str:

@@ -320,7 +320,8 @@ class _Validator:
         given = self.mapping(raw, path, set(declared))
         for name, spec in declared.items():
             if spec.required and name not in given:
-                self.problem(path if raw is not None else path[:-1], f"{step_type.name} needs input '{name}' ({spec.description})")
+                where = path if raw is not None else path[:-1]
+                self.problem(where, f"{step_type.name} needs input '{name}' ({spec.description})")
         for name, value in given.items():
             self.value(value, (*path, name), declared[name].annotation, scope)
 
@@ -452,7 +453,8 @@ def resolve_inputs(playbook: Playbook, given: Mapping[str, str]) -> dict[str, ob
     values: dict[str, object] = {}
     for name in given:
         if name not in playbook.inputs:
-            problems.append(f"-e {name}: {playbook.path.name} has no input {name!r} (inputs: {', '.join(playbook.inputs)})")
+            known = ", ".join(playbook.inputs)
+            problems.append(f"-e {name}: {playbook.path.name} has no input {name!r} (inputs: {known})")
     for name, decl in playbook.inputs.items():
         if name not in given:
             if decl.required:

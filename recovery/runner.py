@@ -274,7 +274,11 @@ class Runner:
             self.report.error = str(exc)
         self.progress(f"    FAILED {spec.id}: {exc}")
         self.journal.event(
-            "step_failed", step=spec.id, error=str(exc), error_type=type(exc).__name__, transcript_tail=exc.transcript_tail
+            "step_failed",
+            step=spec.id,
+            error=str(exc),
+            error_type=type(exc).__name__,
+            transcript_tail=exc.transcript_tail,
         )
         self._save_step(spec, record, outputs={})
         return False

@@ -53,7 +53,7 @@ class SerialWebSocketChannel:
         with self._errors():
             try:
                 opcode, payload = sock.recv_data(control_frame=False)
-            except (websocket.WebSocketTimeoutException, socket.timeout, TimeoutError):
+            except (websocket.WebSocketTimeoutException, TimeoutError):
                 return ""
         if opcode == websocket.ABNF.OPCODE_CLOSE or (opcode == 0 and not payload):
             raise self._closed()
@@ -102,7 +102,7 @@ class SerialWebSocketChannel:
                 f"the console at {self._where} rejected the websocket (HTTP {status}): the token is "
                 "wrong or expired, or this is not a serial console URL"
             ) from exc
-        except (websocket.WebSocketTimeoutException, socket.timeout, TimeoutError) as exc:
+        except (websocket.WebSocketTimeoutException, TimeoutError) as exc:
             raise ChannelTimeout(f"the console at {self._where} did not answer in time") from exc
         except websocket.WebSocketConnectionClosedException as exc:
             raise self._closed() from exc

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 from dataclasses import dataclass
 
 from recovery.context import StepContext
-from recovery.errors import GuestCommandError
+from recovery.errors import GuestCommandError, KeyGenerationError
 from recovery.redact import Secret
 from recovery.registry import Outputs, doc, step
 
@@ -23,17 +25,35 @@ def _script(params: InstallParams, nonce: str) -> tuple[list[str | Secret], str]
     from recovery.guest import build_install_script, heredoc_delimiter
     from recovery.steps.publish import key_bytes
 
-    import hashlib
-
     expected = params.sha256 or hashlib.sha256(key_bytes(params.key)).hexdigest()
     script = build_install_script(params.key, sha256=expected, nonce=nonce, url=params.url)
     return list(script.lines), heredoc_delimiter(nonce)
 
 
+# A dry run has no key yet: show the real script around a stand-in key of the same shape.
+_STAND_IN_BLOB = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + bytes(32)
+PREVIEW_KEY = f"ssh-ed25519 {base64.b64encode(_STAND_IN_BLOB).decode()} new-key-from-an-earlier-step"
+PREVIEW_URL = Secret("https://published.invalid/new-key", "<URL from the publish step>")
+
+
 def preview(params: InstallParams) -> list[str]:
-    """The lines that would be typed, masked; the nonce differs on a real run."""
-    lines, delimiter = _script(params, "0" * 8)
-    return [str(line) for line in lines] + [delimiter]
+    """The lines that would be typed, masked. The nonce, and a key not yet made, differ on a real run."""
+    from recovery.keys import parse_public_line
+
+    try:
+        parse_public_line(params.key)
+        key = params.key
+    except KeyGenerationError:
+        key = PREVIEW_KEY
+    url = params.url
+    if url is not None and not url.reveal().startswith(("http://", "https://")):
+        url = PREVIEW_URL
+    from recovery.console import heredoc_command
+
+    stand_in = InstallParams(key=key, url=url, sha256=None if key != params.key else params.sha256)
+    nonce = "0" * 8
+    lines, delimiter = _script(stand_in, nonce)
+    return [str(line) for line in heredoc_command(lines, delimiter=delimiter, nonce=nonce)]
 
 
 @step(
@@ -71,7 +91,9 @@ def install(ctx: StepContext, params: InstallParams) -> Outputs:
     if facts.backup:
         ctx.report.vm_changes.append(f"backed up authorized_keys to {facts.backup}")
     ctx.report.vm_changes.append(
-        "appended the new key to ~/.ssh/authorized_keys" if facts.added else "the new key was already in authorized_keys"
+        "appended the new key to ~/.ssh/authorized_keys"
+        if facts.added
+        else "the new key was already in authorized_keys"
     )
     ctx.report.vm_changes.append(f"key checksum on the VM: {facts.checksum}")
     return {

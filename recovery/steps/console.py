@@ -40,7 +40,9 @@ def open_console(ctx: StepContext, params: OpenParams) -> Outputs:
 @dataclass(frozen=True)
 class LoginParams:
     user: str = doc("user to log in as")
-    password: Secret | None = doc("console password (from secrets.*); none if the console is already logged in", default=None)
+    password: Secret | None = doc(
+        "console password (from secrets.*); none if the console is already logged in", default=None
+    )
     timeout: float | None = doc("seconds to reach a shell (default: console.login_timeout)", default=None)
 
 

@@ -15,7 +15,9 @@ from recovery.registry import Outputs, doc, step
 class GenerateParams:
     type: Literal["ed25519", "rsa"] = doc("key type; some clouds import only rsa", default="ed25519")
     bits: int = doc("RSA size: 2048, 3072 or 4096 (ignored for ed25519)", default=3072)
-    format: Literal["openssh", "pem"] = doc("private key format; pem is what ssh-keygen -m pem writes (RSA only)", default="openssh")
+    format: Literal["openssh", "pem"] = doc(
+        "private key format; pem is what ssh-keygen -m pem writes (RSA only)", default="openssh"
+    )
     passphrase: Secret | None = doc("encrypt the private key with this secret", default=None)
     path: str | None = doc("private key path; default: <keys.dir>/<run id>/id_<type>", default=None)
     comment: str = doc("comment at the end of the public key line", default="")

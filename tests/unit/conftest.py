@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.unit import fake_steps
 
 
 @pytest.fixture(autouse=True)
-def _fresh_fake_steps() -> Iterator[None]:
+def _fresh_fake_steps() -> None:
     fake_steps.reset()
-    yield
