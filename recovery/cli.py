@@ -324,11 +324,27 @@ def command_lab(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(info.to_json(), indent=2))
         else:
-            print(lab.describe(info))
+            print(
+                f"lab VM up in {info.directory} (details in {info.directory / 'lab.json'})\n"
+                f"  console_url:       {info.console_url}\n"
+                f"  ssh:               {info.user}@{info.ssh_host} port {info.ssh_port}\n"
+                f"  host key:          {info.host_key_fingerprint}\n"
+                f"  console password:  in {info.console_password_file}\n"
+                f"recover it with:\n"
+                f"  RECOVERY_CONSOLE_PASSWORD=$(cat {info.console_password_file}) recovery run "
+                f"playbooks/restore-access-serial.yaml -e console_url='{info.console_url}' "
+                f"-e ssh_host={info.ssh_host} -e ssh_port={info.ssh_port} -e user={info.user} "
+                f"-e host_key_fingerprint={info.host_key_fingerprint}"
+            )
         return EXIT_OK
     if args.lab_command == "status":
         status = lab.status(args.dir)
-        print(lab.describe_status(status))
+        print(f"lab in {status.directory}: {'healthy' if status.healthy else 'NOT healthy'}")
+        print(f"  user {status.user}: {'present' if status.user_exists else 'missing'}")
+        for name, alive in status.processes.items():
+            print(f"  process {name}: {'running' if alive else 'stopped'}")
+        for name, listening in status.ports.items():
+            print(f"  port {name}: {'listening' if listening else 'closed'}")
         return EXIT_OK if status.healthy else EXIT_STEP_FAILED
     lab.down(args.dir)
     print(f"lab in {args.dir} is down")

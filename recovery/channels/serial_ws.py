@@ -8,6 +8,7 @@ the URL is a Secret and errors show it masked.
 from __future__ import annotations
 
 import codecs
+import logging
 import socket
 import ssl
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from typing import Any
 
 from recovery.errors import ChannelClosed, ChannelError, ChannelTimeout
 from recovery.redact import Secret, Text, masked_url, reveal
+
+log = logging.getLogger(__name__)
 
 SUBPROTOCOLS = ["binary", "base64"]
 
@@ -63,11 +66,16 @@ class SerialWebSocketChannel:
 
     def close(self) -> None:
         sock, self._socket = self._socket, None
-        if sock is not None:
-            try:
-                sock.close(timeout=1)
-            except Exception:  # closing a broken socket must not hide the real error
-                sock.shutdown()
+        if sock is None:
+            return
+        try:
+            sock.close(timeout=1)
+        except Exception:  # closing a broken socket must not hide the real error
+            log.debug("closing the console websocket failed", exc_info=True)
+        finally:
+            # websocket-client leaves the TCP socket open when the server closed first.
+            if sock.sock is not None:
+                sock.sock.close()
 
     def _require(self) -> Any:
         if self._socket is None:
@@ -104,7 +112,7 @@ class SerialWebSocketChannel:
             ) from exc
         except (websocket.WebSocketTimeoutException, TimeoutError) as exc:
             raise ChannelTimeout(f"the console at {self._where} did not answer in time") from exc
-        except websocket.WebSocketConnectionClosedException as exc:
+        except (websocket.WebSocketConnectionClosedException, ConnectionResetError, BrokenPipeError) as exc:
             raise self._closed() from exc
         except (ssl.SSLError, socket.gaierror, OSError, websocket.WebSocketException) as exc:
             raise ChannelError(f"the console at {self._where} failed: {exc}") from exc

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sshd_fixture import SSHServer, running_sshd
+
+from tests.integration.sshd_fixture import SSHServer, running_sshd
 
 
 @pytest.fixture(scope="session")

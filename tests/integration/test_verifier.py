@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sshd_fixture import HOST, SSHServer
 
 from recovery.errors import (
     AuthRejected,
@@ -21,6 +20,7 @@ from recovery.errors import (
 from recovery.keys import KeyPair, generate_keypair
 from recovery.redact import Secret
 from recovery.verifier import ParamikoVerifier, SSHTarget
+from tests.integration.sshd_fixture import HOST, SSHServer
 
 PASSPHRASE = "correct horse battery staple"
 WRONG_PIN = "SHA256:" + "A" * 43

@@ -1,0 +1,492 @@
+"""The lab: a stand-in VM on loopback, made of real parts.
+
+`up` creates a throwaway user with a console password and an "old" key in its
+authorized_keys, an OpenSSH sshd that admits only that user by key, and a serial
+console (a pty running agetty, bridged to TCP, behind websockify with a token
+URL like Nova's). Recovery code, the demo and the tests all run against it.
+
+Everything the lab starts is recorded in `DIR/lab.json`, so `status` and `down`
+work from another process later. `down` stops only what that file records,
+after checking each PID still runs our program, then deletes the user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import stat
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from recovery.errors import LabError
+from recovery.lab import console, processes, sshd, users
+from recovery.lab.commands import find_tool, fingerprint, generate_key
+from recovery.lab.layout import Layout, write_private
+from recovery.redact import Secret
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+# Generous for a loaded CI machine; the lab is normally up in 1-2 s.
+_READY_TIMEOUT = 20.0
+# What each recorded process's command line must contain, besides the lab
+# directory, before we signal it: PIDs are reused once a process is gone.
+_PROGRAMS = {"sshd": "sshd", "serial_port": "serial_port.py", "websockify": "websockify"}
+# The public face first, so no new console client arrives while the line hangs up.
+_STOP_ORDER = ("websockify", "serial_port", "sshd")
+_REQUIRED_TOOLS = (
+    ("useradd", "passwd"),
+    ("chpasswd", "passwd"),
+    ("userdel", "passwd"),
+    ("ssh-keygen", "openssh-client"),
+    ("sshd", "openssh-server"),
+    ("login", "login"),
+)
+
+
+@dataclass(frozen=True)
+class Seed:
+    """The state of the user's ~/.ssh before any recovery, for the edge cases tests need.
+
+    Attributes:
+        trailing_newline: end authorized_keys with a newline; False reproduces the
+            file where a naive `>>` would glue the new key onto the last line.
+        ssh_dir: create ~/.ssh at all; False leaves no ~/.ssh and no authorized_keys.
+        ssh_dir_mode: the mode of ~/.ssh, e.g. 0o777, which sshd's StrictModes refuses.
+        extra_lines: lines written after the old key (comments, other keys, options).
+    """
+
+    trailing_newline: bool = True
+    ssh_dir: bool = True
+    ssh_dir_mode: int = 0o700
+    extra_lines: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.ssh_dir_mode <= 0o7777:
+            raise LabError(f"Seed.ssh_dir_mode must be a file mode such as 0o700, not {self.ssh_dir_mode:o}.")
+        if any("\n" in line or "\r" in line for line in self.extra_lines):
+            raise LabError("Each of Seed.extra_lines must be a single line, without \\n or \\r.")
+
+
+@dataclass(frozen=True)
+class LabInfo:
+    """Everything a client needs to use a running lab; saved as DIR/lab.json (0600).
+
+    The console password itself is only in `console_password_file`; call
+    `console_password()` to get it as a `Secret`.
+    """
+
+    directory: Path
+    user: str
+    console_url: str
+    console_port: int
+    serial_port: int
+    console_password_file: Path
+    ssh_host: str
+    ssh_port: int
+    host_key_fingerprint: str
+    host_public_key: str
+    old_key_path: Path
+    old_key_fingerprint: str
+    old_public_key: str
+    sshd_log: Path
+    pids: dict[str, int]
+
+    @property
+    def home(self) -> Path:
+        return Layout(self.directory).home(self.user)
+
+    @property
+    def authorized_keys(self) -> Path:
+        return self.home / ".ssh" / "authorized_keys"
+
+    @property
+    def console_token(self) -> str:
+        return parse_qs(urlsplit(self.console_url).query)["token"][0]
+
+    def console_password(self) -> Secret:
+        """The lab user's console password, masked wherever it is formatted."""
+        return Secret(self.console_password_file.read_text().strip())
+
+    def to_json(self) -> str:
+        """The lab.json text: paths as strings, keys sorted, no secret in it."""
+        data = {
+            key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(self).items()
+        }
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def load(cls, directory: Path) -> LabInfo:
+        """Read DIR/lab.json.
+
+        Raises:
+            LabError: there is no lab in `directory`, or its lab.json is damaged.
+        """
+        path = Layout(directory.resolve()).info
+        try:
+            data = json.loads(path.read_text())
+            hints = typing.get_type_hints(cls)
+            fields: dict[str, Any] = {key: Path(value) if hints[key] is Path else value for key, value in data.items()}
+            info = cls(**fields)
+        except FileNotFoundError as exc:
+            raise LabError(
+                f"There is no lab in {directory}: {path.name} is missing. Start one with `recovery lab up {directory}`."
+            ) from exc
+        except (ValueError, TypeError, KeyError) as exc:
+            raise LabError(
+                f"The lab's record {path} is damaged ({exc}), so it is unknown what to stop. "
+                "Look at it, stop the lab's sshd, serial_port.py and websockify by hand, and "
+                "delete the rcvlab-* user with userdel."
+            ) from exc
+        users.require_lab_user_name(info.user)
+        return info
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    """A lab's health: whether each recorded process runs, each port listens, the user exists."""
+
+    directory: Path
+    user: str
+    user_exists: bool
+    processes: dict[str, bool]
+    ports: dict[str, bool]
+
+    @property
+    def healthy(self) -> bool:
+        return self.user_exists and all(self.processes.values()) and all(self.ports.values())
+
+
+@dataclass
+class _Started:
+    """What `up` has created so far, so a failure can undo exactly that."""
+
+    user: str | None = None
+    pids: dict[str, int] = field(default_factory=dict)
+
+
+def up(directory: Path, *, seed: Seed = Seed()) -> LabInfo:
+    """Start a lab in `directory` (created if needed) and wait until it answers.
+
+    Args:
+        directory: where the lab keeps its files and the user's home; every
+            parent must be searchable by other users (the lab user must reach
+            its home), which /tmp is and pytest's tmp_path is not.
+        seed: the state of ~/.ssh to start from.
+
+    Returns:
+        The running lab, also written to DIR/lab.json.
+
+    Raises:
+        LabError: not root, a tool is missing, a lab already runs there, or a
+            part failed to start; whatever had started is stopped and the user
+            removed before this is raised.
+    """
+    _require_root()
+    _preflight()
+    layout = Layout(directory.resolve())
+    _prepare_directory(layout)
+    started = _Started()
+    try:
+        info = _start(layout, seed, started)
+        write_private(layout.info, info.to_json())
+    except BaseException:
+        _rollback(layout, started)
+        raise
+    log.info("lab up in %s: ssh %s:%d, user %s", layout.directory, HOST, info.ssh_port, info.user)
+    return info
+
+
+def status(directory: Path) -> LabStatus:
+    """Which recorded processes still run our programs, and which ports listen or answer.
+
+    The console and serial ports are checked for a listening socket rather than
+    connected to: a connection would take the console from whoever uses it.
+
+    Raises:
+        LabError: there is no lab in `directory`.
+    """
+    info = LabInfo.load(directory)
+    return LabStatus(
+        directory=info.directory,
+        user=info.user,
+        user_exists=users.uid_of(info.user) is not None,
+        processes={name: _is_ours(info.directory, name, pid) for name, pid in info.pids.items()},
+        ports={
+            "ssh": sshd.answers(info.ssh_port),
+            "console": HOST in processes.listening_addresses(info.console_port),
+            "serial_port": HOST in processes.listening_addresses(info.serial_port),
+        },
+    )
+
+
+def down(directory: Path) -> None:
+    """Stop the lab in `directory`, delete its user and home, and remove its state files.
+
+    Idempotent: parts already gone are skipped, and a directory without a lab
+    is left alone. The logs stay, for whoever must explain a failure.
+
+    Raises:
+        LabError: something would not stop; lab.json is then kept so down can run again.
+    """
+    layout = Layout(directory.resolve())
+    if not layout.info.exists():
+        log.info("no lab in %s; nothing to stop", layout.directory)
+        return
+    info = LabInfo.load(layout.directory)
+    _teardown(layout, info.user, info.pids)
+    log.info("lab in %s is down; user %s removed", layout.directory, info.user)
+
+
+def stop_process(info: LabInfo, name: str) -> None:
+    """Stop one part of a running lab, e.g. "sshd" to make a later SSH check fail.
+
+    Raises:
+        LabError: `name` is not one of the lab's processes.
+    """
+    if name not in info.pids:
+        raise LabError(f"The lab has no process called {name!r}; it has {sorted(info.pids)}.")
+    _stop_recorded(info.directory, name, info.pids[name])
+
+
+def start_sshd(info: LabInfo) -> LabInfo:
+    """Start the lab's sshd again on its port (no-op if it runs); records the new PID.
+
+    Returns:
+        `info` with the new sshd PID, also saved to lab.json.
+
+    Raises:
+        LabError: sshd did not come back.
+    """
+    if _is_ours(info.directory, "sshd", info.pids["sshd"]):
+        return info
+    layout = Layout(info.directory)
+    pid = sshd.start(layout)
+    try:
+        sshd.wait_ready(layout, pid=pid, port=info.ssh_port, timeout=_READY_TIMEOUT)
+    except LabError:
+        processes.stop(pid)
+        raise
+    restarted = dataclasses.replace(info, pids={**info.pids, "sshd": pid})
+    write_private(layout.info, restarted.to_json())
+    return restarted
+
+
+def replace_console_target(info: LabInfo, host: str, port: int) -> None:
+    """Point the console URL's token at host:port (e.g. a fault-injecting proxy).
+
+    websockify reads the token file on each connection, so this takes effect for
+    the next websocket; an open one keeps its target. Restore the lab with
+    `replace_console_target(info, info.ssh_host, info.serial_port)`.
+
+    Raises:
+        LabError: `host` is not in 127.0.0.0/8.
+    """
+    _require_loopback(host)
+    console.write_target(Layout(info.directory), info.console_token, host, port)
+
+
+def read_authorized_keys(info: LabInfo) -> bytes | None:
+    """The user's authorized_keys exactly as on disk, or None if there is none."""
+    try:
+        return info.authorized_keys.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def ssh_paths_modes(info: LabInfo) -> dict[str, int | None]:
+    """Permission bits of the paths StrictModes checks: "home", "ssh_dir", "authorized_keys".
+
+    None for a path that does not exist.
+    """
+    paths = {
+        "home": info.home,
+        "ssh_dir": info.authorized_keys.parent,
+        "authorized_keys": info.authorized_keys,
+    }
+    return {name: _mode(path) for name, path in paths.items()}
+
+
+def _mode(path: Path) -> int | None:
+    try:
+        return stat.S_IMODE(path.lstat().st_mode)
+    except FileNotFoundError:
+        return None
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError(
+            "The lab must run as root: it creates a throwaway user with useradd, sets its "
+            "console password with chpasswd, and runs agetty and /bin/login on a pty, which "
+            "only root may do. Run it again as root (for example with sudo, or as the root "
+            "user of a container or CI job); nothing was started."
+        )
+
+
+def _preflight() -> None:
+    """Find every tool before creating anything, so a missing package costs no cleanup."""
+    for name, package in _REQUIRED_TOOLS:
+        find_tool(name, package)
+    console.require_websockify()
+
+
+def _require_loopback(host: str) -> None:
+    try:
+        loopback = ipaddress.ip_address(host) in _LOOPBACK
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise LabError(
+            f"The lab only ever uses addresses in 127.0.0.0/8, and {host!r} is not one: its "
+            "user and console password are throwaway, and must not be reachable from outside."
+        )
+
+
+def _prepare_directory(layout: Layout) -> None:
+    """Create the lab directory, refuse a running lab, clear a previous lab's leftovers."""
+    directory = layout.directory
+    if any(char in str(directory) for char in '"\n'):
+        raise LabError(
+            f"The lab directory {str(directory)!r} contains a double quote or a newline, which "
+            "cannot be written into sshd's configuration file. Choose a plainer path."
+        )
+    if layout.info.exists():
+        raise LabError(
+            f"A lab is already set up in {directory} (it has {layout.info.name}). Stop it "
+            f"with `recovery lab down {directory}` first, or use another directory."
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    # Searchable, not listable: the lab user must pass through to its home,
+    # while the keys and password here stay readable by root only.
+    os.chmod(directory, 0o711)  # noqa: S103
+    _require_searchable_parents(directory)
+    for path in (*layout.state_files(), *layout.logs()):
+        path.unlink(missing_ok=True)
+    layout.homes.mkdir(exist_ok=True)
+    os.chmod(layout.homes, 0o711)  # noqa: S103
+
+
+def _require_searchable_parents(directory: Path) -> None:
+    for parent in directory.parents:
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            raise LabError(
+                f"The lab user's home would be under {directory}, but {parent} is not "
+                "searchable by other users, so neither login nor sshd could reach it. Use a "
+                f"directory under /tmp or /var/tmp, or run `chmod o+x {parent}`."
+            )
+
+
+def _start(layout: Layout, seed: Seed, started: _Started) -> LabInfo:
+    """Start every part, slowest first, then wait for all of them together."""
+    deadline = time.monotonic() + _READY_TIMEOUT
+    started.pids["serial_port"] = console.start_serial_port(layout)
+    started.pids["websockify"], console_port = console.start_websockify(layout)
+    old_public_key = generate_key(layout.old_key, comment="rcvlab-old-key")
+    user = _create_user(layout, seed, started, old_public_key)
+    ssh_port = processes.free_port()
+    host_public_key = sshd.configure(layout, port=ssh_port, user=user.name)
+    started.pids["sshd"] = sshd.start(layout)
+
+    serial_port = console.wait_serial_port(layout, pid=started.pids["serial_port"], timeout=_remaining(deadline))
+    token = secrets.token_urlsafe(24)
+    console.write_target(layout, token, HOST, serial_port)
+    console_url = f"ws://{HOST}:{console_port}/?token={token}"
+    sshd.wait_ready(layout, pid=started.pids["sshd"], port=ssh_port, timeout=_remaining(deadline))
+    console_pids = {name: started.pids[name] for name in ("serial_port", "websockify")}
+    console.wait_login_prompt(layout, url=console_url, pids=console_pids, timeout=_remaining(deadline))
+    return LabInfo(
+        directory=layout.directory,
+        user=user.name,
+        console_url=console_url,
+        console_port=console_port,
+        serial_port=serial_port,
+        console_password_file=layout.console_password,
+        ssh_host=HOST,
+        ssh_port=ssh_port,
+        host_key_fingerprint=fingerprint(host_public_key),
+        host_public_key=host_public_key,
+        old_key_path=layout.old_key,
+        old_key_fingerprint=fingerprint(old_public_key),
+        old_public_key=old_public_key,
+        sshd_log=layout.sshd_log,
+        pids=dict(started.pids),
+    )
+
+
+def _create_user(layout: Layout, seed: Seed, started: _Started, old_public_key: str) -> users.LabUser:
+    """The lab user, its console password, and its ~/.ssh as `seed` says."""
+    started.user = users.new_user_name()
+    user = users.create_user(started.user, layout.homes)
+    users.set_console_password(user, layout.console_password)
+    if seed.ssh_dir:
+        users.seed_authorized_keys(
+            user,
+            [old_public_key, *seed.extra_lines],
+            trailing_newline=seed.trailing_newline,
+            ssh_dir_mode=seed.ssh_dir_mode,
+        )
+    return user
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _rollback(layout: Layout, started: _Started) -> None:
+    """Undo a failed `up`, keeping the original error the one that is raised."""
+    log.error("the lab in %s failed to start; stopping what was started", layout.directory)
+    try:
+        _teardown(layout, started.user, started.pids)
+    except LabError:
+        log.exception("cleaning up the failed lab in %s failed too", layout.directory)
+
+
+def _teardown(layout: Layout, user: str | None, pids: dict[str, int]) -> None:
+    """Stop the recorded processes, remove the user, then the state files.
+
+    Every part is attempted even when one fails; the failures are raised
+    together at the end and the state files (lab.json among them) are kept.
+    """
+    problems: list[str] = []
+    for name in _STOP_ORDER:
+        if name in pids:
+            try:
+                _stop_recorded(layout.directory, name, pids[name])
+            except LabError as exc:
+                problems.append(str(exc))
+    if user is not None:
+        try:
+            users.remove_user(user, layout.home(user))
+        except LabError as exc:
+            problems.append(str(exc))
+    with contextlib.suppress(OSError):  # only if no other lab user's home is left in it
+        layout.homes.rmdir()
+    if problems:
+        raise LabError(f"The lab in {layout.directory} was not fully stopped. " + " ".join(problems))
+    for path in layout.state_files():
+        path.unlink(missing_ok=True)
+
+
+def _is_ours(directory: Path, name: str, pid: int) -> bool:
+    """True if `pid` runs and its command line is the lab program `name` for `directory`."""
+    command = processes.command_line(pid)
+    return processes.alive(pid) and _PROGRAMS[name] in command and f"{directory}/" in command
+
+
+def _stop_recorded(directory: Path, name: str, pid: int) -> None:
+    if not _is_ours(directory, name, pid):
+        log.info("%s (pid %d) is not running any more", name, pid)
+        return
+    processes.stop(pid)
+    log.info("stopped %s (pid %d)", name, pid)

@@ -1,0 +1,97 @@
+"""Where each file of a lab lives inside its directory.
+
+One place for the names, so that `up` (which clears stale files before it starts),
+`down` (which removes what it made) and `status` agree on what a lab consists of.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `path` as 0600 via a temporary file, so a reader never sees half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The files of the lab rooted at `directory`."""
+
+    directory: Path
+
+    @property
+    def info(self) -> Path:
+        return self.directory / "lab.json"
+
+    @property
+    def console_password(self) -> Path:
+        return self.directory / "console_password"
+
+    @property
+    def homes(self) -> Path:
+        return self.directory / "home"
+
+    @property
+    def old_key(self) -> Path:
+        return self.directory / "old_key"
+
+    @property
+    def host_key(self) -> Path:
+        return self.directory / "ssh_host_ed25519_key"
+
+    @property
+    def sshd_config(self) -> Path:
+        return self.directory / "sshd_config"
+
+    @property
+    def sshd_pid(self) -> Path:
+        return self.directory / "sshd.pid"
+
+    @property
+    def sshd_log(self) -> Path:
+        return self.directory / "sshd.log"
+
+    @property
+    def serial_port_file(self) -> Path:
+        return self.directory / "serial_port.port"
+
+    @property
+    def serial_port_log(self) -> Path:
+        return self.directory / "serial_port.log"
+
+    @property
+    def tokens(self) -> Path:
+        return self.directory / "tokens"
+
+    @property
+    def websockify_log(self) -> Path:
+        return self.directory / "websockify.log"
+
+    def home(self, user: str) -> Path:
+        return self.homes / user
+
+    def state_files(self) -> tuple[Path, ...]:
+        """Everything but the logs: what `down` removes (secrets included)."""
+        return (
+            self.info,
+            self.console_password,
+            self.old_key,
+            self.old_key.with_name(self.old_key.name + ".pub"),
+            self.host_key,
+            self.host_key.with_name(self.host_key.name + ".pub"),
+            self.sshd_config,
+            self.sshd_pid,
+            self.serial_port_file,
+            self.tokens,
+        )
+
+    def logs(self) -> tuple[Path, ...]:
+        """Kept by `down` for whoever must explain a failure; cleared by the next `up`."""
+        return (self.sshd_log, self.serial_port_log, self.websockify_log)
