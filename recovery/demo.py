@@ -1,6 +1,6 @@
 """`recovery demo`: a whole recovery against the built-in lab, with nothing but this machine.
 
-It starts the lab, runs the same serial-console playbook an operator would run
+It starts the lab (console password from RECOVERY_CONSOLE_PASSWORD, else random), runs the same serial-console playbook an operator would run
 against a cloud VM (host key pinned from the lab, password from the lab's file),
 shows that the lab's old key still logs in, prints the report and stops the lab,
 whatever happened.
@@ -8,6 +8,7 @@ whatever happened.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -52,7 +53,8 @@ def run_demo(root: Path | None = None) -> int:
     base.chmod(0o755)  # sshd, as the lab user, must traverse it to the lab home
     lab_dir = base / "lab"
     print(f"starting the lab in {lab_dir} ...", file=sys.stderr)
-    info = lab.up(lab_dir)
+    chosen = os.environ.get("RECOVERY_CONSOLE_PASSWORD")  # else the lab makes a random one
+    info = lab.up(lab_dir, password=Secret(chosen, "<console_password>") if chosen else None)
     try:
         print(
             f"lab VM: console {info.console_url.split('?')[0]}?token=***, ssh {info.ssh_host}:{info.ssh_port}, "
@@ -70,8 +72,7 @@ def run_demo(root: Path | None = None) -> int:
                 "host_key_fingerprint": info.host_key_fingerprint,
             },
         )
-        password = Path(info.console_password_file).read_text(encoding="utf-8").strip()
-        secrets = {"console_password": Secret(password, "<console_password>")}
+        secrets = {"console_password": info.console_password()}
         config = Config(journal=JournalConfig(dir=base / "runs"), keys=KeysConfig(dir=base / "keys"))
         status = execute(playbook, inputs, secrets, config, config.journal.dir)
         if status == EXIT_OK:

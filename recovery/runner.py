@@ -92,6 +92,19 @@ class Runner:
             "run": {"id": journal.run_id, "dir": str(journal.directory)},
         }
         self._index = {spec.id: n for n, spec in enumerate(request.playbook.all_steps(), start=1)}
+        if self.previous:
+            self._carry_over_earlier_report()
+
+    def _carry_over_earlier_report(self) -> None:
+        """A resumed run skips the key generation; its report must still name the key."""
+        if not self.journal.path("report.json").is_file():
+            return
+        earlier = self.journal.read_json("report.json")
+        self.report.keys = list(earlier.get("keys") or [])
+        self.report.notes.append(
+            f"resumed after an earlier attempt that {earlier.get('status')}"
+            + (f" at step {earlier['failed_step']}: {earlier.get('error')}" if earlier.get("failed_step") else "")
+        )
 
     # -- the three phases -------------------------------------------------------------------
 

@@ -175,7 +175,7 @@ class _Started:
     pids: dict[str, int] = field(default_factory=dict)
 
 
-def up(directory: Path, *, seed: Seed = Seed()) -> LabInfo:
+def up(directory: Path, *, seed: Seed = Seed(), password: Secret | None = None) -> LabInfo:
     """Start a lab in `directory` (created if needed) and wait until it answers.
 
     Args:
@@ -183,6 +183,7 @@ def up(directory: Path, *, seed: Seed = Seed()) -> LabInfo:
             parent must be searchable by other users (the lab user must reach
             its home), which /tmp is and pytest's tmp_path is not.
         seed: the state of ~/.ssh to start from.
+        password: the console password to give the lab user; random if None.
 
     Returns:
         The running lab, also written to DIR/lab.json.
@@ -198,7 +199,7 @@ def up(directory: Path, *, seed: Seed = Seed()) -> LabInfo:
     _prepare_directory(layout)
     started = _Started()
     try:
-        info = _start(layout, seed, started)
+        info = _start(layout, seed, started, password)
         write_private(layout.info, info.to_json())
     except BaseException:
         _rollback(layout, started)
@@ -387,13 +388,13 @@ def _require_searchable_parents(directory: Path) -> None:
             )
 
 
-def _start(layout: Layout, seed: Seed, started: _Started) -> LabInfo:
+def _start(layout: Layout, seed: Seed, started: _Started, password: Secret | None) -> LabInfo:
     """Start every part, slowest first, then wait for all of them together."""
     deadline = time.monotonic() + _READY_TIMEOUT
     started.pids["serial_port"] = console.start_serial_port(layout)
     started.pids["websockify"], console_port = console.start_websockify(layout)
     old_public_key = generate_key(layout.old_key, comment="rcvlab-old-key")
-    user = _create_user(layout, seed, started, old_public_key)
+    user = _create_user(layout, seed, started, old_public_key, password)
     ssh_port = processes.free_port()
     host_public_key = sshd.configure(layout, port=ssh_port, user=user.name)
     started.pids["sshd"] = sshd.start(layout)
@@ -424,11 +425,13 @@ def _start(layout: Layout, seed: Seed, started: _Started) -> LabInfo:
     )
 
 
-def _create_user(layout: Layout, seed: Seed, started: _Started, old_public_key: str) -> users.LabUser:
+def _create_user(
+    layout: Layout, seed: Seed, started: _Started, old_public_key: str, password: Secret | None
+) -> users.LabUser:
     """The lab user, its console password, and its ~/.ssh as `seed` says."""
     started.user = users.new_user_name()
     user = users.create_user(started.user, layout.homes)
-    users.set_console_password(user, layout.console_password)
+    users.set_console_password(user, layout.console_password, password.reveal() if password else None)
     if seed.ssh_dir:
         users.seed_authorized_keys(
             user,

@@ -73,14 +73,17 @@ def create_user(name: str, homes: Path) -> LabUser:
     return LabUser(name=name, uid=entry.pw_uid, gid=entry.pw_gid, home=home)
 
 
-def set_console_password(user: LabUser, path: Path) -> None:
-    """Give `user` a random password and store it in `path` (0600) only.
+def set_console_password(user: LabUser, path: Path, password: str | None = None) -> None:
+    """Give `user` a password (random unless given) and store it in `path` (0600) only.
 
     Besides the console login, a password matters to sshd: useradd leaves the
     account locked (`!`) and with `UsePAM no` sshd refuses locked accounts even
     for key logins. The password goes to chpasswd on stdin, never on a command line.
     """
-    password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(_PASSWORD_LENGTH))
+    if password is None:
+        password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(_PASSWORD_LENGTH))
+    if not password or any(c in password for c in ":\r\n"):
+        raise LabError("a lab console password must be one line without ':' (chpasswd reads user:password)")
     register(password)
     run(
         [find_tool("chpasswd", "passwd")],

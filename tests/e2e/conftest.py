@@ -1,0 +1,93 @@
+"""End to end: whole playbooks through `python -m recovery`, against the real lab."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from recovery import lab
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = ROOT / "playbooks" / "restore-access-serial.yaml"
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def run_id(self) -> str:
+        for line in self.stderr.splitlines():
+            if line.startswith("run ") and ": journal " in line:
+                return line.split()[1].rstrip(":")
+        raise AssertionError(f"no run id in:\n{self.stderr}")
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """Under /tmp and world-traversable: the lab user must reach its home through it."""
+    directory = Path(tempfile.mkdtemp(prefix="rcv-e2e-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def start_lab(workdir: Path) -> Iterator[Callable[..., lab.LabInfo]]:
+    started: list[Path] = []
+
+    def start(seed: lab.Seed = lab.Seed(), **options: object) -> lab.LabInfo:
+        directory = workdir / f"lab{len(started)}"
+        started.append(directory)
+        return lab.up(directory, seed=seed, **options)  # type: ignore[arg-type]
+
+    yield start
+    for directory in started:
+        lab.down(directory)
+
+
+def recovery(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
+    completed = subprocess.run(
+        [sys.executable, "-m", "recovery", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        check=False,
+    )
+    return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+@pytest.fixture
+def recover(workdir: Path) -> Callable[..., Result]:
+    """Run the serial playbook against a lab, with keys and journal under `workdir`."""
+
+    def run(info: lab.LabInfo, *extra: str, console_url: str | None = None, password: str | None = None) -> Result:
+        return recovery(
+            "run",
+            str(PLAYBOOK),
+            "-e", f"console_url={console_url or info.console_url}",
+            "-e", f"ssh_host={info.ssh_host}",
+            "-e", f"ssh_port={info.ssh_port}",
+            "-e", f"user={info.user}",
+            "-e", f"host_key_fingerprint={info.host_key_fingerprint}",
+            "--journal", str(workdir / "runs"),
+            *extra,
+            env={
+                "RECOVERY_CONSOLE_PASSWORD": password or info.console_password().reveal(),
+                "RECOVERY_KEYS_DIR": str(workdir / "keys"),
+            },
+        )
+
+    return run
