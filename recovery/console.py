@@ -214,6 +214,16 @@ class ConsoleSession:
                 self.send(user + "\r")
                 sent_user, sent_password = True, False
 
+    def logout(self, timeout: float = 5.0) -> None:
+        """Leave the shell and wait for the login prompt, so no shell stays open on the console.
+
+        Raises:
+            ChannelTimeout: no login prompt came back (the shell may still be open).
+        """
+        self._pending = ""
+        self.send("exit\r")
+        self.expect({"login prompt after logout": LOGIN_PROMPT}, timeout)
+
     def identity(self, timeout: float) -> str:
         """The user of the shell at the console, read from a marker line."""
         nonce = secrets.token_hex(4)

@@ -1,6 +1,7 @@
 """`recovery demo`: a whole recovery against the built-in lab, with nothing but this machine.
 
-It starts the lab (console password from RECOVERY_CONSOLE_PASSWORD, else random), runs the same serial-console playbook an operator would run
+It starts the lab (console password from RECOVERY_CONSOLE_PASSWORD, else random),
+runs the same serial-console playbook an operator would run
 against a cloud VM (host key pinned from the lab, password from the lab's file),
 shows that the lab's old key still logs in, prints the report and stops the lab,
 whatever happened.

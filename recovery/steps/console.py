@@ -44,6 +44,8 @@ class LoginParams:
         "console password (from secrets.*); none if the console is already logged in", default=None
     )
     timeout: float | None = doc("seconds to reach a shell (default: console.login_timeout)", default=None)
+    logout: bool = doc("log out when the run ends: a console left logged in is open to anyone who reaches it",
+                       default=True)
 
 
 @step(
@@ -59,4 +61,6 @@ def login(ctx: StepContext, params: LoginParams) -> Outputs:
     result = session.login(params.user, params.password, timeout)
     if result.logged_out_other_user:
         ctx.report.notes.append(f"the console was logged in as {result.logged_out_other_user}; logged it out")
+    if params.logout:
+        ctx.defer("logged out of the console", session.logout)
     return {"user": result.user, "already_logged_in": result.already_logged_in}

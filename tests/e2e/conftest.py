@@ -46,10 +46,10 @@ def workdir() -> Iterator[Path]:
 def start_lab(workdir: Path) -> Iterator[Callable[..., lab.LabInfo]]:
     started: list[Path] = []
 
-    def start(seed: lab.Seed = lab.Seed(), **options: object) -> lab.LabInfo:
+    def start(seed: lab.Seed | None = None) -> lab.LabInfo:
         directory = workdir / f"lab{len(started)}"
         started.append(directory)
-        return lab.up(directory, seed=seed, **options)  # type: ignore[arg-type]
+        return lab.up(directory, seed=seed or lab.Seed())
 
     yield start
     for directory in started:

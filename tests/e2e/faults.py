@@ -8,6 +8,7 @@ it closes both sides, exactly once; later connections pass through untouched.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from types import TracebackType
@@ -75,7 +76,5 @@ class CuttingProxy:
         except OSError:
             pass
         for sock in both:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass

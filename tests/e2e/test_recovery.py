@@ -47,8 +47,8 @@ def assert_recovered(info: lab.LabInfo, workdir: Path, result: Result) -> str:
     assert lines[0] == info.old_public_key, "the old key line must survive untouched"
     assert report["keys"][0]["sha256"] in accepted_fingerprints(info), "sshd must have accepted the new key"
     modes = lab.ssh_paths_modes(info)
-    assert modes["ssh_dir"] is not None and stat.S_IMODE(modes["ssh_dir"]) == 0o700
-    assert modes["authorized_keys"] is not None and stat.S_IMODE(modes["authorized_keys"]) == 0o600
+    assert stat.S_IMODE(modes["ssh_dir"] or 0) == 0o700
+    assert stat.S_IMODE(modes["authorized_keys"] or 0) == 0o600
     return new_key
 
 
@@ -59,7 +59,7 @@ def test_inline_recovery_proves_the_new_key_and_keeps_the_old_one(start_lab, rec
     report = report_of(workdir, result)
     assert report["proof"]["remote_user"] == info.user
     assert report["proof"]["host_key_trust"] == "pinned"
-    assert "# Recovery" in result.stdout and "SUCCEEDED" in result.stdout
+    assert "SUCCEEDED" in result.stdout
     journal = workdir / "runs" / result.run_id
     for name in ("run.json", "events.jsonl", "transcript.log", "report.json", "report.md"):
         assert (journal / name).stat().st_mode & 0o077 == 0, name
@@ -70,11 +70,12 @@ def test_http_publishing_serves_the_key_once_and_withdraws_it(start_lab, recover
     result = recover(info, "-e", "publish=http")
     assert_recovered(info, workdir, result)
     report = report_of(workdir, result)
-    assert len(report["published"]) == 1 and len(report["withdrawn"]) == 1
+    assert len(report["published"]) == 1
+    assert report["withdrawn"] == [report["published"][0].split(" (expires")[0]]
     assert "***" in report["published"][0]
     assert "stopped the one-shot HTTP server" in report["rolled_back"]
     transcript = (workdir / "runs" / result.run_id / "transcript.log").read_text()
-    assert "RCV-" in transcript and "source=wget" in transcript.replace("\r", "")
+    assert "source=wget" in transcript
 
 
 @pytest.mark.parametrize(
@@ -183,4 +184,4 @@ def test_resume_needs_the_sensitive_console_url_again(start_lab, recover: Recove
 
     result = recovery("run", str(PLAYBOOK), "--journal", str(workdir / "runs"), "--resume", failed.run_id)
     assert result.code == 2
-    assert "console_url" in result.stderr and "give it again" in result.stderr
+    assert "input 'console_url' is sensitive and was not saved; give it again" in result.stderr
