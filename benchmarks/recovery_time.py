@@ -74,7 +74,10 @@ def main() -> int:
         print(f"{name:32} {statistics.median(values):8.3f} {max(values):8.3f}")
     startup = sorted(timed([sys.executable, "-m", "recovery", "--help"])[0] for _ in range(10))
     print(f"{'recovery --help start-up':32} {statistics.median(startup):8.3f} {startup[-1]:8.3f}")
-    probe = "import sys, recovery.cli; print(sorted(m for m in ('paramiko','cryptography','websocket','openstack','yaml') if m in sys.modules))"
+    probe = (
+        "import sys, recovery.cli; heavy = ('paramiko', 'cryptography', 'websocket', 'openstack', 'yaml'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
     heavy = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     print(f"heavy modules imported by the CLI before a command runs: {heavy}")
     return 0
