@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recovery.errors import JournalError
+from recovery.errors import JournalError, UsageError
 from recovery.redact import Secret, scrub
 
 STATUS_RUNNING = "running"
@@ -112,13 +112,13 @@ class Journal:
         """An existing run, for --resume.
 
         Raises:
-            JournalError: no such run, or its run.json is unreadable.
+            UsageError: no such run (a wrong --resume argument).
         """
         directory = root / run_id
         if not (directory / "run.json").is_file():
             known = sorted(p.name for p in root.iterdir() if (p / "run.json").is_file()) if root.is_dir() else []
             hint = f" (runs in {root}: {', '.join(known[-5:])})" if known else f" (no runs in {root})"
-            raise JournalError(f"no run {run_id!r} to resume{hint}")
+            raise UsageError(f"no run {run_id!r} to resume{hint}")
         return cls(directory)
 
     def path(self, name: str) -> Path:

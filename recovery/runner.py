@@ -92,6 +92,7 @@ class Runner:
             "run": {"id": journal.run_id, "dir": str(journal.directory)},
         }
         self._index = {spec.id: n for n, spec in enumerate(request.playbook.all_steps(), start=1)}
+        self._current_step: str | None = None
         if self.previous:
             self._carry_over_earlier_report()
 
@@ -122,6 +123,12 @@ class Runner:
             self.report.status = STATUS_INTERRUPTED
             self.report.error = "interrupted by the operator (Ctrl-C)"
             self.journal.event("run_interrupted")
+        except Exception as exc:  # a bug: record it as a failure, clean up, and let the CLI report it
+            self.report.status = STATUS_FAILED
+            self.report.failed_step = self._current_step
+            self.report.error = f"internal error: {type(exc).__name__}: {exc}"
+            self.journal.event("run_crashed", step=self._current_step, error=self.report.error)
+            raise
         finally:
             self._cleanup_phase()
             if self.report.status == STATUS_RUNNING:
@@ -177,6 +184,7 @@ class Runner:
     def _execute(self, spec: StepSpec, *, phase: str) -> bool:
         """Run one step; returns False when the run must stop (the failure is recorded)."""
         step_type = self.types[spec.uses]
+        self._current_step = spec.id
         record = StepRecord(id=spec.id, uses=spec.uses, status="running", phase=phase)
         self.report.timeline.append(record)
         earlier = self.previous.get(spec.id)

@@ -74,7 +74,10 @@ def install(ctx: StepContext, params: InstallParams) -> Outputs:
 
     session = ctx.require_console()
     nonce = secrets.token_hex(4)
-    lines, delimiter = _script(params, nonce)
+    try:
+        lines, delimiter = _script(params, nonce)
+    except ValueError as exc:  # a URL or checksum that cannot be typed safely
+        raise GuestCommandError(f"cannot build the command to type into the console: {exc}") from exc
     timeout = min(params.timeout or ctx.config.console.command_timeout, ctx.remaining())
     result = session.run_script(lines, delimiter=delimiter, nonce=nonce, timeout=timeout)
     ctx.report.typed.extend(session.typed)

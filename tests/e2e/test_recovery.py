@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import socket
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from recovery import lab
-from tests.e2e.conftest import Result
+from tests.e2e.conftest import PLAYBOOK, ROOT, Result, recovery
 from tests.e2e.faults import CuttingProxy
 
 pytestmark = pytest.mark.lab
@@ -54,9 +59,11 @@ def assert_recovered(info: lab.LabInfo, workdir: Path, result: Result) -> str:
 
 def test_inline_recovery_proves_the_new_key_and_keeps_the_old_one(start_lab, recover: Recover, workdir: Path) -> None:
     info = start_lab()
-    result = recover(info)
+    incident = workdir / "incident" / "report.md"
+    result = recover(info, "-e", f"report={incident}")
     assert_recovered(info, workdir, result)
     report = report_of(workdir, result)
+    assert "Proof of access" in incident.read_text()
     assert report["proof"]["remote_user"] == info.user
     assert report["proof"]["host_key_trust"] == "pinned"
     assert "SUCCEEDED" in result.stdout
@@ -180,8 +187,38 @@ def test_resume_needs_the_sensitive_console_url_again(start_lab, recover: Recove
     info = start_lab()
     lab.stop_process(info, "websockify")
     failed = recover(info)
-    from tests.e2e.conftest import PLAYBOOK, recovery
-
     result = recovery("run", str(PLAYBOOK), "--journal", str(workdir / "runs"), "--resume", failed.run_id)
     assert result.code == 2
     assert "input 'console_url' is sensitive and was not saved; give it again" in result.stderr
+
+
+def test_ctrl_c_withdraws_the_published_key_and_exits_130(start_lab, workdir: Path) -> None:
+    info = start_lab()
+    silent = socket.create_server(("127.0.0.1", 0))  # a serial port that never prints a prompt
+    lab.replace_console_target(info, "127.0.0.1", silent.getsockname()[1])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recovery", "run", str(PLAYBOOK), "--journal", str(workdir / "runs"),
+         "-e", f"console_url={info.console_url}", "-e", f"ssh_host={info.ssh_host}", "-e", f"user={info.user}",
+         "-e", "publish=http", "-e", "trust_first_use=true"],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "RECOVERY_CONSOLE_PASSWORD": "unused-here", "RECOVERY_KEYS_DIR": str(workdir / "keys")},
+    )
+    try:
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:
+            seen.append(line)
+            if "] login:" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        silent.close()
+    stderr = "".join(seen) + rest
+    assert process.returncode == 130, stderr
+    result = Result(130, "", stderr)
+    report = report_of(workdir, result)
+    assert report["status"] == "interrupted"
+    assert len(report["withdrawn"]) == 1
+    assert f"--resume {result.run_id}" in stderr

@@ -61,3 +61,9 @@ def interrupt(ctx: StepContext, params: OnceParams) -> Outputs:
 def reset() -> None:
     CALLS.clear()
     _attempts.clear()
+
+
+@step("test.crash", params=OnceParams, outputs={}, repeatable=True)
+def crash(ctx: StepContext, params: OnceParams) -> Outputs:
+    """Behave like a bug in a step."""
+    raise ZeroDivisionError("a bug")

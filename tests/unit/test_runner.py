@@ -225,3 +225,17 @@ steps:
     assert "login with ***" in everything
     for path in journal.directory.rglob("*"):
         assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_a_bug_in_a_step_is_a_failed_run_not_a_success(tmp_path: Path) -> None:
+    playbook = parse_playbook(
+        "steps:\n  - id: a\n    uses: test.record\n  - id: b\n    uses: test.crash\n", tmp_path / "b.yaml"
+    )
+    journal = Journal.create(tmp_path / "runs")
+    with pytest.raises(ZeroDivisionError):
+        Runner(RunRequest(playbook, {}, {}, Config()), journal).run()
+    assert CALLS == ["a:", "undo:a"]
+    report = json.loads(journal.path("report.json").read_text())
+    assert report["status"] == "failed"
+    assert report["failed_step"] == "b"
+    assert "internal error: ZeroDivisionError" in report["error"]
