@@ -140,7 +140,7 @@ class LabInfo:
             info = cls(**fields)
         except FileNotFoundError as exc:
             raise LabError(
-                f"There is no lab in {directory}: {path.name} is missing. Start one with `recovery lab up {directory}`."
+                f"There is no lab in {directory}: {path.name} is missing. Start one with `recovery lab up --dir {directory}`."
             ) from exc
         except (ValueError, TypeError, KeyError) as exc:
             raise LabError(
@@ -365,7 +365,7 @@ def _prepare_directory(layout: Layout) -> None:
     if layout.info.exists():
         raise LabError(
             f"A lab is already set up in {directory} (it has {layout.info.name}). Stop it "
-            f"with `recovery lab down {directory}` first, or use another directory."
+            f"with `recovery lab down --dir {directory}` first, or use another directory."
         )
     directory.mkdir(parents=True, exist_ok=True)
     # Searchable, not listable: the lab user must pass through to its home,
