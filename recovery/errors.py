@@ -11,6 +11,9 @@
     │   │   └── LoginRejected           the console refused the user or password
     │   ├── GuestCommandError           a command typed into the VM reported failure
     │   ├── PublishError                publishing or withdrawing the public key failed
+    │   │   └── PublishUnavailable      5xx or a reset from object storage (transient)
+    │   ├── CloudError(status_code, request_id)   the cloud API refused or failed
+    │   │   └── CloudUnavailable        5xx, 409 or a reset (transient)
     │   ├── KeyGenerationError
     │   ├── VerifyError                 the SSH login with the new key did not succeed
     │   │   ├── AuthRejected
@@ -38,6 +41,8 @@ __all__ = [
     "ChannelClosed",
     "ChannelError",
     "ChannelTimeout",
+    "CloudError",
+    "CloudUnavailable",
     "ConfigError",
     "ConnectTimeout",
     "ConnectionRefused",
@@ -51,6 +56,7 @@ __all__ = [
     "PlaybookError",
     "Problem",
     "PublishError",
+    "PublishUnavailable",
     "RecoveryError",
     "StepError",
     "TemplateError",
@@ -138,6 +144,28 @@ class GuestCommandError(StepError):
 
 
 class PublishError(StepError):
+    pass
+
+
+class PublishUnavailable(PublishError, TransientError):
+    pass
+
+
+class CloudError(StepError):
+    """The cloud said no. `request_id` (x-openstack-request-id) goes into the operator's ticket."""
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, request_id: str | None = None
+    ) -> None:
+        suffix = f" (HTTP {status_code}" if status_code else ""
+        if request_id:
+            suffix += f", request {request_id}" if suffix else f" (request {request_id}"
+        super().__init__(message + (suffix + ")" if suffix else ""))
+        self.status_code = status_code
+        self.request_id = request_id
+
+
+class CloudUnavailable(CloudError, TransientError):
     pass
 
 
