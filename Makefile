@@ -8,13 +8,18 @@ BIN := $(VENV)/bin
 APT_PACKAGES := openssh-server openssh-client util-linux login passwd busybox dash wget curl
 NEEDED_TOOLS := sshd ssh-keygen agetty login useradd busybox dash wget curl
 
-.PHONY: demo test lint system-deps venv clean
+.PHONY: demo test lint system-deps venv clean test-clouds
 
 demo: system-deps venv
 	$(BIN)/recovery demo
 
-test: system-deps venv lint
+test: system-deps venv lint test-clouds
 	$(BIN)/python -m pytest
+
+# The test cloud's real services live in virtualenvs of their own (their pins clash with ours).
+test-clouds:
+	bash tests/cloud/ensure_swift_venv.sh
+	bash tests/cloud/ensure_nova_venv.sh
 
 lint: venv
 	$(BIN)/ruff check recovery tests benchmarks
@@ -39,7 +44,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[lab,test]'
+	$(BIN)/pip install -q -e '.[lab,test,s3]'
 	touch $@
 
 clean:

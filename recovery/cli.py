@@ -8,6 +8,7 @@ an unexpected one writes its traceback to the run's debug.log and says so.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-e", dest="inputs", action="append", default=[], metavar="NAME=VALUE", help="a playbook input")
     run.add_argument("--secret", action="append", default=[], metavar="NAME=@FILE", help="read a secret from a file")
     run.add_argument("--config", type=Path, help="config file (default: ~/.config/recovery/config.yaml)")
+    run.add_argument("--cloud", help="clouds.yaml entry for cloud steps (default: OS_CLOUD, or cloud.name in config)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and what would be typed; change nothing")
     run.add_argument("--journal", type=Path, help="root directory of run journals")
     run.add_argument("--resume", metavar="RUN_ID", help="continue a failed or interrupted run")
@@ -73,7 +75,43 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="print the target as JSON")
 
     commands.add_parser("demo", help="start the lab, recover access to it, show the report, stop the lab")
+    _add_audit_parser(commands)
     return parser
+
+
+def _add_audit_parser(commands: Any) -> None:
+    """`recovery audit`; its defaults and limits live in recovery.audit, imported only when it runs."""
+    audit = commands.add_parser(
+        "audit",
+        help="check that the expected key still logs in to every VM of a fleet",
+        description="Check, concurrently, that the expected key still logs in to every host of an inventory or "
+        "cloud. Exit 0 when all are ok, 1 when any failed, 2 for usage errors, 130 when interrupted.",
+    )
+    source = audit.add_mutually_exclusive_group(required=True)
+    source.add_argument("--inventory", type=Path, metavar="FILE", help="YAML inventory (hosts: and defaults:)")
+    source.add_argument("--cloud", metavar="NAME", help="audit every server of this clouds.yaml entry")
+    audit.add_argument("--server-filter", metavar="REGEX", help="with --cloud: only servers whose name matches")
+    audit.add_argument("--network", help="with --cloud: network whose fixed address to use, lacking a floating one")
+    audit.add_argument("--check-console", action="store_true", help="with --cloud: also check a console can be opened")
+    audit.add_argument("--key", action="append", default=[], metavar="PATH", help="private key to try (repeatable)")
+    audit.add_argument("--user", help="login user for hosts whose inventory names none")
+    audit.add_argument("--concurrency", type=int, default=50, metavar="N", help="checks at once (default 50)")
+    audit.add_argument(
+        "--timeout", type=float, default=5.0, metavar="SECONDS", help="for each host's whole check (default 5)"
+    )
+    trust = audit.add_mutually_exclusive_group()
+    trust.add_argument("--known-hosts", type=Path, metavar="FILE", help="OpenSSH known_hosts file vouching for hosts")
+    trust.add_argument("--accept-new", action="store_true", help="accept the host key of hosts with no pin")
+    audit.add_argument(
+        "--format", choices=("table", "json", "junit", "prometheus"), default="table", help="report format"
+    )
+    audit.add_argument("--output", type=Path, metavar="FILE", help="write the report here (atomically), not stdout")
+    audit.add_argument("--shard", metavar="I/N", help="audit only shard I (from 0) of N")
+    audit.add_argument("--remediate", type=Path, metavar="PLAYBOOK", help="run this recovery playbook for failed hosts")
+    audit.add_argument("--max-remediations", type=int, default=1, metavar="N", help="remediate at most N hosts (1)")
+    audit.add_argument("--yes", action="store_true", help="remediate without asking")
+    audit.add_argument("--config", type=Path, help="config file for remediation runs")
+    audit.add_argument("--journal", type=Path, help="root directory of remediation run journals")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return command_run(args)
+    if args.command == "audit":
+        from recovery.audit.command import run_audit
+
+        return run_audit(args)
     if args.command == "validate":
         return command_validate(args.playbooks)
     if args.command == "steps":
@@ -212,6 +254,8 @@ def command_run(args: argparse.Namespace) -> int:
     from recovery.playbook import load_playbook, resolve_inputs
 
     config = load_config(args.config)
+    if args.cloud:
+        config = dataclasses.replace(config, cloud=dataclasses.replace(config.cloud, name=args.cloud))
     playbook = load_playbook(args.playbook)
     given = _pairs(args.inputs, "-e")
     journal_root = args.journal or config.journal.dir
@@ -248,7 +292,7 @@ def _resume(
         decl = playbook.inputs.get(name)
         if name in given or decl is None or value is None:
             continue
-        if decl.sensitive:
+        if decl.sensitive and value:
             raise UsageError(f"run {run_id}: input {name!r} is sensitive and was not saved; give it again with -e")
         merged[name] = str(value).lower() if isinstance(value, bool) else str(value)
     merged.update(given)

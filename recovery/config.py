@@ -55,8 +55,30 @@ class HTTPPublishConfig:
 
 
 @dataclass(frozen=True)
+class SwiftPublishConfig:
+    container: str = field(default="recovery-keys", metadata={"doc": "private container for published keys"})
+    digest: str = field(default="auto", metadata={"doc": "TempURL digest: auto (best allowed), sha256, sha512"})
+    key_scope: str = field(default="account", metadata={"doc": "where the Temp-URL key lives: account or container"})
+    host_rewrite: str | None = field(default=None, metadata={"doc": "scheme://host:port the VM uses for storage"})
+
+
+@dataclass(frozen=True)
+class S3PublishConfig:
+    endpoint: str | None = field(default=None, metadata={"doc": "S3 endpoint URL (else AWS_ENDPOINT_URL)"})
+    region: str | None = field(default=None, metadata={"doc": "signing region (else AWS_DEFAULT_REGION)"})
+    bucket: str | None = field(default=None, metadata={"doc": "bucket for published keys"})
+
+
+@dataclass(frozen=True)
 class PublishConfig:
     http: HTTPPublishConfig = field(default_factory=HTTPPublishConfig)
+    swift: SwiftPublishConfig = field(default_factory=SwiftPublishConfig)
+    s3: S3PublishConfig = field(default_factory=S3PublishConfig)
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    name: str | None = field(default=None, metadata={"doc": "clouds.yaml entry (else OS_CLOUD, or --cloud)"})
 
 
 @dataclass(frozen=True)
@@ -66,11 +88,13 @@ class Config:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     ssh: SSHConfig = field(default_factory=SSHConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
 
 
 ENV_OVERRIDES = {
     "RECOVERY_JOURNAL_DIR": ("journal", "dir"),
     "RECOVERY_KEYS_DIR": ("keys", "dir"),
+    "OS_CLOUD": ("cloud", "name"),
 }
 
 

@@ -172,6 +172,8 @@ class ConsoleSession:
                     self.send("\r", show="<Enter>")
                     wakes += 1
                 continue
+            if name == "login incorrect" and not sent_password:
+                continue  # the end of an attempt we did not make (a stale prompt we just answered)
             if name == "login incorrect":
                 raise LoginRejected(
                     f"the console rejected the login for {user!r} (\"Login incorrect\"): the console "
@@ -179,6 +181,11 @@ class ConsoleSession:
                     "Check RECOVERY_CONSOLE_PASSWORD or --secret console_password=@FILE",
                     transcript_tail=self.tail(),
                 )
+            if name == "password prompt" and not sent_user:
+                # Someone else's (or an interrupted) login is waiting for its password: never type
+                # ours into it. An empty answer ends it; login then asks for a user name again.
+                self.send("\r", show="<Enter>")
+                continue
             if name == "password prompt":
                 if sent_password or password is None:
                     raise LoginRejected(

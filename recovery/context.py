@@ -19,6 +19,7 @@ from recovery.journal import Journal
 from recovery.report import RunReport
 
 if TYPE_CHECKING:
+    from recovery.cloud import Cloud
     from recovery.console import ConsoleSession
 
 
@@ -33,6 +34,7 @@ class SharedState:
     """Live objects that outlive one step: the console session, pending cleanups."""
 
     console: ConsoleSession | None = None
+    cloud: Cloud | None = None
     cleanups: list[Cleanup] = field(default_factory=list)
 
 
@@ -54,6 +56,26 @@ class StepContext:
     def defer(self, description: str, action: Callable[[], None]) -> None:
         """Run `action` when the run ends, whether it succeeded, failed or was interrupted."""
         self.shared.cleanups.append(Cleanup(description, action))
+
+    def require_cloud(self) -> Cloud:
+        """The run's cloud connection, opened on first use from --cloud, OS_CLOUD or the config.
+
+        Raises:
+            StepError: no cloud is named anywhere.
+        """
+        if self.shared.cloud is None:
+            name = self.config.cloud.name
+            if not name:
+                raise StepError(
+                    "this step talks to a cloud, but none is named: pass --cloud NAME (an entry of "
+                    "clouds.yaml) or set OS_CLOUD"
+                )
+            from recovery.cloud import connect
+
+            cloud = connect(name)
+            self.shared.cloud = cloud
+            self.defer(f"closed the connection to cloud {name}", cloud.close)
+        return self.shared.cloud
 
     def require_console(self) -> ConsoleSession:
         if self.shared.console is None:

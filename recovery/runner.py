@@ -35,7 +35,7 @@ from tenacity import (
 from recovery import templating
 from recovery.config import Config
 from recovery.context import Cleanup, SharedState, StepContext
-from recovery.errors import StepError, TemplateError, TransientError
+from recovery.errors import RecoveryError, StepError, TemplateError, TransientError
 from recovery.journal import (
     STATUS_FAILED,
     STATUS_INTERRUPTED,
@@ -123,10 +123,11 @@ class Runner:
             self.report.status = STATUS_INTERRUPTED
             self.report.error = "interrupted by the operator (Ctrl-C)"
             self.journal.event("run_interrupted")
-        except Exception as exc:  # a bug: record it as a failure, clean up, and let the CLI report it
+        except Exception as exc:  # a usage error found late, or a bug: record it, clean up, let the CLI say it
             self.report.status = STATUS_FAILED
             self.report.failed_step = self._current_step
-            self.report.error = f"internal error: {type(exc).__name__}: {exc}"
+            expected = isinstance(exc, RecoveryError)
+            self.report.error = str(exc) if expected else f"internal error: {type(exc).__name__}: {exc}"
             self.journal.event("run_crashed", step=self._current_step, error=self.report.error)
             raise
         finally:

@@ -9,29 +9,25 @@ the login is refused unless the caller explicitly trusts the first key.
 paramiko is imported inside the functions that use it, because importing it
 costs ~150 ms that `recovery --help` should not pay. Every paramiko and socket
 exception is translated in `_map_errors`, so nothing above this module sees one.
+The host key decision (`recovery.hostkeys`) and the naming and wording of each
+failure (`recovery.diagnosis`) are shared with the fleet audit, which makes the
+same check with another SSH library.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import re
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from recovery.errors import (
-    AuthRejected,
-    ConnectionRefused,
-    ConnectTimeout,
-    HostKeyMismatch,
-    HostKeyUnknown,
-    VerifyError,
-)
-from recovery.keys import KeyPair, fingerprint_md5, fingerprint_sha256
+from recovery import diagnosis
+from recovery.errors import ConnectTimeout, VerifyError
+from recovery.hostkeys import HostKeyCheck
+from recovery.keys import KeyPair
 
 if TYPE_CHECKING:
     from paramiko import PKey, SSHClient
@@ -43,8 +39,6 @@ __all__ = ["ParamikoVerifier", "SSHTarget", "Verifier", "VerifyResult"]
 log = logging.getLogger(__name__)
 
 _COMMAND = "id -un"
-_SHA256_PIN = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
-_MD5_PIN = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){15}")
 # paramiko reports these waits running out as plain SSHException/AuthenticationException
 # texts; "No existing session" is what a peer that accepts TCP and never speaks produces.
 _TIMEOUT_MESSAGES = frozenset(
@@ -129,7 +123,8 @@ class ParamikoVerifier:
             another user.
         """
         started = time.monotonic()
-        check = _HostKeyCheck(target)
+        pins = [target.host_key_fingerprint] if target.host_key_fingerprint is not None else []
+        check = HostKeyCheck(f"{target.host}:{target.port}", pins, trust_first_use=target.trust_first_use)
         pkey = _load_private_key(key, passphrase)
         where = f"{target.user}@{target.host}:{target.port}"
         log.debug("verifying ssh login to %s with key %s", where, key.sha256)
@@ -162,70 +157,8 @@ class ParamikoVerifier:
         )
 
 
-class _HostKeyCheck:
-    """Decides whether the server's host key is acceptable, and remembers it.
-
-    Kept free of paramiko so the trust decision reads on its own; `_client`
-    wires it into a paramiko policy.
-    """
-
-    def __init__(self, target: SSHTarget) -> None:
-        self.target = target
-        self.pin = _parse_pin(target.host_key_fingerprint)
-        self.offered_sha256 = ""
-        self.offered_type = ""
-        self.trusted_on_first_use = False
-
-    def check(self, key_type: str, public_line: str) -> None:
-        """Accept the offered key or raise; called once per connection."""
-        sha256 = fingerprint_sha256(public_line)
-        md5 = fingerprint_md5(public_line)
-        self.offered_sha256, self.offered_type = sha256, key_type
-        where = f"{self.target.host}:{self.target.port}"
-        if self.pin is None:
-            if not self.target.trust_first_use:
-                raise HostKeyUnknown(
-                    f"{where} offered host key {key_type} {sha256} (MD5:{md5}) and no host "
-                    "key fingerprint is pinned. Compare it with the 'BEGIN SSH HOST KEY "
-                    "FINGERPRINTS' block of the VM's console log, then pin it "
-                    f"(host_key_fingerprint: {sha256}), or accept the first key "
-                    "explicitly (--trust-first-key)"
-                )
-            log.warning("trusting host key %s %s of %s on first use", key_type, sha256, where)
-            self.trusted_on_first_use = True
-            return
-        offered = sha256 if self.pin.startswith("SHA256:") else f"MD5:{md5}"
-        if offered != self.pin:
-            raise HostKeyMismatch(
-                f"host key of {where} does not match the pin: expected {self.pin}, "
-                f"server offered {key_type} {offered}"
-                + ("" if offered == sha256 else f" ({sha256})")
-                + ". The VM may have new host keys, or something is intercepting the "
-                "connection; check the console log's fingerprints before changing the pin"
-            )
-
-
-def _parse_pin(text: str | None) -> str | None:
-    """Normalise a pin to `SHA256:<43 chars>` or `MD5:<lowercase hex>`."""
-    if text is None:
-        return None
-    pin = text.strip()
-    if pin.startswith("SHA256:"):
-        pin = pin.rstrip("=")
-        if _SHA256_PIN.fullmatch(pin):
-            return pin
-    else:
-        hex_pairs = pin[4:] if pin.upper().startswith("MD5:") else pin
-        if _MD5_PIN.fullmatch(hex_pairs.lower()):
-            return "MD5:" + hex_pairs.lower()
-    raise VerifyError(
-        f"host key fingerprint {text!r} is neither 'SHA256:<base64>' nor MD5 colon hex "
-        "('MD5:3f:a2:...' or '3f:a2:...')"
-    )
-
-
 @contextmanager
-def _client(check: _HostKeyCheck) -> Iterator[SSHClient]:
+def _client(check: HostKeyCheck) -> Iterator[SSHClient]:
     """An SSHClient whose only trust decision is `check`; closed on exit."""
     import paramiko
 
@@ -233,6 +166,9 @@ def _client(check: _HostKeyCheck) -> Iterator[SSHClient]:
         # With no known_hosts loaded, paramiko asks the policy about every key.
         def missing_host_key(self, client: SSHClient, hostname: str, key: PKey) -> None:
             check.check(key.get_name(), f"{key.get_name()} {key.get_base64()}")
+            if check.trusted_on_first_use:
+                where, fingerprint = check.where, check.offered_sha256
+                log.warning("trusting host key %s %s of %s on first use", key.get_name(), fingerprint, where)
 
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(PinnedHostKeyPolicy())
@@ -296,7 +232,7 @@ def _run_id(client: SSHClient, target: SSHTarget, timeout: float) -> str:
 
 @contextmanager
 def _map_errors(target: SSHTarget) -> Iterator[None]:
-    """Translate paramiko and socket failures into the `VerifyError` family.
+    """Translate paramiko and socket failures into the `VerifyError` family, via `recovery.diagnosis`.
 
     Order matters: `socket.gaierror`, `ConnectionRefusedError`, `TimeoutError`
     and paramiko's `NoValidConnectionsError` are all `OSError`s.
@@ -307,44 +243,27 @@ def _map_errors(target: SSHTarget) -> Iterator[None]:
     try:
         yield
     except paramiko.AuthenticationException as exc:
-        if str(exc) in _TIMEOUT_MESSAGES:
-            raise ConnectTimeout(f"{where} did not finish authentication in time") from exc
-        raise AuthRejected(
-            f"{where} rejected the key for user {target.user!r} ({exc}); the key may not "
-            "be in authorized_keys yet, or sshd refuses the file's ownership or modes"
-        ) from exc
+        found = (
+            diagnosis.auth_timeout(where)
+            if str(exc) in _TIMEOUT_MESSAGES
+            else diagnosis.auth_rejected(where, target.user, str(exc))
+        )
+        raise found.error() from exc
     except paramiko.ssh_exception.NoValidConnectionsError as exc:
         causes = {getattr(cause, "errno", None) for cause in exc.errors.values()}
         if causes == {errno.ECONNREFUSED}:
-            raise ConnectionRefused(f"{where} refused the connection (is sshd up?)") from exc
+            raise diagnosis.refused(where).error() from exc
         raise VerifyError(f"cannot reach {where}: {exc}") from exc
-    except socket.gaierror as exc:
-        raise VerifyError(
-            f"cannot resolve host name {target.host!r} (DNS lookup failed: {exc.strerror})"
-        ) from exc
-    except ConnectionRefusedError as exc:
-        raise ConnectionRefused(f"{where} refused the connection (is sshd up?)") from exc
-    except TimeoutError as exc:
-        raise ConnectTimeout(f"{where} did not answer in time") from exc
-    except EOFError as exc:
-        raise ConnectionRefused(
-            f"{where} closed the connection during the SSH handshake "
-            "(sshd starting, or over its MaxStartups limit?)"
-        ) from exc
     except OSError as exc:
-        raise VerifyError(f"connection to {where} failed: {exc.strerror or exc}") from exc
+        raise diagnosis.socket_failure(exc, target.host, target.port).error() from exc
+    except EOFError as exc:
+        raise diagnosis.closed_during_handshake(where).error() from exc
     except paramiko.SSHException as exc:
         message = str(exc)
         if message in _TIMEOUT_MESSAGES or (
             message.startswith(_BANNER_ERROR) and isinstance(exc.__context__, TimeoutError)
         ):
-            raise ConnectTimeout(
-                f"{where} accepted the connection but did not complete the SSH handshake "
-                "in time (sshd still starting, or not an SSH server?)"
-            ) from exc
+            raise diagnosis.handshake_timeout(where).error() from exc
         if message.startswith(_BANNER_ERROR):
-            raise ConnectionRefused(
-                f"{where} closed the connection before sending its SSH banner "
-                "(sshd starting, or over its MaxStartups limit?)"
-            ) from exc
-        raise VerifyError(f"SSH session with {where} failed: {message}") from exc
+            raise diagnosis.closed_before_banner(where).error() from exc
+        raise diagnosis.session_failed(where, message).error() from exc

@@ -140,7 +140,8 @@ class LabInfo:
             info = cls(**fields)
         except FileNotFoundError as exc:
             raise LabError(
-                f"There is no lab in {directory}: {path.name} is missing. Start one with `recovery lab up --dir {directory}`."
+                f"There is no lab in {directory}: {path.name} is missing. "
+                f"Start one with `recovery lab up --dir {directory}`."
             ) from exc
         except (ValueError, TypeError, KeyError) as exc:
             raise LabError(

@@ -65,6 +65,8 @@ class Publisher(Protocol):
 
 PUBLISHERS: dict[str, str] = {
     "http": "recovery.publishers.local_http:LocalHTTPPublisher",
+    "swift": "recovery.publishers.swift:SwiftPublisher",
+    "s3": "recovery.publishers.s3:S3Publisher",
 }
 """Scheme → ``"module:Class"``; the module is imported only when the scheme is used."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from recovery.context import StepContext
+from recovery.errors import StepError
 from recovery.redact import Secret, Text, masked_url
 from recovery.registry import Outputs, doc, step
 
@@ -26,6 +27,11 @@ def open_console(ctx: StepContext, params: OpenParams) -> Outputs:
     from recovery.channels import channel_for
     from recovery.console import ConsoleSession
 
+    if not params.url:
+        raise StepError(
+            "no console URL: give -e console_url=ws://... (serial console, token included), "
+            "or -e server=NAME with --cloud to ask the cloud for one"
+        )
     if ctx.shared.console is not None:
         ctx.shared.console.channel.close()
         ctx.shared.console = None

@@ -1,9 +1,11 @@
-"""publish.inline and publish.http: how the public key reaches the VM.
+"""publish.*: how the public key reaches the VM.
 
 `inline` types the key itself into the console: an ed25519 key is about 100
-characters, needs no egress from the VM and leaves nothing to clean up.
-`http` serves it once from the agent's own short-lived HTTP server, for keys too
-long to type comfortably or consoles that mangle typing.
+characters, needs no egress from the VM and leaves nothing to clean up. The
+others store it for minutes under a secret URL the VM downloads from: `http`
+(the agent's own one-shot server), `swift` (a TempURL) and `s3` (a presigned
+URL). Whatever is published is withdrawn at cleanup, after a failure or Ctrl-C
+too, and `publish.key` picks the method from one input (`auto` included).
 """
 
 from __future__ import annotations
@@ -11,20 +13,89 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 from recovery.context import StepContext
+from recovery.errors import StepError
+from recovery.publishers import Publisher
 from recovery.registry import Outputs, doc, step
 
 PUBLISH_OUTPUTS = {
     "url": "where the VM downloads the key (a secret); null when typed inline",
     "sha256": "sha256 of the published bytes (the key line and a newline)",
-    "method": "inline or the publisher's scheme",
+    "method": "inline, http, swift or s3",
 }
+DEFAULT_TTL = 300.0
 
 
 def key_bytes(public_key: str) -> bytes:
     """What is published and checked: the key line with one trailing newline."""
     return (public_key.strip() + "\n").encode("ascii")
+
+
+def _check_key(public_key: str) -> None:
+    from recovery.keys import parse_public_line
+
+    parse_public_line(public_key)  # refuse to publish or type something that is not a key
+
+
+def _inline(ctx: StepContext, public_key: str) -> Outputs:
+    _check_key(public_key)
+    ctx.report.notes.append("public key typed inline: nothing was published")
+    return {"url": None, "sha256": hashlib.sha256(key_bytes(public_key)).hexdigest(), "method": "inline"}
+
+
+def _publish(ctx: StepContext, publisher: Publisher, public_key: str, ttl: float) -> Outputs:
+    """Publish through any driver; the withdrawal is deferred before anything else can fail."""
+    _check_key(public_key)
+    ctx.defer(f"closed the {publisher.scheme} publisher", publisher.close)
+    item = publisher.publish(f"{ctx.run_id}.pub", key_bytes(public_key), timedelta(seconds=ttl))
+
+    def withdraw() -> None:
+        publisher.withdraw(item)
+        ctx.report.withdrawn.append(str(item.url))
+
+    ctx.defer(f"withdrew the published key {item.url}", withdraw)
+    ctx.report.published.append(f"{item.url} (expires {item.expires_at.isoformat(timespec='seconds')})")
+    return {"url": item.url, "sha256": item.sha256, "method": item.scheme}
+
+
+def _http_publisher(ctx: StepContext, bind: str | None, advertise_host: str | None) -> Publisher:
+    from recovery.publishers.local_http import LocalHTTPPublisher
+
+    settings = ctx.config.publish.http
+    return LocalHTTPPublisher(
+        bind_host=bind or settings.bind, port=settings.port, advertise_host=advertise_host or settings.advertise_host
+    )
+
+
+def _swift_publisher(
+    ctx: StepContext, container: str | None = None, digest: str | None = None, host_rewrite: str | None = None
+) -> Publisher:
+    from recovery.publishers.swift import SwiftPublisher
+
+    if not ctx.config.cloud.name:
+        raise StepError("publishing to Swift needs a cloud: pass --cloud NAME (a clouds.yaml entry) or set OS_CLOUD")
+    settings = ctx.config.publish.swift
+    return SwiftPublisher(
+        cloud=ctx.config.cloud.name,
+        container=container or settings.container,
+        digest=digest or settings.digest,
+        key_scope=settings.key_scope,
+        host_rewrite=host_rewrite or settings.host_rewrite,
+    )
+
+
+def _s3_publisher(
+    ctx: StepContext, bucket: str | None = None, endpoint: str | None = None, region: str | None = None
+) -> Publisher:
+    from recovery.publishers.s3 import S3Publisher
+
+    settings = ctx.config.publish.s3
+    chosen = bucket or settings.bucket
+    if not chosen:
+        raise StepError("publishing to S3 needs a bucket: set publish.s3.bucket in the config, or the step's bucket")
+    return S3Publisher(bucket=chosen, endpoint=endpoint or settings.endpoint, region=region or settings.region)
 
 
 @dataclass(frozen=True)
@@ -35,17 +106,13 @@ class InlineParams:
 @step("publish.inline", params=InlineParams, outputs=PUBLISH_OUTPUTS, repeatable=True)
 def inline(ctx: StepContext, params: InlineParams) -> Outputs:
     """Type the public key into the console itself; nothing is published."""
-    from recovery.keys import parse_public_line
-
-    parse_public_line(params.key)  # refuse to type something that is not a key
-    ctx.report.notes.append("public key typed inline: nothing was published")
-    return {"url": None, "sha256": hashlib.sha256(key_bytes(params.key)).hexdigest(), "method": "inline"}
+    return _inline(ctx, params.key)
 
 
 @dataclass(frozen=True)
 class HTTPParams:
     key: str = doc("the public key line")
-    ttl: float = doc("seconds before the URL stops working", default=300.0)
+    ttl: float = doc("seconds before the URL stops working", default=DEFAULT_TTL)
     bind: str | None = doc("address to listen on (default: publish.http.bind in the config)", default=None)
     advertise_host: str | None = doc("host name the VM uses to reach this machine", default=None)
 
@@ -53,23 +120,71 @@ class HTTPParams:
 @step("publish.http", params=HTTPParams, outputs=PUBLISH_OUTPUTS, repeatable=True)
 def http(ctx: StepContext, params: HTTPParams) -> Outputs:
     """Serve the public key once from the agent's own HTTP server, stopped at cleanup."""
-    from recovery.keys import parse_public_line
-    from recovery.publishers.local_http import LocalHTTPPublisher
+    return _publish(ctx, _http_publisher(ctx, params.bind, params.advertise_host), params.key, params.ttl)
 
-    parse_public_line(params.key)
-    settings = ctx.config.publish.http
-    publisher = LocalHTTPPublisher(
-        bind_host=params.bind or settings.bind,
-        port=settings.port,
-        advertise_host=params.advertise_host or settings.advertise_host,
+
+@dataclass(frozen=True)
+class SwiftParams:
+    key: str = doc("the public key line")
+    ttl: float = doc("seconds before the TempURL stops working", default=DEFAULT_TTL)
+    container: str | None = doc("container (default: publish.swift.container)", default=None)
+    digest: str | None = doc("auto, sha256 or sha512 (default: publish.swift.digest)", default=None)
+    host_rewrite: str | None = doc("scheme://host:port the VM uses to reach object storage", default=None)
+
+
+@step("publish.swift", params=SwiftParams, outputs=PUBLISH_OUTPUTS, repeatable=True, retryable=True)
+def swift(ctx: StepContext, params: SwiftParams) -> Outputs:
+    """Store the key in a private Swift container behind a short-lived TempURL, deleted at cleanup."""
+    publisher = _swift_publisher(ctx, params.container, params.digest, params.host_rewrite)
+    return _publish(ctx, publisher, params.key, params.ttl)
+
+
+@dataclass(frozen=True)
+class S3Params:
+    key: str = doc("the public key line")
+    ttl: float = doc("seconds before the presigned URL stops working", default=DEFAULT_TTL)
+    bucket: str | None = doc("bucket (default: publish.s3.bucket)", default=None)
+    endpoint: str | None = doc("S3 endpoint URL (default: publish.s3.endpoint, AWS_ENDPOINT_URL)", default=None)
+    region: str | None = doc("signing region (default: publish.s3.region, AWS_DEFAULT_REGION)", default=None)
+
+
+@step("publish.s3", params=S3Params, outputs=PUBLISH_OUTPUTS, repeatable=True, retryable=True)
+def s3(ctx: StepContext, params: S3Params) -> Outputs:
+    """Store the key in S3-compatible storage behind a presigned GET URL, deleted at cleanup."""
+    publisher = _s3_publisher(ctx, params.bucket, params.endpoint, params.region)
+    return _publish(ctx, publisher, params.key, params.ttl)
+
+
+@dataclass(frozen=True)
+class KeyParams:
+    key: str = doc("the public key line")
+    method: Literal["inline", "http", "swift", "s3", "auto"] = doc(
+        "auto: swift if the cloud has object storage, else s3 if configured, else inline", default="inline"
     )
-    ctx.defer("stopped the one-shot HTTP server", publisher.close)
-    item = publisher.publish(f"{ctx.run_id}.pub", key_bytes(params.key), timedelta(seconds=params.ttl))
-    ctx.report.published.append(f"{item.url} (expires {item.expires_at.isoformat(timespec='seconds')})")
+    ttl: float = doc("seconds before a published URL stops working", default=DEFAULT_TTL)
+    advertise_host: str | None = doc("for http, the host name the VM uses to reach this machine", default=None)
 
-    def withdraw() -> None:
-        publisher.withdraw(item)
-        ctx.report.withdrawn.append(str(item.url))
 
-    ctx.defer(f"withdrew the published key {item.url}", withdraw)
-    return {"url": item.url, "sha256": item.sha256, "method": item.scheme}
+@step("publish.key", params=KeyParams, outputs=PUBLISH_OUTPUTS, repeatable=True, retryable=True)
+def publish_key(ctx: StepContext, params: KeyParams) -> Outputs:
+    """Publish the key by the method named in one input (or pick one with auto)."""
+    method: str = params.method
+    if method == "auto":
+        method = _choose(ctx)
+        ctx.report.notes.append(f"publish method auto chose {method}")
+    if method == "inline":
+        return _inline(ctx, params.key)
+    if method == "http":
+        return _publish(ctx, _http_publisher(ctx, None, params.advertise_host), params.key, params.ttl)
+    if method == "swift":
+        return _publish(ctx, _swift_publisher(ctx), params.key, params.ttl)
+    return _publish(ctx, _s3_publisher(ctx), params.key, params.ttl)
+
+
+def _choose(ctx: StepContext) -> str:
+    """auto: swift if the cloud's catalog has object storage, else s3 if configured, else inline."""
+    if ctx.config.cloud.name and ctx.require_cloud().has_object_store():
+        return "swift"
+    if ctx.config.publish.s3.bucket:
+        return "s3"
+    return "inline"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recovery.context import StepContext
-from recovery.errors import HostKeyUnknown
+from recovery.errors import HostKeyUnknown, StepError
 from recovery.redact import Secret
 from recovery.registry import Outputs, doc, step
 
@@ -39,6 +39,8 @@ def verify(ctx: StepContext, params: VerifyParams) -> Outputs:
     from recovery.keys import load_keypair
     from recovery.verifier import ParamikoVerifier, SSHTarget
 
+    if not params.host:
+        raise StepError("no SSH address to verify: give -e ssh_host=..., or -e server=NAME with --cloud")
     if not params.host_key_fingerprint and not params.trust_first_use:
         raise HostKeyUnknown(
             f"no host key to check {params.host}:{params.port} against: give host_key_fingerprint "

@@ -80,7 +80,7 @@ def test_http_publishing_serves_the_key_once_and_withdraws_it(start_lab, recover
     assert len(report["published"]) == 1
     assert report["withdrawn"] == [report["published"][0].split(" (expires")[0]]
     assert "***" in report["published"][0]
-    assert "stopped the one-shot HTTP server" in report["rolled_back"]
+    assert "closed the http publisher" in report["rolled_back"]
     transcript = (workdir / "runs" / result.run_id / "transcript.log").read_text()
     assert "source=wget" in transcript
 

@@ -75,3 +75,13 @@ def test_a_script_runs_through_a_heredoc_and_its_status_is_read_from_the_marker(
 
 def test_normalize_strips_escapes_and_folds_line_endings() -> None:
     assert normalize("\x1b[?2004hops@vm:~$ ls\r\r\nfile\r\n\x1b]0;title\x07") == "ops@vm:~$ ls\n\nfile\n"
+
+
+def test_a_password_prompt_left_by_another_login_never_gets_our_password() -> None:
+    console = FakeConsole(state="password")
+    conversation, _ = session(console)
+    result = conversation.login("ops", PASSWORD, timeout=5)
+    assert result.user == "ops"
+    # the wake-up Enter ends the stale attempt; our password goes only after our user name
+    assert console.sent.count("s3cret-pass\r") == 1
+    assert console.sent.index("ops\r") < console.sent.index("s3cret-pass\r")

@@ -1,0 +1,616 @@
+"""The cloud boundary: Nova servers, consoles, console logs and key pairs through openstacksdk.
+
+This is the only module in `recovery` that imports openstack, and it does so inside
+functions: `import openstack` costs about 0.35 s, which `recovery --help` and every
+run without a cloud step should not pay.
+
+Every openstacksdk and keystoneauth exception is translated in one place,
+`_translated`, into our own errors, so nothing above this module sees one:
+
+- 401/403: `CloudError` saying the credentials were refused (retrying cannot help);
+- 5xx, 409, 429, a refused, reset or timed-out connection: `CloudUnavailable`, which
+  the runner retries with backoff (except a 409 on a key pair import, which is a
+  name clash, not a busy cloud);
+- anything else: `CloudError`.
+
+A compute API that gives no version document (keystoneauth then hides why) is
+asked once more, directly, to tell "down" (transient) from "misconfigured" (not).
+
+Each message names the cloud and what was being done (the server, the key pair),
+and carries the HTTP status and the `x-openstack-request-id` an operator quotes
+to the cloud's support.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qsl, urlsplit
+
+from recovery.errors import CloudError, CloudUnavailable, ConfigError
+from recovery.redact import Secret, masked_url, register
+
+if TYPE_CHECKING:
+    from openstack.connection import Connection
+
+__all__ = [
+    "CONSOLE_KINDS",
+    "Cloud",
+    "KeyPairInfo",
+    "OpenStackCloud",
+    "Server",
+    "connect",
+    "parse_host_key_fingerprints",
+    "select_ssh_address",
+]
+
+# kind -> (protocol, type) for POST /servers/{id}/remote-consoles; the type alone
+# names the legacy action's console (os-getSerialConsole, os-getVNCConsole).
+CONSOLE_KINDS: dict[str, tuple[str, str]] = {
+    "serial": ("serial", "serial"),
+    "novnc": ("vnc", "novnc"),
+}
+# Asked for, one by one, only to tell the operator what the cloud offers when the
+# console they wanted is not enabled.
+_PROBED_CONSOLES: dict[str, tuple[str, str]] = {**CONSOLE_KINDS, "spice-html5": ("spice", "spice-html5")}
+# The remote-consoles API appeared in compute microversion 2.6; the os-get*Console
+# actions were removed in it.
+_REMOTE_CONSOLES_MICROVERSION = "2.6"
+# Seconds per HTTP request unless clouds.yaml sets api_timeout: without one, a
+# cloud that accepts the connection and never answers would hang the run.
+_API_TIMEOUT = 60.0
+_TRANSIENT_STATUSES = frozenset({409, 429})
+# Characters that would make Nova's regex name filter fail or match less than the
+# exact name; a name with none of them is sent as a (superset) filter.
+_REGEX_SPECIAL = frozenset("\\[](){}*+?^$|")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
+
+_BLOCK_BEGIN = "-----BEGIN SSH HOST KEY FINGERPRINTS-----"
+_BLOCK_END = "-----END SSH HOST KEY FINGERPRINTS-----"
+# One line of cloud-init's block, possibly behind a syslog prefix ("ec2: "):
+#   256 SHA256:AbC...xyz root@vm (ED25519)
+#   2048 MD5:aa:bb:...:ff root@vm (RSA)
+#   2048 aa:bb:...:ff /etc/ssh/ssh_host_rsa_key.pub (RSA)      (OpenSSH before 6.8)
+_FINGERPRINT_LINE = re.compile(
+    r"(?:^|\s)\d+\s+"
+    r"(?P<fp>SHA256:[A-Za-z0-9+/]{43}=?|(?:MD5:)?[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){15})"
+    r"(?:\s.*)?\((?P<type>[A-Za-z0-9-]+)\)\s*$"
+)
+# Ed25519 first: the type every current OpenSSH client prefers, so the one the
+# verifier will be offered.
+_KEY_TYPE_ORDER = {"ED25519": 0, "ECDSA": 1, "RSA": 2, "DSA": 3}
+
+
+@dataclass(frozen=True)
+class Server:
+    """A Nova server as the steps need it; `addresses` is Nova's own map, network name -> entries."""
+
+    id: str
+    name: str
+    status: str
+    addresses: dict[str, list[dict[str, object]]]
+
+
+@dataclass(frozen=True)
+class KeyPairInfo:
+    """A Nova key pair: `fingerprint` is Nova's MD5 colon hex, `type` the key's algorithm (`ssh-ed25519`)."""
+
+    name: str
+    fingerprint: str
+    type: str
+
+
+class Cloud(Protocol):
+    """What the steps ask of a cloud. `OpenStackCloud` is the real one; tests may pass their own."""
+
+    def find_server(self, name_or_id: str) -> Server: ...
+    def ssh_address(self, server: Server, network: str | None = None) -> str: ...
+    def has_object_store(self) -> bool: ...
+    def console_url(self, server: Server, kind: str) -> Secret: ...
+    def console_log(self, server: Server, lines: int | None = None) -> str: ...
+    def host_key_fingerprints(self, server: Server) -> list[str]: ...
+    def import_keypair(self, name: str, public_key: str) -> KeyPairInfo: ...
+    def delete_keypair(self, name: str, *, missing_ok: bool = False) -> None: ...
+    def list_keypairs(self) -> list[KeyPairInfo]: ...
+    def close(self) -> None: ...
+
+
+def connect(cloud_name: str | None) -> OpenStackCloud:
+    """Open a cloud from clouds.yaml (and secure.yaml), found the standard openstacksdk way.
+
+    Nothing is sent over the network here: authentication happens on the first call.
+
+    Args:
+        cloud_name: the clouds.yaml entry; None means OS_CLOUD, or the OS_* variables.
+
+    Returns:
+        The open cloud; close it (or use it as a context manager) when done.
+
+    Raises:
+        ConfigError: the cloud is not in any clouds.yaml (the message lists the ones
+            that are, and where they were found), or its entry is invalid.
+    """
+    import openstack.config
+    import openstack.connection
+    from openstack import exceptions as sdk
+
+    try:
+        region = openstack.config.get_cloud_region(cloud=cloud_name)
+    except sdk.ConfigException as exc:
+        raise ConfigError(_config_problem(cloud_name, exc)) from exc
+    if region.config.get("api_timeout") is None:
+        region.config["api_timeout"] = _API_TIMEOUT
+    return OpenStackCloud(openstack.connection.Connection(config=region), cloud_name or region.name)
+
+
+def _config_problem(cloud_name: str | None, exc: Exception) -> str:
+    """Say which clouds exist and where they came from: the user evidently expected another."""
+    from openstack.config import loader
+
+    try:
+        config = loader.OpenStackConfig()
+        names = sorted(name for name in config.get_cloud_names() if name != "envvars")
+        where = config.config_filename
+    except Exception:
+        # The configuration that just failed may well fail again; say what we know.
+        names, where = [], None
+    if cloud_name and cloud_name not in names:
+        if not where:
+            return (
+                f"cloud {cloud_name!r} is not configured: no clouds.yaml was found (searched "
+                f"{', '.join(loader.CONFIG_FILES)}; OS_CLIENT_CONFIG_FILE may name another file)"
+            )
+        return f"cloud {cloud_name!r} is not in {where}; the clouds there: {', '.join(names) or 'none'}"
+    wanted = repr(cloud_name) if cloud_name else "from OS_CLOUD or the OS_* variables"
+    return f"cloud {wanted}: {str(exc).rstrip('.')} (clouds.yaml: {where or 'none found'})"
+
+
+class OpenStackCloud:
+    """A cloud reached through an openstacksdk `Connection`, with every error translated to ours.
+
+    Use as a context manager, or call `close()`: it owns the connection's HTTP session.
+    """
+
+    def __init__(self, connection: Connection, name: str) -> None:
+        """Wrap an open connection; `name` is how messages refer to the cloud."""
+        self._conn = connection
+        self.name = name
+
+    def __enter__(self) -> OpenStackCloud:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection's HTTP session. Safe to call twice."""
+        self._conn.close()
+
+    # -- servers ---------------------------------------------------------------------
+
+    def find_server(self, name_or_id: str) -> Server:
+        """The one ACTIVE server with this ID or exact name.
+
+        An ID is looked up directly; a name (or an ID that is not a server's) is
+        matched exactly against the project's servers.
+
+        Raises:
+            CloudError: no such server; several servers have the name (the message
+                lists each one's ID, status and addresses); or it is not ACTIVE (its
+                console and SSH need it running).
+            CloudUnavailable: the cloud did not answer, or answered 5xx/409.
+        """
+        server = self._server_by_id(name_or_id) if _UUID.fullmatch(name_or_id) else None
+        if server is None:
+            candidates = self._servers_named(name_or_id)
+            if not candidates:
+                raise CloudError(f"cloud {self.name!r}: no server is named {name_or_id!r} or has that ID")
+            if len(candidates) > 1:
+                listing = "\n".join(f"  {s.id}  {s.status}  {_describe_addresses(s)}" for s in candidates)
+                raise CloudError(
+                    f"cloud {self.name!r}: {len(candidates)} servers are named {name_or_id!r}; "
+                    f"give the ID of the one to recover:\n{listing}"
+                )
+            server = candidates[0]
+        if server.status != "ACTIVE":
+            raise CloudError(
+                f"cloud {self.name!r}: server {server.name!r} ({server.id}) is {server.status}, not ACTIVE: "
+                "its console and SSH need it running (start it, e.g. `openstack server start "
+                f"{server.id}`, then run again)"
+            )
+        return server
+
+    def _server_by_id(self, server_id: str) -> Server | None:
+        """The server with this ID, or None when there is none (then the caller tries it as a name)."""
+        try:
+            with self._translated(f"get server {server_id}"):
+                raw = self._conn.compute.get_server(server_id)
+        except CloudError as exc:
+            if exc.status_code == 404:
+                return None  # a server may also be *named* like a UUID
+            raise
+        return _server(raw)
+
+    def _servers_named(self, name: str) -> list[Server]:
+        # Nova's `name` filter is a regular expression (web-1 also matches web-10), so
+        # it only narrows the listing; the exact match is ours.
+        with self._translated(f"list servers named {name!r}"):
+            if _REGEX_SPECIAL & set(name):
+                raws = list(self._conn.compute.servers(details=True))
+            else:
+                raws = list(self._conn.compute.servers(details=True, name=name))
+        return [server for server in map(_server, raws) if server.name == name]
+
+    def ssh_address(self, server: Server, network: str | None = None) -> str:
+        """The address to reach the server's sshd on; see `select_ssh_address`."""
+        return select_ssh_address(server, network, cloud=self.name)
+
+    def has_object_store(self) -> bool:
+        """Whether the cloud has object storage (Swift): an endpoint override, or one in the catalog.
+
+        For `publish: auto`. openstacksdk answers False, not an error, when the
+        catalog cannot be read; the next cloud call then reports why.
+
+        Raises:
+            CloudError, CloudUnavailable: as for any call.
+        """
+        with self._translated("look for object storage in the service catalog"):
+            return bool(self._conn.has_service("object-store"))
+
+    # -- consoles --------------------------------------------------------------------
+
+    def console_url(self, server: Server, kind: str) -> Secret:
+        """A fresh console URL for the server; the token in it expires (600 s by default).
+
+        Uses `POST /servers/{id}/remote-consoles` where the cloud supports compute
+        microversion 2.6, and the legacy `os-getSerialConsole`/`os-getVNCConsole`
+        actions only where it does not.
+
+        Args:
+            server: from `find_server`.
+            kind: "serial" (a websocket carrying raw TTY bytes) or "novnc".
+
+        Returns:
+            The URL as a Secret whose label masks the token.
+
+        Raises:
+            ConfigError: `kind` is neither "serial" nor "novnc".
+            CloudError: the cloud does not offer this console (the message says which
+                console types it does offer, found by asking for each).
+            CloudUnavailable: the cloud did not answer, answered 5xx, or 409 (the
+                server is not ready for a console yet).
+        """
+        if kind not in CONSOLE_KINDS:
+            raise ConfigError(f"console kind {kind!r} is not one of: {', '.join(CONSOLE_KINDS)}")
+        try:
+            url = self._console(server, kind)
+        except CloudError as exc:
+            if isinstance(exc, CloudUnavailable) or exc.status_code not in (400, 501):
+                raise
+            offered = [other for other in _PROBED_CONSOLES if other != kind and self._offers(server, other)]
+            raise _amended(
+                exc,
+                f"This cloud offers: {', '.join(offered)}"
+                if offered
+                else f"This cloud offers none of: {', '.join(_PROBED_CONSOLES)}",
+            ) from exc
+        _register_query_values(url)
+        return Secret(url, label=masked_url(url))
+
+    def _console(self, server: Server, kind: str) -> str:
+        from openstack import utils
+
+        protocol, console_type = _PROBED_CONSOLES[kind]
+        with self._translated(f"get a {kind} console for server {server.name!r} ({server.id})"):
+            if utils.supports_microversion(self._conn.compute, _REMOTE_CONSOLES_MICROVERSION):
+                console = self._conn.compute.create_server_remote_console(
+                    server.id, protocol=protocol, type=console_type
+                )
+                url = console.url
+            else:
+                legacy = self._conn.compute.get_server_console_url(server.id, console_type) or {}
+                url = legacy.get("url")
+        if not url:
+            raise CloudError(f"cloud {self.name!r}: Nova returned no {kind} console URL for server {server.name!r}")
+        return str(url)
+
+    def _offers(self, server: Server, kind: str) -> bool:
+        """Whether the cloud hands out a console of this kind; asked only to explain a refusal."""
+        try:
+            self._console(server, kind)
+        except CloudError:
+            return False
+        return True
+
+    def console_log(self, server: Server, lines: int | None = None) -> str:
+        """The server's console output (Nova's `os-getConsoleOutput`): its last `lines` lines, or all.
+
+        Raises:
+            CloudError, CloudUnavailable: as for any call.
+        """
+        with self._translated(f"read the console log of server {server.name!r} ({server.id})"):
+            output = self._conn.compute.get_server_console_output(server.id, length=lines)
+        return str(output.get("output") or "")
+
+    def host_key_fingerprints(self, server: Server) -> list[str]:
+        """The SSH host key fingerprints cloud-init printed to the console log, Ed25519 first.
+
+        The whole log is read: the block is printed once per boot, and a long-running
+        VM may have printed much since. [] when there is no block.
+
+        Raises:
+            CloudError, CloudUnavailable: as for any call.
+        """
+        return parse_host_key_fingerprints(self.console_log(server))
+
+    # -- key pairs -------------------------------------------------------------------
+
+    def import_keypair(self, name: str, public_key: str) -> KeyPairInfo:
+        """Import a public key as a Nova key pair (Nova generates none since microversion 2.92).
+
+        Raises:
+            CloudError: a key pair of that name exists (409, not worth retrying), or
+                the cloud refused the key; for a key other than ssh-rsa the message
+                says that some clouds accept only ssh-rsa and how to generate one.
+            CloudUnavailable: the cloud did not answer, or answered 5xx.
+        """
+        key_type = public_key.split(None, 1)[0] if public_key.strip() else ""
+        try:
+            with self._translated(f"import key pair {name!r}"):
+                raw = self._conn.compute.create_keypair(name=name, public_key=public_key.strip())
+        except CloudError as exc:
+            if exc.status_code == 409:
+                # Nova's 409 here is a name clash, not a busy server: retrying cannot help.
+                raise _amended(exc, "Delete it first or choose another name", transient=False) from exc
+            if exc.status_code == 400 and key_type != "ssh-rsa":
+                raise _amended(
+                    exc, "Some clouds accept only ssh-rsa key pairs: generate the key with key_type: rsa"
+                ) from exc
+            raise
+        return _keypair(raw, public_key)
+
+    def delete_keypair(self, name: str, *, missing_ok: bool = False) -> None:
+        """Delete a Nova key pair.
+
+        Raises:
+            CloudError: there is no such key pair (HTTP 404), unless `missing_ok`.
+            CloudUnavailable: the cloud did not answer, or answered 5xx/409.
+        """
+        try:
+            with self._translated(f"delete key pair {name!r}"):
+                self._conn.compute.delete_keypair(name, ignore_missing=False)
+        except CloudError as exc:
+            if not (missing_ok and exc.status_code == 404):
+                raise
+
+    def list_keypairs(self) -> list[KeyPairInfo]:
+        """The user's Nova key pairs, with Nova's fingerprints.
+
+        Raises:
+            CloudError, CloudUnavailable: as for any call.
+        """
+        with self._translated("list key pairs"):
+            raws = list(self._conn.compute.keypairs())
+        return [_keypair(raw, str(raw.public_key or "")) for raw in raws]
+
+    # -- errors ------------------------------------------------------------------------
+
+    @contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        """Turn any openstacksdk/keystoneauth exception raised inside into a CloudError."""
+        from keystoneauth1 import exceptions as ksa
+        from openstack import exceptions as sdk
+
+        where = f"cloud {self.name!r}: {action}"
+        try:
+            yield
+        except sdk.HttpException as exc:
+            raise _http_error(where, exc.status_code, exc.request_id, exc.details or exc.message) from exc
+        except ksa.HttpError as exc:
+            raise _http_error(where, exc.http_status, exc.request_id, exc.details or exc.message) from exc
+        except ksa.SSLError as exc:
+            raise CloudError(f"{where}: TLS failed ({exc}); check the cloud's cacert in clouds.yaml") from exc
+        except ksa.ConnectionError as exc:
+            raise CloudUnavailable(f"{where}: the cloud could not be reached: {exc}") from exc
+        except ksa.DiscoveryFailure as exc:
+            # keystoneauth hides why it found no version document; ask the endpoint once.
+            raise self._diagnose_discovery(where, exc) from exc
+        except ksa.EndpointNotFound as exc:
+            raise CloudError(f"{where}: {exc} (is the service in this cloud's catalog, in this region?)") from exc
+        except ksa.AuthPluginException as exc:
+            raise CloudError(f"{where}: the credentials in clouds.yaml are incomplete or invalid: {exc}") from exc
+        except ksa.AuthorizationFailure as exc:
+            raise CloudError(f"{where}: the cloud refused the credentials: {exc}") from exc
+        except (sdk.SDKException, ksa.ClientException) as exc:
+            raise CloudError(f"{where}: {exc}") from exc
+
+    def _diagnose_discovery(self, where: str, failure: Exception) -> CloudError:
+        """Tell a compute API that is down (transient) from one that is misconfigured (not)."""
+        from keystoneauth1 import exceptions as ksa
+
+        url = self._conn.config.get_endpoint("compute") or _url_in(str(failure))
+        if not url:
+            return CloudUnavailable(f"{where}: the compute API did not answer version discovery: {failure}")
+        try:
+            response = self._conn.session.get(url, authenticated=False, raise_exc=False, connect_retries=0)
+        except ksa.SSLError as exc:
+            return CloudError(f"{where}: TLS failed at {url} ({exc}); check the cloud's cacert in clouds.yaml")
+        except ksa.ConnectionError as exc:
+            return CloudUnavailable(f"{where}: the compute API at {url} could not be reached: {exc}")
+        status = int(response.status_code)
+        request_id = response.headers.get("x-openstack-request-id")
+        if status >= 500 or status in _TRANSIENT_STATUSES:
+            return CloudUnavailable(
+                f"{where}: the compute API at {url} failed", status_code=status, request_id=request_id
+            )
+        return CloudError(
+            f"{where}: no compute API version document at {url}; is the endpoint right?",
+            status_code=status,
+            request_id=request_id,
+        )
+
+
+def select_ssh_address(server: Server, network: str | None = None, *, cloud: str = "") -> str:
+    """The address to reach the server's sshd on.
+
+    In order: a floating IP (on `network` first, if named); else the fixed
+    address on `network`; else a public (globally routable) fixed address; else
+    the server's only fixed address. IPv4 before IPv6 at each step.
+
+    Raises:
+        CloudError: the server has no address, `network` is not one of its
+            networks, or it has several private addresses and no network was named.
+    """
+    where = f"server {server.name!r} ({server.id})"
+    if cloud:
+        where = f"cloud {cloud!r}: {where}"
+    entries = [(net, entry) for net, items in server.addresses.items() for entry in items if entry.get("addr")]
+    if not entries:
+        raise CloudError(f"{where} has no IP address; give ssh_host explicitly")
+    if network is not None and network not in server.addresses:
+        raise CloudError(f"{where} is not on network {network!r}; its networks: {', '.join(server.addresses)}")
+
+    def pick(candidates: list[tuple[str, dict[str, object]]]) -> str | None:
+        ordered = sorted(candidates, key=lambda item: _ip_version(item[1]) != 4)
+        return str(ordered[0][1]["addr"]) if ordered else None
+
+    floating = [(net, e) for net, e in entries if e.get("OS-EXT-IPS:type") == "floating"]
+    fixed = [(net, e) for net, e in entries if e.get("OS-EXT-IPS:type") != "floating"]
+    choice = (
+        pick([(net, e) for net, e in floating if net == network])
+        or pick(floating)
+        or (pick([(net, e) for net, e in fixed if net == network]) if network else None)
+        or pick([(net, e) for net, e in fixed if _is_global(e)])
+    )
+    if choice:
+        return choice
+    for version in (4, 6):
+        of_version = [(net, e) for net, e in fixed if _ip_version(e) == version]
+        if len(of_version) == 1:
+            return str(of_version[0][1]["addr"])
+        if of_version:
+            raise CloudError(
+                f"{where} has several private addresses ({_describe_addresses(server)}) and no floating IP: "
+                "say which network to use, or give ssh_host explicitly"
+            )
+    raise CloudError(f"{where} has no usable address ({_describe_addresses(server)}); give ssh_host explicitly")
+
+
+def parse_host_key_fingerprints(console_text: str) -> list[str]:
+    """The fingerprints in the last cloud-init `BEGIN SSH HOST KEY FINGERPRINTS` block of a console log.
+
+    The last block wins: each boot prints one, and a rebuilt VM has new keys.
+    A block cut off at the end of the log still yields the lines it has.
+
+    Returns:
+        `SHA256:<base64>` or `MD5:<lowercase colon hex>` (both older forms, with
+        and without the `MD5:` prefix, are normalised to it), Ed25519 first, then
+        ECDSA, RSA, DSA and the rest; [] when the log has no block.
+    """
+    lines = console_text.replace("\r", "").split("\n")
+    starts = [i for i, line in enumerate(lines) if _BLOCK_BEGIN in line]
+    if not starts:
+        return []
+    found: list[tuple[int, str]] = []
+    for line in lines[starts[-1] + 1 :]:
+        if _BLOCK_END in line:
+            break
+        match = _FINGERPRINT_LINE.search(line)
+        if not match:
+            continue
+        fingerprint = match["fp"]
+        if fingerprint.startswith("SHA256:"):
+            fingerprint = fingerprint.rstrip("=")
+        else:
+            fingerprint = "MD5:" + fingerprint.removeprefix("MD5:").lower()
+        rank = _KEY_TYPE_ORDER.get(match["type"].upper(), len(_KEY_TYPE_ORDER))
+        if all(fingerprint != seen for _, seen in found):
+            found.append((rank, fingerprint))
+    return [fingerprint for _, fingerprint in sorted(found, key=lambda item: item[0])]
+
+
+def _server(raw: Any) -> Server:
+    addresses = {str(net): [dict(entry) for entry in entries] for net, entries in (raw.addresses or {}).items()}
+    return Server(id=str(raw.id), name=str(raw.name), status=str(raw.status), addresses=addresses)
+
+
+def _keypair(raw: Any, public_key: str) -> KeyPairInfo:
+    fields = public_key.split(None, 1)
+    key_type = fields[0] if fields else str(raw.type or "")
+    return KeyPairInfo(name=str(raw.name), fingerprint=str(raw.fingerprint or ""), type=key_type)
+
+
+def _http_error(where: str, status: int | None, request_id: str | None, detail: str) -> CloudError:
+    """Our error for an HTTP error answer, transient or not by its status."""
+    if status in (401, 403):
+        return CloudError(
+            f"{where}: the cloud refused the credentials ({detail}); check clouds.yaml/secure.yaml "
+            "and the user's roles in this project",
+            status_code=status,
+            request_id=request_id,
+        )
+    if status is not None and (status >= 500 or status in _TRANSIENT_STATUSES):
+        return CloudUnavailable(f"{where}: {detail}", status_code=status, request_id=request_id)
+    return CloudError(f"{where}: {detail}", status_code=status, request_id=request_id)
+
+
+def _amended(exc: CloudError, advice: str, *, transient: bool | None = None) -> CloudError:
+    """`exc` with advice added to its message; same status and request ID, same class unless `transient` says."""
+    text = str(exc.args[0])
+    if exc.status_code or exc.request_id:
+        text = text.rsplit(" (", 1)[0]  # CloudError appended " (HTTP ..., request ...)"; it will again
+    unavailable = isinstance(exc, CloudUnavailable) if transient is None else transient
+    cls = CloudUnavailable if unavailable else CloudError
+    return cls(f"{text.rstrip('.')}. {advice}", status_code=exc.status_code, request_id=exc.request_id)
+
+
+def _register_query_values(url: str) -> None:
+    """Register the token alone as a secret too, not only the whole URL.
+
+    A channel may log the websocket path or the bare token; noVNC URLs nest it
+    (`?path=%3Ftoken%3D...`), so nested query values count as well.
+    """
+    for _, value in parse_qsl(urlsplit(url).query):
+        register(value)
+        for _, nested in parse_qsl(value.partition("?")[2]):
+            register(nested)
+
+
+def _url_in(text: str) -> str | None:
+    match = re.search(r"https?://[^\s,]+", text)
+    return match.group(0) if match else None
+
+
+def _ip_version(entry: dict[str, object]) -> int:
+    version = entry.get("version")
+    if isinstance(version, int):
+        return version
+    try:
+        return ipaddress.ip_address(str(entry.get("addr"))).version
+    except ValueError:
+        return 0
+
+
+def _is_global(entry: dict[str, object]) -> bool:
+    try:
+        return ipaddress.ip_address(str(entry.get("addr"))).is_global
+    except ValueError:
+        return False
+
+
+def _describe_addresses(server: Server) -> str:
+    """`private: 10.0.0.5, 203.0.113.7 (floating); db: 10.1.0.9`, for messages that list servers."""
+
+    def one(entry: dict[str, object]) -> str:
+        floating = entry.get("OS-EXT-IPS:type") == "floating"
+        return f"{entry.get('addr')}{' (floating)' if floating else ''}"
+
+    parts = [f"{net}: {', '.join(map(one, entries))}" for net, entries in server.addresses.items()]
+    return "; ".join(parts) if parts else "no addresses"

@@ -1,0 +1,256 @@
+"""Whether a server's host key is the one expected: pins, known_hosts files, trust on first use.
+
+One decision, shared by the verifier (one pinned login after a recovery) and the
+audit (a fleet, pinned by its inventory or an OpenSSH known_hosts file):
+
+- with pins, the offered key must match one of them, else `HostKeyMismatch`;
+- without pins, it is refused (`HostKeyUnknown`, whose message shows the key to
+  pin) unless the caller explicitly trusts the first key it sees.
+
+The check is kept free of any SSH library: each driver hands it the offered key
+as an OpenSSH public key line. `KnownHosts` reads the OpenSSH format (hashed
+names, `[host]:port`, wildcards, negation, `@revoked`) with the standard library.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from recovery.errors import HostKeyMismatch, HostKeyUnknown, KeyGenerationError, UsageError, VerifyError
+from recovery.keys import fingerprint_md5, fingerprint_sha256
+
+__all__ = ["VERIFIER_ADVICE", "Advice", "HostKeyCheck", "KnownHosts", "KnownKey", "parse_pin"]
+
+log = logging.getLogger(__name__)
+
+_SHA256_PIN = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+_MD5_PIN = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){15}")
+_HASHED_PREFIX = "|1|"
+
+
+def parse_pin(text: str | None) -> str | None:
+    """Normalise a pin to `SHA256:<43 chars>` or `MD5:<lowercase hex>`; None stays None.
+
+    :raises VerifyError: the text is neither form.
+    """
+    if text is None:
+        return None
+    pin = text.strip()
+    if pin.startswith("SHA256:"):
+        pin = pin.rstrip("=")
+        if _SHA256_PIN.fullmatch(pin):
+            return pin
+    else:
+        hex_pairs = pin[4:] if pin.upper().startswith("MD5:") else pin
+        if _MD5_PIN.fullmatch(hex_pairs.lower()):
+            return "MD5:" + hex_pairs.lower()
+    raise VerifyError(
+        f"host key fingerprint {text!r} is neither 'SHA256:<base64>' nor MD5 colon hex "
+        "('MD5:3f:a2:...' or '3f:a2:...')"
+    )
+
+
+@dataclass(frozen=True)
+class Advice:
+    """How the caller's user pins a key or accepts a new one, worded into `HostKeyUnknown`.
+
+    `pin` is formatted with `fingerprint=`; `trust` names the explicit opt-in.
+    """
+
+    pin: str
+    trust: str
+
+
+VERIFIER_ADVICE = Advice(pin="host_key_fingerprint: {fingerprint}", trust="--trust-first-key")
+
+
+class HostKeyCheck:
+    """Decides whether the server's host key is acceptable, and remembers what was offered.
+
+    :param where: `host:port`, for messages.
+    :param pins: acceptable fingerprints (SHA256 or MD5 forms, mixed); normalised
+        here, so a malformed pin fails before any connection is made.
+    :param trust_first_use: accept any key when there are no pins. A pin always wins.
+    :param advice: how the user pins or trusts, for the message of an unknown key.
+    :param pinned_by: what the pins came from, for the message of a mismatch.
+    :raises VerifyError: a pin is malformed.
+    """
+
+    def __init__(
+        self,
+        where: str,
+        pins: Sequence[str] = (),
+        *,
+        trust_first_use: bool = False,
+        advice: Advice = VERIFIER_ADVICE,
+        pinned_by: str = "the pin",
+    ) -> None:
+        self.where = where
+        self.pins = [pin for pin in map(parse_pin, pins) if pin is not None]
+        self.trust_first_use = trust_first_use
+        self.advice = advice
+        self.pinned_by = pinned_by
+        self.offered_sha256 = ""
+        self.offered_type = ""
+        self.trusted_on_first_use = False
+
+    def check(self, key_type: str, public_line: str) -> None:
+        """Accept the offered key or raise; called once per connection.
+
+        :raises HostKeyUnknown: no pins, and first use is not trusted.
+        :raises HostKeyMismatch: the key matches none of the pins.
+        """
+        sha256 = fingerprint_sha256(public_line)
+        md5 = "MD5:" + fingerprint_md5(public_line)
+        self.offered_sha256, self.offered_type = sha256, key_type
+        if not self.pins:
+            if not self.trust_first_use:
+                raise HostKeyUnknown(
+                    f"{self.where} offered host key {key_type} {sha256} ({md5}) and no host "
+                    "key fingerprint is pinned. Compare it with the 'BEGIN SSH HOST KEY "
+                    "FINGERPRINTS' block of the VM's console log, then pin it "
+                    f"({self.advice.pin.format(fingerprint=sha256)}), or accept the first key "
+                    f"explicitly ({self.advice.trust})"
+                )
+            self.trusted_on_first_use = True
+            return
+        if sha256 in self.pins or md5 in self.pins:
+            return
+        offered = sha256 if self.pins[0].startswith("SHA256:") else md5
+        raise HostKeyMismatch(
+            f"host key of {self.where} does not match {self.pinned_by}: expected {' or '.join(self.pins)}, "
+            f"server offered {key_type} {offered}"
+            + ("" if offered == sha256 else f" ({sha256})")
+            + ". The VM may have new host keys, or something is intercepting the "
+            "connection; check the console log's fingerprints before changing the pin"
+        )
+
+
+@dataclass(frozen=True)
+class KnownKey:
+    """One key a known_hosts file lists for a host: its type, `SHA256:` fingerprint and line."""
+
+    key_type: str
+    fingerprint: str
+    line: int
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A known_hosts line ready for lookups: its host patterns compiled, or its hashed name."""
+
+    key: KnownKey
+    names: tuple[str, ...] = ()  # when every pattern is a plain name: looked up in a dict
+    patterns: tuple[tuple[bool, re.Pattern[str]], ...] = ()  # (negated, pattern) otherwise
+    hashed: tuple[bytes, bytes] | None = None  # (salt, HMAC-SHA1 of the name) for a hashed line
+
+    def matches(self, name: str) -> bool:
+        """ssh's rule for patterns: some pattern matches and no negated (`!`) one does; a hashed name by HMAC."""
+        if self.hashed is not None:
+            salt, digest = self.hashed
+            return hmac.compare_digest(hmac.digest(salt, name.encode(), "sha1"), digest)
+        matched = False
+        for negated, pattern in self.patterns:
+            if pattern.fullmatch(name):
+                if negated:
+                    return False
+                matched = True
+        return matched
+
+
+class KnownHosts:
+    """An OpenSSH known_hosts file, read once and looked up by host and port.
+
+    Lines marked `@cert-authority` are skipped (host certificates are not
+    checked here, so they vouch for nothing); `@revoked` keys are never
+    accepted. Lines that do not parse are skipped with a warning, as ssh does.
+    """
+
+    def __init__(self, path: Path, entries: Sequence[_Entry]) -> None:
+        self.path = path
+        # Plain names (the usual case, and what ssh writes with HashKnownHosts off) are
+        # indexed, so a fleet of thousands is not a scan of thousands of lines per host.
+        self._by_name: dict[str, list[_Entry]] = {}
+        self._scanned: list[_Entry] = []
+        for entry in entries:
+            for name in entry.names:
+                self._by_name.setdefault(name, []).append(entry)
+            if not entry.names:
+                self._scanned.append(entry)
+
+    @classmethod
+    def load(cls, path: Path) -> KnownHosts:
+        """Read `path`.
+
+        :raises UsageError: the file cannot be read.
+        """
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise UsageError(f"cannot read known hosts file {path}: {exc.strerror or exc}") from exc
+        entries = []
+        for number, raw in enumerate(text.splitlines(), start=1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            entry = _parse_line(line, number)
+            if entry is None:
+                log.warning("%s:%d: not a known_hosts line; skipped", path, number)
+            elif entry:
+                entries.append(entry)
+        return cls(path, entries)
+
+    def lookup(self, host: str, port: int) -> list[KnownKey]:
+        """Every key listed for `host` on `port`, revoked ones included (marked), in file order.
+
+        As ssh does, a host on port 22 is looked up by its bare name and any
+        other port as `[host]:port`; names compare case-insensitively.
+        """
+        name = host.lower() if port == 22 else f"[{host.lower()}]:{port}"
+        found = self._by_name.get(name, []) + [entry for entry in self._scanned if entry.matches(name)]
+        return sorted((entry.key for entry in found), key=lambda key: key.line)
+
+
+def _parse_line(line: str, number: int) -> _Entry | Literal[False] | None:
+    """One entry; False for a line to skip quietly (a certificate authority); None when malformed."""
+    fields = line.split()
+    revoked = False
+    if fields[0].startswith("@"):
+        if fields[0] == "@cert-authority":
+            return False
+        if fields[0] != "@revoked":
+            return None
+        revoked, fields = True, fields[1:]
+    if len(fields) < 3:
+        return None
+    hosts, key_type, blob = fields[0], fields[1], fields[2]
+    try:
+        fingerprint = fingerprint_sha256(f"{key_type} {blob}")
+    except KeyGenerationError:
+        return None
+    key = KnownKey(key_type, fingerprint, number, revoked)
+    if hosts.startswith(_HASHED_PREFIX):
+        try:
+            salt_text, digest_text = hosts[len(_HASHED_PREFIX) :].split("|", 1)
+            hashed = (base64.b64decode(salt_text, validate=True), base64.b64decode(digest_text, validate=True))
+        except (ValueError, binascii.Error):
+            return None
+        return _Entry(key, hashed=hashed)
+    written = hosts.lower().split(",")
+    if not any(char in hosts for char in "*?!"):
+        return _Entry(key, names=tuple(written))
+    return _Entry(key, patterns=tuple((text.startswith("!"), _wildcard(text.removeprefix("!"))) for text in written))
+
+
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    """ssh's host patterns know only `*` and `?`; brackets are literal (`[host]:2222`)."""
+    return re.compile(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", "."))
