@@ -31,6 +31,7 @@ _CURSOR_QUERY = "\x1b[6n"  # busybox ash asks where the cursor is; a terminal mu
 LOGIN_PROMPT = re.compile(r"(?:^|\n)[^\n]*login:[ \t]*$")
 PASSWORD_PROMPT = re.compile(r"[Pp]assword:[ \t]*$")
 LOGIN_INCORRECT = re.compile(r"Login incorrect")
+LOGGED_OUT = re.compile(r"(?:^|\n)logout\b")
 CONTINUATION_PROMPT = re.compile(r"(?:^|\n)> $")
 SHELL_PROMPT = re.compile(r"[$#%>][ \t]*$")
 
@@ -222,14 +223,17 @@ class ConsoleSession:
                 sent_user, sent_password = True, False
 
     def logout(self, timeout: float = 5.0) -> None:
-        """Leave the shell and wait for the login prompt, so no shell stays open on the console.
+        """Leave the shell, so no shell stays open on the console.
+
+        A login shell says `logout` as it ends (bash does); otherwise we wait for the next
+        login prompt, which a getty may take a second to print.
 
         Raises:
-            ChannelTimeout: no login prompt came back (the shell may still be open).
+            ChannelTimeout: neither came back (the shell may still be open).
         """
         self._pending = ""
         self.send("exit\r")
-        self.expect({"login prompt after logout": LOGIN_PROMPT}, timeout)
+        self.expect({"logout": LOGGED_OUT, "login prompt after logout": LOGIN_PROMPT}, timeout)
 
     def identity(self, timeout: float) -> str:
         """The user of the shell at the console, read from a marker line."""

@@ -85,3 +85,11 @@ def test_a_password_prompt_left_by_another_login_never_gets_our_password() -> No
     # the wake-up Enter ends the stale attempt; our password goes only after our user name
     assert console.sent.count("s3cret-pass\r") == 1
     assert console.sent.index("ops\r") < console.sent.index("s3cret-pass\r")
+
+
+def test_logout_leaves_no_shell_open() -> None:
+    console = FakeConsole(state="shell")
+    conversation, _ = session(console)
+    conversation.logout(timeout=2)
+    assert console.sent[-1] == "exit\r"
+    assert console.state == "login"
