@@ -176,3 +176,11 @@ def test_an_unknown_cloud_name_is_a_usage_error(cloud: CloudBed) -> None:
                       "--journal", str(cloud.directory / "runs"), env=env)
     assert result.code in (1, 2)
     assert "nope" in result.stderr
+
+
+def test_auto_publishing_picks_swift_when_the_cloud_has_object_storage(cloud: CloudBed) -> None:
+    result = cloud.run(*_by_name(cloud, "-e", "publish=auto"))
+    assert result.code == 0, result.stderr
+    report = cloud.report(result)
+    assert "publish method auto chose swift" in report["notes"]
+    assert cloud.objects("recovery-keys") == []
