@@ -73,8 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--dir", type=Path, default=DEFAULT_LAB_DIR, help=f"lab directory (default {DEFAULT_LAB_DIR})")
         if name == "up":
             sub.add_argument("--json", action="store_true", help="print the target as JSON")
+            sub.add_argument("--console", choices=("serial", "vnc"), default="serial",
+                             help="vnc adds a VNC console (x11vnc showing an xterm running login)")
 
-    commands.add_parser("demo", help="start the lab, recover access to it, show the report, stop the lab")
+    demo = commands.add_parser("demo", help="start the lab, recover access to it, show the report, stop the lab")
+    demo.add_argument("--console", choices=("serial", "vnc"), default="serial", help="the console to recover through")
     _add_audit_parser(commands)
     return parser
 
@@ -152,7 +155,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return command_steps()
     if args.command == "lab":
         return command_lab(args)
-    return command_demo()
+    return command_demo(args.console)
 
 
 # --- validate and steps --------------------------------------------------------------------
@@ -364,19 +367,21 @@ def command_lab(args: argparse.Namespace) -> int:
     from recovery import lab
 
     if args.lab_command == "up":
-        info = lab.up(args.dir)
+        info = lab.up(args.dir, console=args.console)
+        vnc = args.console == "vnc"
         if args.json:
             print(json.dumps(info.to_json(), indent=2))
         else:
             print(
                 f"lab VM up in {info.directory} (details in {info.directory / 'lab.json'})\n"
-                f"  console_url:       {info.console_url}\n"
+                f"  console_url:       {info.vnc_console_url if vnc else info.console_url}\n"
                 f"  ssh:               {info.user}@{info.ssh_host} port {info.ssh_port}\n"
                 f"  host key:          {info.host_key_fingerprint}\n"
                 f"  console password:  in {info.console_password_file}\n"
                 f"recover it with:\n"
                 f"  RECOVERY_CONSOLE_PASSWORD=$(cat {info.console_password_file}) recovery run "
-                f"playbooks/restore-access-serial.yaml -e console_url='{info.console_url}' "
+                f"playbooks/restore-access-{args.console}.yaml "
+                f"-e console_url='{info.vnc_console_url if vnc else info.console_url}' "
                 f"-e ssh_host={info.ssh_host} -e ssh_port={info.ssh_port} -e user={info.user} "
                 f"-e host_key_fingerprint={info.host_key_fingerprint}"
             )
@@ -395,7 +400,7 @@ def command_lab(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def command_demo() -> int:
+def command_demo(console: str) -> int:
     from recovery.demo import run_demo
 
-    return run_demo()
+    return run_demo(console=console)

@@ -7,6 +7,10 @@ the nonce apart, and only the shell's *output* holds `RCV-<nonce>-<status>`.
 
 Everything received goes to the journal transcript, scrubbed of secrets;
 everything sent is recorded in its masked form.
+
+A console without text (VNC: `channel.has_output` is False) is driven blind: the
+same keys, typed after fixed pauses instead of prompts, and no status read back;
+the SSH login that follows is the proof.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ SHELL_PROMPT = re.compile(r"[$#%>][ \t]*$")
 WAKE_ATTEMPTS = 4
 WAKE_INTERVAL = 2.0
 IDENTITY_TIMEOUT = 10.0
+BLIND_PAUSE = 1.0  # seconds for a prompt to appear on a console we cannot read
 
 
 def normalize(text: str) -> str:
@@ -67,7 +72,7 @@ class LoginResult:
 
 @dataclass(frozen=True)
 class CommandResult:
-    status: int
+    status: int | None  # None on a blind console: the marker cannot be read
     output: str
 
 
@@ -141,6 +146,8 @@ class ConsoleSession:
             LoginRejected: wrong password or unknown user; nothing is typed after it.
             ChannelTimeout: no prompt appeared in time.
         """
+        if not self.channel.has_output:
+            return self._blind_login(user, password)
         deadline = time.monotonic() + timeout
         patterns = {
             "login incorrect": LOGIN_INCORRECT,
@@ -222,6 +229,23 @@ class ConsoleSession:
                 self.send(user + "\r")
                 sent_user, sent_password = True, False
 
+    def _blind_login(self, user: str, password: Secret | None) -> LoginResult:
+        """Log in where no prompt can be seen: reset the console to a fresh `login:`, then type.
+
+        Ctrl-C, `exit`, Ctrl-C ends at a fresh `login:` from any state, so the password can never
+        land in a shell: a heredoc half-typed by an interrupted run is abandoned (it never executed)
+        and its shell exits; at a login prompt, `exit` is taken for a user name and the Ctrl-C at
+        its password prompt ends that attempt at once (an empty password would cost login's failure
+        delay). Nothing here can tell a wrong password: the SSH login at the end is the judge.
+        """
+        for keys, shown in (("\x03", "<Ctrl-C>"), ("exit\r", "exit"), ("\x03", "<Ctrl-C>"), (user + "\r", user)):
+            self.send(keys, show=shown)
+            self.settle(quiet=BLIND_PAUSE)
+        if password is not None:
+            self.send(Secret(reveal(password) + "\r", "<password>"), show="<password>")
+            self.settle(quiet=BLIND_PAUSE)
+        return LoginResult(user, already_logged_in=password is None, logged_out_other_user=None)
+
     def logout(self, timeout: float = 5.0) -> None:
         """Leave the shell, so no shell stays open on the console.
 
@@ -233,6 +257,9 @@ class ConsoleSession:
         """
         self._pending = ""
         self.send("exit\r")
+        if not self.channel.has_output:
+            self.settle(quiet=BLIND_PAUSE)
+            return
         self.expect({"logout": LOGGED_OUT, "login prompt after logout": LOGIN_PROMPT}, timeout)
 
     def identity(self, timeout: float) -> str:
@@ -254,6 +281,8 @@ class ConsoleSession:
         Raises:
             ChannelTimeout: no marker within `timeout`.
             ChannelClosed: the console went away while typing or waiting.
+
+        On a blind console the status is None: the script is typed and given a moment to run.
         """
         self._pending = ""
         for line in heredoc_command(lines, delimiter=delimiter, nonce=nonce):
@@ -261,6 +290,9 @@ class ConsoleSession:
             self.typed.append(shown)
             wire = Secret(reveal(line) + "\r", shown) if isinstance(line, Secret) else line + "\r"
             self.send(wire, show=shown)
+        if not self.channel.has_output:
+            self.settle(quiet=BLIND_PAUSE)
+            return CommandResult(status=None, output="")
         marker = re.compile(rf"RCV-{nonce}-(\d+)\n")
         _, match = self.expect({"status marker": marker}, timeout)
         return CommandResult(status=int(match.group(1)), output=match.string[: match.start()])

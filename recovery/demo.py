@@ -1,7 +1,7 @@
 """`recovery demo`: a whole recovery against the built-in lab, with nothing but this machine.
 
 It starts the lab (console password from RECOVERY_CONSOLE_PASSWORD, else random),
-runs the same serial-console playbook an operator would run
+runs the same serial- or VNC-console playbook an operator would run
 against a cloud VM (host key pinned from the lab, password from the lab's file),
 shows that the lab's old key still logs in, prints the report and stops the lab,
 whatever happened.
@@ -37,15 +37,24 @@ def missing_prerequisites() -> list[str]:
     return problems
 
 
-def run_demo(root: Path | None = None) -> int:
-    """Lab up, recover, verify, report, lab down. Returns the exit code of the recovery."""
+def run_demo(root: Path | None = None, console: str = "serial") -> int:
+    """Lab up, recover through the `console` ("serial" or "vnc"), verify, report, lab down.
+
+    Returns the exit code of the recovery.
+    """
     from recovery import lab
     from recovery.cli import PLAYBOOKS_DIR, execute
     from recovery.config import Config, JournalConfig, KeysConfig
+    from recovery.lab import vnc as lab_vnc
     from recovery.playbook import load_playbook, resolve_inputs
-    from recovery.redact import Secret
+    from recovery.redact import Secret, masked_url
 
     problems = missing_prerequisites()
+    if console == "vnc":
+        try:
+            lab_vnc.require_tools()
+        except RecoveryError as exc:
+            problems.append(str(exc))
     if problems:
         print("the demo cannot start: " + "; ".join(problems), file=sys.stderr)
         print(f"install them with: apt-get install -y --no-install-recommends {APT_PACKAGES}", file=sys.stderr)
@@ -55,18 +64,19 @@ def run_demo(root: Path | None = None) -> int:
     lab_dir = base / "lab"
     print(f"starting the lab in {lab_dir} ...", file=sys.stderr)
     chosen = os.environ.get("RECOVERY_CONSOLE_PASSWORD")  # else the lab makes a random one
-    info = lab.up(lab_dir, password=Secret(chosen, "<console_password>") if chosen else None)
+    info = lab.up(lab_dir, password=Secret(chosen, "<console_password>") if chosen else None, console=console)
+    console_url = info.vnc_console_url if console == "vnc" else info.console_url
     try:
         print(
-            f"lab VM: console {info.console_url.split('?')[0]}?token=***, ssh {info.ssh_host}:{info.ssh_port}, "
+            f"lab VM: console {masked_url(console_url)}, ssh {info.ssh_host}:{info.ssh_port}, "
             f"user {info.user}",
             file=sys.stderr,
         )
-        playbook = load_playbook(PLAYBOOKS_DIR / "restore-access-serial.yaml")
+        playbook = load_playbook(PLAYBOOKS_DIR / f"restore-access-{console}.yaml")
         inputs = resolve_inputs(
             playbook,
             {
-                "console_url": info.console_url,
+                "console_url": console_url,
                 "ssh_host": info.ssh_host,
                 "ssh_port": str(info.ssh_port),
                 "user": info.user,

@@ -44,6 +44,7 @@ class RunReport:
     withdrawn: list[str] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
     proof: dict[str, Any] | None = None
+    screenshots: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -104,6 +105,7 @@ def render_markdown(report: RunReport) -> str:
         out += ["## Typed into the console (secrets masked)", "", "```"]
         out += report.typed
         out += ["```", ""]
+    _section(out, "Console screenshots", report.screenshots)
     _section(out, "Notes", report.notes)
     return "\n".join(out)
 

@@ -87,7 +87,8 @@ class Runner:
         self.shared = SharedState()
         self.namespace: dict[str, Any] = {
             "inputs": dict(request.inputs),
-            "secrets": dict(request.secrets),
+            # A declared secret that is optional and was not given is null, like an unset input.
+            "secrets": {name: request.secrets.get(name) for name in request.playbook.secrets},
             "steps": {},
             "run": {"id": journal.run_id, "dir": str(journal.directory)},
         }

@@ -20,6 +20,9 @@ from recovery.redact import Secret, Text, masked_url, reveal
 class Channel(Protocol):
     """A VM console: send keystrokes, read what the screen prints."""
 
+    has_output: bool
+    """False for a console that shows pixels, not text (VNC): nothing can be read back from it."""
+
     def open(self, timeout: float) -> None:
         """Connect. Raises ChannelError (refused, rejected) or ChannelTimeout."""
 
@@ -36,14 +39,25 @@ class Channel(Protocol):
 CHANNELS: dict[str, str] = {
     "ws": "recovery.channels.serial_ws:SerialWebSocketChannel",
     "wss": "recovery.channels.serial_ws:SerialWebSocketChannel",
+    # VNC: plain TCP, RFB over a websocket (a ws:// URL alone would be taken for a serial console),
+    # and Nova's noVNC page URL, which is the only http(s) console URL a cloud hands out.
+    "vnc": "recovery.channels.vnc:VncChannel",
+    "vnc+ws": "recovery.channels.vnc:VncChannel",
+    "vnc+wss": "recovery.channels.vnc:VncChannel",
+    "http": "recovery.channels.vnc:VncChannel",
+    "https": "recovery.channels.vnc:VncChannel",
 }
 
 
-def channel_for(url: Text) -> Channel:
+def channel_for(url: Text, *, password: Secret | None = None) -> Channel:
     """A channel for a console URL, chosen by its scheme.
 
+    Args:
+        url: the console URL, token included.
+        password: the console's own password (VNC Authentication), for channels that take one.
+
     Raises:
-        ChannelError: the scheme is not one we can drive.
+        ChannelError: the scheme is not one we can drive, or it takes no password and one was given.
     """
     raw = reveal(url)
     scheme = urlsplit(raw).scheme.lower()
@@ -56,5 +70,10 @@ def channel_for(url: Text) -> Channel:
     module_name, class_name = target.split(":")
     channel_class = getattr(importlib.import_module(module_name), class_name)
     secret_url = url if isinstance(url, Secret) else Secret(raw, masked_url(raw))
-    channel: Channel = channel_class(secret_url)
+    if password is None:
+        channel: Channel = channel_class(secret_url)
+    elif getattr(channel_class, "takes_password", False):
+        channel = channel_class(secret_url, password=password)
+    else:
+        raise ChannelError(f"the console {masked_url(url)} takes no console password; a VNC password is for VNC URLs")
     return channel

@@ -26,6 +26,8 @@ SUBPROTOCOLS = ["binary", "base64"]
 class SerialWebSocketChannel:
     """Implements `recovery.channels.Channel` over websocket-client."""
 
+    has_output = True
+
     def __init__(self, url: Secret) -> None:
         self.url = url
         self._where = masked_url(url)

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from recovery.errors import LabError
-from recovery.lab import console, processes, sshd, users
+from recovery.lab import console, processes, sshd, users, vnc
 from recovery.lab.commands import find_tool, fingerprint, generate_key
 from recovery.lab.layout import Layout, write_private
 from recovery.redact import Secret
@@ -41,9 +41,10 @@ _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 _READY_TIMEOUT = 20.0
 # What each recorded process's command line must contain, besides the lab
 # directory, before we signal it: PIDs are reused once a process is gone.
-_PROGRAMS = {"sshd": "sshd", "serial_port": "serial_port.py", "websockify": "websockify"}
+_PROGRAMS = {"sshd": "sshd", "serial_port": "serial_port.py", "websockify": "websockify", **vnc.PROGRAMS}
 # The public face first, so no new console client arrives while the line hangs up.
-_STOP_ORDER = ("websockify", "serial_port", "sshd")
+_STOP_ORDER = ("x11vnc", "vnc_xterm", "xvfb", "websockify", "serial_port", "sshd")
+CONSOLES = ("serial", "vnc")
 _REQUIRED_TOOLS = (
     ("useradd", "passwd"),
     ("chpasswd", "passwd"),
@@ -101,6 +102,7 @@ class LabInfo:
     old_public_key: str
     sshd_log: Path
     pids: dict[str, int]
+    vnc_console_url: str = ""  # with `up(console="vnc")`: vnc://127.0.0.1:PORT (no password)
 
     @property
     def home(self) -> Path:
@@ -176,7 +178,7 @@ class _Started:
     pids: dict[str, int] = field(default_factory=dict)
 
 
-def up(directory: Path, *, seed: Seed = Seed(), password: Secret | None = None) -> LabInfo:
+def up(directory: Path, *, seed: Seed = Seed(), password: Secret | None = None, console: str = "serial") -> LabInfo:
     """Start a lab in `directory` (created if needed) and wait until it answers.
 
     Args:
@@ -185,6 +187,7 @@ def up(directory: Path, *, seed: Seed = Seed(), password: Secret | None = None) 
             its home), which /tmp is and pytest's tmp_path is not.
         seed: the state of ~/.ssh to start from.
         password: the console password to give the lab user; random if None.
+        console: "vnc" adds a VNC console (an xterm running login, shown by x11vnc) to the serial one.
 
     Returns:
         The running lab, also written to DIR/lab.json.
@@ -194,13 +197,20 @@ def up(directory: Path, *, seed: Seed = Seed(), password: Secret | None = None) 
             part failed to start; whatever had started is stopped and the user
             removed before this is raised.
     """
+    if console not in CONSOLES:
+        raise LabError(f"The lab's console is one of {', '.join(CONSOLES)}, not {console!r}.")
     _require_root()
     _preflight()
+    if console == "vnc":
+        vnc.require_tools()
     layout = Layout(directory.resolve())
     _prepare_directory(layout)
     started = _Started()
     try:
         info = _start(layout, seed, started, password)
+        if console == "vnc":
+            vnc_url, _ = vnc.start(layout, started.pids, _READY_TIMEOUT)
+            info = dataclasses.replace(info, vnc_console_url=vnc_url, pids=dict(started.pids))
         write_private(layout.info, info.to_json())
     except BaseException:
         _rollback(layout, started)
@@ -478,7 +488,7 @@ def _teardown(layout: Layout, user: str | None, pids: dict[str, int]) -> None:
         layout.homes.rmdir()
     if problems:
         raise LabError(f"The lab in {layout.directory} was not fully stopped. " + " ".join(problems))
-    for path in layout.state_files():
+    for path in (*layout.state_files(), *vnc.files(layout)):
         path.unlink(missing_ok=True)
 
 

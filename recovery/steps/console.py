@@ -12,7 +12,26 @@ from recovery.registry import Outputs, doc, step
 
 @dataclass(frozen=True)
 class OpenParams:
-    url: Text = doc("console URL: ws:// or wss:// serial console, token included")
+    url: Text = doc(
+        "console URL, token included: ws:// or wss:// serial console; vnc://, vnc+ws(s):// or a noVNC "
+        "http(s) page URL for a VNC console"
+    )
+    password: Secret | None = doc("VNC password (from secrets.*), for a VNC console that asks for one",
+                                  default=None)
+
+
+def screenshot(ctx: StepContext, moment: str) -> None:
+    """Save the console's screen in the run journal, if it is one with pixels (VNC), and list it in the report.
+
+    A VNC console shows no text we can read; its screenshots are the evidence of what happened.
+    """
+    from recovery.channels.vnc import VncChannel
+
+    session = ctx.require_console()
+    if isinstance(session.channel, VncChannel):
+        path = ctx.journal.path(f"screen-{len(ctx.report.screenshots) + 1}-{moment}.png")
+        session.channel.screenshot(path)
+        ctx.report.screenshots.append(f"{moment}: {path}")
 
 
 @step(
@@ -35,7 +54,7 @@ def open_console(ctx: StepContext, params: OpenParams) -> Outputs:
     if ctx.shared.console is not None:
         ctx.shared.console.channel.close()
         ctx.shared.console = None
-    channel = channel_for(params.url)
+    channel = channel_for(params.url, password=params.password)
     channel.open(timeout=min(ctx.remaining(), 30.0))
     session = ConsoleSession(channel, ctx.journal.transcript)
     ctx.shared.console = session
@@ -64,7 +83,9 @@ def login(ctx: StepContext, params: LoginParams) -> Outputs:
     """Log in on the console (or find a shell already open), and confirm the user."""
     session = ctx.require_console()
     timeout = min(params.timeout or ctx.config.console.login_timeout, ctx.remaining())
+    screenshot(ctx, "before-login")
     result = session.login(params.user, params.password, timeout)
+    screenshot(ctx, "after-login")
     if result.logged_out_other_user:
         ctx.report.notes.append(f"the console was logged in as {result.logged_out_other_user}; logged it out")
     if params.logout:

@@ -15,6 +15,8 @@ SCRIPT_END = re.compile(r"printf 'RCV-%s-%s\\n' (\w+) \"\$\?\"")
 class FakeConsole:
     """Behaves like agetty + login + bash, with the noise real consoles make."""
 
+    has_output = True
+
     def __init__(
         self,
         *,
