@@ -117,6 +117,7 @@ class Cloud(Protocol):
     def import_keypair(self, name: str, public_key: str) -> KeyPairInfo: ...
     def delete_keypair(self, name: str, *, missing_ok: bool = False) -> None: ...
     def list_keypairs(self) -> list[KeyPairInfo]: ...
+    def list_servers(self) -> list[Server]: ...
     def close(self) -> None: ...
 
 
@@ -389,6 +390,16 @@ class OpenStackCloud:
         except CloudError as exc:
             if not (missing_ok and exc.status_code == 404):
                 raise
+
+    def list_servers(self) -> list[Server]:
+        """Every server of the project, with its addresses (the fleet audit's cloud inventory).
+
+        Raises:
+            CloudError, CloudUnavailable: as for any call.
+        """
+        with self._translated("list servers"):
+            raws = list(self._conn.compute.servers(details=True))
+        return [_server(raw) for raw in raws]
 
     def list_keypairs(self) -> list[KeyPairInfo]:
         """The user's Nova key pairs, with Nova's fingerprints.

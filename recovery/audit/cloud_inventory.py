@@ -1,0 +1,139 @@
+"""The cloud as the inventory: every server of the project, its SSH address picked as a recovery picks it.
+
+`--cloud NAME` lists the servers (optionally those whose name matches
+`--server-filter`), and each becomes a host whose address is what
+`recovery.cloud` chooses for a recovery (floating first, then the fixed address
+on `--network`, then a public one), so the audit checks the address a recovery
+would use. A server with no usable address is the `no_address` result, not an
+error: it is exactly what an audit should report.
+
+`--check-console` asks the cloud, per server, for a serial and a noVNC console
+URL. A URL that is issued means the console could be opened for a recovery;
+the URL itself (its token is a credential) is dropped at once, never logged.
+
+The cloud is reached through `FleetCloud`, a narrow protocol that
+`recovery.cloud.OpenStackCloud` implements; the tests use a fake.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from recovery.audit.model import ConsoleAccess, Host
+from recovery.errors import CloudError, UsageError
+
+if TYPE_CHECKING:
+    from recovery.cloud import Server
+    from recovery.redact import Secret
+
+__all__ = ["CONSOLE_KINDS", "ConsoleProbe", "FleetCloud", "cloud_hosts", "compile_filter"]
+
+CONSOLE_KINDS = ("serial", "novnc")
+# Console URLs are API calls that create tokens: a few at a time, not one per SSH worker.
+_CONSOLE_CONCURRENCY = 4
+
+
+class FleetCloud(Protocol):
+    """What the audit asks of a cloud."""
+
+    def list_servers(self) -> list[Server]:
+        """Every server of the project, with its addresses; CloudError on failure."""
+        ...
+
+    def ssh_address(self, server: Server, network: str | None = None) -> str:
+        """The address a recovery would use; CloudError when the server has none usable."""
+        ...
+
+    def console_url(self, server: Server, kind: str) -> Secret:
+        """A fresh console URL of `kind` ("serial" or "novnc"); CloudError when not offered."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def compile_filter(pattern: str | None) -> re.Pattern[str] | None:
+    """`--server-filter`: a regular expression searched for in each server name.
+
+    :raises UsageError: the expression does not compile.
+    """
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise UsageError(f"--server-filter {pattern!r}: not a regular expression ({exc})") from exc
+
+
+def cloud_hosts(
+    cloud: FleetCloud,
+    *,
+    user: str,
+    keys: Sequence[Path],
+    server_filter: re.Pattern[str] | None = None,
+    network: str | None = None,
+) -> tuple[list[Host], dict[str, Server]]:
+    """The cloud's servers as hosts, sorted by name, and each host's server for later console checks.
+
+    A name that several servers share (Nova allows it) gets the server ID
+    appended, so every row of a report is one VM. A server that is not ACTIVE
+    is still checked, with its status noted, because a stopped VM is also one
+    that cannot be reached.
+
+    :raises CloudError: listing the servers failed.
+    :raises UsageError: the filter matched none of the servers, which is more
+        likely a mistyped filter than an empty fleet.
+    """
+    servers = cloud.list_servers()
+    chosen = sorted(
+        (server for server in servers if server_filter is None or server_filter.search(server.name)),
+        key=lambda server: (server.name, server.id),
+    )
+    if not servers:
+        raise UsageError("the cloud lists no servers: nothing to audit")
+    if not chosen:
+        assert server_filter is not None
+        raise UsageError(
+            f"the cloud lists {len(servers)} servers, and no name matches --server-filter {server_filter.pattern!r}"
+        )
+    counts: dict[str, int] = {}
+    for server in chosen:
+        counts[server.name] = counts.get(server.name, 0) + 1
+    hosts: list[Host] = []
+    by_name: dict[str, Server] = {}
+    for server in chosen:
+        name = server.name if counts[server.name] == 1 else f"{server.name} ({server.id})"
+        try:
+            address: str | None = cloud.ssh_address(server, network)
+            note = "" if server.status == "ACTIVE" else f"server is {server.status}"
+        except CloudError as exc:  # ssh_address reads the listed addresses, no API call: none is usable
+            address, note = None, str(exc)
+        hosts.append(Host(name, address, 22, user, tuple(keys), server_id=server.id, note=note))
+        by_name[name] = server
+    return hosts, by_name
+
+
+class ConsoleProbe:
+    """Asks the cloud which consoles it would open for a server; safe to call from many threads."""
+
+    def __init__(self, cloud: FleetCloud, servers: dict[str, Server]) -> None:
+        self.cloud = cloud
+        self.servers = servers
+        self._slots = threading.Semaphore(_CONSOLE_CONCURRENCY)
+
+    def probe(self, host: Host) -> ConsoleAccess:
+        """Every console kind the cloud issues a URL for; the reasons for the others."""
+        server = self.servers[host.name]
+        available, problems = [], []
+        for kind in CONSOLE_KINDS:
+            try:
+                with self._slots:
+                    self.cloud.console_url(server, kind)
+            except CloudError as exc:
+                problems.append(f"{kind}: {exc}")
+            else:
+                available.append(kind)
+        return ConsoleAccess(tuple(available), tuple(problems))

@@ -1,0 +1,204 @@
+"""`recovery audit`: wire the inventory, the checker, the remediation and the report together.
+
+Exit codes (a contract): 0 every host is ok; 1 any host failed (remediated
+or not); 2 a usage error (bad flags, an invalid inventory or
+playbook, an unusable key), found before any connection is made; 130 Ctrl-C
+or SIGTERM, after the partial report has been written.
+
+Everything is checked before the first connection: the inventory, the keys,
+the known_hosts file, the remediation playbook. The audit then either finishes
+or is interrupted, and in both cases writes its report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from recovery.audit.cloud_inventory import ConsoleProbe, FleetCloud, cloud_hosts, compile_filter
+from recovery.audit.engine import HostTrust, Libssh2Checker, load_keys
+from recovery.audit.inventory import HostDefaults, load_inventory
+from recovery.audit.model import AuditReport, Host, HostResult, Remediation
+from recovery.audit.progress import ProgressLine
+from recovery.audit.remediate import CliPlaybookRunner, confirm_on_terminal, remediate
+from recovery.audit.render import render, summary_line
+from recovery.audit.scheduler import run_checks
+from recovery.audit.shard import parse_shard
+from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED, UsageError
+from recovery.hostkeys import KnownHosts
+
+__all__ = ["MAX_CONCURRENCY", "run_audit"]
+
+MAX_CONCURRENCY = 1000
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    """Run `recovery audit` as parsed by `recovery.cli`; returns the exit code.
+
+    :raises UsageError: the command line, inventory, keys or playbook are unusable.
+    :raises CloudError: the cloud could not list its servers.
+    """
+    _check_flags(args)
+    started_at = datetime.now(UTC)
+    started = time.monotonic()
+    shard = parse_shard(args.shard) if args.shard else None
+    with contextlib.ExitStack() as stack:
+        hosts, probe = _hosts(args, stack)
+        if shard is not None:
+            hosts = shard.select(hosts)
+        checker = Libssh2Checker(
+            load_keys(path for host in hosts for path in host.keys),
+            HostTrust(KnownHosts.load(args.known_hosts) if args.known_hosts else None, accept_new=args.accept_new),
+            args.timeout,
+        )
+        runner = _runner(args) if args.remediate else None
+        check: Callable[[Host], HostResult] = checker.check
+        if probe is not None:
+            check = _with_console(checker.check, probe)
+        interactive = sys.stderr.isatty()
+        progress = ProgressLine(len(hosts), sys.stderr, enabled=interactive)
+        with _sigterm_as_interrupt():
+            outcome = run_checks(hosts, check, concurrency=args.concurrency, on_result=progress.update)
+            progress.clear()
+            remediations: list[Remediation] = []
+            interrupted = outcome.interrupted
+            if runner is not None and not interrupted:
+                confirm = (lambda result: True) if args.yes else confirm_on_terminal(args.remediate)
+                try:
+                    for item in remediate(
+                        [result for result in outcome.results if not result.ok],
+                        runner,
+                        limit=args.max_remediations,
+                        confirm=confirm,
+                    ):
+                        remediations.append(item)
+                        interrupted = interrupted or item.outcome == "interrupted"
+                except KeyboardInterrupt:
+                    interrupted = True
+    report = AuditReport(
+        results=outcome.results,
+        started_at=started_at,
+        seconds=time.monotonic() - started,
+        shard=str(shard) if shard else None,
+        interrupted=interrupted,
+        not_checked=outcome.not_checked,
+        remediations=tuple(remediations),
+    )
+    _write(render(report, args.format), args.output)
+    if interactive or interrupted:
+        print(summary_line(report), file=sys.stderr)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    # Only failed hosts are remediated, and a recovery adds a new key, not the audit's:
+    # a run that failed, like one that succeeded, leaves the exit code at 1.
+    return EXIT_STEP_FAILED if report.failed else EXIT_OK
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """What argparse cannot say: ranges, and flags that only make sense together."""
+    if not 1 <= args.concurrency <= MAX_CONCURRENCY:
+        raise UsageError(f"--concurrency {args.concurrency}: expected 1 to {MAX_CONCURRENCY}")
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout {args.timeout:g}: expected a positive number of seconds")
+    if args.max_remediations < 0:
+        raise UsageError(f"--max-remediations {args.max_remediations}: expected 0 or more")
+    if args.inventory is not None:
+        for flag, value in (("--server-filter", args.server_filter), ("--network", args.network)):
+            if value is not None:
+                raise UsageError(f"{flag} chooses cloud servers: use it with --cloud, not --inventory")
+        if args.check_console:
+            raise UsageError("--check-console asks the cloud for consoles: use it with --cloud, not --inventory")
+    elif not args.user or not args.key:
+        raise UsageError("--cloud needs --user and --key: the cloud knows neither")
+    if args.remediate and not args.yes and not sys.stdin.isatty():
+        raise UsageError("--remediate asks before each run: pass --yes when there is no terminal to answer on")
+
+
+def _hosts(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[list[Host], ConsoleProbe | None]:
+    """The hosts to audit, from the inventory file or the cloud, and the console probe if asked for."""
+    keys = tuple(Path(os.path.expanduser(path)) for path in args.key)
+    if args.inventory is not None:
+        return load_inventory(args.inventory, HostDefaults(user=args.user, keys=keys)), None
+    cloud = _open_cloud(args.cloud)
+    stack.callback(cloud.close)
+    hosts, servers = cloud_hosts(
+        cloud, user=args.user, keys=keys, server_filter=compile_filter(args.server_filter), network=args.network
+    )
+    return hosts, ConsoleProbe(cloud, servers) if args.check_console else None
+
+
+def _open_cloud(name: str) -> FleetCloud:
+    from recovery.cloud import connect
+
+    return connect(name)
+
+
+def _runner(args: argparse.Namespace) -> CliPlaybookRunner:
+    from recovery.config import load_config
+
+    config = load_config(args.config)
+    if args.cloud:
+        config = dataclasses.replace(config, cloud=dataclasses.replace(config.cloud, name=args.cloud))
+    return CliPlaybookRunner(
+        args.remediate, config=config, journal_root=args.journal or config.journal.dir, network=args.network
+    )
+
+
+def _with_console(check: Callable[[Host], HostResult], probe: ConsoleProbe) -> Callable[[Host], HostResult]:
+    def both(host: Host) -> HostResult:
+        return dataclasses.replace(check(host), console=probe.probe(host))
+
+    return both
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (systemd stopping the unit, Kubernetes ending the pod) ends the audit like Ctrl-C: with a report."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _write(text: str, output: Path | None) -> None:
+    """To stdout, or to `output` atomically: node_exporter must never read half a file.
+
+    The file gets the usual 0666-minus-umask mode rather than mkstemp's 0600,
+    because the textfile collector usually runs as another user.
+    """
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    directory = output.parent
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{output.name}.")
+    except OSError as exc:
+        raise UsageError(f"--output {output}: cannot write in {directory}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, output)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,224 @@
+"""The inventory file: which hosts to audit, read from YAML and checked before anything connects.
+
+    defaults:                 # optional; any host field but `name`, for every host
+      user: ubuntu
+      key: ~/.ssh/audit_ed25519
+    hosts:
+      - name: web-1           # unique
+        host: 203.0.113.10    # omitted or empty: the host is reported as no_address
+        port: 22              # default 22
+        user: ops             # else defaults.user, else --user
+        key: keys/web         # a path, relative to this file; else defaults.key, else --key
+        host_key: SHA256:...  # a pin; else the --known-hosts file decides
+
+The format is a contract. Every problem is collected, each with the file and
+line it was written on (from the YAML node marks, so duplicate keys, which a
+plain `safe_load` silently merges, are caught too), and reported together as a
+`UsageError`: exit 2 before a single connection is made.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from recovery.audit.model import Host
+from recovery.errors import Problem, UsageError, VerifyError
+from recovery.hostkeys import parse_pin
+
+__all__ = ["HostDefaults", "load_inventory", "parse_inventory"]
+
+_HOST_FIELDS = ("name", "host", "port", "user", "key", "host_key")
+_DEFAULT_FIELDS = tuple(name for name in _HOST_FIELDS if name != "name")
+_TOP_FIELDS = ("defaults", "hosts")
+_MAX_PORT = 65535
+
+
+@dataclass(frozen=True)
+class HostDefaults:
+    """What the command line supplies for hosts whose inventory names no user or key."""
+
+    user: str | None = None
+    keys: tuple[Path, ...] = ()
+
+
+def load_inventory(path: Path, fallback: HostDefaults) -> list[Host]:
+    """Read and check an inventory file.
+
+    :param path: the YAML file; relative `key` paths in it are taken from its directory.
+    :param fallback: the `--user` and `--key` values, used where the file names none.
+    :returns: the hosts, in file order.
+    :raises UsageError: the file cannot be read, or is invalid (every problem, with file:line).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read inventory {path}: {exc.strerror or exc}") from exc
+    return parse_inventory(text, str(path), base=path.parent, fallback=fallback)
+
+
+def parse_inventory(text: str, file: str, *, base: Path, fallback: HostDefaults) -> list[Host]:
+    """`load_inventory` for text already read; `file` names it in messages."""
+    reader = _Reader(file, base)
+    hosts = reader.read(text, fallback)
+    if reader.problems:
+        problems = sorted(reader.problems, key=lambda p: p.line or 0)
+        head = "invalid inventory" if len(problems) == 1 else f"invalid inventory ({len(problems)} problems)"
+        raise UsageError(head + ":\n" + "\n".join(f"  {problem}" for problem in problems))
+    return hosts
+
+
+class _Reader:
+    """Walks the YAML node tree, building hosts and collecting problems with their lines."""
+
+    def __init__(self, file: str, base: Path) -> None:
+        self.file = file
+        self.base = base
+        self.problems: list[Problem] = []
+
+    def problem(self, node: yaml.Node, path: str, message: str) -> None:
+        self.problems.append(Problem(self.file, node.start_mark.line + 1, path, message))
+
+    def read(self, text: str, fallback: HostDefaults) -> list[Host]:
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            reason = getattr(exc, "problem", None) or str(exc)
+            self.problems.append(Problem(self.file, mark.line + 1 if mark else None, "", f"not valid YAML: {reason}"))
+            return []
+        if root is None:
+            self.problems.append(Problem(self.file, None, "", "the inventory is empty: it needs a 'hosts:' list"))
+            return []
+        top = self.mapping(root, "", _TOP_FIELDS)
+        if top is None:
+            return []
+        defaults = self.fields(top["defaults"], "defaults", _DEFAULT_FIELDS) if "defaults" in top else {}
+        hosts_node = top.get("hosts")
+        if hosts_node is None:
+            self.problem(root, "", "the inventory needs a 'hosts:' list")
+            return []
+        if not isinstance(hosts_node, yaml.SequenceNode) or not hosts_node.value:
+            self.problem(hosts_node, "hosts", "expected a non-empty list of hosts")
+            return []
+        hosts: list[Host] = []
+        first_line: dict[str, int] = {}
+        for index, node in enumerate(hosts_node.value):
+            path = f"hosts[{index}]"
+            fields = self.fields(node, path, _HOST_FIELDS)
+            if fields is None:
+                continue
+            host = self.host(node, path, fields, defaults or {}, fallback)
+            if host is None:
+                continue
+            line = node.start_mark.line + 1
+            if host.name in first_line:
+                self.problem(node, path, f"duplicate name {host.name!r} (first at line {first_line[host.name]})")
+                continue
+            first_line[host.name] = line
+            hosts.append(host)
+        return hosts
+
+    def mapping(self, node: yaml.Node, path: str, allowed: Sequence[str]) -> dict[str, yaml.Node] | None:
+        """A mapping node's values by key; unknown and duplicate keys are problems. An empty value is {}."""
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, path, "expected a mapping")
+            return None
+        found: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            where = f"{path}.{key}" if path else key
+            if key not in allowed:
+                self.problem(key_node, where, f"unknown key (allowed: {', '.join(allowed)})")
+            elif key in found:
+                self.problem(key_node, where, "duplicate key")
+            else:
+                found[key] = value_node
+        return found
+
+    def fields(self, node: yaml.Node, path: str, allowed: Sequence[str]) -> dict[str, tuple[yaml.Node, object]] | None:
+        """Each field's node and value, checked for its type; a field with a bad value is left out."""
+        mapping = self.mapping(node, path, allowed)
+        if mapping is None:
+            return None
+        values: dict[str, tuple[yaml.Node, object]] = {}
+        for key, value_node in mapping.items():
+            value = self.value(value_node, f"{path}.{key}", key)
+            if value is not _INVALID:
+                values[key] = (value_node, value)
+        return values
+
+    def value(self, node: yaml.Node, path: str, key: str) -> object:
+        if not isinstance(node, yaml.ScalarNode):
+            self.problem(node, path, "expected a single value, not a list or mapping")
+            return _INVALID
+        value = yaml.constructor.SafeConstructor().construct_object(node)
+        if value is None:
+            return None
+        if key == "port":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_PORT:
+                self.problem(node, path, f"expected a port number from 1 to {_MAX_PORT}, got {node.value!r}")
+                return _INVALID
+            return value
+        if not isinstance(value, str):
+            self.problem(node, path, f"expected text, got {node.value!r} (quote it)")
+            return _INVALID
+        if key == "host_key":
+            try:
+                return parse_pin(value)
+            except VerifyError as exc:
+                self.problem(node, path, str(exc))
+                return _INVALID
+        if key == "key":
+            return self.base / Path(os.path.expanduser(value))
+        return value
+
+    def host(
+        self,
+        node: yaml.Node,
+        path: str,
+        fields: dict[str, tuple[yaml.Node, object]],
+        defaults: dict[str, tuple[yaml.Node, object]],
+        fallback: HostDefaults,
+    ) -> Host | None:
+        """The host a mapping describes: its own fields, else `defaults:`, else the command line."""
+
+        def pick(name: str) -> object:
+            for source in (fields, defaults):
+                if name in source and source[name][1] is not None:
+                    return source[name][1]
+            return None
+
+        name = pick("name")
+        if not isinstance(name, str) or not name.strip():
+            self.problem(node, path, "every host needs a 'name'")
+            return None
+        user = pick("user") or fallback.user
+        key = pick("key")
+        keys = (key,) if isinstance(key, Path) else fallback.keys
+        if not user:
+            self.problem(node, path, f"host {name!r} has no user: set 'user' here or under 'defaults:', or pass --user")
+        if not keys:
+            self.problem(node, path, f"host {name!r} has no key: set 'key' here or under 'defaults:', or pass --key")
+        if not user or not keys:
+            return None
+        port = pick("port")
+        address = str(pick("host") or "").strip()
+        host_key = pick("host_key")
+        return Host(
+            name=name,
+            address=address or None,
+            port=port if isinstance(port, int) else 22,
+            user=str(user),
+            keys=tuple(keys),
+            host_key=str(host_key) if host_key is not None else None,
+        )
+
+
+_INVALID = object()

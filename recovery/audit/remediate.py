@@ -1,0 +1,150 @@
+"""`--remediate PLAYBOOK`: run a recovery for failed hosts, one at a time, within a blast-radius limit.
+
+A recovery types into a VM's console as root, so this is deliberately slow and
+narrow:
+
+- only `auth_rejected` hosts are remediated: the host answered SSH, proved its
+  identity, and refused the key, which is what a recovery playbook repairs.
+  Every other failure is listed as skipped with the reason (a changed host key
+  above all: that is for a person to look at, not a robot to "fix");
+- one host at a time, each after a yes from the operator (or `--yes`);
+- at most `--max-remediations` runs (default 1); the rest are listed as skipped;
+- each run is an ordinary `recovery run` (`recovery.cli.execute`) with its own
+  journal and report, which the audit report links; a run that fails is
+  reported and the audit goes on to the next host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from recovery.audit.model import HostResult, Remediation, Status
+from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, RecoveryError, UsageError
+
+if TYPE_CHECKING:
+    from recovery.config import Config
+    from recovery.playbook import Playbook
+    from recovery.redact import Secret
+
+__all__ = ["REMEDIABLE", "CliPlaybookRunner", "PlaybookRunner", "confirm_on_terminal", "remediate"]
+
+REMEDIABLE = frozenset({Status.AUTH_REJECTED})
+
+
+class PlaybookRunner(Protocol):
+    """Runs the recovery playbook for one failed host; never raises but for Ctrl-C."""
+
+    def run(self, result: HostResult) -> Remediation: ...
+
+
+def remediate(
+    failed: Sequence[HostResult],
+    runner: PlaybookRunner,
+    *,
+    limit: int,
+    confirm: Callable[[HostResult], bool],
+) -> Iterator[Remediation]:
+    """One `Remediation` per failed host, in order: run, declined or skipped (with the reason).
+
+    A generator, so that the caller keeps what was done if Ctrl-C arrives
+    during a run or a prompt. It stops after a run that was interrupted.
+    """
+    started = 0
+    for result in failed:
+        name = result.host.name
+        if result.status not in REMEDIABLE:
+            yield Remediation(name, "skipped", f"a recovery playbook does not fix {result.status}")
+        elif started >= limit:
+            yield Remediation(name, "skipped", f"--max-remediations {limit} reached")
+        elif not confirm(result):
+            yield Remediation(name, "declined", "the operator said no")
+        else:
+            started += 1
+            outcome = runner.run(result)
+            yield outcome
+            if outcome.outcome == "interrupted":
+                return
+
+
+def confirm_on_terminal(playbook: Path) -> Callable[[HostResult], bool]:
+    """Ask on the terminal before each run; anything but y or yes (end of input too) is a no."""
+
+    def confirm(result: HostResult) -> bool:
+        # The question goes to stderr, as input() would put it on stdout, which carries the report.
+        sys.stderr.write(
+            f"\n{result.host.name} ({result.host.where}): {result.status}: {result.message}\n"
+            f"Run {playbook.name} to recover {result.host.name}? [y/N] "
+        )
+        sys.stderr.flush()
+        return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+    return confirm
+
+
+class CliPlaybookRunner:
+    """Runs the playbook the way `recovery run` does, with inputs taken from the audited host.
+
+    The playbook is read and validated when this is built, so a broken playbook
+    is a usage error before the audit starts. Secrets (the console password) are
+    read at the first run, from the environment or a prompt, only if one is needed.
+
+    :param network: passed on to the playbook's `network` input, for cloud hosts.
+    """
+
+    def __init__(self, playbook: Path, *, config: Config, journal_root: Path, network: str | None = None) -> None:
+        from recovery.playbook import load_playbook
+
+        self.playbook: Playbook = load_playbook(playbook)
+        self.config = config
+        self.journal_root = journal_root
+        self.network = network
+        self._secrets: dict[str, Secret] | None = None
+
+    def inputs_for(self, result: HostResult) -> dict[str, str]:
+        """The playbook inputs the audit knows for this host, limited to those the playbook declares.
+
+        The host key fingerprint is the one the audit accepted before the key
+        was rejected, so the recovery's final login is pinned to the same host.
+        """
+        host = result.host
+        known = {
+            "server": host.server_id,
+            "network": self.network if host.server_id else None,
+            "ssh_host": host.address,
+            "ssh_port": str(host.port),
+            "user": host.user,
+            "host_key_fingerprint": result.host_key_fingerprint,
+        }
+        return {name: value for name, value in known.items() if value and name in self.playbook.inputs}
+
+    def run(self, result: HostResult) -> Remediation:
+        from recovery.cli import execute, read_secrets
+        from recovery.journal import Journal
+        from recovery.playbook import resolve_inputs
+
+        name = result.host.name
+        try:
+            inputs = resolve_inputs(self.playbook, self.inputs_for(result))
+        except UsageError as exc:
+            hint = "" if result.host.server_id else "; from a file inventory the audit gives ssh_host, ssh_port, user"
+            return Remediation(name, "failed", f"{exc}{hint}")
+        try:
+            if self._secrets is None:
+                self._secrets = read_secrets(self.playbook, {}, os.environ, interactive=sys.stdin.isatty())
+            journal = Journal.create(self.journal_root)
+        except RecoveryError as exc:
+            return Remediation(name, "failed", str(exc))
+        # The run's own report goes to stderr: stdout carries the audit's report.
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                code = execute(self.playbook, inputs, self._secrets, self.config, self.journal_root, journal=journal)
+        except RecoveryError as exc:
+            return Remediation(name, "failed", str(exc), journal.run_id, journal.directory, exc.exit_code)
+        outcome = {EXIT_OK: "succeeded", EXIT_INTERRUPTED: "interrupted"}.get(code, "failed")
+        message = f"{self.playbook.path.name} exited {code}; its report is in the journal"
+        return Remediation(name, outcome, message, journal.run_id, journal.directory, code)

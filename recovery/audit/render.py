@@ -1,0 +1,263 @@
+"""The audit report as text: a table for people, JSON for programs, JUnit XML for CI, Prometheus for alerts.
+
+Each renderer is a pure function of the `AuditReport` (no clock, no terminal),
+so the tests pin their exact output. Hosts appear in inventory order in all four.
+
+- table: one row per host, then remediations, then hosts not checked;
+- json: `{"hosts": [...], "summary": {...}}`, one object per host;
+- junit: one testcase per host (a failure element for each failed one), so a
+  CI dashboard shows each VM's access history as a test's;
+- prometheus: the textfile-collector format node_exporter reads:
+  `recovery_ssh_access_ok{server="web-1"} 1`, the check's duration, its status,
+  and the audit's timestamp, so an alert can fire both on a failed host and on
+  an audit that stopped running.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from xml.etree import ElementTree
+
+from recovery.audit.model import AuditReport, HostResult, Remediation
+
+__all__ = ["FORMATS", "render", "render_json", "render_junit", "render_prometheus", "render_table", "summary_line"]
+
+
+def summary_line(report: AuditReport) -> str:
+    """`200 hosts in 2.3 s: 197 ok, 2 auth_rejected, 1 timeout` (and what was not checked)."""
+    counts = ", ".join(f"{count} {status}" for status, count in report.counts().items() if count)
+    line = f"{len(report.results)} hosts in {report.seconds:.1f} s: {counts or 'none checked'}"
+    if report.interrupted:
+        line += f"; interrupted, {len(report.not_checked)} not checked"
+    return line
+
+
+# --- table ---------------------------------------------------------------------------------
+
+
+def render_table(report: AuditReport) -> str:
+    """Aligned columns, failures explained in the last one; remediations and unchecked hosts below."""
+    with_console = any(result.console is not None for result in report.results)
+    header = ["NAME", "ADDRESS", "STATUS", "SECONDS", *(["CONSOLE"] if with_console else []), "DETAIL"]
+    rows = [header]
+    for result in report.results:
+        row = [result.host.name, result.host.where, str(result.status), f"{result.seconds:.3f}"]
+        if with_console:
+            row.append((",".join(result.console.available) or "none") if result.console else "-")
+        row.append(_detail(result))
+        rows.append(row)
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
+    lines = [
+        ("  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1]).rstrip()
+        for row in rows
+    ]
+    if report.remediations:
+        lines += ["", "remediations:"]
+        lines += [f"  {item.host}: {_remediation_text(item)}" for item in report.remediations]
+    if report.not_checked:
+        lines += ["", f"not checked (interrupted): {', '.join(host.name for host in report.not_checked)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _detail(result: HostResult) -> str:
+    if result.ok:
+        first_use = ", host key accepted on first use" if result.host_key_trusted_on_first_use else ""
+        return f"key {result.key_fingerprint} ({result.key_path}){first_use}"
+    return result.message
+
+
+def _remediation_text(item: Remediation) -> str:
+    text = f"{item.outcome}: {item.message}" if item.message else item.outcome
+    if item.run_id:
+        text += f" (run {item.run_id}, journal {item.journal})"
+    return text
+
+
+# --- json ----------------------------------------------------------------------------------
+
+
+def render_json(report: AuditReport) -> str:
+    """One object per host and a summary; stable key order, indented, newline-terminated."""
+    document = {
+        "hosts": [_host_json(result, report.remediation_for(result.host.name)) for result in report.results],
+        "summary": {
+            "hosts": len(report.results),
+            "ok": sum(1 for result in report.results if result.ok),
+            "failed": len(report.failed),
+            "statuses": {str(status): count for status, count in report.counts().items()},
+            "started_at": report.started_at.isoformat().replace("+00:00", "Z"),
+            "seconds": round(report.seconds, 3),
+            "shard": report.shard,
+            "interrupted": report.interrupted,
+            "not_checked": [host.name for host in report.not_checked],
+        },
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _host_json(result: HostResult, remediation: Remediation | None) -> dict[str, Any]:
+    host = result.host
+    return {
+        "name": host.name,
+        "host": host.address,
+        "port": host.port,
+        "user": host.user,
+        "status": str(result.status),
+        "seconds": round(result.seconds, 3),
+        "key": result.key_fingerprint,
+        "key_path": str(result.key_path) if result.key_path else None,
+        "host_key": result.host_key_fingerprint,
+        "host_key_trusted_on_first_use": result.host_key_trusted_on_first_use,
+        "message": result.message,
+        "console": (
+            {"available": list(result.console.available), "problems": list(result.console.problems)}
+            if result.console
+            else None
+        ),
+        "remediation": (
+            {
+                "outcome": remediation.outcome,
+                "message": remediation.message,
+                "run_id": remediation.run_id,
+                "journal": str(remediation.journal) if remediation.journal else None,
+                "exit_code": remediation.exit_code,
+            }
+            if remediation
+            else None
+        ),
+    }
+
+
+# --- junit ---------------------------------------------------------------------------------
+
+_SUITE = "recovery-audit"
+
+
+def render_junit(report: AuditReport) -> str:
+    """A `testsuites` document with one `testsuite`; hosts not checked are `skipped`."""
+    failures = len(report.failed)
+    attributes = {
+        "name": _SUITE,
+        "tests": str(len(report.results) + len(report.not_checked)),
+        "failures": str(failures),
+        "errors": "0",
+        "skipped": str(len(report.not_checked)),
+        "time": f"{report.seconds:.3f}",
+    }
+    root = ElementTree.Element("testsuites", attributes)
+    suite = ElementTree.SubElement(
+        root, "testsuite", {**attributes, "timestamp": report.started_at.strftime("%Y-%m-%dT%H:%M:%S")}
+    )
+    for result in report.results:
+        case = ElementTree.SubElement(
+            suite,
+            "testcase",
+            {"classname": _SUITE, "name": result.host.name, "time": f"{result.seconds:.3f}"},
+        )
+        if not result.ok:
+            failure = ElementTree.SubElement(case, "failure", {"type": str(result.status), "message": result.message})
+            failure.text = f"{result.status}: {result.message}"
+        remediation = report.remediation_for(result.host.name)
+        if remediation is not None:
+            ElementTree.SubElement(case, "system-out").text = "remediation " + _remediation_text(remediation)
+    for host in report.not_checked:
+        case = ElementTree.SubElement(suite, "testcase", {"classname": _SUITE, "name": host.name, "time": "0.000"})
+        ElementTree.SubElement(case, "skipped", {"message": "not checked: the audit was interrupted"})
+    ElementTree.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(root, encoding="unicode") + "\n"
+
+
+# --- prometheus ----------------------------------------------------------------------------
+
+
+def render_prometheus(report: AuditReport) -> str:
+    """node_exporter textfile-collector format; write it atomically (`--output` does)."""
+    out: list[str] = []
+
+    def metric(name: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} gauge")
+        out.extend(f"{name}{_labels(labels)} {_number(value)}" for labels, value in samples)
+
+    results = report.results
+    metric(
+        "recovery_ssh_access_ok",
+        "1 if the expected key logged in to the server at the last audit, else 0.",
+        [({"server": r.host.name}, 1 if r.ok else 0) for r in results],
+    )
+    metric(
+        "recovery_ssh_access_status",
+        "The last audit's result for the server, as the status label (always 1).",
+        [({"server": r.host.name, "status": str(r.status)}, 1) for r in results],
+    )
+    metric(
+        "recovery_ssh_check_duration_seconds",
+        "How long the server's SSH check took.",
+        [({"server": r.host.name}, r.seconds) for r in results],
+    )
+    consoles = [r for r in results if r.console is not None]
+    if consoles:
+        metric(
+            "recovery_console_available",
+            "1 if the cloud opens a console of this kind for the server (it could be recovered), else 0.",
+            [
+                ({"server": r.host.name, "kind": kind}, 1 if kind in r.console.available else 0)
+                for r in consoles
+                if r.console is not None
+                for kind in ("serial", "novnc")
+            ],
+        )
+    if report.remediations:
+        metric(
+            "recovery_remediation_succeeded",
+            "1 if the recovery playbook run for the server succeeded, else 0.",
+            [({"server": item.host}, 1 if item.outcome == "succeeded" else 0) for item in report.remediations],
+        )
+    metric(
+        "recovery_audit_hosts",
+        "Servers in the last audit by status.",
+        [({"status": str(status)}, count) for status, count in report.counts().items()],
+    )
+    metric(
+        "recovery_audit_complete",
+        "1 if the last audit checked every server, 0 if it was interrupted.",
+        [({}, 0 if report.interrupted else 1)],
+    )
+    metric("recovery_audit_duration_seconds", "How long the last audit took.", [({}, report.seconds)])
+    metric(
+        "recovery_audit_timestamp_seconds",
+        "When the last audit started, in seconds since the Unix epoch.",
+        [({}, report.started_at.timestamp())],
+    )
+    return "\n".join(out) + "\n"
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{name}="{_escape(value)}"' for name, value in labels.items()) + "}"
+
+
+def _escape(value: str) -> str:
+    """The exposition format escapes backslash, double quote and line feed in label values."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.3f}"
+
+
+FORMATS: dict[str, Callable[[AuditReport], str]] = {
+    "table": render_table,
+    "json": render_json,
+    "junit": render_junit,
+    "prometheus": render_prometheus,
+}
+
+
+def render(report: AuditReport, fmt: str) -> str:
+    """The report in `fmt`, one of `FORMATS`."""
+    return FORMATS[fmt](report)
+

@@ -1,0 +1,152 @@
+"""More real sshd servers beside the lab's: other host keys, up to 16 ports each, for audits of a fleet.
+
+The lab (`recovery.lab.up`) provides the user, its home and authorized_keys; an
+`ExtraSSHD` is one more OpenSSH server for that user with host keys of its own,
+so a test can present a host whose key changed, or several key types. One sshd
+listens on at most 16 ports (OpenSSH's MAX_LISTEN_SOCKS). `MaxStartups` is
+raised because the default 10:30:100 drops 7-9% of connections at 20-50
+concurrent clients, which an audit of a fleet is.
+
+The benchmark (benchmarks/audit_fleet.py) builds its fleets from the same parts.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from recovery.lab import commands, processes, sshd
+from recovery.lab.commands import fingerprint
+
+MAX_PORTS_PER_SSHD = 16
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ExtraSSHD:
+    """A running sshd: its ports, its host keys (public lines by type), its log."""
+
+    pid: int
+    ports: tuple[int, ...]
+    host_keys: dict[str, str]  # "ed25519" -> "ssh-ed25519 AAAA... comment"
+    log_path: Path
+
+    def fingerprint(self, key_type: str) -> str:
+        return fingerprint(self.host_keys[key_type])
+
+    def known_hosts_lines(self, key_type: str) -> list[str]:
+        """known_hosts lines vouching for every port with this server's key of `key_type`."""
+        line = " ".join(self.host_keys[key_type].split()[:2])
+        return [f"[{HOST}]:{port} {line}" for port in self.ports]
+
+
+@contextmanager
+def extra_sshd(
+    directory: Path,
+    user: str,
+    *,
+    ports: int = 1,
+    key_types: tuple[str, ...] = ("ed25519",),
+    accept_keys: bool = True,
+    name: str = "extra",
+) -> Iterator[ExtraSSHD]:
+    """Start an sshd for `user` on `ports` free ports; stopped on exit.
+
+    :param directory: where its config, host keys and log go (created).
+    :param key_types: `ssh-keygen -t` types of its host keys, e.g. ("ecdsa", "ed25519").
+    :param accept_keys: False makes it refuse every key (`AuthorizedKeysFile none`).
+    """
+    if not 1 <= ports <= MAX_PORTS_PER_SSHD:
+        raise ValueError(f"one sshd serves 1 to {MAX_PORTS_PER_SSHD} ports, not {ports}")
+    directory.mkdir(parents=True, exist_ok=True)
+    keygen = commands.find_tool("ssh-keygen", "openssh-client")
+    host_keys = {}
+    for key_type in key_types:
+        path = directory / f"{name}_host_{key_type}_key"
+        if not path.exists():
+            commands.run(
+                [keygen, "-q", "-t", key_type, "-N", "", "-C", f"{name}-{key_type}", "-f", str(path)],
+                purpose=f"make a {key_type} host key",
+            )
+        host_keys[key_type] = path.with_name(path.name + ".pub").read_text().strip()
+    chosen = tuple(processes.free_port() for _ in range(ports))
+    config = directory / f"{name}_sshd_config"
+    log_path = directory / f"{name}_sshd.log"
+    config.write_text(
+        "\n".join(
+            [
+                *(f"Port {port}" for port in chosen),
+                f"ListenAddress {HOST}",
+                *(f'HostKey "{directory / f"{name}_host_{key_type}_key"}"' for key_type in key_types),
+                f'PidFile "{directory / f"{name}_sshd.pid"}"',
+                f"AuthorizedKeysFile {'.ssh/authorized_keys' if accept_keys else 'none'}",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes yes",
+                "LogLevel VERBOSE",
+                "PrintMotd no",
+                f"AllowUsers {user}",
+                "MaxStartups 200:30:400",
+                "",
+            ]
+        )
+    )
+    binary = commands.find_tool("sshd", "openssh-server")
+    commands.run([binary, "-t", "-f", str(config)], purpose=f"check {config}")
+    pid = processes.spawn([binary, "-D", "-f", str(config), "-E", str(log_path)], log_path=log_path)
+    try:
+        if not processes.poll_until(lambda: all(sshd.answers(port) for port in chosen), 20.0):
+            raise RuntimeError(f"sshd {pid} did not answer on {chosen}: {processes.log_tail(log_path)}")
+        yield ExtraSSHD(pid, chosen, host_keys, log_path)
+    finally:
+        processes.stop(pid)
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A port bound but not listening: a connection gets an immediate reset (refused)."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        yield sock.getsockname()[1]
+
+
+class Tarpit:
+    """Accepts TCP connections and never says a word, like a hung sshd or a black-holing firewall.
+
+    `accept_one` lets a test wait until a client is stuck in it.
+    """
+
+    def __init__(self, backlog: int = 128) -> None:
+        self.sock = socket.socket()
+        self.sock.bind((HOST, 0))
+        self.sock.listen(backlog)
+        self.port: int = self.sock.getsockname()[1]
+        self._held: list[socket.socket] = []
+
+    def accept_one(self, timeout: float) -> bool:
+        """Take one waiting connection (and hold it open); False if none came within `timeout`."""
+        self.sock.settimeout(timeout)
+        try:
+            conn, _ = self.sock.accept()
+        except TimeoutError:
+            return False
+        self._held.append(conn)
+        return True
+
+    def close(self) -> None:
+        for conn in self._held:
+            conn.close()
+        self.sock.close()
+
+
+@contextmanager
+def tarpit(backlog: int = 128) -> Iterator[Tarpit]:
+    pit = Tarpit(backlog)
+    try:
+        yield pit
+    finally:
+        pit.close()

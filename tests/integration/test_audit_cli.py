@@ -1,0 +1,175 @@
+"""`python -m recovery audit` against real sshd servers: exit codes, every --format, --output, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from recovery.keys import KeyPair, generate_keypair
+from recovery.lab import LabInfo
+from tests.integration.sshd_fixture import HOST, SSHServer
+from tests.integration.sshd_fleet import Tarpit, closed_port, tarpit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def audit_key(tmp_path_factory: pytest.TempPathFactory, sshd: SSHServer) -> KeyPair:
+    key = generate_keypair(tmp_path_factory.mktemp("cli-keys") / "audit", comment="audit-cli")
+    sshd.authorize(key.public_line)
+    return key
+
+
+@pytest.fixture(scope="module")
+def known_hosts(tmp_path_factory: pytest.TempPathFactory, sshd: SSHServer) -> Path:
+    line = " ".join(LabInfo.load(sshd.home.parents[1]).host_public_key.split()[:2])
+    path = tmp_path_factory.mktemp("cli-known") / "known_hosts"
+    path.write_text(f"[{HOST}]:{sshd.port} {line}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def closed() -> Iterator[int]:
+    with closed_port() as port:
+        yield port
+
+
+def write_inventory(path: Path, sshd: SSHServer, key: KeyPair, hosts: list[str]) -> Path:
+    header = f"defaults:\n  host: {HOST}\n  port: {sshd.port}\n  user: {sshd.user}\n  key: {key.private_path}\nhosts:\n"
+    path.write_text(header + "".join(f"  - {host}\n" for host in hosts))
+    return path
+
+
+def audit(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recovery", "audit", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory, sshd: SSHServer, audit_key: KeyPair, closed: int) -> Path:
+    return write_inventory(
+        tmp_path_factory.mktemp("cli-inventory") / "mixed.yaml",
+        sshd,
+        audit_key,
+        ["{name: good-1}", "{name: good-2}", "{name: wrong-user, user: nobody}", f"{{name: closed, port: {closed}}}",
+         "{name: dns, host: no-such-host.invalid}", "{name: pending, host: ''}"],
+    )
+
+
+def test_all_good_is_exit_zero(tmp_path: Path, sshd: SSHServer, audit_key: KeyPair, known_hosts: Path) -> None:
+    inventory = write_inventory(tmp_path / "good.yaml", sshd, audit_key, ["{name: a}", "{name: b}"])
+
+    done = audit("--inventory", str(inventory), "--known-hosts", str(known_hosts))
+
+    assert done.returncode == 0, done.stderr
+    rows = [line.split()[:3] for line in done.stdout.splitlines()[1:]]
+    assert rows == [["a", f"{HOST}:{sshd.port}", "ok"], ["b", f"{HOST}:{sshd.port}", "ok"]]
+    assert done.stderr == ""  # not a terminal: nothing but the report
+
+
+def test_json_reports_each_host_and_a_summary(mixed: Path, known_hosts: Path) -> None:
+    done = audit("--inventory", str(mixed), "--known-hosts", str(known_hosts), "--format", "json")
+
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert {host["name"]: host["status"] for host in report["hosts"]} == {
+        "good-1": "ok", "good-2": "ok", "wrong-user": "auth_rejected", "closed": "refused",
+        "dns": "dns_error", "pending": "no_address",
+    }
+    assert report["summary"]["ok"] == 2
+    assert report["summary"]["failed"] == 4
+
+
+def test_junit_has_one_testcase_per_host(mixed: Path, known_hosts: Path) -> None:
+    done = audit("--inventory", str(mixed), "--known-hosts", str(known_hosts), "--format", "junit")
+
+    assert done.returncode == 1, done.stderr
+    suite = ElementTree.fromstring(done.stdout).find("testsuite")
+    assert suite is not None
+    cases = {case.get("name"): case.find("failure") for case in suite.iter("testcase")}
+    assert len(cases) == 6
+    assert cases["good-1"] is None
+    assert cases["closed"] is not None
+    assert cases["closed"].get("type") == "refused"
+
+
+def test_prometheus_textfile_is_written_atomically_and_world_readable(
+    tmp_path: Path, mixed: Path, known_hosts: Path
+) -> None:
+    output = tmp_path / "textfile" / "recovery_audit.prom"
+    output.parent.mkdir()
+
+    done = audit("--inventory", str(mixed), "--known-hosts", str(known_hosts), "--format", "prometheus",
+                 "--output", str(output))
+
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    text = output.read_text()
+    assert 'recovery_ssh_access_ok{server="good-1"} 1\n' in text
+    assert 'recovery_ssh_access_ok{server="wrong-user"} 0\n' in text
+    assert 'recovery_ssh_access_status{server="dns",status="dns_error"} 1\n' in text
+    assert "recovery_audit_timestamp_seconds " in text
+    assert stat.S_IMODE(output.stat().st_mode) & 0o044 == 0o044  # node_exporter runs as another user
+    assert [path.name for path in output.parent.iterdir()] == [output.name]  # no temporary file left
+
+
+def test_host_key_unknown_without_known_hosts_or_accept_new(
+    tmp_path: Path, sshd: SSHServer, audit_key: KeyPair
+) -> None:
+    inventory = write_inventory(tmp_path / "one.yaml", sshd, audit_key, ["{name: a}"])
+
+    unknown = audit("--inventory", str(inventory), "--format", "json")
+    accepted = audit("--inventory", str(inventory), "--format", "json", "--accept-new")
+
+    assert unknown.returncode == 1
+    assert json.loads(unknown.stdout)["hosts"][0]["status"] == "host_key_unknown"
+    assert accepted.returncode == 0
+    assert json.loads(accepted.stdout)["hosts"][0]["host_key_trusted_on_first_use"] is True
+
+
+@pytest.fixture
+def pit() -> Iterator[Tarpit]:
+    with tarpit() as server:
+        yield server
+
+
+def test_ctrl_c_writes_a_partial_report_and_exits_130(
+    tmp_path: Path, sshd: SSHServer, audit_key: KeyPair, known_hosts: Path, pit: Tarpit
+) -> None:
+    """One check at a time: the good hosts finish, then the audit is stuck in the tarpit when Ctrl-C comes."""
+    inventory = write_inventory(
+        tmp_path / "stuck.yaml", sshd, audit_key,
+        ["{name: good-1}", "{name: good-2}", f"{{name: stuck, port: {pit.port}}}", "{name: never}"],
+    )
+    output = tmp_path / "report.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recovery", "audit", "--inventory", str(inventory), "--known-hosts", str(known_hosts),
+         "--concurrency", "1", "--timeout", "60", "--format", "json", "--output", str(output)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert pit.accept_one(timeout=30), "the audit never reached the tarpit"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+
+    assert process.returncode == 130, err
+    report = json.loads(output.read_text())
+    assert [host["name"] for host in report["hosts"]] == ["good-1", "good-2"]
+    assert report["summary"]["interrupted"] is True
+    assert report["summary"]["not_checked"] == ["stuck", "never"]
+    assert "interrupted, 2 not checked" in err

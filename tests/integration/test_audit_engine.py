@@ -1,0 +1,189 @@
+"""The audit's checker against real sshd servers on 127.0.0.1: one host of every result kind.
+
+The fleet: the lab's sshd (the good host, and with a stranger's key the rejected
+one), a second sshd with ECDSA and Ed25519 host keys of its own (a host whose
+key changed, or is unknown), a closed port, a tarpit that accepts TCP and never
+speaks, a `.invalid` name and a host with no address.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recovery.audit.engine import HostTrust, Libssh2Checker, load_keys
+from recovery.audit.model import Host, Status
+from recovery.audit.scheduler import run_checks
+from recovery.hostkeys import KnownHosts
+from recovery.keys import KeyPair, generate_keypair
+from recovery.lab import LabInfo
+from tests.integration.sshd_fixture import HOST, SSHServer
+from tests.integration.sshd_fleet import ExtraSSHD, Tarpit, closed_port, extra_sshd, tarpit
+
+TIMEOUT = 1.0
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory, sshd: SSHServer) -> dict[str, KeyPair]:
+    """"good" is in the lab user's authorized_keys; "stranger" is not."""
+    directory = tmp_path_factory.mktemp("audit-keys")
+    good = generate_keypair(directory / "good", comment="audit-good")
+    sshd.authorize(good.public_line)
+    return {"good": good, "stranger": generate_keypair(directory / "stranger", comment="audit-stranger")}
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory: pytest.TempPathFactory, sshd: SSHServer) -> Iterator[ExtraSSHD]:
+    """Another sshd for the same user, with host keys the lab's sshd does not have."""
+    with extra_sshd(tmp_path_factory.mktemp("other-sshd"), sshd.user, ports=2, key_types=("ecdsa", "ed25519")) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def pit() -> Iterator[Tarpit]:
+    with tarpit() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def closed() -> Iterator[int]:
+    with closed_port() as port:
+        yield port
+
+
+@pytest.fixture
+def known_hosts(tmp_path: Path, sshd: SSHServer, other: ExtraSSHD) -> KnownHosts:
+    """Vouches for the lab's sshd, and claims the lab's key for the other sshd's first port (a changed key)."""
+    lab_key = " ".join(lab_host_key(sshd).split()[:2])
+    path = tmp_path / "known_hosts"
+    path.write_text(f"[{HOST}]:{sshd.port} {lab_key}\n[{HOST}]:{other.ports[0]} {lab_key}\n")
+    return KnownHosts.load(path)
+
+
+def lab_host_key(sshd: SSHServer) -> str:
+    """The lab sshd's public host key line, from the lab's own record (its home is DIR/home/USER)."""
+    return LabInfo.load(sshd.home.parents[1]).host_public_key
+
+
+def host(name: str, port: int, key: KeyPair, user: str, *, address: str | None = HOST, pin: str | None = None) -> Host:
+    return Host(name, address, port, user, (key.private_path,), host_key=pin)
+
+
+def checker(keys: dict[str, KeyPair], trust: HostTrust, timeout: float = TIMEOUT) -> Libssh2Checker:
+    return Libssh2Checker(load_keys(pair.private_path for pair in keys.values()), trust, timeout)
+
+
+def test_every_result_kind_from_real_servers(
+    sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair], pit: Tarpit, closed: int, known_hosts: KnownHosts
+) -> None:
+    good, stranger, user = keys["good"], keys["stranger"], sshd.user
+    fleet = [
+        host("good", sshd.port, good, user),
+        host("rejected", sshd.port, stranger, user),
+        host("closed", closed, good, user),
+        host("tarpit", pit.port, good, user),
+        host("changed", other.ports[0], good, user),
+        host("unknown", other.ports[1], good, user),
+        host("dns", 22, good, user, address="no-such-host.invalid"),
+        host("no-address", 22, good, user, address=None),
+    ]
+
+    outcome = run_checks(fleet, checker(keys, HostTrust(known_hosts)).check, concurrency=8)
+
+    statuses = {result.host.name: result.status for result in outcome.results}
+    assert statuses == {
+        "good": Status.OK,
+        "rejected": Status.AUTH_REJECTED,
+        "closed": Status.REFUSED,
+        "tarpit": Status.TIMEOUT,
+        "changed": Status.HOST_KEY_CHANGED,
+        "unknown": Status.HOST_KEY_UNKNOWN,
+        "dns": Status.DNS_ERROR,
+        "no-address": Status.NO_ADDRESS,
+    }
+    by_name = {result.host.name: result for result in outcome.results}
+    assert by_name["good"].key_fingerprint == good.sha256
+    assert by_name["good"].host_key_fingerprint == sshd.host_key_sha256
+    # sshd names the key that logged in: proof the audit's key got in, and nothing else.
+    assert f"Accepted publickey for {user} from 127.0.0.1" in sshd.log_text()
+    assert f"ED25519 {good.sha256}" in sshd.log_text()
+    assert stranger.sha256 in by_name["rejected"].message
+    assert TIMEOUT <= by_name["tarpit"].seconds < TIMEOUT + 0.5
+    changed = by_name["changed"].message
+    assert sshd.host_key_sha256 in changed
+    assert other.fingerprint("ed25519") in changed
+    assert f"host_key: {other.fingerprint('ed25519')}" in by_name["unknown"].message
+    assert "no-such-host.invalid" in by_name["dns"].message
+
+
+def test_a_pin_of_another_key_type_is_asked_for_not_called_a_change(
+    sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair]
+) -> None:
+    """cloud-init prints the ECDSA fingerprint first; the server prefers to offer Ed25519."""
+    pinned = host("ecdsa-pin", other.ports[0], keys["good"], sshd.user, pin=other.fingerprint("ecdsa"))
+    wrong = host("wrong-pin", other.ports[0], keys["good"], sshd.user, pin="SHA256:" + "A" * 43)
+
+    ok, changed = (checker(keys, HostTrust()).check(item) for item in (pinned, wrong))
+
+    assert ok.status is Status.OK
+    assert ok.host_key_fingerprint == other.fingerprint("ecdsa")
+    assert changed.status is Status.HOST_KEY_CHANGED
+    assert "the inventory's host_key" in changed.message
+
+
+def test_known_hosts_types_are_asked_for_first(
+    tmp_path: Path, sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair]
+) -> None:
+    path = tmp_path / "known_hosts"
+    path.write_text("\n".join(other.known_hosts_lines("ecdsa")) + "\n")
+
+    result = checker(keys, HostTrust(KnownHosts.load(path))).check(host("h", other.ports[1], keys["good"], sshd.user))
+
+    assert result.status is Status.OK
+    assert result.host_key_fingerprint == other.fingerprint("ecdsa")
+
+
+def test_a_revoked_key_is_never_accepted(
+    tmp_path: Path, sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair]
+) -> None:
+    path = tmp_path / "known_hosts"
+    lines = other.known_hosts_lines("ed25519")
+    path.write_text(lines[0] + "\n@revoked * " + lines[0].split(" ", 1)[1] + "\n")
+
+    result = checker(keys, HostTrust(KnownHosts.load(path))).check(host("h", other.ports[0], keys["good"], sshd.user))
+
+    assert result.status is Status.HOST_KEY_CHANGED
+    assert "@revoked" in result.message
+
+
+def test_the_second_key_logs_in_when_the_first_is_refused(sshd: SSHServer, keys: dict[str, KeyPair]) -> None:
+    both = Host("h", HOST, sshd.port, sshd.user, (keys["stranger"].private_path, keys["good"].private_path))
+
+    result = checker(keys, HostTrust(accept_new=True)).check(both)
+
+    assert result.status is Status.OK
+    assert result.key_path == keys["good"].private_path
+    assert result.host_key_trusted_on_first_use is True
+
+
+def test_accept_new_still_enforces_a_pin(sshd: SSHServer, keys: dict[str, KeyPair]) -> None:
+    pinned = host("h", sshd.port, keys["good"], sshd.user, pin="SHA256:" + "B" * 43)
+
+    assert checker(keys, HostTrust(accept_new=True)).check(pinned).status is Status.HOST_KEY_CHANGED
+
+
+def test_tarpits_do_not_serialise_the_run(sshd: SSHServer, keys: dict[str, KeyPair], pit: Tarpit) -> None:
+    """Six silent hosts and twelve good ones at concurrency 8: about one timeout in all, not six."""
+    fleet = [host(f"pit-{n}", pit.port, keys["good"], sshd.user) for n in range(6)]
+    fleet += [host(f"good-{n}", sshd.port, keys["good"], sshd.user, pin=sshd.host_key_sha256) for n in range(12)]
+    started = time.monotonic()
+
+    outcome = run_checks(fleet, checker(keys, HostTrust()).check, concurrency=8)
+
+    assert time.monotonic() - started < 2 * TIMEOUT + 0.5
+    statuses = [result.status for result in outcome.results]
+    assert statuses.count(Status.TIMEOUT) == 6
+    assert statuses.count(Status.OK) == 12

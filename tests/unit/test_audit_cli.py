@@ -1,0 +1,110 @@
+"""`recovery audit` usage errors: exit 2, one paragraph, before any connection is made."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recovery.cli import main
+from recovery.keys import generate_keypair
+
+CASES = Path(__file__).resolve().parents[1] / "cases" / "audit" / "inventory"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """main() installs a stderr handler for the CLI; it must not outlive the captured stderr."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    """A valid inventory whose only host has no address, so nothing is ever connected to."""
+    key = generate_keypair(tmp_path / "audit_key")
+    path = tmp_path / "inventory.yaml"
+    path.write_text(f"defaults: {{user: ops, key: {key.private_path}}}\nhosts:\n  - name: pending\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "one of the arguments --inventory --cloud is required"),
+        (["--known-hosts", "kh", "--accept-new"], "not allowed with argument"),
+        (["--shard", "4/4"], "I counts from 0"),
+        (["--concurrency", "0"], "--concurrency 0: expected 1 to 1000"),
+        (["--timeout", "-1"], "expected a positive number of seconds"),
+        (["--check-console"], "use it with --cloud"),
+        (["--server-filter", "web"], "use it with --cloud"),
+        (["--remediate", "playbooks/restore-access-serial.yaml"], "pass --yes when there is no terminal"),
+        (["--format", "csv"], "invalid choice: 'csv'"),
+    ],
+)
+def test_usage_errors_exit_two(
+    inventory: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = [] if not extra else ["--inventory", str(inventory)]
+    assert main(["audit", *source, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_cloud_needs_user_and_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "--cloud", "mycloud"]) == 2
+    assert "--cloud needs --user and --key" in capsys.readouterr().err
+
+
+def test_an_invalid_inventory_is_exit_two_with_file_and_line(capsys: pytest.CaptureFixture[str]) -> None:
+    path = CASES / "invalid" / "bad-ports.yaml"
+
+    assert main(["audit", "--inventory", str(path)]) == 2
+
+    assert f"{path}:6: hosts[0].port: expected a port number from 1 to 65535, got '70000'" in capsys.readouterr().err
+
+
+def test_an_unusable_key_is_exit_two(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(f"hosts:\n  - {{name: a, host: 127.0.0.1, user: ops, key: {tmp_path / 'missing'}}}\n")
+
+    assert main(["audit", "--inventory", str(path)]) == 2
+
+    assert f"--key {tmp_path / 'missing'}: cannot read" in capsys.readouterr().err
+
+
+def test_an_invalid_remediation_playbook_is_exit_two_before_any_check(
+    inventory: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    playbook = tmp_path / "broken.yaml"
+    playbook.write_text("steps: [\n")
+
+    assert main(["audit", "--inventory", str(inventory), "--remediate", str(playbook), "--yes"]) == 2
+
+    assert "broken.yaml:2: not valid YAML" in capsys.readouterr().err
+
+
+def test_no_address_only_is_exit_one_and_prints_the_table(inventory: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "--inventory", str(inventory)]) == 1
+
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["NAME", "ADDRESS", "STATUS", "SECONDS", "DETAIL"]
+    assert out.splitlines()[1].split()[:3] == ["pending", "-", "no_address"]
+
+
+def test_help_stays_light() -> None:
+    """`recovery --help` must not pay for the SSH libraries (or the audit) it does not use."""
+    code = (
+        "import sys, recovery.cli; recovery.cli.build_parser(); "
+        "print(sorted(m for m in ('ssh2', 'paramiko', 'cryptography', 'recovery.audit') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,79 @@
+"""The worker pool: bounded concurrency, results in inventory order, Ctrl-C keeps what is done."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from recovery.audit.model import Host, HostResult, Status
+from recovery.audit.scheduler import run_checks
+
+HOSTS = [Host(f"h{n}", "10.0.0.1", 22, "ops", (Path("/k"),)) for n in range(20)]
+
+
+class CountingCheck:
+    """Sleeps a little per host and records the most checks that ever ran at once."""
+
+    def __init__(self, seconds: float = 0.01) -> None:
+        self.seconds = seconds
+        self.running = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, host: Host) -> HostResult:
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        # Later hosts finish first, so arrival order differs from inventory order.
+        time.sleep(self.seconds * (len(HOSTS) - int(host.name[1:])) / len(HOSTS))
+        with self.lock:
+            self.running -= 1
+        return HostResult(host, Status.OK, self.seconds)
+
+
+def test_results_come_back_in_inventory_order_within_the_concurrency() -> None:
+    check = CountingCheck()
+
+    outcome = run_checks(HOSTS, check, concurrency=4)
+
+    assert [result.host for result in outcome.results] == HOSTS
+    assert check.peak == 4
+    assert outcome.not_checked == ()
+    assert outcome.interrupted is False
+
+
+def test_ctrl_c_returns_at_once_with_what_is_done() -> None:
+    seen: list[str] = []
+
+    def slow_after_three(host: Host) -> HostResult:
+        if int(host.name[1:]) >= 3:
+            time.sleep(30)  # a worker stuck in a handshake must not delay the return
+        return HostResult(host, Status.OK, 0.0)
+
+    def interrupt_on_third(result: HostResult) -> None:
+        seen.append(result.host.name)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    started = time.monotonic()
+    outcome = run_checks(HOSTS, slow_after_three, concurrency=2, on_result=interrupt_on_third)
+
+    assert time.monotonic() - started < 5
+    assert outcome.interrupted is True
+    assert [result.host.name for result in outcome.results] == ["h0", "h1", "h2"]
+    assert [host.name for host in outcome.not_checked] == [f"h{n}" for n in range(3, 20)]
+
+
+def test_a_check_that_raises_is_a_bug_and_surfaces() -> None:
+    def broken(host: Host) -> HostResult:
+        raise ZeroDivisionError("bug")
+
+    with pytest.raises(ZeroDivisionError):
+        run_checks(HOSTS, broken, concurrency=3)
+
+
+def test_no_hosts_is_an_empty_outcome() -> None:
+    assert run_checks([], CountingCheck(), concurrency=5).results == ()
