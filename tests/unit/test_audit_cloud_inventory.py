@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recovery.audit.cloud_inventory import ConsoleProbe, FleetCloud, cloud_hosts, compile_filter
+from recovery.audit.cloud_inventory import ConsoleProbe, cloud_hosts, compile_filter
 from recovery.audit.model import ConsoleAccess, Host
 from recovery.cloud import Server, select_ssh_address
 from recovery.errors import CloudError, UsageError
@@ -56,10 +56,6 @@ FLEET = [
     server("building", status="BUILD"),
     server("stopped", ("private", "10.0.0.9", "fixed"), status="SHUTOFF"),
 ]
-
-
-def test_the_fake_is_a_fleet_cloud() -> None:
-    assert isinstance(FakeCloud([]), FleetCloud)
 
 
 def test_servers_become_hosts_with_the_address_a_recovery_would_use() -> None:

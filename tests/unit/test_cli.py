@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,16 +13,6 @@ from recovery.playbook import load_playbook
 ROOT = Path(__file__).resolve().parents[2]
 SERIAL = ROOT / "playbooks" / "restore-access-serial.yaml"
 INVALID = ROOT / "tests" / "cases" / "invalid"
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() installs a stderr handler for the CLI; it must not outlive the captured stderr."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 DIRECT = ["-e", "console_url=ws://127.0.0.1:9/?token=tok-123456", "-e", "ssh_host=127.0.0.1", "-e", "user=ops"]
