@@ -20,6 +20,7 @@ test: system-deps venv lint test-clouds
 test-clouds:
 	bash tests/cloud/ensure_swift_venv.sh
 	bash tests/cloud/ensure_nova_venv.sh
+	bash tests/cloud/ensure_keystone.sh
 
 lint: venv
 	$(BIN)/ruff check recovery tests benchmarks

@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,11 +283,17 @@ def _check_xattrs(directory: Path) -> None:
 
 
 @contextmanager
-def running_swift(allowed_digests: str = "sha1 sha256 sha512") -> Iterator[SwiftCluster]:
+def running_swift(
+    allowed_digests: str = "sha1 sha256 sha512",
+    proxy_template: str = "proxy-server.conf.in",
+    proxy_values: Mapping[str, object] | None = None,
+) -> Iterator[SwiftCluster]:
     """Start memcached and the four Swift servers; stop them (by PID) and remove everything on exit.
 
     Args:
         allowed_digests: the tempurl filter's ``allowed_digests`` (what GET /info reports).
+        proxy_template, proxy_values: another proxy config in `swift/` and the values it needs
+            beyond the common ones; keystone_fixture.py uses them for authtoken + keystoneauth.
     Raises:
         SwiftFixtureError: the venv or memcached is missing, or a server did not come up.
     """
@@ -328,12 +334,13 @@ def running_swift(allowed_digests: str = "sha1 sha256 sha512") -> Iterator[Swift
                 name, [str(VENV / "bin" / f"swift-{name}-server"), str(conf)], ports[name], root / f"{name}.out"
             )
         conf = _render(
-            "proxy-server.conf.in",
+            proxy_template,
             root / "proxy-server.conf",
             proxy_port=ports["proxy"],
             memcache_port=ports["memcached"],
             allowed_digests=allowed_digests,
             **common,
+            **(proxy_values or {}),
         )
         processes["proxy"] = _Process(
             "proxy", [str(VENV / "bin" / "swift-proxy-server"), str(conf)], ports["proxy"], root / "proxy.out"
