@@ -32,9 +32,10 @@ first slot within milliseconds of each other; the later write wins and the earli
 client's URLs stop working. A key we created stays in place after we finish, so the
 next run reuses it; it signs nothing once our objects are gone.
 
-Each object also carries ``X-Delete-After``, the ttl rounded up: if the cleanup never
-runs (a crash, a lost machine), Swift stops serving the object when the URL expires
-anyway.
+Each object also carries ``X-Delete-After``, the ttl plus half a minute: if the cleanup
+never runs (a crash, a lost machine), Swift deletes the object shortly after its URL
+expires anyway. The margin keeps the two apart, so an expired URL is refused by the
+TempURL check (401) rather than racing the object's own expiry.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ if TYPE_CHECKING:
     from openstack.connection import Connection
 
 __all__ = ["Digest", "SwiftPublisher", "choose_digest", "temp_url_signature"]
+
+# Seconds an object outlives its TempURL before Swift deletes it by itself (a backstop).
+_DELETE_MARGIN = 30
 
 logger = logging.getLogger(__name__)
 
@@ -219,14 +223,14 @@ class SwiftPublisher:
         obj = secrets.token_urlsafe(24)
         storage_url, digest, key = self._prepare()
         # expires is rounded up to a whole second, so the URL works for at least the ttl;
-        # the object outlives it by that second at most.
+        # the object outlives it by the margin.
         expires = math.ceil(time.time()) + seconds
         with self._storage_errors(f"uploading object {obj!r} into container {self._container!r}"):
             self._expect(
                 self._request(
                     "PUT",
                     self._object_url(storage_url, obj),
-                    headers={"Content-Type": "text/plain", "X-Delete-After": str(seconds + 1)},
+                    headers={"Content-Type": "text/plain", "X-Delete-After": str(seconds + _DELETE_MARGIN)},
                     data=data,
                 ),
                 201,

@@ -134,7 +134,7 @@ def test_url_serves_exactly_the_bytes_to_urllib_wget_and_curl(conn: Any, account
     status, headers, _ = http("HEAD", f"{storage_url}/recovery-keys/{object_name(url)}", token)
     expires = int(query_value(url, "temp_url_expires"))
     assert status == 200
-    assert expires <= int(headers["X-Delete-At"]) <= expires + 1  # Swift drops it by itself too
+    assert expires + 29 <= int(headers["X-Delete-At"]) <= expires + 31  # Swift drops it by itself soon after
 
 
 def test_tampered_or_retargeted_url_is_refused(conn: Any) -> None:
