@@ -11,14 +11,16 @@ use, so a driver with heavy or optional dependencies costs nothing until chosen.
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from types import TracebackType
+from typing import Any, ClassVar, Protocol, Self
 
 from recovery.errors import ConfigError
 from recovery.redact import Secret
 
-__all__ = ["PUBLISHERS", "Published", "Publisher", "load_publisher_class"]
+__all__ = ["PUBLISHERS", "ClosingPublisher", "Published", "Publisher", "load_publisher_class"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,22 @@ class Publisher(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class ClosingPublisher(ABC):
+    """The context-manager half every driver shares: `with Driver(...) as publisher:` closes it."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the driver holds; safe to call twice."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 PUBLISHERS: dict[str, str] = {

@@ -26,11 +26,10 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import ClassVar
 
 from recovery.errors import ConfigError, PublishError
-from recovery.publishers import Published
+from recovery.publishers import ClosingPublisher, Published
 from recovery.redact import MASK, Secret, register
 
 __all__ = ["LocalHTTPPublisher"]
@@ -53,7 +52,7 @@ class _Item:
     state: _State = _State.READY
 
 
-class LocalHTTPPublisher:
+class LocalHTTPPublisher(ClosingPublisher):
     """Serves published keys from a background thread until closed.
 
     The server listens from construction on; use it as a context manager, or call `close`.
@@ -147,17 +146,6 @@ class LocalHTTPPublisher:
         self._server.server_close()
         self._thread.join()
         logger.debug("local HTTP publisher on port %d closed", self.port)
-
-    def __enter__(self) -> LocalHTTPPublisher:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _claim(self, path: str) -> tuple[HTTPStatus, bytes]:
         """Decide the answer to a GET of `path`; a 200 marks the object as being sent."""

@@ -31,12 +31,11 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from recovery.errors import ConfigError, PublishError, PublishUnavailable
-from recovery.publishers import Published
+from recovery.publishers import ClosingPublisher, Published
 from recovery.redact import Secret, Text, masked_url, register, reveal, scrub
 
 __all__ = ["S3Publisher"]
@@ -47,7 +46,7 @@ DEFAULT_REGION = "us-east-1"
 _CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"})
 
 
-class S3Publisher:
+class S3Publisher(ClosingPublisher):
     """Uploads into an existing bucket and hands out presigned GET URLs.
 
     Every option falls back to the standard environment variable, then to a default.
@@ -172,17 +171,6 @@ class S3Publisher:
         if not self._closed:
             self._closed = True
             self._client.close()
-
-    def __enter__(self) -> S3Publisher:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:

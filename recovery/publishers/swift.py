@@ -51,12 +51,11 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import parse_qs, quote, quote_plus, unquote, urlencode, urlsplit
 
 from recovery.errors import ConfigError, PublishError, PublishUnavailable
-from recovery.publishers import Published
+from recovery.publishers import ClosingPublisher, Published
 from recovery.redact import Secret, masked_url, register, scrub
 
 if TYPE_CHECKING:
@@ -137,7 +136,7 @@ class _BadStatus(Exception):
         self.response = response
 
 
-class SwiftPublisher:
+class SwiftPublisher(ClosingPublisher):
     """Publishes into a Swift container and hands out TempURLs; one instance per run.
 
     Nothing is sent before the first `publish`: the cluster's capabilities, the
@@ -288,17 +287,6 @@ class SwiftPublisher:
         self._closed = True
         if self._owns_connection:
             self._conn.close()
-
-    def __enter__(self) -> SwiftPublisher:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # --- the first publish looks things up once -------------------------------------
 
