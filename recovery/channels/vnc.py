@@ -11,10 +11,16 @@ Typing never loses or changes a character:
 - When the server advertises the QEMU Extended Key Event pseudo-encoding, keys go as US-layout
   scancodes, which do not depend on the guest's keyboard layout.
 - Keys go in batches, each followed by a 1x1 non-incremental FramebufferUpdateRequest whose answer
-  proves the server has processed the batch (servers handle a client's messages in order). That is
-  the whole pacing for X-based servers, which queue input without loss. QEMU feeds an emulated
-  keyboard with a small queue the guest drains at its own speed, so on QEMU (its desktop name is
-  "QEMU" or "QEMU (VM-NAME)", also through Nova's proxy) each key also waits `QEMU_KEY_INTERVAL`.
+  proves the server has processed the batch (servers handle a client's messages in order). Up to
+  SYNCS_IN_FLIGHT barriers are outstanding, so the next batch is on the wire while the server
+  works on the previous one. Servers merge pending requests into one answer, so each barrier asks
+  for its own pixel in the top row and an answer covering barrier k's pixel settles every barrier up
+  to k; `send` returns once all are answered. That is the whole pacing for X-based servers, which
+  queue input without loss. A modifier stays down across a run of characters that need it.
+  QEMU feeds an emulated keyboard with a small queue the guest drains at its own speed, so on QEMU
+  (its desktop name is "QEMU" or "QEMU (VM-NAME)", also through Nova's proxy) each key waits for its
+  own barrier and then `QEMU_KEY_INTERVAL`.
+- On connecting, every key we type with is released: a connection cut mid-typing can leave one down.
   TigerVNC advertises scancodes too, but feeds X: it needs no such wait.
 
 VNC carries no text back: `read` only services the connection and returns "". `screenshot` saves
@@ -36,6 +42,7 @@ import ssl
 import struct
 import time
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,12 +56,17 @@ from recovery.redact import Secret, Text, masked_url, reveal
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 5900
-KEYS_PER_SYNC = 128  # characters between two sync barriers; x11vnc defers each answer by ~20 ms
+KEYS_PER_SYNC = 256  # characters between two sync barriers
+# Barriers sent but not yet answered while typing, at most. x11vnc answers a barrier ~25 ms after
+# input (it defers updates while the screen changes), whatever the batch: waiting for each answer
+# before the next batch capped typing at ~2000 characters/s; 2 in flight hide that latency.
+SYNCS_IN_FLIGHT = 2
 QEMU_KEY_INTERVAL = 0.03  # TESTBED: QEMU took a 300-character line exactly at 30 ms per key, not at 4 ms
 SYNC_TIMEOUT = 10.0
 SCREEN_QUIET = 0.5  # a screenshot waits until the screen has not changed for this long
 
 # RFB constants (RFC 6143), and QEMU's extension (qemu/docs/rfb: "QEMU Extended Key Event").
+_SYNC_SLOTS = 2 * SYNCS_IN_FLIGHT  # barrier k asks for pixel (k % _SYNC_SLOTS, 0)
 _SEC_INVALID, _SEC_NONE, _SEC_VNC_AUTH = 0, 1, 2
 _ENC_RAW = 0
 _ENC_QEMU_EXT_KEY = -258
@@ -275,6 +287,7 @@ class VncChannel:
         self.qemu_keys = False  # the server takes scancodes (QEMU Extended Key Event)
         self.slow_keyboard = False  # QEMU's emulated keyboard: pace every key
         self._framebuffer = bytearray()
+        self._updated: list[tuple[int, int, int, int]] = []  # the Raw rectangles (x, y, w, h) of the last update
 
     # -- Channel ------------------------------------------------------------------------------
 
@@ -309,6 +322,23 @@ class VncChannel:
             encodings = (_ENC_RAW, _ENC_QEMU_EXT_KEY)
             self._send(struct.pack(f">BxH{len(encodings)}i", _MSG_SET_ENCODINGS, len(encodings), *encodings))
             self._sync(deadline)
+            self._send(self._release_all())
+            self._sync(deadline)
+
+    def _release_all(self) -> bytes:
+        """Key-ups for every key we type with: a connection cut mid-typing can leave one down.
+
+        x11vnc keeps a dropped client's keys pressed. After a cut between `r` down and `r` up, the
+        next `r` (the first letter of the user name a `--resume` typed) was lost, a press of a key
+        already down; a Shift left down would shift everything. Releasing a key that is not down
+        changes nothing. Unshifted keysyms only: they name every key, shifted ones share them.
+        """
+        keys = {(key.keysym, key.scancode) for key in KEYMAP.values() if key.modifier is None}
+        keys |= {(_XK_SHIFT_L, _SC_SHIFT_L), (_XK_CONTROL_L, _SC_CONTROL_L)}
+        if self.qemu_keys:
+            codes = {scancode: keysym for keysym, scancode in sorted(keys)}
+            return b"".join(struct.pack(">BBHII", _MSG_QEMU, 0, 0, sym, code) for code, sym in sorted(codes.items()))
+        return b"".join(struct.pack(">BBxxI", _MSG_KEY_EVENT, 0, keysym) for keysym, _ in sorted(keys))
 
     def send(self, data: Text) -> None:
         """Type `data` exactly, on a US layout; every character is checked before the first key.
@@ -320,14 +350,23 @@ class VncChannel:
         """
         keys = keys_for(reveal(data))
         self._require()
-        per_sync = 1 if self.slow_keyboard else KEYS_PER_SYNC
         with self._errors():
-            for start in range(0, len(keys), per_sync):
-                batch = keys[start:start + per_sync]
-                self._send(b"".join(self._key_events(key) for key in batch))
-                self._sync(time.monotonic() + SYNC_TIMEOUT)
-                if self.slow_keyboard:
+            if self.slow_keyboard:
+                for key in keys:
+                    self._send(self._key_events([key]))
+                    self._sync(time.monotonic() + SYNC_TIMEOUT)
                     time.sleep(QEMU_KEY_INTERVAL)
+                return
+            pending: deque[int] = deque()  # the pixel x of each unanswered barrier, oldest first
+            for number, start in enumerate(range(0, len(keys), KEYS_PER_SYNC)):
+                while len(pending) >= SYNCS_IN_FLIGHT:
+                    self._settle(pending, time.monotonic() + SYNC_TIMEOUT)
+                x = number % _SYNC_SLOTS
+                events = self._key_events(keys[start:start + KEYS_PER_SYNC])
+                self._send(events + struct.pack(">BBHHHH", _MSG_FB_REQUEST, 0, x, 0, 1, 1))
+                pending.append(x)
+            while pending:
+                self._settle(pending, time.monotonic() + SYNC_TIMEOUT)
 
     def read(self, timeout: float) -> str:
         """Service the connection for `timeout` seconds; always "" (VNC carries no text).
@@ -436,13 +475,20 @@ class VncChannel:
         (length,) = struct.unpack(">I", self._read(4, deadline))
         return self._read(length, deadline).decode("utf-8", errors="replace") or "no reason given"
 
-    def _key_events(self, key: Key) -> bytes:
-        events = []
-        if key.modifier is not None:
-            events.append((key.modifier, True))
-        events += [((key.keysym, key.scancode), True), ((key.keysym, key.scancode), False)]
-        if key.modifier is not None:
-            events.append((key.modifier, False))
+    def _key_events(self, keys: list[Key]) -> bytes:
+        """KeyEvents typing `keys`; a modifier stays down across consecutive keys that need it."""
+        events: list[tuple[tuple[int, int], bool]] = []
+        held: tuple[int, int] | None = None
+        for key in [*keys, None]:  # None: release what is still held
+            modifier = key.modifier if key is not None else None
+            if modifier != held:
+                if held is not None:
+                    events.append((held, False))
+                if modifier is not None:
+                    events.append((modifier, True))
+                held = modifier
+            if key is not None:
+                events += [((key.keysym, key.scancode), True), ((key.keysym, key.scancode), False)]
         if self.qemu_keys:
             return b"".join(struct.pack(">BBHII", _MSG_QEMU, 0, down, keysym, scancode)
                             for (keysym, scancode), down in events)
@@ -460,6 +506,21 @@ class VncChannel:
         self._request(0, 0, 1, 1)
         self._await_update(deadline)
 
+    def _settle(self, pending: deque[int], deadline: float) -> None:
+        """Handle server messages until an update answers a pending barrier; drop it and all older ones.
+
+        Only 1-pixel-high rectangles in the top row count: a screen-change update (a screenshot can
+        leave an incremental request pending) is no answer to a barrier.
+        """
+        while True:
+            if self._dispatch(deadline):
+                answered = [index for index, x in enumerate(pending)
+                            if any(y == 0 and h == 1 and rx <= x < rx + w for rx, y, w, h in self._updated)]
+                if answered:
+                    for _ in range(answered[-1] + 1):
+                        pending.popleft()
+                    return
+
     def _await_update(self, deadline: float) -> None:
         """Handle server messages until a FramebufferUpdate with pixels (not only pseudo-encodings)."""
         while not self._dispatch(deadline):
@@ -471,12 +532,14 @@ class VncChannel:
         if kind == _SRV_FB_UPDATE:
             (count,) = struct.unpack(">xH", self._read(3, deadline))
             pixels = False
+            self._updated = []
             for _ in range(count):
                 x, y, width, height, encoding = struct.unpack(">HHHHi", self._read(12, deadline))
                 if encoding == _ENC_QEMU_EXT_KEY:
                     self.qemu_keys = True
                 elif encoding == _ENC_RAW:
                     self._paint(x, y, width, self._read(width * height * 4, deadline))
+                    self._updated.append((x, y, width, height))
                     pixels = True
                 else:
                     raise ChannelError(f"the VNC server at {self._where} sent encoding {encoding}, "

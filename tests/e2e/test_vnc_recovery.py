@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from recovery import lab
-from tests.e2e.conftest import ROOT, recovery
-from tests.e2e.test_recovery import assert_recovered
+from tests.e2e.conftest import ROOT, Result, recovery
+from tests.e2e.faults import CuttingProxy
+from tests.e2e.test_recovery import assert_recovered, key_lines, new_key_line, report_of
 
 pytestmark = pytest.mark.lab
 
@@ -27,20 +28,25 @@ def vnc_lab(workdir: Path) -> Iterator[lab.LabInfo]:
     lab.down(directory)
 
 
-def test_recovery_through_the_vnc_console(vnc_lab: lab.LabInfo, workdir: Path) -> None:
-    info = vnc_lab
-    assert info.vnc_console_url.startswith("vnc://127.0.0.1:")
-    started = time.monotonic()
-    result = recovery(
+def recover_vnc(info: lab.LabInfo, workdir: Path, console_url: str, *extra: str) -> Result:
+    return recovery(
         "run", str(PLAYBOOK),
-        "-e", f"console_url={info.vnc_console_url}",
+        "-e", f"console_url={console_url}",
         "-e", f"ssh_host={info.ssh_host}",
         "-e", f"ssh_port={info.ssh_port}",
         "-e", f"user={info.user}",
         "-e", f"host_key_fingerprint={info.host_key_fingerprint}",
         "--journal", str(workdir / "runs"),
+        *extra,
         env={"RECOVERY_CONSOLE_PASSWORD": info.console_password().reveal(), "RECOVERY_KEYS_DIR": str(workdir / "keys")},
     )
+
+
+def test_recovery_through_the_vnc_console(vnc_lab: lab.LabInfo, workdir: Path) -> None:
+    info = vnc_lab
+    assert info.vnc_console_url.startswith("vnc://127.0.0.1:")
+    started = time.monotonic()
+    result = recover_vnc(info, workdir, info.vnc_console_url)
     elapsed = time.monotonic() - started
     assert_recovered(info, workdir, result)
     report = json.loads((workdir / "runs" / result.run_id / "report.json").read_text())
@@ -54,3 +60,27 @@ def test_recovery_through_the_vnc_console(vnc_lab: lab.LabInfo, workdir: Path) -
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         assert struct.unpack(">II", png[16:24]) == (1024, 768)
     assert info.console_password().reveal() not in (workdir / "runs" / result.run_id / "report.md").read_text()
+
+
+# On plain TCP the client's bytes are RFB KeyEvents (8 bytes each: type 4, down flag, 2 padding, keysym).
+# The first `<` pressed is the heredoc's `sh <<'RECOVERY_SCRIPT_...'`: the user name (rcvlab-hex), the
+# password (lowercase and digits) and the blind login's Ctrl-C/exit never type one.
+HEREDOC_OPENS = struct.pack(">BBxxI", 4, 1, ord("<"))
+INTO_THE_SCRIPT = 6000  # bytes after it: ~2.5 KeyEvents a character, so ~300 characters into the ~3 KB script
+
+
+def test_a_vnc_connection_cut_mid_install_then_resume_adds_the_key_once(vnc_lab: lab.LabInfo, workdir: Path) -> None:
+    info = vnc_lab
+    before = lab.read_authorized_keys(info)
+    vnc_port = int(info.vnc_console_url.rsplit(":", 1)[1])
+    with CuttingProxy(vnc_port, trigger=HEREDOC_OPENS, extra=INTO_THE_SCRIPT) as proxy:
+        failed = recover_vnc(info, workdir, f"vnc://127.0.0.1:{proxy.port}")
+        assert proxy.cut_done.is_set()
+    assert failed.code == 1, failed.stderr
+    assert report_of(workdir, failed)["failed_step"] == "install"
+    assert "closed the connection mid-conversation" in failed.stderr
+    assert lab.read_authorized_keys(info) == before, "a half-typed heredoc must not run"
+    resumed = recover_vnc(info, workdir, info.vnc_console_url, "--resume", failed.run_id)
+    assert_recovered(info, workdir, resumed)
+    assert new_key_line(workdir, resumed) == new_key_line(workdir, failed)
+    assert key_lines(info).count(new_key_line(workdir, resumed)) == 1

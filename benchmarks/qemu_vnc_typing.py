@@ -1,0 +1,121 @@
+"""Typing through QEMU's own VNC server (the one libvirt and Nova VMs use) into a real VM.
+
+Not part of `make test` (it needs ~53 s of packages and ~20 s of boot under software emulation):
+
+    apt-get install -y --no-install-recommends qemu-system-x86 linux-image-amd64
+    apt-get download busybox-static && dpkg-deb -x busybox-static_*.deb bbs   # installing it
+    .venv/bin/python benchmarks/qemu_vnc_typing.py --busybox bbs/bin/busybox    # removes `busybox`
+
+The VM boots the host's newest /boot/vmlinuz-* with a busybox initramfs built in a temp dir (nothing
+committed; the kernel's built-in i8042/atkbd, VGA console and 8250 serial need no modules). Its init
+reads lines on tty1, the VGA text console that QEMU's VNC keyboard feeds, and writes each as
+`GOT<line>` to the serial port, which QEMU writes to a file. We type every printable ASCII character
+and the reverse through VNC and compare what the VM read. Exit status 0: exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recovery.channels import channel_for
+from recovery.channels.vnc import VncChannel
+from recovery.redact import Secret
+
+PRINTABLE = "".join(chr(code) for code in range(0x20, 0x7F))
+INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+echo READY-FOR-KEYS > /dev/ttyS0
+while :; do
+  setsid sh -c 'exec </dev/tty1; while IFS= read -r line; do printf "GOT<%s>\\n" "$line" >/dev/ttyS0; done'
+done
+"""
+
+
+def build_initramfs(busybox: Path, out: Path) -> None:
+    root = out.parent / "root"
+    for sub in ("bin", "proc", "sys", "dev"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copy(busybox, root / "bin" / "busybox")
+    (root / "init").write_text(INIT)
+    (root / "init").chmod(0o755)
+    files = subprocess.run(["find", "."], cwd=root, capture_output=True, check=True).stdout
+    archive = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files, capture_output=True,
+                             check=True).stdout
+    out.write_bytes(archive)
+
+
+def free_display() -> int:
+    for display in range(50, 100):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", 5900 + display)) != 0:
+                return display
+    raise RuntimeError("no free VNC display")
+
+
+def wait_for(path: Path, text: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        content = path.read_text(errors="replace") if path.exists() else ""
+        if text in content:
+            return content
+        time.sleep(0.1)
+    raise RuntimeError(f"{text!r} did not appear in {path} within {timeout:.0f} s: ...{content[-800:]!r}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--busybox", default="/bin/busybox", help="a static busybox (busybox-static's)")
+    args = parser.parse_args()
+    kernel = sorted(glob.glob("/boot/vmlinuz-*"))[-1]
+    with tempfile.TemporaryDirectory() as scratch:
+        initrd = Path(scratch) / "initrd.cpio"
+        build_initramfs(Path(args.busybox), initrd)
+        serial = Path(scratch) / "serial.log"
+        display = free_display()
+        qemu = subprocess.Popen(
+            ["qemu-system-x86_64", "-m", "256", "-kernel", kernel, "-initrd", str(initrd),
+             "-append", "console=ttyS0 quiet", "-serial", f"file:{serial}", "-vnc", f"127.0.0.1:{display}",
+             "-monitor", "none", "-no-reboot"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            started = time.monotonic()
+            wait_for(serial, "READY-FOR-KEYS", 90)
+            print(f"booted in {time.monotonic() - started:.1f} s")
+            time.sleep(1)
+            channel = channel_for(Secret(f"vnc://127.0.0.1:{5900 + display}"))
+            assert isinstance(channel, VncChannel)
+            channel.open(10)
+            try:
+                print(f"server name {channel.name!r}, scancodes: {channel.qemu_keys}, paced: {channel.slow_keyboard}")
+                lines = [PRINTABLE, PRINTABLE[::-1]]
+                typed_at = time.monotonic()
+                channel.send("".join(line + "\r" for line in lines))
+                elapsed = time.monotonic() - typed_at
+            finally:
+                channel.close()
+            content = wait_for(serial, f"GOT<{lines[1]}>", 20)
+            got = [line[4:-1] for line in content.splitlines() if line.startswith("GOT<")]
+            exact = got[-2:] == lines
+            chars = sum(len(line) + 1 for line in lines)
+            print(f"typed {chars} characters in {elapsed:.1f} s ({chars / elapsed:.0f}/s); exact: {exact}")
+            if not exact:
+                print(f"expected {lines!r}\ngot      {got!r}")
+            return 0 if exact else 1
+        finally:
+            qemu.terminate()
+            qemu.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
