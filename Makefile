@@ -29,6 +29,7 @@ lint: venv
 system-deps:
 	@missing=""; for tool in $(NEEDED_TOOLS); do \
 	  command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || missing="$$missing $$tool"; done; \
+	dpkg-query -W -f='$${Status}' busybox 2>/dev/null | grep -q 'ok installed' || missing="$$missing busybox(not-static)"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing system packages for:$$missing"; \

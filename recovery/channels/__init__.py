@@ -10,6 +10,8 @@ nothing until a playbook picks it.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -34,6 +36,33 @@ class Channel(Protocol):
 
     def close(self) -> None:
         """Disconnect; safe to call twice."""
+
+
+@contextmanager
+def connection_refusals(where: str, *, console: str, server: str, url_kind: str) -> Iterator[None]:
+    """A refused connection or a refused websocket handshake, worded once for every console.
+
+    Args:
+        where: the console URL, masked.
+        console: what the console is called in the message ("console", "VNC console").
+        server: what should be listening ("console proxy", "VNC server or console proxy").
+        url_kind: what the URL should have been ("serial console URL").
+    """
+    import websocket  # lazy: keeps `recovery --help` fast
+
+    try:
+        yield
+    except ConnectionRefusedError as exc:
+        raise ChannelError(
+            f"the {console} at {where} refused the connection: is the {server} running, and are the "
+            "URL's host and port right?"
+        ) from exc
+    except websocket.WebSocketBadStatusException as exc:
+        status = getattr(exc, "status_code", "?")
+        raise ChannelError(
+            f"the {console} at {where} rejected the websocket (HTTP {status}): the token is wrong or "
+            f"expired, or this is not a {url_kind}"
+        ) from exc
 
 
 CHANNELS: dict[str, str] = {

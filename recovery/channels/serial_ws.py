@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from recovery.channels import connection_refusals
 from recovery.errors import ChannelClosed, ChannelError, ChannelTimeout
 from recovery.redact import Secret, Text, masked_url, reveal
 
@@ -100,18 +101,10 @@ class SerialWebSocketChannel:
         import websocket
 
         try:
-            yield
-        except ConnectionRefusedError as exc:
-            raise ChannelError(
-                f"the console at {self._where} refused the connection: is the console proxy "
-                "running, and is the URL's host and port right?"
-            ) from exc
-        except websocket.WebSocketBadStatusException as exc:
-            status = getattr(exc, "status_code", "?")
-            raise ChannelError(
-                f"the console at {self._where} rejected the websocket (HTTP {status}): the token is "
-                "wrong or expired, or this is not a serial console URL"
-            ) from exc
+            with connection_refusals(
+                self._where, console="console", server="console proxy", url_kind="serial console URL"
+            ):
+                yield
         except (websocket.WebSocketTimeoutException, TimeoutError) as exc:
             raise ChannelTimeout(f"the console at {self._where} did not answer in time") from exc
         except (websocket.WebSocketConnectionClosedException, ConnectionResetError, BrokenPipeError) as exc:

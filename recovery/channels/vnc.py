@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from recovery.channels import connection_refusals
 from recovery.errors import ChannelClosed, ChannelError, ChannelTimeout, LoginRejected
 from recovery.redact import Secret, Text, masked_url, reveal
 
@@ -594,18 +595,10 @@ class VncChannel:
         import websocket
 
         try:
-            yield
-        except ConnectionRefusedError as exc:
-            raise ChannelError(
-                f"the VNC console at {self._where} refused the connection: is the VNC server or console "
-                "proxy running, and are the URL's host and port right?"
-            ) from exc
-        except websocket.WebSocketBadStatusException as exc:
-            status = getattr(exc, "status_code", "?")
-            raise ChannelError(
-                f"the VNC console at {self._where} rejected the websocket (HTTP {status}): the token is "
-                "wrong or expired, or this is not a VNC console URL"
-            ) from exc
+            with connection_refusals(
+                self._where, console="VNC console", server="VNC server or console proxy", url_kind="VNC console URL"
+            ):
+                yield
         except (TimeoutError, websocket.WebSocketTimeoutException) as exc:
             what = "to a sync request" if self._handshake_done else "before finishing the handshake (no ServerInit)"
             raise ChannelTimeout(f"the VNC console at {self._where} stopped answering {what}") from exc

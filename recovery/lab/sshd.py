@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from collections.abc import Sequence
+from pathlib import Path
 
 from recovery.errors import LabError
 from recovery.lab.commands import find_tool, generate_key, run
@@ -21,6 +23,40 @@ _PRIVSEP_DIR = "/run/sshd"  # made by systemd on a real host; sshd will not star
 _BANNER_TIMEOUT = 0.5
 
 
+def config_text(
+    *,
+    ports: Sequence[int],
+    host_keys: Sequence[Path],
+    pid_file: Path,
+    user: str,
+    authorized_keys: str = ".ssh/authorized_keys",
+) -> str:
+    """An sshd_config for a loopback test server: keys only, StrictModes, every accepted key logged.
+
+    Paths are quoted, so a directory may contain spaces.
+    """
+    return "\n".join(
+        [
+            *(f"Port {port}" for port in ports),
+            "ListenAddress 127.0.0.1",
+            *(f'HostKey "{key}"' for key in host_keys),
+            f'PidFile "{pid_file}"',
+            f"AuthorizedKeysFile {authorized_keys}",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "StrictModes yes",
+            "LogLevel VERBOSE",
+            "PrintMotd no",
+            "PermitRootLogin no",
+            f"AllowUsers {user}",
+            # The default 10:30:100 drops connections when tests or an audit open many at once.
+            "MaxStartups 200:30:400",
+            "",
+        ]
+    )
+
+
 def configure(layout: Layout, *, port: int, user: str) -> str:
     """Make the host key, write sshd_config, check it with `sshd -t`; returns the host key line.
 
@@ -28,29 +64,8 @@ def configure(layout: Layout, *, port: int, user: str) -> str:
         LabError: sshd rejected the configuration (its message is quoted).
     """
     host_public_key = generate_key(layout.host_key, comment="rcvlab-host")
-    # Paths are quoted, so a lab directory may contain spaces.
     layout.sshd_config.write_text(
-        "\n".join(
-            [
-                f"Port {port}",
-                "ListenAddress 127.0.0.1",
-                f'HostKey "{layout.host_key}"',
-                f'PidFile "{layout.sshd_pid}"',
-                "AuthorizedKeysFile .ssh/authorized_keys",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "UsePAM no",
-                "StrictModes yes",
-                "LogLevel VERBOSE",
-                "PrintMotd no",
-                "PermitRootLogin no",
-                f"AllowUsers {user}",
-                # The default 10:30:100 drops connections when tests or an audit
-                # open many at once.
-                "MaxStartups 200:30:400",
-                "",
-            ]
-        )
+        config_text(ports=[port], host_keys=[layout.host_key], pid_file=layout.sshd_pid, user=user)
     )
     os.makedirs(_PRIVSEP_DIR, mode=0o755, exist_ok=True)
     run(

@@ -205,7 +205,7 @@ class SwiftPublisher(ClosingPublisher):
         Args:
             name: what the object is, for reports; it does not appear in the URL.
             data: the bytes to publish.
-            ttl: how long the URL works; Swift also deletes the object then.
+            ttl: how long the URL works; Swift deletes the object itself 30 s later.
         Returns:
             the TempURL (a Secret labelled with its masked form), sha256 and expiry.
         Raises:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make tests/cloud/.venv-nova hold exactly requirements-nova.txt, and print its python's path.
+# Make .cache/venv-nova hold exactly requirements-nova.txt, and print its python's path.
 #
 # Idempotent and fast when nothing changed: the venv carries a stamp with the sha256 of the
 # requirements file, so a second run costs one hash. A changed file (or a half-finished
@@ -9,7 +9,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 requirements="$here/requirements-nova.txt"
-venv="${NOVA_VENV:-$here/.venv-nova}"
+venv="${NOVA_VENV:-$(cd "$here/../.." && pwd)/.cache/venv-nova}"
 python="${NOVA_PYTHON:-python3}"
 stamp="$venv/.requirements.sha256"
 

@@ -2,14 +2,14 @@
 # Make sure the test object storage can run: Swift in its own virtualenv, memcached from Debian.
 #
 # Swift pins eventlet, greenlet and lxml versions of its own, so it lives in
-# tests/cloud/.venv-swift rather than in the project's venv. The venv is rebuilt only when
+# .cache/venv-swift (outside tests/, so nothing collects its packages) rather than in the project's venv. The venv is rebuilt only when
 # swift/requirements.txt changes (the stamp holds its sha256), so a second run costs nothing.
 # tempauth keeps tokens in memcache, hence memcached: installed with apt-get when we are
 # root, otherwise the exact command is printed.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-venv="$here/.venv-swift"
+venv="$(cd "$here/../.." && pwd)/.cache/venv-swift"
 requirements="$here/swift/requirements.txt"
 stamp="$venv/.requirements.sha256"
 python="${PYTHON:-python3}"

@@ -5,7 +5,7 @@
         nova.clouds_yaml(tmp / "clouds.yaml", "nova-test")
         # OS_CLIENT_CONFIG_FILE=tmp/clouds.yaml, then openstack.connect(cloud="nova-test")
 
-Nova runs in a subprocess with its own virtualenv (tests/cloud/.venv-nova, made by
+Nova runs in a subprocess with its own virtualenv (.cache/venv-nova, made by
 ensure_nova_venv.sh on first use): its ~130 pinned packages must not meet the
 project's, and Nova's fixtures patch process-wide state (os.uname, warnings
 filters, the eventlet import) that the test process must keep. A missing or

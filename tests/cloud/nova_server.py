@@ -2,7 +2,7 @@
 
 Run with the Nova venv's python (see ensure_nova_venv.sh), never with the project's:
 
-    .venv-nova/bin/python nova_server.py --serial-target 127.0.0.1:PORT \
+    ../../.cache/venv-nova/bin/python nova_server.py --serial-target 127.0.0.1:PORT \
         [--vnc-target 127.0.0.1:PORT] [--console-log FILE] [--spec FILE|-]
 
 Nova's own functional-test fixtures (shipped in the nova wheel) do the heavy lifting:

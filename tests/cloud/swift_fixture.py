@@ -1,7 +1,7 @@
 """A real OpenStack Swift all-in-one on 127.0.0.1, with tempauth, TempURL and S3.
 
 The proxy, account, container and object servers are PyPI `swift` (pinned in
-`swift/requirements.txt`) run from their own virtualenv, `.venv-swift`, which
+`swift/requirements.txt`) run from their own virtualenv, `.cache/venv-swift`, which
 `ensure_swift_venv.sh` builds; memcached (tempauth keeps its tokens there) comes from
 Debian. Everything lives in one temp dir: `swift_dir` with its own `swift.conf` and
 rings (part power 6, one replica, one device), the device directory, the server
@@ -43,7 +43,7 @@ import yaml
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 HERE = Path(__file__).resolve().parent
-VENV = HERE / ".venv-swift"
+VENV = HERE.parent.parent / ".cache" / "venv-swift"
 TEMPLATES = HERE / "swift"
 ENSURE = HERE / "ensure_swift_venv.sh"
 HOST = "127.0.0.1"

@@ -76,23 +76,12 @@ def extra_sshd(
     config = directory / f"{name}_sshd_config"
     log_path = directory / f"{name}_sshd.log"
     config.write_text(
-        "\n".join(
-            [
-                *(f"Port {port}" for port in chosen),
-                f"ListenAddress {HOST}",
-                *(f'HostKey "{directory / f"{name}_host_{key_type}_key"}"' for key_type in key_types),
-                f'PidFile "{directory / f"{name}_sshd.pid"}"',
-                f"AuthorizedKeysFile {'.ssh/authorized_keys' if accept_keys else 'none'}",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "UsePAM no",
-                "StrictModes yes",
-                "LogLevel VERBOSE",
-                "PrintMotd no",
-                f"AllowUsers {user}",
-                "MaxStartups 200:30:400",
-                "",
-            ]
+        sshd.config_text(
+            ports=chosen,
+            host_keys=[directory / f"{name}_host_{key_type}_key" for key_type in key_types],
+            pid_file=directory / f"{name}_sshd.pid",
+            user=user,
+            authorized_keys=".ssh/authorized_keys" if accept_keys else "none",
         )
     )
     binary = commands.find_tool("sshd", "openssh-server")

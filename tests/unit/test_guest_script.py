@@ -158,9 +158,10 @@ class Box:
         """A PATH of only the tools the script may use, without `exclude`, plus `extra`
         (name -> target). A missing tool the script needs shows up as a failing test."""
         if exclude and self.name == "busybox" and _busybox_finds_applets_without_path():
-            pytest.skip(
-                "this busybox is a standalone shell (busybox-static): its sh runs its own applets "
-                "whatever PATH says, so a missing tool cannot be simulated with it"
+            pytest.fail(
+                "/usr/bin/busybox is a standalone shell (busybox-static): its sh runs its own applets "
+                "whatever PATH says, so a missing tool cannot be simulated. Install Debian's busybox: "
+                "apt-get install -y --no-install-recommends busybox"
             )
         directory = Path(tempfile.mkdtemp(prefix="tools-", dir=self.root))
         directory.chmod(0o755)
