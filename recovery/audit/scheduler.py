@@ -83,6 +83,14 @@ def run_checks(
             on_result(item)
     except KeyboardInterrupt:
         stop.set()
+        # Checks that finished before Ctrl-C but were not taken yet belong in the partial report.
+        while True:
+            try:
+                index, item = done.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(item, BaseException):
+                results[index] = item
         return _outcome(hosts, results, interrupted=True)
     finally:
         stop.set()
