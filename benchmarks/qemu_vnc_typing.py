@@ -9,8 +9,9 @@ Not part of `make test` (it needs ~53 s of packages and ~20 s of boot under soft
 The VM boots the host's newest /boot/vmlinuz-* with a busybox initramfs built in a temp dir (nothing
 committed; the kernel's built-in i8042/atkbd, VGA console and 8250 serial need no modules). Its init
 reads lines on tty1, the VGA text console that QEMU's VNC keyboard feeds, and writes each as
-`GOT<line>` to the serial port, which QEMU writes to a file. We type every printable ASCII character
-and the reverse through VNC and compare what the VM read. Exit status 0: exact.
+`GOT<line>` to the serial port, which QEMU writes to a file. We type every printable ASCII character,
+the reverse, and the lines a recovery types through VNC (the install command for an ed25519 key), and
+compare what the VM read. Exit status 0: exact.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recovery.channels import channel_for
 from recovery.channels.vnc import VncChannel
 from recovery.redact import Secret
+from recovery.steps.authorized_keys import PREVIEW_KEY, InstallParams, preview
 
 PRINTABLE = "".join(chr(code) for code in range(0x20, 0x7F))
 INIT = """#!/bin/busybox sh
@@ -97,16 +99,18 @@ def main() -> int:
             assert isinstance(channel, VncChannel)
             channel.open(10)
             try:
-                print(f"server name {channel.name!r}, scancodes: {channel.qemu_keys}, paced: {channel.slow_keyboard}")
-                lines = [PRINTABLE, PRINTABLE[::-1]]
+                print(f"server name {channel.name!r}, scancodes: {channel.qemu_keys}, paced: {channel.slow_keyboard}, "
+                      f"acknowledged by the guest: {channel.guest_acks}")
+                lines = [PRINTABLE, PRINTABLE[::-1], *preview(InstallParams(key=PREVIEW_KEY))]
                 typed_at = time.monotonic()
-                channel.send("".join(line + "\r" for line in lines))
+                for line in lines:  # one send per line, as a recovery types them
+                    channel.send(line + "\r")
                 elapsed = time.monotonic() - typed_at
             finally:
                 channel.close()
-            content = wait_for(serial, f"GOT<{lines[1]}>", 20)
+            content = wait_for(serial, f"GOT<{lines[-1]}>", 20)
             got = [line[4:-1] for line in content.splitlines() if line.startswith("GOT<")]
-            exact = got[-2:] == lines
+            exact = got[-len(lines):] == lines
             chars = sum(len(line) + 1 for line in lines)
             print(f"typed {chars} characters in {elapsed:.1f} s ({chars / elapsed:.0f}/s); exact: {exact}")
             if not exact:

@@ -17,9 +17,17 @@ Typing never loses or changes a character:
   for its own pixel in the top row and an answer covering barrier k's pixel settles every barrier up
   to k; `send` returns once all are answered. That is the whole pacing for X-based servers, which
   queue input without loss. A modifier stays down across a run of characters that need it.
-  QEMU feeds an emulated keyboard with a small queue the guest drains at its own speed, so on QEMU
-  (its desktop name is "QEMU" or "QEMU (VM-NAME)", also through Nova's proxy) each key waits for its
-  own barrier and then `QEMU_KEY_INTERVAL`.
+- QEMU (its desktop name is "QEMU" or "QEMU (VM-NAME)", also through Nova's proxy) is different: it
+  queues key events and feeds them to the emulated keyboard one per `key-delay-ms` (10 ms by
+  default), and drops what does not fit its queue (1024 entries, 3 per key event). A barrier only
+  proves the events were queued, so on QEMU the guest itself acknowledges: each burst of
+  QEMU_KEYS_PER_ACK characters ends with a Num Lock press, the guest's keyboard driver answers by
+  switching its Num Lock light, QEMU reports the light (its LED State pseudo-encoding), and the next
+  burst goes only then. That keeps QEMU's queue busy but never full, whatever the guest's speed.
+  Num Lock changes only the numeric keypad, which we never type with, and each `send` leaves it as
+  it found it. A probe on connecting (two presses, before anything is typed) tells whether the guest
+  answers; if it does not (no LED reports, or a console the guest does not drive), each key waits
+  for its own barrier and then `QEMU_KEY_INTERVAL`, three times QEMU's default delay.
 - On connecting, every key we type with is released: a connection cut mid-typing can leave one down.
   TigerVNC advertises scancodes too, but feeds X: it needs no such wait.
 
@@ -63,6 +71,10 @@ KEYS_PER_SYNC = 256  # characters between two sync barriers
 # before the next batch capped typing at ~2000 characters/s; 2 in flight hide that latency.
 SYNCS_IN_FLIGHT = 2
 QEMU_KEY_INTERVAL = 0.03  # TESTBED: QEMU took a 300-character line exactly at 30 ms per key, not at 4 ms
+# At most 4 key events per character: a burst is at most ~190 of the ~340 key events QEMU queues.
+QEMU_KEYS_PER_ACK = 48
+QEMU_ACK_PER_EVENT = 0.05  # on top of SYNC_TIMEOUT, per key event in a burst: 5x QEMU's default delay
+LED_PROBE_TIMEOUT = 2.0  # a guest that has not switched its Num Lock light by then does not answer
 SYNC_TIMEOUT = 10.0
 SCREEN_QUIET = 0.5  # a screenshot waits until the screen has not changed for this long
 
@@ -71,6 +83,8 @@ _SYNC_SLOTS = 2 * SYNCS_IN_FLIGHT  # barrier k asks for pixel (k % _SYNC_SLOTS, 
 _SEC_INVALID, _SEC_NONE, _SEC_VNC_AUTH = 0, 1, 2
 _ENC_RAW = 0
 _ENC_QEMU_EXT_KEY = -258
+_ENC_QEMU_LED_STATE = -261  # one byte: bit 0 Scroll Lock, bit 1 Num Lock, bit 2 Caps Lock
+_LED_NUM_LOCK = 0x02
 _MSG_SET_PIXEL_FORMAT, _MSG_SET_ENCODINGS, _MSG_FB_REQUEST, _MSG_KEY_EVENT, _MSG_QEMU = 0, 2, 3, 4, 255
 _SRV_FB_UPDATE, _SRV_COLOURMAP, _SRV_BELL, _SRV_CUT_TEXT = 0, 1, 2, 3
 # 32 bits per pixel, depth 24, little-endian, true colour, 8 bits per channel: bytes B, G, R, X.
@@ -78,6 +92,7 @@ _PIXEL_FORMAT = struct.pack(">BBBBHHHBBB3x", 32, 24, 0, 1, 255, 255, 255, 16, 8,
 
 _XK_SHIFT_L, _XK_CONTROL_L = 0xFFE1, 0xFFE3
 _SC_SHIFT_L, _SC_CONTROL_L = 0x2A, 0x1D
+_NUM_LOCK = (0xFF7F, 0x45)  # (keysym, scancode)
 # Non-printable characters we can type, as (keysym, scancode).
 _SPECIAL = {"\r": (0xFF0D, 0x1C), "\n": (0xFF0D, 0x1C), "\t": (0xFF09, 0x0F), "\x1b": (0xFF1B, 0x01),
             "\x08": (0xFF08, 0x0E), "\x7f": (0xFF08, 0x0E)}
@@ -286,7 +301,9 @@ class VncChannel:
         self.width = self.height = 0
         self.name = ""
         self.qemu_keys = False  # the server takes scancodes (QEMU Extended Key Event)
-        self.slow_keyboard = False  # QEMU's emulated keyboard: pace every key
+        self.slow_keyboard = False  # QEMU's emulated keyboard: paced, see the module docstring
+        self.guest_acks = False  # the guest answers a Num Lock press with its light (QEMU only)
+        self._leds: int | None = None  # the guest's keyboard lights, as QEMU last reported them
         self._framebuffer = bytearray()
         self._updated: list[tuple[int, int, int, int]] = []  # the Raw rectangles (x, y, w, h) of the last update
 
@@ -307,8 +324,10 @@ class VncChannel:
         except BaseException:
             self.close()
             raise
-        log.info("VNC console %s: %dx%d %r, %s", self._where, self.width, self.height, self.name,
-                 "scancodes (QEMU extended key events)" if self.qemu_keys else "keysyms")
+        log.info("VNC console %s: %dx%d %r, %s%s", self._where, self.width, self.height, self.name,
+                 "scancodes (QEMU extended key events)" if self.qemu_keys else "keysyms",
+                 "" if not self.slow_keyboard else ", typing acknowledged by the guest" if self.guest_acks
+                 else ", the guest does not acknowledge keys: typing one key per barrier")
 
     def _connect(self, deadline: float) -> None:
         timeout = max(deadline - time.monotonic(), 0.1)
@@ -320,11 +339,21 @@ class VncChannel:
             self._handshake(deadline)
             self._handshake_done = True
             self._send(struct.pack(">B3x", _MSG_SET_PIXEL_FORMAT) + _PIXEL_FORMAT)
-            encodings = (_ENC_RAW, _ENC_QEMU_EXT_KEY)
+            encodings = (_ENC_RAW, _ENC_QEMU_EXT_KEY, *((_ENC_QEMU_LED_STATE,) if self.slow_keyboard else ()))
             self._send(struct.pack(f">BxH{len(encodings)}i", _MSG_SET_ENCODINGS, len(encodings), *encodings))
             self._sync(deadline)
             self._send(self._release_all())
             self._sync(deadline)
+            if self.slow_keyboard and self._leds is not None:
+                self.guest_acks = self._probe_guest_acks(deadline)
+
+    def _probe_guest_acks(self, deadline: float) -> bool:
+        """Press Num Lock twice: True if the guest switched its light both times, as typing will need."""
+        if not self._acknowledged(b"", min(deadline, time.monotonic() + LED_PROBE_TIMEOUT)):
+            log.warning("VNC console %s: the guest did not switch its Num Lock light within %.1f s; "
+                        "typing one key per barrier instead", self._where, LED_PROBE_TIMEOUT)
+            return False
+        return self._acknowledged(b"", deadline)
 
     def _release_all(self) -> bytes:
         """Key-ups for every key we type with: a connection cut mid-typing can leave one down.
@@ -352,6 +381,9 @@ class VncChannel:
         keys = keys_for(reveal(data))
         self._require()
         with self._errors():
+            if self.slow_keyboard and self.guest_acks:
+                self._type_acknowledged(keys)
+                return
             if self.slow_keyboard:
                 for key in keys:
                     self._send(self._key_events([key]))
@@ -476,6 +508,43 @@ class VncChannel:
         (length,) = struct.unpack(">I", self._read(4, deadline))
         return self._read(length, deadline).decode("utf-8", errors="replace") or "no reason given"
 
+    def _type_acknowledged(self, keys: list[Key]) -> None:
+        """Type in bursts, each sent once the guest has taken the one before (QEMU; see the module docstring)."""
+        num_lock = self._num_lock()
+        for start in range(0, len(keys), QEMU_KEYS_PER_ACK):
+            burst = keys[start:start + QEMU_KEYS_PER_ACK]
+            timeout = self._ack_timeout(len(burst))
+            if not self._acknowledged(self._key_events(burst), time.monotonic() + timeout):
+                raise ChannelTimeout(
+                    f"the VM behind the VNC console at {self._where} stopped taking keys: it did not switch its "
+                    f"Num Lock light after the last {len(burst)} characters within {timeout:.0f} s (hung, or busy); "
+                    "nothing after them was typed"
+                )
+        if self._num_lock() != num_lock and not self._acknowledged(b"", time.monotonic() + self._ack_timeout(0)):
+            raise ChannelTimeout(f"the VM behind the VNC console at {self._where} stopped taking keys after "
+                                 "everything was typed: it did not switch its Num Lock light back")
+
+    def _acknowledged(self, events: bytes, deadline: float) -> bool:
+        """Send `events` and a Num Lock press; True once QEMU reports the guest's light switched by `deadline`.
+
+        The guest handles its keyboard in order, so the switch proves every earlier key was taken.
+        """
+        expected = not self._num_lock()
+        self._send(events + self._events([(_NUM_LOCK, True), (_NUM_LOCK, False)]))
+        try:
+            while self._num_lock() != expected:
+                self._dispatch(deadline)
+        except TimeoutError:
+            return False
+        return True
+
+    def _num_lock(self) -> bool:
+        return bool((self._leds or 0) & _LED_NUM_LOCK)
+
+    @staticmethod
+    def _ack_timeout(characters: int) -> float:
+        return SYNC_TIMEOUT + 4 * characters * QEMU_ACK_PER_EVENT
+
     def _key_events(self, keys: list[Key]) -> bytes:
         """KeyEvents typing `keys`; a modifier stays down across consecutive keys that need it."""
         events: list[tuple[tuple[int, int], bool]] = []
@@ -490,6 +559,10 @@ class VncChannel:
                 held = modifier
             if key is not None:
                 events += [((key.keysym, key.scancode), True), ((key.keysym, key.scancode), False)]
+        return self._events(events)
+
+    def _events(self, events: list[tuple[tuple[int, int], bool]]) -> bytes:
+        """KeyEvent messages for ((keysym, scancode), down) pairs: scancodes when the server takes them."""
         if self.qemu_keys:
             return b"".join(struct.pack(">BBHII", _MSG_QEMU, 0, down, keysym, scancode)
                             for (keysym, scancode), down in events)
@@ -538,6 +611,8 @@ class VncChannel:
                 x, y, width, height, encoding = struct.unpack(">HHHHi", self._read(12, deadline))
                 if encoding == _ENC_QEMU_EXT_KEY:
                     self.qemu_keys = True
+                elif encoding == _ENC_QEMU_LED_STATE:
+                    (self._leds,) = self._read(1, deadline)
                 elif encoding == _ENC_RAW:
                     self._paint(x, y, width, self._read(width * height * 4, deadline))
                     self._updated.append((x, y, width, height))
