@@ -145,7 +145,12 @@ class ConsoleSession:
         Raises:
             LoginRejected: wrong password or unknown user; nothing is typed after it.
             ChannelTimeout: no prompt appeared in time.
+            ChannelError: the user name or password has a character this console cannot type
+                (nothing was typed).
         """
+        self.channel.check_typeable(user)
+        if password is not None:
+            self.channel.check_typeable(Secret(reveal(password), "the console password"))
         if not self.channel.has_output:
             return self._blind_login(user, password)
         deadline = time.monotonic() + timeout
@@ -281,11 +286,15 @@ class ConsoleSession:
         Raises:
             ChannelTimeout: no marker within `timeout`.
             ChannelClosed: the console went away while typing or waiting.
+            ChannelError: a line has a character this console cannot type (nothing was typed).
 
         On a blind console the status is None: the script is typed and given a moment to run.
         """
         self._pending = ""
-        for line in heredoc_command(lines, delimiter=delimiter, nonce=nonce):
+        command = heredoc_command(lines, delimiter=delimiter, nonce=nonce)
+        for line in command:
+            self.channel.check_typeable(line)
+        for line in command:
             shown = str(line) if isinstance(line, Secret) else line
             self.typed.append(shown)
             wire = Secret(reveal(line) + "\r", shown) if isinstance(line, Secret) else line + "\r"

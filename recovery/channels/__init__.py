@@ -1,6 +1,6 @@
 """Console and session channels: the keyboard and screen of a VM, whatever carries them.
 
-The boundary is four verbs and nothing else. Prompt handling, markers, redaction
+The boundary is five verbs and nothing else. Prompt handling, markers, redaction
 and the transcript sit above it in `recovery.console`, so every channel gets
 them for free. Channels are chosen by URL scheme from a registry of
 "module:Class" strings imported on first use, so that a heavy driver costs
@@ -27,6 +27,9 @@ class Channel(Protocol):
 
     def open(self, timeout: float) -> None:
         """Connect. Raises ChannelError (refused, rejected) or ChannelTimeout."""
+
+    def check_typeable(self, data: Text) -> None:
+        """Raise ChannelError if `data` has a character this console cannot type; called before typing starts."""
 
     def send(self, data: Text) -> None:
         """Type `data`; a Secret is revealed only here, at the wire."""

@@ -44,6 +44,9 @@ class SerialWebSocketChannel:
                 self.url.reveal(), subprotocols=SUBPROTOCOLS, timeout=max(timeout, 0.1), enable_multithread=True
             )
 
+    def check_typeable(self, data: Text) -> None:
+        """Anything is: the serial line carries UTF-8 bytes."""
+
     def send(self, data: Text) -> None:
         import websocket
 

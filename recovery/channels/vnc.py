@@ -134,16 +134,18 @@ def _keymap() -> dict[str, Key]:
 KEYMAP = _keymap()
 
 
-def keys_for(text: str) -> list[Key]:
-    """The keys that type `text` on a US layout.
+def keys_for(data: Text) -> list[Key]:
+    """The keys that type `data` on a US layout.
 
     Raises:
         ChannelError: a character has no key (non-ASCII, or a control character without Ctrl-letter);
-            it is raised before anything is typed.
+            it is raised before anything is typed, and names the character unless `data` is a Secret.
     """
+    text = reveal(data)
     bad = sorted({char for char in text if char not in KEYMAP})
     if bad:
-        shown = ", ".join(repr(char) for char in bad[:10])
+        shown = (f"a character of {data} (not shown: it is secret)" if isinstance(data, Secret)
+                 else ", ".join(repr(char) for char in bad[:10]))
         raise ChannelError(
             f"cannot type {shown} on a VNC console: only printable ASCII, Enter, Tab, Escape, Backspace "
             "and Ctrl-letters have keys on the US layout we type with. Nothing was typed."
@@ -370,6 +372,10 @@ class VncChannel:
             return b"".join(struct.pack(">BBHII", _MSG_QEMU, 0, 0, sym, code) for code, sym in sorted(codes.items()))
         return b"".join(struct.pack(">BBxxI", _MSG_KEY_EVENT, 0, keysym) for keysym, _ in sorted(keys))
 
+    def check_typeable(self, data: Text) -> None:
+        """Raises ChannelError for a character with no key on the US layout (see `keys_for`)."""
+        keys_for(data)
+
     def send(self, data: Text) -> None:
         """Type `data` exactly, on a US layout; every character is checked before the first key.
 
@@ -378,7 +384,7 @@ class VncChannel:
             ChannelClosed: the connection dropped while typing.
             ChannelTimeout: the server stopped answering the sync requests.
         """
-        keys = keys_for(reveal(data))
+        keys = keys_for(data)
         self._require()
         with self._errors():
             if self.slow_keyboard and self.guest_acks:

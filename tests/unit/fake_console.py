@@ -39,6 +39,9 @@ class FakeConsole:
     def open(self, timeout: float) -> None:
         return None
 
+    def check_typeable(self, data: Text) -> None:
+        return None
+
     def close(self) -> None:
         self.state = "closed"
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from recovery.channels.vnc import keys_for
 from recovery.console import ConsoleSession, normalize
-from recovery.errors import LoginRejected
-from recovery.redact import Secret
+from recovery.errors import ChannelError, LoginRejected
+from recovery.redact import Secret, Text, reveal
 from tests.unit.fake_console import FakeConsole
 
 PASSWORD = Secret("s3cret-pass", "<password>")
@@ -93,3 +94,42 @@ def test_logout_leaves_no_shell_open() -> None:
     conversation.logout(timeout=2)
     assert console.sent[-1] == "exit\r"
     assert console.state == "login"
+
+
+class BlindKeyboard:
+    """A console like VNC's: no text comes back, and only what has a key on a US layout can be typed."""
+
+    has_output = False
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def open(self, timeout: float) -> None:
+        return None
+
+    def check_typeable(self, data: Text) -> None:
+        keys_for(data)
+
+    def send(self, data: Text) -> None:
+        self.sent.append(reveal(data))
+
+    def read(self, timeout: float) -> str:
+        return ""
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_password_the_console_cannot_type_stops_the_login_before_any_key_without_showing_it() -> None:
+    keyboard = BlindKeyboard()
+    with pytest.raises(ChannelError, match=r"console password.*not shown.*Nothing was typed") as caught:
+        ConsoleSession(keyboard).login("ops", Secret("pässwörd"), timeout=5)
+    assert keyboard.sent == []
+    assert "ä" not in str(caught.value)
+
+
+def test_a_script_line_the_console_cannot_type_stops_before_the_first_line() -> None:
+    keyboard = BlindKeyboard()
+    with pytest.raises(ChannelError, match=r"'é'.*Nothing was typed"):
+        ConsoleSession(keyboard).run_script(["echo ok", "echo café"], delimiter="RCV_END", nonce="n1", timeout=5)
+    assert keyboard.sent == []
