@@ -42,6 +42,11 @@ key), ``source`` (typed|wget|curl), ``received_sha256``, ``checksum``
 (yes|already-present), ``selinux``, the ``after_*`` snapshot, and ``exit``; a failure
 prints ``error=<slug>`` and ``exit=<code>`` instead of what would have followed. The exit
 status is one of `ExitCode` (`explain_exit`).
+
+A console that shows no text (VNC) cannot give the facts back, and there every character is
+typed at the keyboard's pace. So `build_install_script(..., facts=False)` leaves out the lines
+that only report (`_Fact`): the script is about 40% shorter and does exactly the same to the
+files, with the same exit statuses.
 """
 
 from __future__ import annotations
@@ -264,7 +269,7 @@ class InstallReport:
 
 
 def build_install_script(
-    public_line: str, *, sha256: str, nonce: str, url: Secret | None = None
+    public_line: str, *, sha256: str, nonce: str, url: Secret | None = None, facts: bool = True
 ) -> GuestScript:
     """Build the script that installs `public_line` into the user's authorized_keys.
 
@@ -277,6 +282,7 @@ def build_install_script(
             and the here-document delimiter and tags every fact line.
         url: where the VM downloads the key (``http://`` or ``https://``); None types the
             key into the script instead.
+        facts: print the facts `parse_report` reads; False for a console nobody can read.
     Returns:
         the script; facts come back as ``RCV-<nonce> name=value`` (`parse_report`).
     Raises:
@@ -298,7 +304,7 @@ def build_install_script(
     if url is not None:
         _check_url(url)
     value = public_line if url is None else url.reveal()
-    lines: list[str | Secret] = [
+    lines: list[str | Secret | _Fact] = [
         "{",
         f"n={nonce}",
         f"w={digest}",
@@ -311,11 +317,12 @@ def build_install_script(
         key_format = "%s\\n" if digest == with_newline else "%s"
         lines += [
             f"printf '{key_format}' \"$k\" >\"$t\" || {_fail(ExitCode.NO_TEMP_FILE)}",
-            "fact source typed",
+            _Fact("fact source typed"),
             "if digest \"$t\"; then",
             f"[ \"$h\" = \"$w\" ] || {_fail(ExitCode.TYPED_KEY_ALTERED)}",
-            "fact checksum verified",
-            "else fact checksum unavailable; fi",
+            _Fact("fact checksum verified"),
+            _Fact("else fact checksum unavailable"),
+            "fi",
         ]
     else:
         lines += _assign("u", url.reveal(), secret=True)
@@ -323,13 +330,14 @@ def build_install_script(
         lines += _DOWNLOAD
         lines += [
             f"digest \"$t\" || {_fail(ExitCode.NO_CHECKSUM_TOOL)}",
-            "fact received_sha256 \"$h\"",
+            _Fact("fact received_sha256 \"$h\""),
             f"[ \"$h\" = \"$w\" ] || {_fail(ExitCode.CHECKSUM_MISMATCH)}",
-            "fact checksum verified",
+            _Fact("fact checksum verified"),
             "k=$(cat \"$t\")",
         ]
     lines += _INSTALL
-    return GuestScript(lines=tuple(lines), nonce=nonce)
+    chosen = ((line.line if facts else line.blind) if isinstance(line, _Fact) else line for line in lines)
+    return GuestScript(lines=tuple(line for line in chosen if line is not None), nonce=nonce)
 
 
 def parse_report(output: str, nonce: str) -> InstallReport:
@@ -412,21 +420,17 @@ def _fail(code: ExitCode) -> str:
     return f"fail {code.value} {code.slug}"
 
 
-# Helpers the script defines first. `fact` prints one fact line; `fail` reports and exits
-# (the EXIT trap then removes the temp file). `digest FILE` sets h to FILE's sha256 with
-# the first tool that gives a 64-hex answer, reading stdin so no tool echoes a file name.
-# `snapshot before|after` reports the state of ~/.ssh and authorized_keys.
-_PRELUDE: tuple[str, ...] = (
-    "fact() { printf 'RCV-%s %s=%s\\n' \"$n\" \"$1\" \"$2\"; }",
-    "fail() { fact error \"$2\"; fact exit \"$1\"; exit \"$1\"; }",
-    "digest() {",
-    "for c in sha256sum 'busybox sha256sum' 'shasum -a 256' 'openssl dgst -sha256 -r'; do",
-    "h=$($c <\"$1\" 2>/dev/null) || continue",
-    "h=${h%% *}",
-    "[ ${#h} -eq 64 ] && [ -z \"$(printf %s \"$h\" | tr -d 0-9a-f)\" ] && return 0",
-    "done",
-    "h=; return 1",
-    "}",
+@dataclass(frozen=True)
+class _Fact:
+    """A script line that only reports: without facts, `blind` takes its place (or nothing)."""
+
+    line: str
+    blind: str | None = None
+
+
+# Facts only: `kg` is ssh-keygen if there is one; `snapshot before|after` reports the state of
+# ~/.ssh and authorized_keys.
+_SNAPSHOT: tuple[str, ...] = (
     "kg=; command -v ssh-keygen >/dev/null 2>&1 && kg=ssh-keygen",
     "snapshot() {",
     "m=$(ls -ld \"$d/\" 2>/dev/null) && fact \"$1\"_dir_mode \"${m%% *}\"",
@@ -439,17 +443,37 @@ _PRELUDE: tuple[str, ...] = (
     "fi",
     "else fact \"$1\"_sha256 absent; fact \"$1\"_lines 0; fi",
     "}",
+)
+
+# Helpers the script defines first. `fact` prints one fact line; `fail` reports and exits
+# (the EXIT trap then removes the temp file). `digest FILE` sets h to FILE's sha256 with
+# the first tool that gives a 64-hex answer, reading stdin so no tool echoes a file name.
+_PRELUDE: tuple[str | _Fact, ...] = (
+    _Fact("fact() { printf 'RCV-%s %s=%s\\n' \"$n\" \"$1\" \"$2\"; }"),
+    _Fact("fail() { fact error \"$2\"; fact exit \"$1\"; exit \"$1\"; }", blind="fail() { exit \"$1\"; }"),
+    "digest() {",
+    "for c in sha256sum 'busybox sha256sum' 'shasum -a 256' 'openssl dgst -sha256 -r'; do",
+    "h=$($c <\"$1\" 2>/dev/null) || continue",
+    "h=${h%% *}",
+    "[ ${#h} -eq 64 ] && [ -z \"$(printf %s \"$h\" | tr -d 0-9a-f)\" ] && return 0",
+    "done",
+    "h=; return 1",
+    "}",
+    *map(_Fact, _SNAPSHOT),
     "umask 077",
     "trap 'exit 130' HUP INT TERM",
     f"[ -n \"$HOME\" ] && [ -d \"$HOME\" ] || {_fail(ExitCode.NO_SSH_DIR)}",
     "d=$HOME/.ssh",
     "f=$d/authorized_keys",
-    "if [ -d \"$d\" ]; then fact ssh_dir_created no",
-    f"else mkdir \"$d\" || {_fail(ExitCode.NO_SSH_DIR)}; fact ssh_dir_created yes; fi",
-    "if [ -n \"$(find \"$HOME/\" -prune \\( -perm -020 -o -perm -002 \\) 2>/dev/null)\" ]",
-    "then fact home_writable_by_others yes; else fact home_writable_by_others no; fi",
-    "if [ -n \"$kg\" ]; then fact fingerprints listed; else fact fingerprints unavailable; fi",
-    "snapshot before",
+    "if [ -d \"$d\" ]; then",
+    _Fact("fact ssh_dir_created no", blind=":"),
+    f"else mkdir \"$d\" || {_fail(ExitCode.NO_SSH_DIR)}",
+    _Fact("fact ssh_dir_created yes"),
+    "fi",
+    _Fact("if [ -n \"$(find \"$HOME/\" -prune \\( -perm -020 -o -perm -002 \\) 2>/dev/null)\" ]"),
+    _Fact("then fact home_writable_by_others yes; else fact home_writable_by_others no; fi"),
+    _Fact("if [ -n \"$kg\" ]; then fact fingerprints listed; else fact fingerprints unavailable; fi"),
+    _Fact("snapshot before"),
 )
 
 # The temp file lives in ~/.ssh (0700, same file system) and goes away on any exit.
@@ -462,7 +486,7 @@ _MAKE_TEMP: tuple[str, ...] = (
 # wget first, curl if wget is missing or fails (busybox wget without TLS, say). Only GNU
 # wget gets a timeout: busybox 1.35's wget crashes on -T. Neither names a file after the
 # URL's query string, as plain `wget URL` would.
-_DOWNLOAD: tuple[str, ...] = (
+_DOWNLOAD: tuple[str | _Fact, ...] = (
     "s=",
     "if command -v wget >/dev/null 2>&1; then",
     "o=; wget --version >/dev/null 2>&1 && o='-T 30 -t 2'",
@@ -476,37 +500,41 @@ _DOWNLOAD: tuple[str, ...] = (
     + _fail(ExitCode.NO_DOWNLOADER),
     _fail(ExitCode.DOWNLOAD_FAILED),
     "fi",
-    "fact source \"$s\"",
+    _Fact("fact source \"$s\""),
 )
 
 # From here on the key in $k (and in $t) is verified. Backup names never collide: an
 # existing name grows a suffix rather than being overwritten with already-changed content.
-_INSTALL: tuple[str, ...] = (
-    "[ -n \"$kg\" ] && fact new_key \"$($kg -lf \"$t\" 2>/dev/null)\"",
-    "b=none",
+_INSTALL: tuple[str | _Fact, ...] = (
+    _Fact("[ -n \"$kg\" ] && fact new_key \"$($kg -lf \"$t\" 2>/dev/null)\""),
+    _Fact("b=none"),
     "if [ -e \"$f\" ]; then",
     "b=$f.recovery-$(date -u +%Y%m%dT%H%M%SZ)-$n",
     "while [ -e \"$b\" ]; do b=$b-1; done",
     f"cp -p \"$f\" \"$b\" || {_fail(ExitCode.BACKUP_FAILED)}",
     "fi",
-    "fact backup \"$b\"",
+    _Fact("fact backup \"$b\""),
     "if [ -s \"$f\" ] && [ -n \"$(tail -c 1 \"$f\")\" ]; then",
     f"printf '\\n' >>\"$f\" || {_fail(ExitCode.WRITE_FAILED)}",
-    "fact newline_added yes",
-    "else fact newline_added no; fi",
-    "if grep -qxF -e \"$k\" \"$f\" 2>/dev/null; then fact added already-present",
+    _Fact("fact newline_added yes"),
+    _Fact("else fact newline_added no"),
+    "fi",
+    "if grep -qxF -e \"$k\" \"$f\" 2>/dev/null; then",
+    _Fact("fact added already-present", blind=":"),
     f"else printf '%s\\n' \"$k\" >>\"$f\" || {_fail(ExitCode.WRITE_FAILED)}",
     f"grep -qxF -e \"$k\" \"$f\" || {_fail(ExitCode.WRITE_FAILED)}",
-    "fact added yes; fi",
+    _Fact("fact added yes"),
+    "fi",
     f"chmod 700 \"$d\" && chmod 600 \"$f\" || {_fail(ExitCode.CHMOD_FAILED)}",
-    "e=no-restorecon",
+    _Fact("e=no-restorecon"),
     "for c in restorecon /usr/sbin/restorecon /sbin/restorecon; do",
     "command -v \"$c\" >/dev/null 2>&1 || continue",
-    "if \"$c\" -R \"$d\"; then e=restored; else e=restorecon-failed; fi; break",
+    _Fact("if \"$c\" -R \"$d\"; then e=restored; else e=restorecon-failed; fi; break",
+          blind="\"$c\" -R \"$d\"; break"),
     "done",
-    "fact selinux \"$e\"",
-    "snapshot after",
-    "fact exit 0",
+    _Fact("fact selinux \"$e\""),
+    _Fact("snapshot after"),
+    _Fact("fact exit 0"),
     "} </dev/null",
 )
 

@@ -12,6 +12,7 @@ from recovery.playbook import load_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 SERIAL = ROOT / "playbooks" / "restore-access-serial.yaml"
+VNC = ROOT / "playbooks" / "restore-access-vnc.yaml"
 INVALID = ROOT / "tests" / "cases" / "invalid"
 
 
@@ -62,6 +63,18 @@ def test_dry_run_masks_the_console_token_and_changes_nothing(
     assert "ws://127.0.0.1:9/?token=***" in out
     assert "unset HISTFILE; sh <<'RECOVERY_SCRIPT_" in out
     assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_of_the_vnc_playbook_shows_the_shorter_command_without_facts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vnc = ["-e", "console_url=vnc://127.0.0.1:5999", "-e", "ssh_host=127.0.0.1", "-e", "user=ops"]
+    assert main(["run", str(VNC), "--dry-run", "--journal", str(tmp_path / "runs"), *vnc]) == 0
+    out = capsys.readouterr().out
+    assert 'fail() { exit "$1"; }' in out
+    assert "snapshot" not in out
+    assert main(["run", str(SERIAL), "--dry-run", "--journal", str(tmp_path / "runs"), *DIRECT]) == 0
+    assert "snapshot before" in capsys.readouterr().out
 
 
 def test_a_missing_secret_says_where_it_may_come_from(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -77,8 +77,8 @@ OLD = ed25519_line("old@host", b"old")
 OTHER = ed25519_line("other@host", b"other")
 
 
-def typed_script(line: str = NEW, nonce: str = NONCE) -> GuestScript:
-    return build_install_script(line, sha256=sha(line + "\n"), nonce=nonce)
+def typed_script(line: str = NEW, nonce: str = NONCE, *, facts: bool = True) -> GuestScript:
+    return build_install_script(line, sha256=sha(line + "\n"), nonce=nonce, facts=facts)
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,10 @@ class Run:
     code: int
     out: str
     err: str
-    report: InstallReport
+
+    @property
+    def report(self) -> InstallReport:
+        return parse_report(self.out, NONCE)
 
 
 SHELLS: Mapping[str, tuple[str, ...]] = {
@@ -198,7 +201,7 @@ class Box:
         proc = subprocess.run(
             argv, input=typed, capture_output=True, text=True, env=env, cwd=self.root, timeout=60
         )
-        return Run(proc.returncode, proc.stdout, proc.stderr, parse_report(proc.stdout, NONCE))
+        return Run(proc.returncode, proc.stdout, proc.stderr)
 
     def backups(self) -> list[Path]:
         return sorted(self.ssh.glob(f"authorized_keys.recovery-*-{NONCE}*"))
@@ -593,13 +596,98 @@ def test_interactive_bash_reading_the_heredoc(busybox_bin: Path) -> None:
 LONG_URL = "https://objects.example:8443/v1/AUTH_x/c/o?temp_url_sig=" + "ab" * 400 + "&a='b'!c"
 
 
+# -- without facts (a console nobody can read, like VNC) --------------------------------------
+
+
+def _loose_modes(box: Box) -> None:
+    box.seed(OLD + "\n", mode=0o666)
+    box.ssh.chmod(0o777)
+
+
+SEEDS: Mapping[str, Callable[[Box], None]] = {
+    "no ~/.ssh": lambda box: None,
+    "no final newline": lambda box: box.seed(OLD),
+    "loose modes": _loose_modes,
+    "key already there": lambda box: box.seed(f"{OLD}\n{NEW}\n"),
+    "key as unterminated last line": lambda box: box.seed(f"{OLD}\n{NEW}"),
+    "other keys twice": lambda box: box.seed(f"{OLD}\n{OTHER}\n{OLD}\n"),
+}
+
+
+def files(box: Box) -> tuple[object, ...]:
+    """What the script leaves in ~/.ssh: contents, modes, backups (by content; names hold the time)."""
+    backups = box.backups()
+    others = sorted(p.name for p in box.ssh.iterdir() if p != box.ak and p not in backups)
+    return (box.ak.read_text(), oct(box.ak.stat().st_mode), oct(box.ssh.stat().st_mode),
+            sorted(b.read_text() for b in backups), others)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_without_facts_the_script_changes_the_files_exactly_as_with_them(
+    box: Box, busybox_bin: Path, seed: str
+) -> None:
+    twin = Box(box.name, Path(tempfile.mkdtemp(prefix=f"recovery-{box.name}-twin-")), busybox_bin)
+    try:
+        twin.root.chmod(0o755)
+        for target, script in ((box, typed_script()), (twin, typed_script(facts=False))):
+            SEEDS[seed](target)
+            run = target.run(script)
+            assert run.code == 0, f"exit {run.code}: {explain_exit(run.code)}\n{run.out}\n{run.err}"
+        assert files(twin) == files(box)
+        assert "RCV-" not in run.out
+    finally:
+        shutil.rmtree(twin.root)
+
+
+def test_without_facts_a_typed_key_altered_by_the_console_is_still_refused(box: Box) -> None:
+    box.seed(OLD + "\n")
+    raw = typed_script(facts=False).raw()
+    key_line = next(line for line in raw.splitlines() if line.startswith("k='ssh-ed25519 "))
+
+    run = box.run(raw.replace(key_line, key_line[:30] + key_line[31:]))
+
+    assert run.code == ExitCode.TYPED_KEY_ALTERED
+    assert box.ak.read_text() == OLD + "\n"
+    assert box.backups() == []
+
+
+def test_without_facts_a_url_serving_other_content_leaves_the_file_untouched(
+    box: Box, publisher: LocalHTTPPublisher
+) -> None:
+    box.seed(OLD, mode=0o644)
+    item = publisher.publish("key.pub", (OTHER + "\n").encode(), timedelta(minutes=1))
+    script = build_install_script(NEW, sha256=sha(NEW + "\n"), nonce=NONCE, url=item.url, facts=False)
+
+    run = box.run(script)
+
+    assert run.code == ExitCode.CHECKSUM_MISMATCH
+    assert box.ak.read_text() == OLD
+    assert [p.name for p in box.ssh.iterdir()] == ["authorized_keys"]
+
+
+def test_without_facts_a_url_serving_the_key_installs_it(box: Box, publisher: LocalHTTPPublisher) -> None:
+    box.seed(OLD)
+    item = publisher.publish("key.pub", (NEW + "\n").encode(), timedelta(minutes=1))
+    script = build_install_script(NEW, sha256=item.sha256, nonce=NONCE, url=item.url, facts=False)
+
+    run = box.run(script)
+
+    assert run.code == 0
+    assert box.ak.read_text() == f"{OLD}\n{NEW}\n"
+
+
+def test_without_facts_the_script_is_much_shorter() -> None:
+    assert len(typed_script(facts=False).raw()) < 0.6 * len(typed_script().raw())
+
+
+@pytest.mark.parametrize("facts", [True, False], ids=["facts", "no-facts"])
 @pytest.mark.parametrize(
     "url", [None, Secret("http://127.0.0.1:8080/tok?x=1&y=2"), Secret(LONG_URL)],
     ids=["typed", "url", "long-url"],
 )
 @pytest.mark.parametrize("line", [NEW, rsa_line(NASTY_COMMENT)], ids=["ed25519", "rsa"])
-def test_script_text_is_safe_to_type(url: Secret | None, line: str) -> None:
-    script = build_install_script(line, sha256=sha(line + "\n"), nonce=NONCE, url=url)
+def test_script_text_is_safe_to_type(url: Secret | None, line: str, facts: bool) -> None:
+    script = build_install_script(line, sha256=sha(line + "\n"), nonce=NONCE, url=url, facts=facts)
     raw = script.raw()
 
     assert "!" not in raw
