@@ -43,6 +43,9 @@ WAKE_ATTEMPTS = 4
 WAKE_INTERVAL = 2.0
 IDENTITY_TIMEOUT = 10.0
 BLIND_PAUSE = 1.0  # seconds for a prompt to appear on a console we cannot read
+# busybox login takes Ctrl-C at its password prompt for a failed attempt: it pauses 3 s, echoing
+# whatever is typed meanwhile, before the next `login:` (util-linux login and PAM pause 2-3 s too).
+FAILED_LOGIN_PAUSE = 5.0
 
 
 def normalize(text: str) -> str:
@@ -240,12 +243,17 @@ class ConsoleSession:
         Ctrl-C, `exit`, Ctrl-C ends at a fresh `login:` from any state, so the password can never
         land in a shell: a heredoc half-typed by an interrupted run is abandoned (it never executed)
         and its shell exits; at a login prompt, `exit` is taken for a user name and the Ctrl-C at
-        its password prompt ends that attempt at once (an empty password would cost login's failure
-        delay). Nothing here can tell a wrong password: the SSH login at the end is the judge.
+        its password prompt ends that attempt. util-linux login ends at once; busybox login counts
+        a failed attempt and pauses, echoing what is typed meanwhile, so the user name waits
+        FAILED_LOGIN_PAUSE: typed during the pause, it would be lost and the password would land,
+        visible, at the next `login:` (a real VM behind QEMU's VNC server showed exactly that).
+        Nothing here can tell a wrong password: the SSH login at the end is the judge.
         """
-        for keys, shown in (("\x03", "<Ctrl-C>"), ("exit\r", "exit"), ("\x03", "<Ctrl-C>"), (user + "\r", user)):
+        steps = (("\x03", "<Ctrl-C>", BLIND_PAUSE), ("exit\r", "exit", BLIND_PAUSE),
+                 ("\x03", "<Ctrl-C>", FAILED_LOGIN_PAUSE), (user + "\r", user, BLIND_PAUSE))
+        for keys, shown, pause in steps:
             self.send(keys, show=shown)
-            self.settle(quiet=BLIND_PAUSE)
+            self.settle(quiet=pause, limit=pause)
         if password is not None:
             self.send(Secret(reveal(password) + "\r", "<password>"), show="<password>")
             self.settle(quiet=BLIND_PAUSE)

@@ -76,7 +76,8 @@ QEMU_KEYS_PER_ACK = 48
 QEMU_ACK_PER_EVENT = 0.05  # on top of SYNC_TIMEOUT, per key event in a burst: 5x QEMU's default delay
 LED_PROBE_TIMEOUT = 2.0  # a guest that has not switched its Num Lock light by then does not answer
 SYNC_TIMEOUT = 10.0
-SCREEN_QUIET = 0.5  # a screenshot waits until the screen has not changed for this long
+SCREEN_QUIET = 0.5  # a screenshot waits until the screen has not changed for this long,
+SCREEN_SETTLE_LIMIT = 2.0  # or this long at most: a blinking cursor (QEMU's text mode) is never quiet
 
 # RFB constants (RFC 6143), and QEMU's extension (qemu/docs/rfb: "QEMU Extended Key Event").
 _SYNC_SLOTS = 2 * SYNCS_IN_FLIGHT  # barrier k asks for pixel (k % _SYNC_SLOTS, 0)
@@ -436,8 +437,8 @@ class VncChannel:
 
         The first (non-incremental) answer can be the server's stale copy: x11vnc, for one, scans
         the X screen only while a client waits for changes. So incremental requests follow until
-        the screen has been quiet for SCREEN_QUIET. One may stay pending; servers merge a client's
-        requests, so the next sync request shares its answer.
+        the screen has been quiet for SCREEN_QUIET, or for SCREEN_SETTLE_LIMIT at most. One may stay
+        pending; servers merge a client's requests, so the next sync request shares its answer.
 
         Raises:
             ChannelClosed, ChannelTimeout: as for `send`.
@@ -447,6 +448,7 @@ class VncChannel:
         with self._errors():
             self._request(0, 0, self.width, self.height)
             self._await_update(deadline)
+            deadline = min(deadline, time.monotonic() + SCREEN_SETTLE_LIMIT)
             while time.monotonic() < deadline:
                 self._send(struct.pack(">BBHHHH", _MSG_FB_REQUEST, 1, 0, 0, self.width, self.height))
                 try:
@@ -607,8 +609,13 @@ class VncChannel:
             pass
 
     def _dispatch(self, deadline: float) -> bool:
-        """Handle one server message; True if it was a FramebufferUpdate carrying pixels."""
+        """Handle one server message; True if it was a FramebufferUpdate carrying pixels.
+
+        `deadline` is for the message to begin: once begun, it is read whole (within SYNC_TIMEOUT
+        more), so a timeout never leaves half a message in the buffer.
+        """
         (kind,) = self._read(1, deadline)
+        deadline = max(deadline, time.monotonic() + SYNC_TIMEOUT)
         if kind == _SRV_FB_UPDATE:
             (count,) = struct.unpack(">xH", self._read(3, deadline))
             pixels = False
