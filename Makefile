@@ -5,15 +5,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := openssh-server openssh-client util-linux login passwd busybox dash wget curl xvfb x11vnc xterm tigervnc-standalone-server xauth
-NEEDED_TOOLS := sshd ssh-keygen agetty login useradd busybox dash wget curl Xvfb x11vnc xterm Xtigervnc
+APT_PACKAGES := openssh-server openssh-client util-linux login passwd busybox dash wget curl xvfb x11vnc xterm tigervnc-standalone-server xauth qemu-system-x86 cpio openssl
+NEEDED_TOOLS := sshd ssh-keygen agetty login useradd busybox dash wget curl Xvfb x11vnc xterm Xtigervnc qemu-system-x86_64 cpio openssl
 
-.PHONY: demo test lint system-deps venv clean test-clouds
+.PHONY: demo test lint system-deps venv clean test-clouds test-vm
 
 demo: system-deps venv
 	$(BIN)/recovery demo
 
-test: system-deps venv lint test-clouds
+test: system-deps venv lint test-clouds test-vm
 	$(BIN)/python -m pytest
 
 # The test cloud's real services live in virtualenvs of their own (their pins clash with ours).
@@ -21,6 +21,10 @@ test-clouds:
 	bash tests/cloud/ensure_swift_venv.sh
 	bash tests/cloud/ensure_nova_venv.sh
 	bash tests/cloud/ensure_keystone.sh
+
+# The QEMU test VM's kernel and static busybox, unpacked from Debian packages (not installed).
+test-vm:
+	bash tests/qemu/ensure_vm_parts.sh
 
 lint: venv
 	$(BIN)/ruff check recovery tests benchmarks

@@ -1,13 +1,13 @@
 """Typing through QEMU's own VNC server (the one libvirt and Nova VMs use) into a real VM.
 
-Not part of `make test` (it needs ~53 s of packages and ~20 s of boot under software emulation):
+    .venv/bin/python benchmarks/qemu_vnc_typing.py
 
-    apt-get install -y --no-install-recommends qemu-system-x86 linux-image-amd64
-    apt-get download busybox-static && dpkg-deb -x busybox-static_*.deb bbs   # installing it
-    .venv/bin/python benchmarks/qemu_vnc_typing.py --busybox bbs/bin/busybox    # removes `busybox`
+It uses the test VM's parts (tests/qemu/ensure_vm_parts.sh, which `make test` runs: a Debian kernel
+and busybox-static's busybox, unpacked into .cache/qemu-vm) and qemu-system-x86. The whole
+recovery through the same kind of VM is tests/e2e/test_qemu_vnc_recovery.py; this measures typing.
 
-The VM boots the host's newest /boot/vmlinuz-* with a busybox initramfs built in a temp dir (nothing
-committed; the kernel's built-in i8042/atkbd, VGA console and 8250 serial need no modules). Its init
+The VM boots that kernel with a busybox initramfs built in a temp dir (the kernel's built-in
+i8042/atkbd, VGA console and 8250 serial need no modules). Its init
 reads lines on tty1, the VGA text console that QEMU's VNC keyboard feeds, and writes each as
 `GOT<line>` to the serial port, which QEMU writes to a file. We type every printable ASCII character,
 the reverse, and the lines a recovery types through VNC (the install command for an ed25519 key,
@@ -18,9 +18,7 @@ exact.
 from __future__ import annotations
 
 import argparse
-import glob
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,7 @@ from recovery.channels import channel_for
 from recovery.channels.vnc import VncChannel
 from recovery.redact import Secret
 from recovery.steps.authorized_keys import PREVIEW_KEY, InstallParams, preview
+from tests.e2e.qemu_vm import free_vnc_display, pack_initramfs, parts, wait_for_text
 
 PRINTABLE = "".join(chr(code) for code in range(0x20, 0x7F))
 INIT = """#!/bin/busybox sh
@@ -52,48 +51,25 @@ def build_initramfs(busybox: Path, out: Path) -> None:
     shutil.copy(busybox, root / "bin" / "busybox")
     (root / "init").write_text(INIT)
     (root / "init").chmod(0o755)
-    files = subprocess.run(["find", "."], cwd=root, capture_output=True, check=True).stdout
-    archive = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files, capture_output=True,
-                             check=True).stdout
-    out.write_bytes(archive)
-
-
-def free_display() -> int:
-    for display in range(50, 100):
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", 5900 + display)) != 0:
-                return display
-    raise RuntimeError("no free VNC display")
-
-
-def wait_for(path: Path, text: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        content = path.read_text(errors="replace") if path.exists() else ""
-        if text in content:
-            return content
-        time.sleep(0.1)
-    raise RuntimeError(f"{text!r} did not appear in {path} within {timeout:.0f} s: ...{content[-800:]!r}")
+    pack_initramfs(root, out)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--busybox", default="/bin/busybox", help="a static busybox (busybox-static's)")
-    args = parser.parse_args()
-    kernel = sorted(glob.glob("/boot/vmlinuz-*"))[-1]
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    vm_parts = parts()
     with tempfile.TemporaryDirectory() as scratch:
         initrd = Path(scratch) / "initrd.cpio"
-        build_initramfs(Path(args.busybox), initrd)
+        build_initramfs(vm_parts["busybox"], initrd)
         serial = Path(scratch) / "serial.log"
-        display = free_display()
+        display = free_vnc_display()
         qemu = subprocess.Popen(
-            ["qemu-system-x86_64", "-m", "256", "-kernel", kernel, "-initrd", str(initrd),
+            ["qemu-system-x86_64", "-m", "256", "-kernel", str(vm_parts["vmlinuz"]), "-initrd", str(initrd),
              "-append", "console=ttyS0 quiet", "-serial", f"file:{serial}", "-vnc", f"127.0.0.1:{display}",
              "-monitor", "none", "-no-reboot"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             started = time.monotonic()
-            wait_for(serial, "READY-FOR-KEYS", 90)
+            wait_for_text(serial, "READY-FOR-KEYS", 90)
             print(f"booted in {time.monotonic() - started:.1f} s")
             time.sleep(1)
             channel = channel_for(Secret(f"vnc://127.0.0.1:{5900 + display}"))
@@ -109,7 +85,7 @@ def main() -> int:
                 elapsed = time.monotonic() - typed_at
             finally:
                 channel.close()
-            content = wait_for(serial, f"GOT<{lines[-1]}>", 20)
+            content = wait_for_text(serial, f"GOT<{lines[-1]}>", 20)
             got = [line[4:-1] for line in content.splitlines() if line.startswith("GOT<")]
             exact = got[-len(lines):] == lines
             chars = sum(len(line) + 1 for line in lines)
