@@ -8,8 +8,10 @@ cd "$(dirname "$0")/../.."
 parts=.cache/qemu-vm
 [ -s "$parts/vmlinuz" ] && [ -s "$parts/e1000.ko" ] && [ -s "$parts/busybox" ] && exit 0
 command -v qemu-system-x86_64 >/dev/null || { echo "qemu-system-x86_64 is missing: apt-get install qemu-system-x86" >&2; exit 1; }
-kernel=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-[ -n "$kernel" ] || { echo "apt knows no linux-image-amd64 (run apt-get update)" >&2; exit 1; }
+kernel_package() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+kernel=$(kernel_package)
+if [ -z "$kernel" ] && [ "$(id -u)" = 0 ]; then apt-get update -qq && kernel=$(kernel_package); fi
+[ -n "$kernel" ] || { echo "apt knows no linux-image-amd64: run apt-get update" >&2; exit 1; }
 work=$(mktemp -d)
 chmod 755 "$work"  # apt downloads as _apt
 trap 'rm -rf "$work"' EXIT
