@@ -51,7 +51,7 @@ def test_recovery_through_the_vnc_console(vnc_lab: lab.LabInfo, workdir: Path) -
     assert_recovered(info, workdir, result)
     report = json.loads((workdir / "runs" / result.run_id / "report.json").read_text())
     install = next(record for record in report["timeline"] if record["id"] == "install")
-    print(f"VNC recovery: {elapsed:.1f} s in all, install step (typing ~3 KB) {install['seconds']:.1f} s")
+    print(f"VNC recovery: {elapsed:.1f} s in all, install step (typing ~1.5 KB) {install['seconds']:.1f} s")
     assert any("not read back (VNC): proven by the SSH login" in change for change in report["vm_changes"])
     moments = [entry.split(":", 1)[0] for entry in report["screenshots"]]
     assert moments == ["before-login", "after-login", "after-install"]
