@@ -52,8 +52,10 @@ class SSHTarget:
     """Where to log in, and how the server proves who it is.
 
     `host_key_fingerprint` is `SHA256:...` or MD5 colon hex, with or without an
-    `MD5:` prefix. With no fingerprint, `trust_first_use` must be set to accept
-    whatever key the server offers; a pin, when given, always wins.
+    `MD5:` prefix, or several separated by commas: a VM has one host key per type
+    (cloud-init prints them all), and the key the server offers must match one.
+    With no fingerprint, `trust_first_use` must be set to accept whatever key the
+    server offers; a pin, when given, always wins.
     """
 
     host: str
@@ -123,7 +125,7 @@ class ParamikoVerifier:
             another user.
         """
         started = time.monotonic()
-        pins = [target.host_key_fingerprint] if target.host_key_fingerprint is not None else []
+        pins = [pin.strip() for pin in (target.host_key_fingerprint or "").split(",") if pin.strip()]
         check = HostKeyCheck(f"{target.host}:{target.port}", pins, trust_first_use=target.trust_first_use)
         pkey = _load_private_key(key, passphrase)
         where = f"{target.user}@{target.host}:{target.port}"

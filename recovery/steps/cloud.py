@@ -68,7 +68,7 @@ class HostKeyParams:
 @step(
     "cloud.host_key",
     params=HostKeyParams,
-    outputs={"fingerprint": "the host key fingerprint from the console log, or null if none is there"},
+    outputs={"fingerprint": "the host key fingerprints from the console log, comma-separated, or null if none"},
     repeatable=True,
     retryable=True,
 )
@@ -79,8 +79,8 @@ def host_key(ctx: StepContext, params: HostKeyParams) -> Outputs:
     if not fingerprints:
         ctx.report.notes.append("the console log has no cloud-init host key block: nothing to pin from the cloud")
         return {"fingerprint": None}
-    ctx.report.notes.append(f"host key {fingerprints[0]} read from the cloud-init block of the console log")
-    return {"fingerprint": fingerprints[0]}
+    ctx.report.notes.append(f"host keys {', '.join(fingerprints)} read from the cloud-init block of the console log")
+    return {"fingerprint": ",".join(fingerprints)}
 
 
 @dataclass(frozen=True)

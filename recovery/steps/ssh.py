@@ -18,7 +18,8 @@ class VerifyParams:
     private_key_path: str = doc("the new private key (keys.generate output)")
     port: int = doc("SSH port", default=22)
     passphrase: Secret | None = doc("the private key's passphrase, if any", default=None)
-    host_key_fingerprint: str | None = doc("pinned host key, SHA256:... or MD5 hex", default=None)
+    host_key_fingerprint: str | None = doc(
+        "pinned host key, SHA256:... or MD5 hex; several separated by commas (one per key type)", default=None)
     trust_first_use: bool = doc("accept an unpinned host key (recorded in the report)", default=False)
     timeout: float | None = doc("connect/banner/auth timeout (default: ssh.timeout)", default=None)
 

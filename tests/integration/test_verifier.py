@@ -95,6 +95,14 @@ def test_every_key_flavour_logs_in(
     assert result.key_fingerprint == pair.sha256
 
 
+def test_one_of_several_pins_is_enough(sshd: SSHServer, key: KeyPair) -> None:
+    """cloud-init prints one fingerprint per host key type; the server offers one of them."""
+    result = ParamikoVerifier().verify(target(sshd, f"{WRONG_PIN}, {sshd.host_key_sha256}"), key)
+
+    assert result.host_key_fingerprint == sshd.host_key_sha256
+    assert result.trusted_on_first_use is False
+
+
 def test_wrong_pin_is_a_mismatch_showing_both_keys(sshd: SSHServer, key: KeyPair) -> None:
     with pytest.raises(HostKeyMismatch) as caught:
         ParamikoVerifier().verify(target(sshd, WRONG_PIN), key)
