@@ -46,6 +46,9 @@ BLIND_PAUSE = 1.0  # seconds for a prompt to appear on a console we cannot read
 # busybox login takes Ctrl-C at its password prompt for a failed attempt: it pauses 3 s, echoing
 # whatever is typed meanwhile, before the next `login:` (util-linux login and PAM pause 2-3 s too).
 FAILED_LOGIN_PAUSE = 5.0
+# Between the user name and the password: typed before login turns echo off, the password would
+# show on the screen (and in the screenshots). A VM under software emulation needs well under 1 s.
+PASSWORD_PROMPT_PAUSE = 2.0
 
 
 def normalize(text: str) -> str:
@@ -250,7 +253,7 @@ class ConsoleSession:
         Nothing here can tell a wrong password: the SSH login at the end is the judge.
         """
         steps = (("\x03", "<Ctrl-C>", BLIND_PAUSE), ("exit\r", "exit", BLIND_PAUSE),
-                 ("\x03", "<Ctrl-C>", FAILED_LOGIN_PAUSE), (user + "\r", user, BLIND_PAUSE))
+                 ("\x03", "<Ctrl-C>", FAILED_LOGIN_PAUSE), (user + "\r", user, PASSWORD_PROMPT_PAUSE))
         for keys, shown, pause in steps:
             self.send(keys, show=shown)
             self.settle(quiet=pause, limit=pause)
