@@ -45,7 +45,7 @@ status is one of `ExitCode` (`explain_exit`).
 
 A console that shows no text (VNC) cannot give the facts back, and there every character is
 typed at the keyboard's pace. So `build_install_script(..., facts=False)` leaves out the lines
-that only report (`_Fact`): the script is about 40% shorter and does exactly the same to the
+that only report (`_Fact`): the script is about 45% shorter and does exactly the same to the
 files, with the same exit statuses.
 """
 

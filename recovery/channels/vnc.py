@@ -27,9 +27,9 @@ Typing never loses or changes a character:
   Num Lock changes only the numeric keypad, which we never type with, and each `send` leaves it as
   it found it. A probe on connecting (two presses, before anything is typed) tells whether the guest
   answers; if it does not (no LED reports, or a console the guest does not drive), each key waits
-  for its own barrier and then `QEMU_KEY_INTERVAL`, three times QEMU's default delay.
+  for its own barrier and then `QEMU_KEY_INTERVAL`, three times QEMU's default delay. TigerVNC
+  advertises scancodes too, but feeds X: it needs none of this.
 - On connecting, every key we type with is released: a connection cut mid-typing can leave one down.
-  TigerVNC advertises scancodes too, but feeds X: it needs no such wait.
 
 VNC carries no text back: `read` only services the connection and returns "". `screenshot` saves
 the screen as PNG, the evidence a VNC console can give.
@@ -383,7 +383,8 @@ class VncChannel:
         Raises:
             ChannelError: a character cannot be typed (nothing was typed).
             ChannelClosed: the connection dropped while typing.
-            ChannelTimeout: the server stopped answering the sync requests.
+            ChannelTimeout: the server stopped answering the sync requests, or (QEMU) the guest
+                stopped switching its Num Lock light.
         """
         keys = keys_for(data)
         self._require()
