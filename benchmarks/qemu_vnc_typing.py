@@ -32,6 +32,7 @@ from recovery.channels.vnc import VncChannel
 from recovery.redact import Secret
 from recovery.steps.authorized_keys import PREVIEW_KEY, InstallParams, preview
 from tests.e2e.qemu_vm import free_vnc_display, pack_initramfs, parts, wait_for_text
+from tests.processes import stop_child
 
 PRINTABLE = "".join(chr(code) for code in range(0x20, 0x7F))
 INIT = """#!/bin/busybox sh
@@ -94,8 +95,7 @@ def main() -> int:
                 print(f"expected {lines!r}\ngot      {got!r}")
             return 0 if exact else 1
         finally:
-            qemu.terminate()
-            qemu.wait(timeout=10)
+            stop_child(qemu)
 
 
 if __name__ == "__main__":

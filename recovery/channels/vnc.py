@@ -391,23 +391,30 @@ class VncChannel:
         with self._errors():
             if self.slow_keyboard and self.guest_acks:
                 self._type_acknowledged(keys)
-                return
-            if self.slow_keyboard:
-                for key in keys:
-                    self._send(self._key_events([key]))
-                    self._sync(time.monotonic() + SYNC_TIMEOUT)
-                    time.sleep(QEMU_KEY_INTERVAL)
-                return
-            pending: deque[int] = deque()  # the pixel x of each unanswered barrier, oldest first
-            for number, start in enumerate(range(0, len(keys), KEYS_PER_SYNC)):
-                while len(pending) >= SYNCS_IN_FLIGHT:
-                    self._settle(pending, time.monotonic() + SYNC_TIMEOUT)
-                x = number % _SYNC_SLOTS
-                events = self._key_events(keys[start:start + KEYS_PER_SYNC])
-                self._send(events + struct.pack(">BBHHHH", _MSG_FB_REQUEST, 0, x, 0, 1, 1))
-                pending.append(x)
-            while pending:
+            elif self.slow_keyboard:
+                self._type_one_key_per_barrier(keys)
+            else:
+                self._type_in_batches(keys)
+
+    def _type_one_key_per_barrier(self, keys: list[Key]) -> None:
+        """QEMU when the guest does not acknowledge: each key waits for a barrier and QEMU_KEY_INTERVAL."""
+        for key in keys:
+            self._send(self._key_events([key]))
+            self._sync(time.monotonic() + SYNC_TIMEOUT)
+            time.sleep(QEMU_KEY_INTERVAL)
+
+    def _type_in_batches(self, keys: list[Key]) -> None:
+        """X-based servers: batches of KEYS_PER_SYNC, up to SYNCS_IN_FLIGHT barriers outstanding."""
+        pending: deque[int] = deque()  # the pixel x of each unanswered barrier, oldest first
+        for number, start in enumerate(range(0, len(keys), KEYS_PER_SYNC)):
+            while len(pending) >= SYNCS_IN_FLIGHT:
                 self._settle(pending, time.monotonic() + SYNC_TIMEOUT)
+            x = number % _SYNC_SLOTS
+            events = self._key_events(keys[start:start + KEYS_PER_SYNC])
+            self._send(events + struct.pack(">BBHHHH", _MSG_FB_REQUEST, 0, x, 0, 1, 1))
+            pending.append(x)
+        while pending:
+            self._settle(pending, time.monotonic() + SYNC_TIMEOUT)
 
     def read(self, timeout: float) -> str:
         """Service the connection for `timeout` seconds; always "" (VNC carries no text).

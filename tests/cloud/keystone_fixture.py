@@ -36,7 +36,8 @@ from typing import Any
 import yaml
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from tests.cloud.swift_fixture import SwiftCluster, _free_port, _Process, running_swift
+from recovery.lab.processes import free_port
+from tests.cloud.swift_fixture import SwiftCluster, _Process, running_swift
 
 HERE = Path(__file__).resolve().parent
 ENSURE = HERE / "ensure_keystone.sh"
@@ -193,7 +194,7 @@ def running_keystone() -> Iterator[KeystoneServer]:
     if shutil.which("keystone-manage") is None or shutil.which("keystone-wsgi-public") is None:
         raise KeystoneFixtureError(f"Debian's keystone is missing: run {ENSURE} as root")
     root = Path(tempfile.mkdtemp(prefix="rcv-keystone-"))
-    port = _free_port()
+    port = free_port()
     url = f"http://{HOST}:{port}/v3"
     user, group = os.getuid(), os.getgid()
     # env(1) execs the server, so the PID we stop is keystone's own

@@ -18,7 +18,6 @@ import json
 import os
 import select
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.processes import stop_child
 
 HERE = Path(__file__).resolve().parent
 ENSURE_VENV = HERE / "ensure_nova_venv.sh"
@@ -202,7 +203,7 @@ def running_nova(
             ready_seconds=float(info.get("ready_seconds", 0.0)),
         )
     finally:
-        _stop(process)
+        stop_child(process, STOP_TIMEOUT)
         if process.stdout is not None:
             process.stdout.close()
         shutil.rmtree(workdir / "tmp", ignore_errors=True)
@@ -234,18 +235,6 @@ def _wait_ready(process: subprocess.Popen[bytes], log_path: Path) -> dict[str, A
             buffer += chunk
     result: dict[str, Any] = json.loads(buffer.split(b"\n", 1)[0])
     return result
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM our own child by PID, then SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_TIMEOUT)
 
 
 def _tail(path: Path, lines: int) -> str:

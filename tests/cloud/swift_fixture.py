@@ -24,7 +24,6 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -42,6 +41,9 @@ from typing import Any
 import yaml
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from recovery.lab.processes import free_port
+from tests.processes import stop_child
+
 HERE = Path(__file__).resolve().parent
 VENV = HERE.parent.parent / ".cache" / "venv-swift"
 TEMPLATES = HERE / "swift"
@@ -54,13 +56,6 @@ STORAGE_SERVERS = ("account", "container", "object")
 
 class SwiftFixtureError(RuntimeError):
     """The test cluster could not be set up; the message says what to install or read."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -81,14 +76,8 @@ class _Process:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s; only ever our own PID."""
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+        if self.popen is not None:
+            stop_child(self.popen)
 
     def check_alive(self) -> None:
         if self.popen is None or self.popen.poll() is not None:
@@ -305,7 +294,7 @@ def running_swift(
     _check_xattrs(devices / DEVICE)
     syslog = _SyslogReceiver(root / "swift.log")
     user = pwd.getpwuid(os.geteuid()).pw_name
-    ports = {name: _free_port() for name in ("memcached", "proxy", *STORAGE_SERVERS)}
+    ports = {name: free_port() for name in ("memcached", "proxy", *STORAGE_SERVERS)}
     common = {"user": user, "swift_dir": swift_dir, "log_port": syslog.port}
     processes: dict[str, _Process] = {}
     try:

@@ -12,7 +12,6 @@ user-mode network is restricted (no way out).
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,6 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from recovery.lab.processes import free_port
+from tests.processes import stop_child
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTS = ROOT / ".cache" / "qemu-vm"
@@ -68,18 +70,12 @@ def parts() -> dict[str, Path]:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def free_vnc_display() -> int:
-    for display in range(40, 100):
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", 5900 + display)) != 0:
-                return display
-    raise RuntimeError("no free VNC display between :40 and :99 on 127.0.0.1")
+    """A VNC display number whose port (5900 + display, as QEMU's -vnc counts) is free on 127.0.0.1."""
+    port = free_port()
+    if port < 5900:
+        raise RuntimeError(f"the free port {port} is below 5900, where QEMU's VNC displays start")
+    return port - 5900
 
 
 def _copy_with_libraries(binary: Path, root: Path) -> None:
@@ -146,7 +142,7 @@ def running_vm(password: str = "vm-Passw0rd") -> Iterator[Vm]:
         work = Path(scratch)
         initrd, fingerprint = build_initramfs(work, password)
         serial = work / "serial.log"
-        display, ssh_port = free_vnc_display(), _free_port()
+        display, ssh_port = free_vnc_display(), free_port()
         qemu_log = (work / "qemu.log").open("w")
         qemu = subprocess.Popen(
             ["qemu-system-x86_64", "-m", "256", "-kernel", str(parts()["vmlinuz"]), "-initrd", str(initrd),
@@ -160,9 +156,4 @@ def running_vm(password: str = "vm-Passw0rd") -> Iterator[Vm]:
             wait_for_text(serial, "VM-READY", BOOT_TIMEOUT)
             yield Vm(f"vnc://127.0.0.1:{5900 + display}", ssh_port, USER, password, fingerprint, serial)
         finally:
-            qemu.terminate()
-            try:
-                qemu.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                qemu.kill()
-                qemu.wait()
+            stop_child(qemu)

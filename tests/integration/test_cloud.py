@@ -30,6 +30,7 @@ from recovery import lab
 from recovery.cloud import OpenStackCloud, Server, connect
 from recovery.errors import CloudError, CloudUnavailable, ConfigError
 from recovery.keys import fingerprint_md5, generate_keypair
+from recovery.lab.processes import free_port
 from recovery.redact import Secret, scrub
 from tests.cloud.nova_fixture import NovaCloud, NovaServerSpec, running_nova
 
@@ -347,18 +348,12 @@ def test_a_cloud_that_takes_only_rsa_says_so(old_nova: NovaCloud, keys_dir: Path
 # -- faults -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _some_server() -> Server:
     return Server(id="4a00b327-5f39-4121-90ee-5893f0bbe302", name="web-1", status="ACTIVE", addresses={})
 
 
 def test_a_cloud_that_refuses_connections_is_unavailable(clouds_file: Path, nova: NovaCloud) -> None:
-    port = _free_port()  # nothing listens there any more: connection refused
+    port = free_port()  # nothing listens there any more: connection refused
     nova.clouds_yaml(clouds_file, "refused", compute_endpoint_override=f"http://127.0.0.1:{port}/v2.1")
     with connect("refused") as down, pytest.raises(CloudUnavailable) as caught:
         down.find_server("web-1")

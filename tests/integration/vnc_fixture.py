@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recovery.lab.processes import free_port
+from tests.processes import stop_child
 
 READY_TIMEOUT = 20.0
 PACKAGES = "xvfb x11vnc xterm tigervnc-standalone-server xauth"
@@ -63,7 +64,7 @@ def _start_x(stack: ExitStack, argv: list[str], log: Path) -> str:
     read_end, write_end = os.pipe()
     out = stack.enter_context(log.open("ab"))
     process = subprocess.Popen([*argv, "-displayfd", str(write_end)], stdout=out, stderr=out, pass_fds=(write_end,))
-    stack.callback(_stop, process)
+    stack.callback(stop_child, process, 5.0)
     os.close(write_end)
     with os.fdopen(read_end) as pipe:
         display = pipe.readline().strip()
@@ -72,19 +73,10 @@ def _start_x(stack: ExitStack, argv: list[str], log: Path) -> str:
     return f":{display}"
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def _spawn(stack: ExitStack, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
     out = stack.enter_context(log.open("ab"))
     process = subprocess.Popen(argv, stdout=out, stderr=out, env=env)
-    stack.callback(_stop, process)
+    stack.callback(stop_child, process, 5.0)
 
 
 def start_xterm(stack: ExitStack, display: str, command: list[str], log: Path, ready: Path | None = None) -> None:

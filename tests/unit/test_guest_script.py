@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -207,15 +208,22 @@ class Box:
         return sorted(self.ssh.glob(f"authorized_keys.recovery-*-{NONCE}*"))
 
 
-@pytest.fixture(params=sorted(SHELLS))
-def box(request: pytest.FixtureRequest, busybox_bin: Path) -> Iterator[Box]:
-    name: str = request.param
+@contextmanager
+def new_box(name: str, busybox_bin: Path) -> Iterator[Box]:
     if not Path(SHELLS[name][0]).exists():
         pytest.fail(f"{name} is missing: apt-get install {name}")
     root = Path(tempfile.mkdtemp(prefix=f"recovery-{name}-"))
     root.chmod(0o755)
-    yield Box(name, root, busybox_bin)
-    shutil.rmtree(root)
+    try:
+        yield Box(name, root, busybox_bin)
+    finally:
+        shutil.rmtree(root)
+
+
+@pytest.fixture(params=sorted(SHELLS))
+def box(request: pytest.FixtureRequest, busybox_bin: Path) -> Iterator[Box]:
+    with new_box(request.param, busybox_bin) as fresh:
+        yield fresh
 
 
 def assert_ok(run: Run) -> InstallReport:
@@ -626,17 +634,13 @@ def files(box: Box) -> tuple[object, ...]:
 def test_without_facts_the_script_changes_the_files_exactly_as_with_them(
     box: Box, busybox_bin: Path, seed: str
 ) -> None:
-    twin = Box(box.name, Path(tempfile.mkdtemp(prefix=f"recovery-{box.name}-twin-")), busybox_bin)
-    try:
-        twin.root.chmod(0o755)
+    with new_box(box.name, busybox_bin) as twin:
         for target, script in ((box, typed_script()), (twin, typed_script(facts=False))):
             SEEDS[seed](target)
             run = target.run(script)
             assert run.code == 0, f"exit {run.code}: {explain_exit(run.code)}\n{run.out}\n{run.err}"
         assert files(twin) == files(box)
         assert "RCV-" not in run.out
-    finally:
-        shutil.rmtree(twin.root)
 
 
 def test_without_facts_a_typed_key_altered_by_the_console_is_still_refused(box: Box) -> None:
