@@ -52,7 +52,11 @@ def run_checks(
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in range(len(hosts)):
         todo.put(index)
-    done: queue.SimpleQueue[tuple[int, HostResult | BaseException]] = queue.SimpleQueue()
+    # A worker records its result itself, before it says so: Ctrl-C can land between
+    # any two bytecodes of the main thread, and a result it had taken off a queue but
+    # not yet stored would be lost from the partial report.
+    results: dict[int, HostResult] = {}
+    finished: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
     stop = threading.Event()
 
     def work() -> None:
@@ -62,36 +66,28 @@ def run_checks(
             except queue.Empty:
                 return
             try:
-                done.put((index, check(hosts[index])))
+                results[index] = check(hosts[index])
             except BaseException as exc:  # handed to the main thread, which re-raises it
-                done.put((index, exc))
+                finished.put(exc)
                 return
+            finished.put(index)
 
-    for number in range(min(concurrency, len(hosts))):
-        threading.Thread(target=work, name=f"audit-{number}", daemon=True).start()
-
-    results: dict[int, HostResult] = {}
-    try:
-        while len(results) < len(hosts):
+    reported = 0
+    try:  # starting the workers is inside: a fast worker can finish checks before the last one starts
+        for number in range(min(concurrency, len(hosts))):
+            threading.Thread(target=work, name=f"audit-{number}", daemon=True).start()
+        while reported < len(hosts):
             try:
-                index, item = done.get(timeout=_POLL)
+                item = finished.get(timeout=_POLL)
             except queue.Empty:
                 continue
             if isinstance(item, BaseException):
                 raise item
-            results[index] = item
-            on_result(item)
+            reported += 1
+            on_result(results[item])
     except KeyboardInterrupt:
         stop.set()
-        # Checks that finished before Ctrl-C but were not taken yet belong in the partial report.
-        while True:
-            try:
-                index, item = done.get_nowait()
-            except queue.Empty:
-                break
-            if not isinstance(item, BaseException):
-                results[index] = item
-        return _outcome(hosts, results, interrupted=True)
+        return _outcome(hosts, dict(results), interrupted=True)
     finally:
         stop.set()
     return _outcome(hosts, results, interrupted=False)

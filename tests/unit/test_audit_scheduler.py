@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -65,6 +66,31 @@ def test_ctrl_c_returns_at_once_with_what_is_done() -> None:
     assert outcome.interrupted is True
     assert [result.host.name for result in outcome.results] == ["h0", "h1", "h2"]
     assert [host.name for host in outcome.not_checked] == [f"h{n}" for n in range(3, 20)]
+
+
+def test_a_real_ctrl_c_keeps_every_result_already_finished() -> None:
+    """SIGINT lands wherever the main thread happens to be; a finished check must never fall out of the report.
+
+    The interrupt comes the moment the third check starts, so the first two are
+    finished; repeated because the window this guards was a few bytecodes wide.
+    """
+    release = threading.Event()
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def interrupt_on_third(host: Host) -> HostResult:
+        if host.name == "h2":
+            signal.pthread_kill(main, signal.SIGINT)
+            release.wait(30)
+        return HostResult(host, Status.OK, 0.0)
+
+    try:
+        for _ in range(50):
+            outcome = run_checks(HOSTS, interrupt_on_third, concurrency=1)
+            assert outcome.interrupted is True
+            assert [result.host.name for result in outcome.results] == ["h0", "h1"]
+    finally:
+        release.set()
 
 
 def test_a_check_that_raises_is_a_bug_and_surfaces() -> None:
