@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from recovery.report import RunReport
 
 DEFAULT_LAB_DIR = Path("/tmp/recovery-lab")  # noqa: S108  (world-traversable on purpose: sshd reads the lab home)
-PLAYBOOKS_DIR = Path(__file__).resolve().parent.parent / "playbooks"
+# In a source tree a symlink to the top-level playbooks/; in an installed wheel, real files.
+PLAYBOOKS_DIR = (Path(__file__).parent / "playbooks").resolve()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -380,7 +381,7 @@ def command_lab(args: argparse.Namespace) -> int:
                 f"  console password:  in {info.console_password_file}\n"
                 f"recover it with:\n"
                 f"  RECOVERY_CONSOLE_PASSWORD=$(cat {info.console_password_file}) recovery run "
-                f"playbooks/restore-access-{args.console}.yaml "
+                f"{PLAYBOOKS_DIR / f'restore-access-{args.console}.yaml'} "
                 f"-e console_url='{info.vnc_console_url if vnc else info.console_url}' "
                 f"-e ssh_host={info.ssh_host} -e ssh_port={info.ssh_port} -e user={info.user} "
                 f"-e host_key_fingerprint={info.host_key_fingerprint}"
