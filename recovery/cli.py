@@ -369,20 +369,19 @@ def command_lab(args: argparse.Namespace) -> int:
 
     if args.lab_command == "up":
         info = lab.up(args.dir, console=args.console)
-        vnc = args.console == "vnc"
         if args.json:
             print(json.dumps(info.to_json(), indent=2))
         else:
             print(
                 f"lab VM up in {info.directory} (details in {info.directory / 'lab.json'})\n"
-                f"  console_url:       {info.vnc_console_url if vnc else info.console_url}\n"
+                f"  console_url:       {info.url_of(args.console)}\n"
                 f"  ssh:               {info.user}@{info.ssh_host} port {info.ssh_port}\n"
                 f"  host key:          {info.host_key_fingerprint}\n"
                 f"  console password:  in {info.console_password_file}\n"
                 f"recover it with:\n"
                 f"  RECOVERY_CONSOLE_PASSWORD=$(cat {info.console_password_file}) recovery run "
                 f"{PLAYBOOKS_DIR / f'restore-access-{args.console}.yaml'} "
-                f"-e console_url='{info.vnc_console_url if vnc else info.console_url}' "
+                f"-e console_url='{info.url_of(args.console)}' "
                 f"-e ssh_host={info.ssh_host} -e ssh_port={info.ssh_port} -e user={info.user} "
                 f"-e host_key_fingerprint={info.host_key_fingerprint}"
             )

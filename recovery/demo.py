@@ -65,7 +65,7 @@ def run_demo(root: Path | None = None, console: str = "serial") -> int:
     print(f"starting the lab in {lab_dir} ...", file=sys.stderr)
     chosen = os.environ.get("RECOVERY_CONSOLE_PASSWORD")  # else the lab makes a random one
     info = lab.up(lab_dir, password=Secret(chosen, "<console_password>") if chosen else None, console=console)
-    console_url = info.vnc_console_url if console == "vnc" else info.console_url
+    console_url = info.url_of(console)
     try:
         print(
             f"lab VM: console {masked_url(console_url)}, ssh {info.ssh_host}:{info.ssh_port}, "

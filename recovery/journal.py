@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from recovery.errors import JournalError, UsageError
+from recovery.files import write_atomic
 from recovery.redact import Secret, scrub
 
 STATUS_RUNNING = "running"
@@ -60,19 +60,6 @@ def to_jsonable(value: object) -> Any:
     if isinstance(value, Path):
         return str(value)
     return scrub(str(value))
-
-
-def _write_atomic(path: Path, data: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _append(path: Path, text: str) -> None:
@@ -126,13 +113,13 @@ class Journal:
 
     def write_json(self, name: str, data: object) -> None:
         try:
-            _write_atomic(self.directory / name, json.dumps(to_jsonable(data), indent=2) + "\n")
+            write_atomic(self.directory / name, json.dumps(to_jsonable(data), indent=2) + "\n")
         except OSError as exc:
             raise JournalError(f"cannot write {self.directory / name}: {exc.strerror or exc}") from exc
 
     def write_text(self, name: str, text: str) -> None:
         try:
-            _write_atomic(self.directory / name, scrub(text))
+            write_atomic(self.directory / name, scrub(text))
         except OSError as exc:
             raise JournalError(f"cannot write {self.directory / name}: {exc.strerror or exc}") from exc
 

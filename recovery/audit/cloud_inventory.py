@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from recovery.audit.model import ConsoleAccess, Host
+from recovery.audit.model import CONSOLE_KINDS, ConsoleAccess, Host
 from recovery.errors import CloudError, UsageError
 
 if TYPE_CHECKING:
     from recovery.cloud import Server
     from recovery.redact import Secret
 
-__all__ = ["CONSOLE_KINDS", "ConsoleProbe", "FleetCloud", "cloud_hosts", "compile_filter"]
+__all__ = ["ConsoleProbe", "FleetCloud", "cloud_hosts", "compile_filter"]
 
-CONSOLE_KINDS = ("serial", "novnc")
 # Console URLs are API calls that create tokens: a few at a time, not one per SSH worker.
 _CONSOLE_CONCURRENCY = 4
 
@@ -99,9 +99,7 @@ def cloud_hosts(
         raise UsageError(
             f"the cloud lists {len(servers)} servers, and no name matches --server-filter {server_filter.pattern!r}"
         )
-    counts: dict[str, int] = {}
-    for server in chosen:
-        counts[server.name] = counts.get(server.name, 0) + 1
+    counts = Counter(server.name for server in chosen)
     hosts: list[Host] = []
     by_name: dict[str, Server] = {}
     for server in chosen:

@@ -18,7 +18,6 @@ import dataclasses
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from recovery.audit.render import render, summary_line
 from recovery.audit.scheduler import run_checks
 from recovery.audit.shard import parse_shard
 from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED, UsageError
+from recovery.files import write_atomic
 from recovery.hostkeys import KnownHosts
 
 __all__ = ["MAX_CONCURRENCY", "run_audit"]
@@ -178,27 +178,16 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def _write(text: str, output: Path | None) -> None:
     """To stdout, or to `output` atomically: node_exporter must never read half a file.
 
-    The file gets the usual 0666-minus-umask mode rather than mkstemp's 0600,
-    because the textfile collector usually runs as another user.
+    The file gets the usual 0666-minus-umask mode rather than 0600, because the
+    textfile collector usually runs as another user.
     """
     if output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    directory = output.parent
+    umask = os.umask(0)
+    os.umask(umask)
     try:
-        descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{output.name}.")
+        write_atomic(output, text, mode=0o666 & ~umask)
     except OSError as exc:
-        raise UsageError(f"--output {output}: cannot write in {directory}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, output)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        raise UsageError(f"--output {output}: cannot write in {output.parent}: {exc.strerror or exc}") from exc

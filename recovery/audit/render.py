@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 from xml.etree import ElementTree
 
-from recovery.audit.model import AuditReport, HostResult, Remediation
+from recovery.audit.model import CONSOLE_KINDS, AuditReport, HostResult, Remediation
 
 __all__ = ["FORMATS", "render", "render_json", "render_junit", "render_prometheus", "render_table", "summary_line"]
 
@@ -197,16 +197,15 @@ def render_prometheus(report: AuditReport) -> str:
         "How long the server's SSH check took.",
         [({"server": r.host.name}, r.seconds) for r in results],
     )
-    consoles = [r for r in results if r.console is not None]
+    consoles = [(r.host.name, r.console) for r in results if r.console is not None]
     if consoles:
         metric(
             "recovery_console_available",
             "1 if the cloud opens a console of this kind for the server (it could be recovered), else 0.",
             [
-                ({"server": r.host.name, "kind": kind}, 1 if kind in r.console.available else 0)
-                for r in consoles
-                if r.console is not None
-                for kind in ("serial", "novnc")
+                ({"server": name, "kind": kind}, 1 if kind in console.available else 0)
+                for name, console in consoles
+                for kind in CONSOLE_KINDS
             ],
         )
     if report.remediations:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from pathlib import Path
+from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from recovery.errors import ChannelError
@@ -39,6 +40,15 @@ class Channel(Protocol):
 
     def close(self) -> None:
         """Disconnect; safe to call twice."""
+
+
+@runtime_checkable
+class Screen(Protocol):
+    """A console that shows pixels (VNC) can save them: the evidence where no text comes back."""
+
+    def screenshot(self, path: Path) -> tuple[int, int]:
+        """Save the whole screen as a PNG at `path`; returns (width, height)."""
+        ...
 
 
 @contextmanager

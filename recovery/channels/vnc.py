@@ -226,6 +226,11 @@ def png_bytes(width: int, height: int, rgb: bytes) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b"")
 
 
+def _update_request(x: int, y: int, width: int, height: int, *, incremental: bool = False) -> bytes:
+    """A FramebufferUpdateRequest; a non-incremental one is answered even when nothing changed."""
+    return struct.pack(">BBHHHH", _MSG_FB_REQUEST, incremental, x, y, width, height)
+
+
 class _Transport(Protocol):
     def send(self, data: bytes) -> None: ...
 
@@ -411,7 +416,7 @@ class VncChannel:
                 self._settle(pending, time.monotonic() + SYNC_TIMEOUT)
             x = number % _SYNC_SLOTS
             events = self._key_events(keys[start:start + KEYS_PER_SYNC])
-            self._send(events + struct.pack(">BBHHHH", _MSG_FB_REQUEST, 0, x, 0, 1, 1))
+            self._send(events + _update_request(x, 0, 1, 1))
             pending.append(x)
         while pending:
             self._settle(pending, time.monotonic() + SYNC_TIMEOUT)
@@ -454,11 +459,11 @@ class VncChannel:
         self._require()
         deadline = time.monotonic() + timeout
         with self._errors():
-            self._request(0, 0, self.width, self.height)
+            self._send(_update_request(0, 0, self.width, self.height))
             self._await_update(deadline)
             deadline = min(deadline, time.monotonic() + SCREEN_SETTLE_LIMIT)
             while time.monotonic() < deadline:
-                self._send(struct.pack(">BBHHHH", _MSG_FB_REQUEST, 1, 0, 0, self.width, self.height))
+                self._send(_update_request(0, 0, self.width, self.height, incremental=True))
                 try:
                     self._await_update(min(deadline, time.monotonic() + SCREEN_QUIET))
                 except TimeoutError:
@@ -584,16 +589,13 @@ class VncChannel:
                             for (keysym, scancode), down in events)
         return b"".join(struct.pack(">BBxxI", _MSG_KEY_EVENT, down, keysym) for (keysym, _), down in events)
 
-    def _request(self, x: int, y: int, width: int, height: int) -> None:
-        self._send(struct.pack(">BBHHHH", _MSG_FB_REQUEST, 0, x, y, width, height))
-
     def _sync(self, deadline: float) -> None:
         """A barrier: ask for one pixel, non-incrementally, and wait for the answer.
 
         The server answers after it has handled everything we sent before, and a non-incremental
         request is answered even when the screen has not changed.
         """
-        self._request(0, 0, 1, 1)
+        self._send(_update_request(0, 0, 1, 1))
         self._await_update(deadline)
 
     def _settle(self, pending: deque[int], deadline: float) -> None:

@@ -43,7 +43,7 @@ _READY_TIMEOUT = 20.0
 # directory, before we signal it: PIDs are reused once a process is gone.
 _PROGRAMS = {"sshd": "sshd", "serial_port": "serial_port.py", "websockify": "websockify", **vnc.PROGRAMS}
 # The public face first, so no new console client arrives while the line hangs up.
-_STOP_ORDER = ("x11vnc", "vnc_xterm", "xvfb", "websockify", "serial_port", "sshd")
+_STOP_ORDER = (*vnc.PROGRAMS, "websockify", "serial_port", "sshd")
 CONSOLES = ("serial", "vnc")
 _REQUIRED_TOOLS = (
     ("useradd", "passwd"),
@@ -115,6 +115,10 @@ class LabInfo:
     @property
     def console_token(self) -> str:
         return parse_qs(urlsplit(self.console_url).query)["token"][0]
+
+    def url_of(self, console: str) -> str:
+        """The URL of the lab's `console` ("serial" or "vnc"), as a playbook's console_url takes it."""
+        return self.vnc_console_url if console == "vnc" else self.console_url
 
     def console_password(self) -> Secret:
         """The lab user's console password, masked wherever it is formatted."""

@@ -84,13 +84,33 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _state(pid: int) -> str | None:
-    """The one-letter state from /proc/PID/stat, or None when there is no such process."""
+def _stat(pid: int) -> tuple[str, list[str]] | None:
+    """The name in /proc/PID/stat and the fields after it (state, parent, ...); None when there is no such process.
+
+    The name is read up to the last ")": a program may put anything in its name, ")" and spaces included.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    return stat.rpartition(")")[2].split()[0]
+    name, _, rest = stat.partition("(")[2].rpartition(")")
+    return name, rest.split()
+
+
+def _state(pid: int) -> str | None:
+    """The one-letter state of `pid`, or None when there is no such process."""
+    found = _stat(pid)
+    return found[1][0] if found is not None else None
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    """(PID, name) of every process whose parent is `pid`."""
+    found = []
+    for child in _all_pids():
+        stat = _stat(child)
+        if stat is not None and int(stat[1][1]) == pid:
+            found.append((child, stat[0]))
+    return found
 
 
 def alive(pid: int) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from recovery.errors import LabError
 from recovery.lab.commands import find_tool
 from recovery.lab.layout import Layout
-from recovery.lab.processes import alive, free_port, log_tail, poll_until, spawn
+from recovery.lab.processes import alive, children, free_port, log_tail, poll_until, spawn
 
 APT_PACKAGES = "xvfb x11vnc xterm xauth"
 TOOLS = (("Xvfb", "xvfb"), ("x11vnc", "x11vnc"), ("xterm", "xterm"))
@@ -91,16 +91,7 @@ def start(layout: Layout, pids: dict[str, int], timeout: float) -> tuple[str, in
 
 def _login_running(xterm_pid: int) -> bool:
     """True once /bin/login runs under the xterm (xterm -> sh loop -> login), reading its pty."""
-    children: dict[int, list[tuple[int, str]]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # gone meanwhile
-            continue
-        name, _, rest = text.partition("(")[2].rpartition(")")
-        fields = rest.split()
-        children.setdefault(int(fields[1]), []).append((int(stat.parent.name), name))
-    return any(name == "login" for shell, _ in children.get(xterm_pid, []) for _, name in children.get(shell, []))
+    return any(name == "login" for shell, _ in children(xterm_pid) for _, name in children(shell))
 
 
 def _answers(port: int) -> bool:

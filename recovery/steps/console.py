@@ -25,12 +25,12 @@ def screenshot(ctx: StepContext, moment: str) -> None:
 
     A VNC console shows no text we can read; its screenshots are the evidence of what happened.
     """
-    from recovery.channels.vnc import VncChannel
+    from recovery.channels import Screen
 
-    session = ctx.require_console()
-    if isinstance(session.channel, VncChannel):
+    channel = ctx.require_console().channel
+    if isinstance(channel, Screen):
         path = ctx.journal.path(f"screen-{len(ctx.report.screenshots) + 1}-{moment}.png")
-        session.channel.screenshot(path)
+        channel.screenshot(path)
         ctx.report.screenshots.append(f"{moment}: {path}")
 
 

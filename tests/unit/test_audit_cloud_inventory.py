@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from recovery.audit.cloud_inventory import ConsoleProbe, cloud_hosts, compile_filter
-from recovery.audit.model import ConsoleAccess, Host
+from recovery.audit.model import CONSOLE_KINDS, ConsoleAccess, Host
+from recovery.cloud import CONSOLE_KINDS as CLOUD_CONSOLE_KINDS
 from recovery.cloud import Server, select_ssh_address
 from recovery.errors import CloudError, UsageError
 from recovery.redact import Secret
@@ -116,3 +117,8 @@ def test_console_probe_reports_what_can_be_opened_and_drops_the_url() -> None:
     assert access["web-2"].problems == ("serial: no serial console for web-2 (HTTP 400)",)
     assert sorted(cloud.asked) == [("web-1", "novnc"), ("web-1", "serial"), ("web-2", "novnc"), ("web-2", "serial")]
     assert "secret-" not in repr(access)
+
+
+def test_the_audit_asks_for_exactly_the_consoles_the_cloud_driver_opens() -> None:
+    """The audit writes the kinds out (importing recovery.cloud would slow every audit's start)."""
+    assert tuple(CLOUD_CONSOLE_KINDS) == CONSOLE_KINDS
