@@ -18,8 +18,6 @@ exact.
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,14 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recovery.channels import channel_for
-from recovery.channels.vnc import VncChannel
-from recovery.redact import Secret
 from recovery.steps.authorized_keys import PREVIEW_KEY, InstallParams, preview
-from tests.e2e.qemu_vm import free_vnc_display, pack_initramfs, parts, wait_for_text
+from tests.e2e.qemu_vm import busybox_root, free_vnc_display, pack_initramfs, parts, start_qemu, wait_for_text
+from tests.integration.vnc_fixture import PRINTABLE, opened
 from tests.processes import stop_child
 
-PRINTABLE = "".join(chr(code) for code in range(0x20, 0x7F))
 INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
@@ -47,11 +42,7 @@ done
 
 def build_initramfs(busybox: Path, out: Path) -> None:
     root = out.parent / "root"
-    for sub in ("bin", "proc", "sys", "dev"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copy(busybox, root / "bin" / "busybox")
-    (root / "init").write_text(INIT)
-    (root / "init").chmod(0o755)
+    busybox_root(root, busybox, INIT)
     pack_initramfs(root, out)
 
 
@@ -63,19 +54,13 @@ def main() -> int:
         build_initramfs(vm_parts["busybox"], initrd)
         serial = Path(scratch) / "serial.log"
         display = free_vnc_display()
-        qemu = subprocess.Popen(
-            ["qemu-system-x86_64", "-m", "256", "-kernel", str(vm_parts["vmlinuz"]), "-initrd", str(initrd),
-             "-append", "console=ttyS0 quiet", "-serial", f"file:{serial}", "-vnc", f"127.0.0.1:{display}",
-             "-monitor", "none", "-no-reboot"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        qemu = start_qemu(vm_parts["vmlinuz"], initrd, serial, display)
         try:
             started = time.monotonic()
             wait_for_text(serial, "READY-FOR-KEYS", 90)
             print(f"booted in {time.monotonic() - started:.1f} s")
             time.sleep(1)
-            channel = channel_for(Secret(f"vnc://127.0.0.1:{5900 + display}"))
-            assert isinstance(channel, VncChannel)
-            channel.open(10)
+            channel = opened(f"vnc://127.0.0.1:{5900 + display}", timeout=10)
             try:
                 print(f"server name {channel.name!r}, scancodes: {channel.qemu_keys}, paced: {channel.slow_keyboard}, "
                       f"acknowledged by the guest: {channel.guest_acks}")

@@ -28,17 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recovery.channels import channel_for
-from recovery.redact import Secret
-from tests.integration.vnc_fixture import VncServer, running_vnc
+from tests.integration.vnc_fixture import VncServer, opened, running_vnc
 
-LINE = "ssh-rsa " + base64.b64encode(os.urandom(290)).decode() + " bench@vnc"
-LINE = LINE[:400]
+LINE = ("ssh-rsa " + base64.b64encode(os.urandom(290)).decode() + " bench@vnc")[:400]
 
 
 def ours(server: VncServer, target: Path) -> float:
-    channel = channel_for(Secret(server.url))
-    channel.open(10)
+    channel = opened(server.url, timeout=10)
     try:
         channel.send(f"cat > {target.name}\r")
         started = time.monotonic()

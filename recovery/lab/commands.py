@@ -67,16 +67,16 @@ def run(argv: Sequence[str], *, purpose: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
-def generate_key(path: Path, comment: str) -> str:
-    """Make an ed25519 key pair with ssh-keygen at `path` (0600) and `path`.pub.
+def generate_key(path: Path, comment: str, key_type: str = "ed25519") -> str:
+    """Make a key pair (`ssh-keygen -t key_type`) with ssh-keygen at `path` (0600) and `path`.pub.
 
     ssh-keygen rather than our own code: the lab's keys should be exactly what
     an administrator's tools produce. Returns the public key line.
     """
     keygen = find_tool("ssh-keygen", "openssh-client")
     run(
-        [keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        purpose=f"generate an ed25519 key at {path}",
+        [keygen, "-q", "-t", key_type, "-N", "", "-C", comment, "-f", str(path)],
+        purpose=f"generate an {key_type} key at {path}",
     )
     return path.with_name(path.name + ".pub").read_text().strip()
 

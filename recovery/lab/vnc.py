@@ -84,7 +84,7 @@ def start(layout: Layout, pids: dict[str, int], timeout: float) -> tuple[str, in
     )
     if not poll_until(lambda: _login_running(pids["vnc_xterm"]) or not alive(pids["vnc_xterm"]), timeout):
         raise LabError(f"The VNC console's xterm shows no login: {log_tail(directory / 'xterm.log')}")
-    if not poll_until(lambda: _answers(port) or not alive(pids["x11vnc"]), timeout) or not alive(pids["x11vnc"]):
+    if not poll_until(lambda: answers(port) or not alive(pids["x11vnc"]), timeout) or not alive(pids["x11vnc"]):
         raise LabError(f"x11vnc did not start on port {port}: {log_tail(directory / 'x11vnc.log')}")
     return f"vnc://127.0.0.1:{port}", port
 
@@ -94,7 +94,7 @@ def _login_running(xterm_pid: int) -> bool:
     return any(name == "login" for shell, _ in children(xterm_pid) for _, name in children(shell))
 
 
-def _answers(port: int) -> bool:
+def answers(port: int) -> bool:
     """True once the port speaks RFB (the probe hangs up at once, as a viewer that changed its mind)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,8 @@ from recovery import lab
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "playbooks" / "restore-access-serial.yaml"
+VNC_PLAYBOOK = ROOT / "playbooks" / "restore-access-vnc.yaml"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -46,10 +49,11 @@ def workdir() -> Iterator[Path]:
 def start_lab(workdir: Path) -> Iterator[Callable[..., lab.LabInfo]]:
     started: list[Path] = []
 
-    def start(seed: lab.Seed | None = None) -> lab.LabInfo:
+    def start(seed: lab.Seed | None = None, **options: Any) -> lab.LabInfo:
+        """`options` go to `lab.up` as they are (console="vnc", password=...)."""
         directory = workdir / f"lab{len(started)}"
         started.append(directory)
-        return lab.up(directory, seed=seed or lab.Seed())
+        return lab.up(directory, seed=seed or lab.Seed(), **options)
 
     yield start
     for directory in started:
@@ -71,12 +75,18 @@ def recovery(*args: str, env: dict[str, str] | None = None, timeout: float = 120
 
 @pytest.fixture
 def recover(workdir: Path) -> Callable[..., Result]:
-    """Run the serial playbook against a lab, with keys and journal under `workdir`."""
+    """Run a playbook (the serial one unless told) against a lab, with keys and journal under `workdir`."""
 
-    def run(info: lab.LabInfo, *extra: str, console_url: str | None = None, password: str | None = None) -> Result:
+    def run(
+        info: lab.LabInfo,
+        *extra: str,
+        console_url: str | None = None,
+        password: str | None = None,
+        playbook: Path = PLAYBOOK,
+    ) -> Result:
         return recovery(
             "run",
-            str(PLAYBOOK),
+            str(playbook),
             "-e", f"console_url={console_url or info.console_url}",
             "-e", f"ssh_host={info.ssh_host}",
             "-e", f"ssh_port={info.ssh_port}",
@@ -91,3 +101,22 @@ def recover(workdir: Path) -> Callable[..., Result]:
         )
 
     return run
+
+
+def host_key_fingerprints(info: lab.LabInfo) -> str:
+    """The block cloud-init prints to the console log, which a cloud's console log shows us."""
+    return (
+        "-----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
+        f"256 {info.host_key_fingerprint} root@web-1 (ED25519)\n"
+        "-----END SSH HOST KEY FINGERPRINTS-----\n"
+    )
+
+
+def assert_screenshots(report: dict) -> list[bytes]:
+    """The run's screenshots (before and after login, after the install), each checked to be a PNG."""
+    moments = [entry.split(":", 1)[0] for entry in report["screenshots"]]
+    assert moments == ["before-login", "after-login", "after-install"]
+    pngs = [Path(entry.split(": ", 1)[1]).read_bytes() for entry in report["screenshots"]]
+    for png in pngs:
+        assert png.startswith(PNG_MAGIC)
+    return pngs

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from recovery.lab.processes import free_port
 from tests.processes import stop_child
@@ -36,7 +37,7 @@ mkdir -p /dev/pts /run/sshd /tmp; mount -t devpts devpts /dev/pts
 insmod /lib/e1000.ko
 ip link set lo up; ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0
 mkdir -p /home/{user}; chown {uid}:{uid} /home/{user}; chmod 755 /home/{user}
-/usr/sbin/sshd -E /tmp/sshd.log && echo SSHD-STARTED > /dev/ttyS0
+/usr/sbin/sshd -E /tmp/sshd.log
 echo VM-READY > /dev/ttyS0
 while :; do getty 38400 tty1 linux; done
 """
@@ -59,7 +60,6 @@ class Vm:
     user: str
     password: str
     host_key_fingerprint: str
-    serial_log: Path
 
 
 def parts() -> dict[str, Path]:
@@ -88,17 +88,21 @@ def _copy_with_libraries(binary: Path, root: Path) -> None:
         shutil.copy2(path.resolve(), target)
 
 
-def build_initramfs(work: Path, password: str) -> tuple[Path, str]:
-    """The VM's root file system as a cpio archive; returns it and the SSH host key's SHA256 fingerprint."""
-    found = parts()
-    root = work / "root"
-    for sub in ("bin", "dev", "etc/ssh", "lib", "proc", "sys", "home", "root"):
+def busybox_root(root: Path, busybox: Path, init: str, *dirs: str) -> None:
+    """A root file system in `root`: /bin/busybox, the script `init` as /init, /proc, /sys, /dev and `dirs`."""
+    for sub in ("bin", "proc", "sys", "dev", *dirs):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copy(found["busybox"], root / "bin" / "busybox")
+    shutil.copy(busybox, root / "bin" / "busybox")
+    (root / "init").write_text(init)
+    (root / "init").chmod(0o755)
+
+
+def build_initramfs(work: Path, password: str, found: dict[str, Path]) -> tuple[Path, str]:
+    """The VM's root file system as a cpio archive, from `parts()`; returns it and the SSH host key's fingerprint."""
+    root = work / "root"
+    busybox_root(root, found["busybox"], INIT.format(user=USER, uid=UID), "etc/ssh", "lib", "home", "root")
     shutil.copy(found["e1000.ko"], root / "lib" / "e1000.ko")
     _copy_with_libraries(Path("/usr/sbin/sshd"), root)
-    (root / "init").write_text(INIT.format(user=USER, uid=UID))
-    (root / "init").chmod(0o755)
     hashed = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=password, capture_output=True, text=True,
                             check=True).stdout.strip()
     (root / "etc" / "passwd").write_text(
@@ -124,6 +128,19 @@ def pack_initramfs(root: Path, archive: Path) -> None:
                                        capture_output=True, check=True).stdout)
 
 
+def start_qemu(
+    kernel: Path, initrd: Path, serial: Path, display: int, *extra: str, stderr: int | IO[str] = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """QEMU booting `kernel` with `initrd`: its serial port written to the file `serial`, its VNC server on
+    127.0.0.1 at `display`, with the `extra` arguments (network); stop it with tests.processes.stop_child."""
+    return subprocess.Popen(
+        ["qemu-system-x86_64", "-m", "256", "-kernel", str(kernel), "-initrd", str(initrd),
+         "-append", "console=ttyS0 quiet", "-serial", f"file:{serial}", "-vnc", f"127.0.0.1:{display}",
+         *extra, "-monitor", "none", "-no-reboot"],
+        stdout=subprocess.DEVNULL, stderr=stderr,
+    )
+
+
 def wait_for_text(path: Path, text: str, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     content = ""
@@ -140,20 +157,19 @@ def running_vm(password: str = "vm-Passw0rd") -> Iterator[Vm]:
     """Boot the VM and wait for its console and sshd; stops QEMU (by PID) afterwards."""
     with tempfile.TemporaryDirectory(prefix="recovery-qemu-") as scratch:
         work = Path(scratch)
-        initrd, fingerprint = build_initramfs(work, password)
+        found = parts()
+        initrd, fingerprint = build_initramfs(work, password, found)
         serial = work / "serial.log"
         display, ssh_port = free_vnc_display(), free_port()
-        qemu_log = (work / "qemu.log").open("w")
-        qemu = subprocess.Popen(
-            ["qemu-system-x86_64", "-m", "256", "-kernel", str(parts()["vmlinuz"]), "-initrd", str(initrd),
-             "-append", "console=ttyS0 quiet", "-serial", f"file:{serial}", "-vnc", f"127.0.0.1:{display}",
-             "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
-             "-device", "e1000,netdev=net0", "-monitor", "none", "-no-reboot"],
-            stdout=subprocess.DEVNULL, stderr=qemu_log,
-        )
-        qemu_log.close()  # QEMU has its own copy
+        with (work / "qemu.log").open("w") as qemu_log:  # QEMU has its own copy
+            qemu = start_qemu(
+                found["vmlinuz"], initrd, serial, display,
+                "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+                "-device", "e1000,netdev=net0",
+                stderr=qemu_log,
+            )
         try:
             wait_for_text(serial, "VM-READY", BOOT_TIMEOUT)
-            yield Vm(f"vnc://127.0.0.1:{5900 + display}", ssh_port, USER, password, fingerprint, serial)
+            yield Vm(f"vnc://127.0.0.1:{5900 + display}", ssh_port, USER, password, fingerprint)
         finally:
             stop_child(qemu)

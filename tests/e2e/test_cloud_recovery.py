@@ -23,7 +23,8 @@ import yaml
 from recovery import lab
 from tests.cloud.nova_fixture import NovaCloud, NovaServerSpec, running_nova
 from tests.cloud.swift_fixture import SwiftCluster, running_swift
-from tests.e2e.conftest import PLAYBOOK, ROOT, Result, recovery
+from tests.e2e.conftest import PLAYBOOK, ROOT, Result, host_key_fingerprints, recovery
+from tests.e2e.test_recovery import key_lines, report_of
 
 pytestmark = pytest.mark.lab
 
@@ -57,7 +58,7 @@ class CloudBed:
         )
 
     def report(self, result: Result) -> dict:
-        return json.loads((self.directory / "runs" / result.run_id / "report.json").read_text())
+        return report_of(self.directory, result)
 
     def objects(self, container: str) -> list[str]:
         request = urllib.request.Request(
@@ -72,9 +73,7 @@ def _cloud_init_log(info: lab.LabInfo) -> str:
     return (
         "[   12.3] cloud-init[612]: Cloud-init v. 23.4 running 'modules:final'\n"
         "ci-info: no authorized SSH keys fingerprints found for user ubuntu.\n"
-        "-----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
-        f"256 {info.host_key_fingerprint} root@web-1 (ED25519)\n"
-        "-----END SSH HOST KEY FINGERPRINTS-----\n"
+        + host_key_fingerprints(info)
     )
 
 
@@ -121,7 +120,7 @@ def test_a_vm_found_by_name_is_recovered_through_novas_proxy_and_a_swift_temp_ur
     assert len(report["withdrawn"]) == 1
     assert cloud.objects("recovery-keys") == []
     new_key = report["keys"][0]["public_key"]
-    assert (lab.read_authorized_keys(cloud.lab) or b"").decode().splitlines().count(new_key) == 1
+    assert key_lines(cloud.lab).count(new_key) == 1
     transcript = (cloud.directory / "runs" / result.run_id / "transcript.log").read_text()
     assert "source=wget" in transcript
     everything = transcript + result.stdout + result.stderr
@@ -150,8 +149,9 @@ def test_the_published_object_is_deleted_even_when_a_later_step_fails(cloud: Clo
 def test_the_new_key_can_be_imported_into_nova_and_rotated(cloud: CloudBed) -> None:
     result = cloud.run(*_by_name(cloud, "-e", "keypair_name=ops-recovered"))
     assert result.code == 0, result.stderr
-    md5 = cloud.report(result)["keys"][0]["md5"]
-    assert f"imported key pair ops-recovered into Nova ({md5})" in cloud.report(result)["notes"]
+    report = cloud.report(result)
+    md5 = report["keys"][0]["md5"]
+    assert f"imported key pair ops-recovered into Nova ({md5})" in report["notes"]
     rotate = ROOT / "playbooks" / "rotate-keypair.yaml"
     rotated = cloud.run("-e", "name=ops-rotated", "-e", "old_name=ops-recovered", playbook=rotate)
     assert rotated.code == 0, rotated.stderr

@@ -8,22 +8,18 @@ tested; the same VM then takes every printable ASCII character, read back over S
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import paramiko
 import pytest
 
-from recovery.channels import channel_for
-from recovery.channels.vnc import VncChannel
 from recovery.console import ConsoleSession
 from recovery.redact import Secret
-from tests.e2e.conftest import ROOT, recovery
+from tests.e2e.conftest import VNC_PLAYBOOK, assert_screenshots, recovery
 from tests.e2e.qemu_vm import Vm, running_vm
-
-PLAYBOOK = ROOT / "playbooks" / "restore-access-vnc.yaml"
-PRINTABLE = "".join(chr(code) for code in range(0x20, 0x7F))
+from tests.e2e.test_recovery import report_of
+from tests.integration.vnc_fixture import PRINTABLE, opened
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +42,7 @@ def ssh_read(vm: Vm, private_key: Path, path: str) -> str:
 
 def test_recovery_through_qemus_vnc_console_into_a_real_vm(vm: Vm, workdir: Path) -> None:
     result = recovery(
-        "run", str(PLAYBOOK),
+        "run", str(VNC_PLAYBOOK),
         "-e", f"console_url={vm.vnc_url}",
         "-e", "ssh_host=127.0.0.1",
         "-e", f"ssh_port={vm.ssh_port}",
@@ -57,22 +53,17 @@ def test_recovery_through_qemus_vnc_console_into_a_real_vm(vm: Vm, workdir: Path
         timeout=400,
     )
     assert result.code == 0, result.stderr
-    report = json.loads((workdir / "runs" / result.run_id / "report.json").read_text())
+    report = report_of(workdir, result)
     seconds = {record["id"]: record["seconds"] for record in report["timeline"]}
     print(f"QEMU VNC recovery: login {seconds['login']:.1f} s, install {seconds['install']:.1f} s")
     key = report["keys"][0]
     assert ssh_read(vm, Path(key["private_key_path"]), ".ssh/authorized_keys") == key["public_key"] + "\n"
-    moments = [entry.split(":", 1)[0] for entry in report["screenshots"]]
-    assert moments == ["before-login", "after-login", "after-install"]
-    for entry in report["screenshots"]:
-        assert Path(entry.split(": ", 1)[1]).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert_screenshots(report)
     for written in (workdir / "runs" / result.run_id).rglob("*"):
         if written.is_file() and written.suffix != ".png":
             assert vm.password.encode() not in written.read_bytes(), written
 
-    channel = channel_for(Secret(vm.vnc_url))
-    assert isinstance(channel, VncChannel)
-    channel.open(timeout=20)
+    channel = opened(vm.vnc_url, timeout=20)
     try:
         assert channel.slow_keyboard
         assert channel.guest_acks, "the guest answers Num Lock presses"

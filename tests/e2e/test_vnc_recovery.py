@@ -2,62 +2,50 @@
 
 from __future__ import annotations
 
-import json
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from recovery import lab
-from tests.e2e.conftest import ROOT, Result, recovery
+from tests.e2e.conftest import VNC_PLAYBOOK, Result, assert_screenshots
 from tests.e2e.faults import CuttingProxy
 from tests.e2e.test_recovery import assert_recovered, key_lines, new_key_line, report_of
 
 pytestmark = pytest.mark.lab
 
-PLAYBOOK = ROOT / "playbooks" / "restore-access-vnc.yaml"
+RecoverVnc = Callable[..., Result]
 
 
 @pytest.fixture
-def vnc_lab(workdir: Path) -> Iterator[lab.LabInfo]:
-    directory = workdir / "lab"
-    info = lab.up(directory, console="vnc")
-    yield info
-    lab.down(directory)
+def vnc_lab(start_lab: Callable[..., lab.LabInfo]) -> lab.LabInfo:
+    return start_lab(console="vnc")
 
 
-def recover_vnc(info: lab.LabInfo, workdir: Path, console_url: str, *extra: str) -> Result:
-    return recovery(
-        "run", str(PLAYBOOK),
-        "-e", f"console_url={console_url}",
-        "-e", f"ssh_host={info.ssh_host}",
-        "-e", f"ssh_port={info.ssh_port}",
-        "-e", f"user={info.user}",
-        "-e", f"host_key_fingerprint={info.host_key_fingerprint}",
-        "--journal", str(workdir / "runs"),
-        *extra,
-        env={"RECOVERY_CONSOLE_PASSWORD": info.console_password().reveal(), "RECOVERY_KEYS_DIR": str(workdir / "keys")},
-    )
+@pytest.fixture
+def recover_vnc(recover: Callable[..., Result]) -> RecoverVnc:
+    """`recover` with the VNC playbook, through `console_url`."""
+
+    def run(info: lab.LabInfo, console_url: str, *extra: str) -> Result:
+        return recover(info, *extra, console_url=console_url, playbook=VNC_PLAYBOOK)
+
+    return run
 
 
-def test_recovery_through_the_vnc_console(vnc_lab: lab.LabInfo, workdir: Path) -> None:
+def test_recovery_through_the_vnc_console(vnc_lab: lab.LabInfo, recover_vnc: RecoverVnc, workdir: Path) -> None:
     info = vnc_lab
     assert info.vnc_console_url.startswith("vnc://127.0.0.1:")
     started = time.monotonic()
-    result = recover_vnc(info, workdir, info.vnc_console_url)
+    result = recover_vnc(info, info.vnc_console_url)
     elapsed = time.monotonic() - started
     assert_recovered(info, workdir, result)
-    report = json.loads((workdir / "runs" / result.run_id / "report.json").read_text())
+    report = report_of(workdir, result)
     install = next(record for record in report["timeline"] if record["id"] == "install")
     print(f"VNC recovery: {elapsed:.1f} s in all, install step (typing ~1.5 KB) {install['seconds']:.1f} s")
     assert any("not read back (VNC): proven by the SSH login" in change for change in report["vm_changes"])
-    moments = [entry.split(":", 1)[0] for entry in report["screenshots"]]
-    assert moments == ["before-login", "after-login", "after-install"]
-    for entry in report["screenshots"]:
-        png = Path(entry.split(": ", 1)[1]).read_bytes()
-        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    for png in assert_screenshots(report):
         assert struct.unpack(">II", png[16:24]) == (1024, 768)
     assert info.console_password().reveal() not in (workdir / "runs" / result.run_id / "report.md").read_text()
 
@@ -69,18 +57,20 @@ HEREDOC_OPENS = struct.pack(">BBxxI", 4, 1, ord("<"))
 INTO_THE_SCRIPT = 6000  # bytes after it: ~2.5 KeyEvents a character, so ~300 characters into the ~3 KB script
 
 
-def test_a_vnc_connection_cut_mid_install_then_resume_adds_the_key_once(vnc_lab: lab.LabInfo, workdir: Path) -> None:
+def test_a_vnc_connection_cut_mid_install_then_resume_adds_the_key_once(
+    vnc_lab: lab.LabInfo, recover_vnc: RecoverVnc, workdir: Path
+) -> None:
     info = vnc_lab
     before = lab.read_authorized_keys(info)
     vnc_port = int(info.vnc_console_url.rsplit(":", 1)[1])
     with CuttingProxy(vnc_port, trigger=HEREDOC_OPENS, extra=INTO_THE_SCRIPT) as proxy:
-        failed = recover_vnc(info, workdir, f"vnc://127.0.0.1:{proxy.port}")
+        failed = recover_vnc(info, f"vnc://127.0.0.1:{proxy.port}")
         assert proxy.cut_done.is_set()
     assert failed.code == 1, failed.stderr
     assert report_of(workdir, failed)["failed_step"] == "install"
     assert "closed the connection mid-conversation" in failed.stderr
     assert lab.read_authorized_keys(info) == before, "a half-typed heredoc must not run"
-    resumed = recover_vnc(info, workdir, info.vnc_console_url, "--resume", failed.run_id)
-    assert_recovered(info, workdir, resumed)
-    assert new_key_line(workdir, resumed) == new_key_line(workdir, failed)
-    assert key_lines(info).count(new_key_line(workdir, resumed)) == 1
+    resumed = recover_vnc(info, info.vnc_console_url, "--resume", failed.run_id)
+    new_key = assert_recovered(info, workdir, resumed)
+    assert new_key == new_key_line(workdir, failed)
+    assert key_lines(info).count(new_key) == 1

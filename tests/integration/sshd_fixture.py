@@ -31,6 +31,7 @@ class SSHServer:
     home: Path
     host_key_sha256: str  # "SHA256:..." as `ssh-keygen -l` prints it
     host_key_md5: str  # "MD5:aa:bb:..." as `ssh-keygen -E md5 -l` prints it
+    host_public_key: str  # "ssh-ed25519 AAAA... comment", the line of its .pub file
     log_path: Path
 
     def authorize(self, public_line: str) -> None:
@@ -57,6 +58,7 @@ def running_sshd() -> Iterator[SSHServer]:
             home=info.home,
             host_key_sha256=info.host_key_fingerprint,
             host_key_md5="MD5:" + fingerprint_md5(info.host_public_key),
+            host_public_key=info.host_public_key,
             log_path=info.sshd_log,
         )
     finally:

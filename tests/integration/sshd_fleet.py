@@ -3,9 +3,9 @@
 The lab (`recovery.lab.up`) provides the user, its home and authorized_keys; an
 `ExtraSSHD` is one more OpenSSH server for that user with host keys of its own,
 so a test can present a host whose key changed, or several key types. One sshd
-listens on at most 16 ports (OpenSSH's MAX_LISTEN_SOCKS). `MaxStartups` is
-raised because the default 10:30:100 drops 7-9% of connections at 20-50
-concurrent clients, which an audit of a fleet is.
+listens on at most 16 ports (OpenSSH's MAX_LISTEN_SOCKS). Its configuration is
+the lab's (`recovery.lab.sshd.config_text`), `MaxStartups` raised for a fleet's
+many concurrent clients included.
 
 The benchmark (benchmarks/audit_fleet.py) builds its fleets from the same parts.
 """
@@ -19,28 +19,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recovery.lab import commands, processes, sshd
-from recovery.lab.commands import fingerprint
+from recovery.lab.commands import fingerprint, generate_key
 
 MAX_PORTS_PER_SSHD = 16
 HOST = "127.0.0.1"
 
 
+def known_hosts_line(port: int, public_line: str) -> str:
+    """A known_hosts line vouching for `public_line` (its type and key; no comment) at HOST:`port`."""
+    return f"[{HOST}]:{port} " + " ".join(public_line.split()[:2])
+
+
 @dataclass(frozen=True)
 class ExtraSSHD:
-    """A running sshd: its ports, its host keys (public lines by type), its log."""
+    """A running sshd: its ports and its host keys (public lines by type)."""
 
-    pid: int
     ports: tuple[int, ...]
     host_keys: dict[str, str]  # "ed25519" -> "ssh-ed25519 AAAA... comment"
-    log_path: Path
 
     def fingerprint(self, key_type: str) -> str:
         return fingerprint(self.host_keys[key_type])
 
     def known_hosts_lines(self, key_type: str) -> list[str]:
         """known_hosts lines vouching for every port with this server's key of `key_type`."""
-        line = " ".join(self.host_keys[key_type].split()[:2])
-        return [f"[{HOST}]:{port} {line}" for port in self.ports]
+        return [known_hosts_line(port, self.host_keys[key_type]) for port in self.ports]
 
 
 @contextmanager
@@ -62,15 +64,11 @@ def extra_sshd(
     if not 1 <= ports <= MAX_PORTS_PER_SSHD:
         raise ValueError(f"one sshd serves 1 to {MAX_PORTS_PER_SSHD} ports, not {ports}")
     directory.mkdir(parents=True, exist_ok=True)
-    keygen = commands.find_tool("ssh-keygen", "openssh-client")
+    key_paths = {key_type: directory / f"{name}_host_{key_type}_key" for key_type in key_types}
     host_keys = {}
-    for key_type in key_types:
-        path = directory / f"{name}_host_{key_type}_key"
+    for key_type, path in key_paths.items():
         if not path.exists():
-            commands.run(
-                [keygen, "-q", "-t", key_type, "-N", "", "-C", f"{name}-{key_type}", "-f", str(path)],
-                purpose=f"make a {key_type} host key",
-            )
+            generate_key(path, comment=f"{name}-{key_type}", key_type=key_type)
         host_keys[key_type] = path.with_name(path.name + ".pub").read_text().strip()
     chosen = tuple(processes.free_port() for _ in range(ports))
     config = directory / f"{name}_sshd_config"
@@ -78,7 +76,7 @@ def extra_sshd(
     config.write_text(
         sshd.config_text(
             ports=chosen,
-            host_keys=[directory / f"{name}_host_{key_type}_key" for key_type in key_types],
+            host_keys=list(key_paths.values()),
             pid_file=directory / f"{name}_sshd.pid",
             user=user,
             authorized_keys=".ssh/authorized_keys" if accept_keys else "none",
@@ -90,7 +88,7 @@ def extra_sshd(
     try:
         if not processes.poll_until(lambda: all(sshd.answers(port) for port in chosen), 20.0):
             raise RuntimeError(f"sshd {pid} did not answer on {chosen}: {processes.log_tail(log_path)}")
-        yield ExtraSSHD(pid, chosen, host_keys, log_path)
+        yield ExtraSSHD(chosen, host_keys)
     finally:
         processes.stop(pid)
 

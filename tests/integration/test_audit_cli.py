@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import stat
 import subprocess
@@ -14,33 +13,19 @@ from xml.etree import ElementTree
 
 import pytest
 
-from recovery.keys import KeyPair, generate_keypair
-from recovery.lab import LabInfo
+from recovery.keys import KeyPair
 from tests.integration.sshd_fixture import HOST, SSHServer
-from tests.integration.sshd_fleet import Tarpit, closed_port, tarpit
+from tests.integration.sshd_fleet import Tarpit, known_hosts_line, tarpit
+from tests.processes import stop_child
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def audit_key(tmp_path_factory: pytest.TempPathFactory, sshd: SSHServer) -> KeyPair:
-    key = generate_keypair(tmp_path_factory.mktemp("cli-keys") / "audit", comment="audit-cli")
-    sshd.authorize(key.public_line)
-    return key
-
-
-@pytest.fixture(scope="module")
 def known_hosts(tmp_path_factory: pytest.TempPathFactory, sshd: SSHServer) -> Path:
-    line = " ".join(LabInfo.load(sshd.home.parents[1]).host_public_key.split()[:2])
     path = tmp_path_factory.mktemp("cli-known") / "known_hosts"
-    path.write_text(f"[{HOST}]:{sshd.port} {line}\n")
+    path.write_text(known_hosts_line(sshd.port, sshd.host_public_key) + "\n")
     return path
-
-
-@pytest.fixture(scope="module")
-def closed() -> Iterator[int]:
-    with closed_port() as port:
-        yield port
 
 
 def write_inventory(path: Path, sshd: SSHServer, key: KeyPair, hosts: list[str]) -> Path:
@@ -49,9 +34,14 @@ def write_inventory(path: Path, sshd: SSHServer, key: KeyPair, hosts: list[str])
     return path
 
 
+def audit_argv(*args: str) -> list[str]:
+    """The command line of `python -m recovery audit ARGS`."""
+    return [sys.executable, "-m", "recovery", "audit", *args]
+
+
 def audit(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "recovery", "audit", *args],
+        audit_argv(*args),
         capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False,
     )
 
@@ -154,8 +144,8 @@ def test_ctrl_c_writes_a_partial_report_and_exits_130(
     )
     output = tmp_path / "report.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "recovery", "audit", "--inventory", str(inventory), "--known-hosts", str(known_hosts),
-         "--concurrency", "1", "--timeout", "60", "--format", "json", "--output", str(output)],
+        audit_argv("--inventory", str(inventory), "--known-hosts", str(known_hosts),
+                   "--concurrency", "1", "--timeout", "60", "--format", "json", "--output", str(output)),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -163,9 +153,7 @@ def test_ctrl_c_writes_a_partial_report_and_exits_130(
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=10)
     finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_child(process)
 
     assert process.returncode == 130, err
     report = json.loads(output.read_text())

@@ -19,9 +19,8 @@ from recovery.audit.model import Host, Status
 from recovery.audit.scheduler import run_checks
 from recovery.hostkeys import KnownHosts
 from recovery.keys import KeyPair, generate_keypair
-from recovery.lab import LabInfo
 from tests.integration.sshd_fixture import HOST, SSHServer
-from tests.integration.sshd_fleet import ExtraSSHD, Tarpit, closed_port, extra_sshd, tarpit
+from tests.integration.sshd_fleet import ExtraSSHD, Tarpit, extra_sshd, known_hosts_line, tarpit
 
 # Long enough for a real login on a busy 2-core machine (1 s once timed a healthy sshd out);
 # the tests that measure a timeout use their own.
@@ -29,12 +28,10 @@ TIMEOUT = 5.0
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory, sshd: SSHServer) -> dict[str, KeyPair]:
+def keys(tmp_path_factory: pytest.TempPathFactory, audit_key: KeyPair) -> dict[str, KeyPair]:
     """"good" is in the lab user's authorized_keys; "stranger" is not."""
-    directory = tmp_path_factory.mktemp("audit-keys")
-    good = generate_keypair(directory / "good", comment="audit-good")
-    sshd.authorize(good.public_line)
-    return {"good": good, "stranger": generate_keypair(directory / "stranger", comment="audit-stranger")}
+    stranger = generate_keypair(tmp_path_factory.mktemp("stranger-keys") / "stranger", comment="audit-stranger")
+    return {"good": audit_key, "stranger": stranger}
 
 
 @pytest.fixture(scope="module")
@@ -50,24 +47,13 @@ def pit() -> Iterator[Tarpit]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def closed() -> Iterator[int]:
-    with closed_port() as port:
-        yield port
-
-
 @pytest.fixture
 def known_hosts(tmp_path: Path, sshd: SSHServer, other: ExtraSSHD) -> KnownHosts:
     """Vouches for the lab's sshd, and claims the lab's key for the other sshd's first port (a changed key)."""
-    lab_key = " ".join(lab_host_key(sshd).split()[:2])
     path = tmp_path / "known_hosts"
-    path.write_text(f"[{HOST}]:{sshd.port} {lab_key}\n[{HOST}]:{other.ports[0]} {lab_key}\n")
+    lines = (known_hosts_line(port, sshd.host_public_key) for port in (sshd.port, other.ports[0]))
+    path.write_text("".join(line + "\n" for line in lines))
     return KnownHosts.load(path)
-
-
-def lab_host_key(sshd: SSHServer) -> str:
-    """The lab sshd's public host key line, from the lab's own record (its home is DIR/home/USER)."""
-    return LabInfo.load(sshd.home.parents[1]).host_public_key
 
 
 def host(name: str, port: int, key: KeyPair, user: str, *, address: str | None = HOST, pin: str | None = None) -> Host:
@@ -110,8 +96,9 @@ def test_every_result_kind_from_real_servers(
     assert by_name["good"].key_fingerprint == good.sha256
     assert by_name["good"].host_key_fingerprint == sshd.host_key_sha256
     # sshd names the key that logged in: proof the audit's key got in, and nothing else.
-    assert f"Accepted publickey for {user} from 127.0.0.1" in sshd.log_text()
-    assert f"ED25519 {good.sha256}" in sshd.log_text()
+    log = sshd.log_text()
+    assert f"Accepted publickey for {user} from 127.0.0.1" in log
+    assert f"ED25519 {good.sha256}" in log
     assert stranger.sha256 in by_name["rejected"].message
     assert TIMEOUT <= by_name["tarpit"].seconds < TIMEOUT + 0.5
     changed = by_name["changed"].message

@@ -20,13 +20,19 @@ from pathlib import Path
 import pytest
 
 from recovery.channels import channel_for
-from recovery.channels.vnc import VncChannel
 from recovery.errors import ChannelClosed, ChannelError, ChannelTimeout, LoginRejected
 from recovery.redact import Secret
 from tests.e2e.faults import CuttingProxy
-from tests.integration.vnc_fixture import VncServer, require_tools, running_vnc, start_server, wait_ws
+from tests.integration.vnc_fixture import (
+    PRINTABLE,
+    VncServer,
+    opened,
+    require_tools,
+    running_vnc,
+    start_server,
+)
+from tests.processes import stop_child
 
-PRINTABLE = "".join(chr(code) for code in range(0x20, 0x7F))
 SERVERS = [("x11vnc", False), ("x11vnc", True), ("tigervnc", False), ("tigervnc", True)]
 
 
@@ -35,13 +41,6 @@ def vnc(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     kind, websocket = request.param
     with running_vnc(kind, tmp_path_factory.mktemp(kind), websocket=websocket) as server:
         yield server
-
-
-def opened(url: str, password: str | None = None) -> VncChannel:
-    channel = channel_for(Secret(url), password=Secret(password) if password is not None else None)
-    assert isinstance(channel, VncChannel)
-    channel.open(timeout=10)
-    return channel
 
 
 def wait_for_file(path: Path, expected: str, timeout: float = 10.0) -> str:
@@ -126,9 +125,7 @@ def test_rejected_token_is_a_closed_channel(tmp_path: Path) -> None:
         process = subprocess.Popen(
             [sys.executable, "-m", "websockify", "--inetd", "--token-plugin", "TokenFile", "--token-source",
              str(tokens)], stdin=listener.fileno(), stdout=log, stderr=log)
-        stack.callback(process.wait, 5)
-        stack.callback(process.terminate)
-        wait_ws(port)
+        stack.callback(stop_child, process, 5.0)
         url = f"http://127.0.0.1:{port}/vnc_auto.html?path=%3Ftoken%3Dexpired-token-123"
         with pytest.raises(ChannelClosed, match="token is rejected or has expired") as closed:
             opened(url)

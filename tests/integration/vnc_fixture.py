@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from recovery.lab.processes import free_port
+from recovery.channels import channel_for
+from recovery.channels.vnc import VncChannel
+from recovery.lab.processes import free_port, listening_addresses, poll_until
+from recovery.lab.vnc import answers
+from recovery.redact import Secret
 from tests.processes import stop_child
 
 READY_TIMEOUT = 20.0
+# Every character a VNC console must type exactly: the tests type it forwards and backwards.
+PRINTABLE = "".join(chr(code) for code in range(0x20, 0x7F))
 PACKAGES = "xvfb x11vnc xterm tigervnc-standalone-server xauth"
 
 
@@ -39,6 +43,14 @@ class VncServer:
         return f"vnc://127.0.0.1:{self.port}"
 
 
+def opened(url: str, password: str | None = None, timeout: float = 10) -> VncChannel:
+    """A VNC channel to `url`, chosen by scheme as a playbook's console.open chooses it, and open."""
+    channel = channel_for(Secret(url), password=Secret(password) if password is not None else None)
+    assert isinstance(channel, VncChannel)
+    channel.open(timeout=timeout)
+    return channel
+
+
 def require_tools() -> None:
     for tool in ("Xvfb", "x11vnc", "xterm", "Xtigervnc"):
         if shutil.which(tool) is None:
@@ -46,17 +58,9 @@ def require_tools() -> None:
 
 
 def wait_banner(port: int, timeout: float = READY_TIMEOUT) -> None:
-    """Poll until the port answers with an RFB banner (then hang up, as a viewer that changed its mind)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                if conn.recv(12).startswith(b"RFB "):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"no VNC server answered on port {port} within {timeout:.0f} s")
+    """Poll until the port answers with an RFB banner, as the lab waits for its own x11vnc."""
+    if not poll_until(lambda: answers(port), timeout):
+        raise RuntimeError(f"no VNC server answered on port {port} within {timeout:.0f} s")
 
 
 def _start_x(stack: ExitStack, argv: list[str], log: Path) -> str:
@@ -79,34 +83,23 @@ def _spawn(stack: ExitStack, argv: list[str], log: Path, env: dict[str, str] | N
     stack.callback(stop_child, process, 5.0)
 
 
-def start_xterm(stack: ExitStack, display: str, command: list[str], log: Path, ready: Path | None = None) -> None:
-    """An xterm big enough to cover the screen's middle, where the pointer (and so the keyboard) is."""
+def start_xterm(stack: ExitStack, display: str, command: list[str], log: Path, ready: Path) -> None:
+    """An xterm big enough to cover the screen's middle, where the pointer (and so the keyboard) is.
+
+    Returns once the command has created `ready`.
+    """
     env = {**os.environ, "DISPLAY": display}
     _spawn(stack, ["xterm", "-geometry", "150x50+0+0", "-e", *command], log, env)
-    if ready is not None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not ready.exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the xterm on {display} did not start its shell: {log.read_text()[-500:]}")
-            time.sleep(0.05)
+    if not poll_until(ready.exists, READY_TIMEOUT):
+        raise RuntimeError(f"the xterm on {display} did not start its shell: {log.read_text()[-500:]}")
 
 
 def start_websockify(stack: ExitStack, target: int, log: Path) -> int:
     port = free_port()
     _spawn(stack, [sys.executable, "-m", "websockify", f"127.0.0.1:{port}", f"127.0.0.1:{target}"], log)
-    wait_ws(port)
+    if not poll_until(lambda: bool(listening_addresses(port)), READY_TIMEOUT):
+        raise RuntimeError(f"websockify did not listen on {port}")
     return port
-
-
-def wait_ws(port: int) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"websockify did not listen on {port}")
 
 
 def start_server(stack: ExitStack, kind: str, directory: Path, vnc_args: tuple[str, ...] = ()) -> tuple[str, int]:

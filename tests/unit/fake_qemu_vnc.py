@@ -8,6 +8,7 @@ thing (QEMU with a booted VM) is benchmarks/qemu_vnc_typing.py.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -34,8 +35,8 @@ class FakeQemuVnc:
         self.leds = 0
         self.typed = ""  # what the guest got, as text
         self.dropped = 0  # key events QEMU threw away: its queue was full
-        self.most_queued = 0
         self._queue: deque[tuple[int, bool]] = deque()
+        self._unhandled = 0  # key events queued or taken but not yet typed by the guest
         self._shift = False
         self._presses = 0
         self._lock = threading.Lock()
@@ -60,9 +61,9 @@ class FakeQemuVnc:
             thread.join(timeout=2)
 
     def wait_idle(self, timeout: float = 5.0) -> None:
-        """Wait until the guest has taken every queued key."""
+        """Wait until the guest has typed every queued key (not only taken it off the queue)."""
         deadline = time.monotonic() + timeout
-        while self._queue and time.monotonic() < deadline:
+        while self._unhandled and time.monotonic() < deadline:
             time.sleep(0.01)
 
     # -- QEMU ---------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ class FakeQemuVnc:
                     self.dropped += 1
                 else:
                     self._queue.append((scancode, bool(down)))
-                    self.most_queued = max(self.most_queued, len(self._queue))
+                    self._unhandled += 1
         else:
             raise ConnectionError(f"unexpected message {kind}")
 
@@ -134,19 +135,23 @@ class FakeQemuVnc:
                 if not self._queue:
                     continue
                 scancode, down = self._queue.popleft()
-            if scancode == SHIFT_SCANCODE:
-                self._shift = down
-            elif scancode == NUM_LOCK_SCANCODE and down:
-                self._presses += 1
-                if self.answered_presses is None or self._presses <= self.answered_presses:
-                    self.leds ^= 0x02
-                    if self._conn is not None:
-                        try:
-                            self._update(self._conn, [(0, 0, 1, 1, -261, bytes([self.leds]))])
-                        except OSError:
-                            return
-            elif down:
-                self.typed += _CHARS[(scancode, self._shift)]
+            self._take(scancode, down)
+            with self._lock:
+                self._unhandled -= 1
+
+    def _take(self, scancode: int, down: bool) -> None:
+        """What the guest's keyboard driver does with one key event."""
+        if scancode == SHIFT_SCANCODE:
+            self._shift = down
+        elif scancode == NUM_LOCK_SCANCODE and down:
+            self._presses += 1
+            if self.answered_presses is None or self._presses <= self.answered_presses:
+                self.leds ^= 0x02
+                if self._conn is not None:
+                    with contextlib.suppress(OSError):  # the client went away
+                        self._update(self._conn, [(0, 0, 1, 1, -261, bytes([self.leds]))])
+        elif down:
+            self.typed += _CHARS[(scancode, self._shift)]
 
 
 def _read(conn: socket.socket, count: int) -> bytes:
