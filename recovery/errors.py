@@ -24,6 +24,7 @@
     │   └── TemplateError               a value could not be rendered at run time
     ├── JournalError                    the run journal is unreadable or unwritable
     └── LabError                        the built-in lab could not start or stop
+        └── UnsafeLabDirectory          exit 2: a lab directory others could tamper with
 
 `TransientError` is a mix-in: the runner retries an error only when it carries it
 *and* the step declares itself safe to retry. Drivers raise these from foreign
@@ -61,6 +62,7 @@ __all__ = [
     "StepError",
     "TemplateError",
     "TransientError",
+    "UnsafeLabDirectory",
     "UsageError",
     "VerifyError",
 ]
@@ -207,3 +209,9 @@ class JournalError(RecoveryError):
 
 class LabError(RecoveryError):
     pass
+
+
+class UnsafeLabDirectory(LabError):
+    """The lab, as root, would write where another user can plant symlinks or swap files."""
+
+    exit_code = EXIT_USAGE
