@@ -271,7 +271,7 @@ def command_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from recovery.plan import render_plan
 
-        print(render_plan(playbook, inputs))
+        print(render_plan(playbook, inputs, config))
         return EXIT_OK
     secrets = read_secrets(playbook, _pairs(args.secret, "--secret"), os.environ, interactive=sys.stdin.isatty())
     return execute(

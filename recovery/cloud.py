@@ -149,6 +149,18 @@ def connect(cloud_name: str | None) -> OpenStackCloud:
     return OpenStackCloud(openstack.connection.Connection(config=region), cloud_name or region.name)
 
 
+def check_config(cloud_name: str) -> str | None:
+    """Why `connect(cloud_name)` would fail before sending anything, or None; reads clouds.yaml only."""
+    import openstack.config
+    from openstack import exceptions as sdk
+
+    try:
+        openstack.config.get_cloud_region(cloud=cloud_name)
+    except sdk.ConfigException as exc:
+        return _config_problem(cloud_name, exc)
+    return None
+
+
 def _config_problem(cloud_name: str | None, exc: Exception) -> str:
     """Say which clouds exist and where they came from: the user evidently expected another."""
     from openstack.config import loader

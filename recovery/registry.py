@@ -4,7 +4,10 @@ Each step type declares its inputs as one frozen dataclass (a description in eac
 field's metadata) and its outputs by name. Validation, `recovery steps` and the
 runner all read these declarations, so the documentation cannot drift from the
 checks. A step also says whether it is *repeatable* (safe to run again on a
-resumed run) and *retryable* (the runner may retry it after a transient error).
+resumed run), *retryable* (the runner may retry it after a transient error) and
+whether it *changes* anything (a key written, a key published, a console typed
+into, the cloud changed): the pre-flight (`recovery.preflight`) runs the checks
+declared next to the parameters before the first step that does.
 """
 
 from __future__ import annotations
@@ -19,12 +22,19 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 from recovery.redact import Secret
 
 if typing.TYPE_CHECKING:
+    from recovery.config import Config
     from recovery.context import StepContext
 
 Outputs = dict[str, object]
 P = TypeVar("P")
 StepFunction = Callable[["StepContext", Any], Outputs]
 PreviewFunction = Callable[[Any], list[str]]
+ValueCheck = Callable[[Any], "str | None"]
+"""One parameter's check: a problem in words, or None. Called only with a known, well-typed value."""
+StepCheck = Callable[[Mapping[str, object], "Config"], "list[str]"]
+"""A step's check across its parameters; values not known yet are `templating.Unknown`."""
+Predict = Callable[[Mapping[str, object]], Mapping[str, object]]
+"""Outputs a step will certainly give, from its parameters alone (values may be `templating.Unknown`)."""
 
 MISSING = dataclasses.MISSING
 
@@ -36,6 +46,7 @@ class InputSpec:
     required: bool
     default: object
     description: str
+    check: ValueCheck | None = None
 
     @property
     def type_name(self) -> str:
@@ -52,6 +63,9 @@ class StepType:
     repeatable: bool
     retryable: bool
     preview: PreviewFunction | None = None
+    changes: bool = True
+    check: StepCheck | None = None
+    predict: Predict | None = None
 
     def inputs(self) -> list[InputSpec]:
         hints = typing.get_type_hints(self.params)
@@ -66,6 +80,7 @@ class StepType:
                     required=not has_default,
                     default=default,
                     description=str(field.metadata.get("doc", "")),
+                    check=field.metadata.get("check"),
                 )
             )
         return specs
@@ -82,24 +97,33 @@ def step(
     repeatable: bool,
     retryable: bool = False,
     preview: PreviewFunction | None = None,
+    changes: bool = True,
+    check: StepCheck | None = None,
+    predict: Predict | None = None,
 ) -> Callable[[StepFunction], StepFunction]:
-    """Register a step type. `repeatable=False` steps are skipped, not rerun, on --resume."""
+    """Register a step type. `repeatable=False` steps are skipped, not rerun, on --resume.
+
+    Args:
+        changes: False only for a step that reads (a cloud lookup): the pre-flight may come after it.
+        check: checks across parameters, run by the pre-flight (see `StepCheck`).
+        predict: outputs known before the step runs, so a dry run shows what the real run will do.
+    """
 
     def register(function: StepFunction) -> StepFunction:
         if name in _REGISTRY:
             raise RuntimeError(f"step type {name} registered twice")
         summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
         _REGISTRY[name] = StepType(
-            name, summary, function, params, dict(outputs), repeatable, retryable, preview
+            name, summary, function, params, dict(outputs), repeatable, retryable, preview, changes, check, predict
         )
         return function
 
     return register
 
 
-def doc(text: str, **kwargs: Any) -> Any:
-    """A dataclass field with a description, for step parameter classes."""
-    return dataclasses.field(metadata={"doc": text}, **kwargs)
+def doc(text: str, *, check: ValueCheck | None = None, **kwargs: Any) -> Any:
+    """A dataclass field with a description and, optionally, the pre-flight check of its value."""
+    return dataclasses.field(metadata={"doc": text, "check": check}, **kwargs)
 
 
 def step_types() -> Mapping[str, StepType]:

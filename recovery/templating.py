@@ -15,7 +15,7 @@ or, if any part is a secret, a `Secret` whose label shows the text with `***`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from recovery.redact import MASK, Secret
@@ -31,6 +31,12 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _KEYWORDS = {"and", "or", "not", "true", "false", "null"}
+_JINJA = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+_BLANK = re.compile(r"\s*\Z")
+# Real expressions are a handful of tokens; these bounds keep the recursive parser, and
+# everything that walks its tree, far from Python's recursion limit on any input.
+MAX_TOKENS = 200
+MAX_NESTING = 32
 
 
 class TemplateSyntaxError(ValueError):
@@ -71,12 +77,29 @@ class UndefinedReference(LookupError):
     """A reference names something that does not exist in the namespace."""
 
 
+@dataclass(frozen=True)
+class Unknown:
+    """A value not known yet: an output of a step that has not run, during pre-flight and --dry-run.
+
+    Expressions over it evaluate partially: `known or x` is decided, `unknown or x` stays
+    unknown, so a check can tell "certainly empty" (refuse now) from "decided later".
+    `label` is what a dry run shows in its place, e.g. `<steps.find.outputs.ssh_host>`.
+    """
+
+    label: str
+
+    def __bool__(self) -> bool:
+        raise TypeError(f"{self.label} is not known yet; test with `isinstance(value, Unknown)` first")
+
+
 def _tokenize(text: str) -> list[tuple[str, str]]:
     tokens: list[tuple[str, str]] = []
     position = 0
     while position < len(text):
-        if text[position:].strip() == "":
+        if _BLANK.match(text, position):
             break
+        if len(tokens) == MAX_TOKENS:
+            raise TemplateSyntaxError(f"expression longer than {MAX_TOKENS} tokens: {text.strip()[:40]!r}...")
         match = _TOKEN.match(text, position)
         if not match:
             raise TemplateSyntaxError(f"unexpected {text[position:].strip()[:20]!r} in {text.strip()!r}")
@@ -96,6 +119,7 @@ class _Parser:
         self.text = text
         self.tokens = _tokenize(text)
         self.index = 0
+        self.depth = 0
 
     def parse(self) -> Expr:
         if not self.tokens:
@@ -132,8 +156,17 @@ class _Parser:
     def _not(self) -> Expr:
         if self._peek() == ("keyword", "not"):
             self.index += 1
-            return Not(self._not())
+            return Not(self._nested(self._not))
         return self._comparison()
+
+    def _nested(self, parse: Callable[[], Expr]) -> Expr:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise TemplateSyntaxError(f"expression nested deeper than {MAX_NESTING} levels: {self.text.strip()[:40]!r}")
+        try:
+            return parse()
+        finally:
+            self.depth -= 1
 
     def _comparison(self) -> Expr:
         expr = self._atom()
@@ -146,14 +179,17 @@ class _Parser:
     def _atom(self) -> Expr:
         kind, value = self._take()
         if kind == "op" and value == "(":
-            expr = self._or()
+            expr = self._nested(self._or)
             if self._take() != ("op", ")"):
                 raise TemplateSyntaxError(f"missing ')' in {self.text.strip()!r}")
             return expr
         if kind == "string":
             return Literal(value[1:-1])
         if kind == "number":
-            return Literal(float(value) if "." in value else int(value))
+            try:
+                return Literal(float(value) if "." in value else int(value))
+            except ValueError:  # more digits than int() converts (4300): no real value has them
+                raise TemplateSyntaxError(f"number too long in {self.text.strip()[:40]!r}...") from None
         if kind == "keyword" and value in ("true", "false", "null"):
             return Literal({"true": True, "false": False, "null": None}[value])
         if kind == "name":
@@ -193,7 +229,17 @@ def _references(expr: Expr) -> Iterator[Ref]:
 
 
 def parse(source: str) -> Template:
-    """Parse `source`; raises TemplateSyntaxError naming the bad expression."""
+    """Parse `source`; raises TemplateSyntaxError naming the bad expression.
+
+    `{% ... %}` and `{# ... #}` are refused rather than kept as text: someone who wrote them
+    expects Jinja to run them, and text that silently stays in a command is worse.
+    """
+    jinja = _JINJA.search(source)
+    if jinja:
+        raise TemplateSyntaxError(
+            f"{jinja.group()[:40]!r}: this is not Jinja; only '{{{{ expression }}}}' is understood "
+            "(a condition goes in the step's `when:`, a comment in a YAML `#` comment)"
+        )
     parts: list[str | Expr] = []
     position = 0
     for match in _TEMPLATE.finditer(source):
@@ -222,20 +268,43 @@ def lookup(namespace: Mapping[str, object], ref: Ref) -> object:
 
 
 def evaluate(expr: Expr, namespace: Mapping[str, object]) -> object:
+    """The expression's value; an `Unknown` operand makes the result `Unknown` unless it cannot matter."""
     if isinstance(expr, Literal):
         return expr.value
     if isinstance(expr, Ref):
         return lookup(namespace, expr)
     if isinstance(expr, Not):
-        return not evaluate(expr.operand, namespace)
+        operand = evaluate(expr.operand, namespace)
+        return operand if isinstance(operand, Unknown) else not operand
     left = evaluate(expr.left, namespace)
+    if isinstance(left, Unknown):
+        # `unknown or x` and `unknown and x` depend on what `unknown` turns out to be.
+        return left if expr.op in ("or", "and") else Unknown(f"<{_source(expr)}>")
     if expr.op == "or":
         return left if left else evaluate(expr.right, namespace)
     if expr.op == "and":
         return evaluate(expr.right, namespace) if left else left
     right = evaluate(expr.right, namespace)
+    if isinstance(right, Unknown):
+        return Unknown(f"<{_source(expr)}>")
     equal = _comparable(left) == _comparable(right)
     return equal if expr.op == "==" else not equal
+
+
+def _source(expr: Expr) -> str:
+    """The expression written back as text, for the label of an unknown result."""
+    if isinstance(expr, Literal):
+        value = expr.value
+        if isinstance(value, str):
+            return f"'{value}'"
+        if isinstance(value, bool) or value is None:
+            return {True: "true", False: "false", None: "null"}[value]
+        return str(value)
+    if isinstance(expr, Ref):
+        return str(expr)
+    if isinstance(expr, Not):
+        return f"not {_source(expr.operand)}"
+    return f"{_source(expr.left)} {expr.op} {_source(expr.right)}"
 
 
 def _comparable(value: object) -> object:
@@ -254,6 +323,8 @@ def render(template: Template, namespace: Mapping[str, object]) -> object:
     secret = False
     for part in template.parts:
         value = part if isinstance(part, str) else evaluate(part, namespace)
+        if isinstance(value, Unknown):
+            return Unknown(f"<{template.source}>")
         if isinstance(value, Secret):
             secret = True
             raw.append(value.reveal())

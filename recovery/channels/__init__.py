@@ -91,6 +91,31 @@ CHANNELS: dict[str, str] = {
 }
 
 
+# Which URL schemes belong to which kind of console, so a playbook written for one refuses the other's
+# URL before anything is typed (VNC bytes sent into a serial login prompt help nobody).
+CONSOLE_SCHEMES: dict[str, tuple[str, ...]] = {
+    "serial": ("ws", "wss"),
+    "vnc": ("vnc", "vnc+ws", "vnc+wss", "http", "https"),
+}
+
+
+def console_url_problem(url: Text, kind: str | None) -> str | None:
+    """Why `url` cannot be a console of `kind` ("serial", "vnc", or None for any), or None."""
+    scheme = urlsplit(reveal(url)).scheme.lower()
+    allowed = CONSOLE_SCHEMES.get(kind, tuple(CHANNELS)) if kind else tuple(CHANNELS)
+    if scheme in allowed:
+        return None
+    other = next((name for name, schemes in CONSOLE_SCHEMES.items() if scheme in schemes), None)
+    if kind and other:
+        return (
+            f"{masked_url(url)} is a {other} console URL, but this step drives a {kind} console: use the "
+            f"{other} playbook (restore-access-{other}.yaml), or give a {kind} console URL "
+            f"({', '.join(s + '://' for s in allowed)})"
+        )
+    expected = ", ".join(s + "://" for s in allowed)
+    return f"{masked_url(url)}: unsupported scheme {scheme or '(none)'!r} (expected {expected})"
+
+
 def channel_for(url: Text, *, password: Secret | None = None) -> Channel:
     """A channel for a console URL, chosen by its scheme.
 
@@ -101,15 +126,11 @@ def channel_for(url: Text, *, password: Secret | None = None) -> Channel:
     Raises:
         ChannelError: the scheme is not one we can drive, or it takes no password and one was given.
     """
+    problem = console_url_problem(url, None)
+    if problem:
+        raise ChannelError(f"cannot open console {problem}")
     raw = reveal(url)
-    scheme = urlsplit(raw).scheme.lower()
-    target = CHANNELS.get(scheme)
-    if target is None:
-        raise ChannelError(
-            f"cannot open console {masked_url(url)}: unsupported scheme {scheme or '(none)'!r} "
-            f"(supported: {', '.join(sorted(CHANNELS))})"
-        )
-    module_name, class_name = target.split(":")
+    module_name, class_name = CHANNELS[urlsplit(raw).scheme.lower()].split(":")
     channel_class = getattr(importlib.import_module(module_name), class_name)
     secret_url = url if isinstance(url, Secret) else Secret(raw, masked_url(raw))
     if password is None:

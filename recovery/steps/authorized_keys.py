@@ -13,10 +13,27 @@ from recovery.redact import Secret
 from recovery.registry import Outputs, doc, step
 
 
+def _public_key(value: str) -> str | None:
+    from recovery.keys import parse_public_line
+
+    try:
+        parse_public_line(value)
+    except KeyGenerationError as exc:
+        return str(exc)
+    return None
+
+
+def _download_url(value: Secret) -> str | None:
+    if not value.reveal().startswith(("http://", "https://")):
+        return f"{value} is not an http:// or https:// URL the VM could download from"
+    return None
+
+
 @dataclass(frozen=True)
 class InstallParams:
-    key: str = doc("the public key line to add")
-    url: Secret | None = doc("download the key from this URL instead of typing it (publish.* output)", default=None)
+    key: str = doc("the public key line to add", check=_public_key)
+    url: Secret | None = doc("download the key from this URL instead of typing it (publish.* output)", default=None,
+                             check=_download_url)
     sha256: str | None = doc("expected sha256 of the key line plus newline (publish.* output)", default=None)
     timeout: float | None = doc("seconds for the command to finish (default: console.command_timeout)", default=None)
     facts: bool | None = doc(

@@ -7,11 +7,23 @@ safe to retry on a transient cloud error (5xx, 409, a reset connection).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from recovery.config import Config
 from recovery.context import StepContext
 from recovery.registry import Outputs, doc, step
+
+
+def cloud_named(values: Mapping[str, object], config: Config) -> list[str]:
+    """Pre-flight of every step that talks to the cloud: one is named, and clouds.yaml has it."""
+    if not config.cloud.name:
+        return ["this step talks to a cloud, but none is named: pass --cloud NAME (a clouds.yaml entry) or OS_CLOUD"]
+    from recovery.cloud import check_config
+
+    problem = check_config(config.cloud.name)
+    return [problem] if problem else []
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,8 @@ class FindParams:
     },
     repeatable=True,
     retryable=True,
+    changes=False,  # a lookup: the pre-flight may use what it finds
+    check=cloud_named,
 )
 def find_server(ctx: StepContext, params: FindParams) -> Outputs:
     """Find the server by name or ID (an ambiguous name is an error listing the candidates)."""
@@ -53,6 +67,8 @@ class ConsoleURLParams:
     outputs={"url": "the console URL (a secret: the token is in it)"},
     repeatable=True,  # tokens expire (10 minutes by default): a resumed run asks for a fresh one
     retryable=True,
+    changes=False,  # a lookup: the pre-flight may use what it finds
+    check=cloud_named,
 )
 def console_url(ctx: StepContext, params: ConsoleURLParams) -> Outputs:
     """Ask Nova for a console URL (remote-consoles API, legacy actions on old clouds)."""
@@ -71,6 +87,8 @@ class HostKeyParams:
     outputs={"fingerprint": "the host key fingerprints from the console log, comma-separated, or null if none"},
     repeatable=True,
     retryable=True,
+    changes=False,  # a lookup: the pre-flight may use what it finds
+    check=cloud_named,
 )
 def host_key(ctx: StepContext, params: HostKeyParams) -> Outputs:
     """Read the SSH host key fingerprints cloud-init printed to the console log, to pin the verification."""
@@ -96,6 +114,7 @@ class ImportParams:
     outputs={"name": "key pair name", "fingerprint": "fingerprint Nova computed"},
     repeatable=False,  # a second import of the same name is a conflict; --resume keeps the first
     retryable=True,
+    check=cloud_named,
 )
 def import_keypair(ctx: StepContext, params: ImportParams) -> Outputs:
     """Import the public key into Nova as a key pair (Nova no longer generates keys: 2.92)."""
@@ -119,6 +138,7 @@ class DeleteParams:
     outputs={"name": "the key pair deleted"},
     repeatable=False,
     retryable=True,
+    check=cloud_named,
 )
 def delete_keypair(ctx: StepContext, params: DeleteParams) -> Outputs:
     """Delete a key pair from Nova (only when a playbook asks for it)."""

@@ -2,22 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal, cast
 
+from recovery import checks
+from recovery.config import Config
 from recovery.context import StepContext
 from recovery.errors import StepError
 from recovery.redact import Secret, Text, masked_url
 from recovery.registry import Outputs, doc, step
+from recovery.templating import Unknown
+
+NO_URL = (
+    "no console URL: give -e console_url=... (token included; or RECOVERY_CONSOLE_URL), "
+    "or -e server=NAME with --cloud to ask the cloud for one"
+)
 
 
 @dataclass(frozen=True)
 class OpenParams:
-    url: Text = doc(
+    # Null is accepted here so that a missing URL gets the message below, not a type error.
+    url: Text | None = doc(
         "console URL, token included: ws:// or wss:// serial console; vnc://, vnc+ws(s):// or a noVNC "
         "http(s) page URL for a VNC console"
     )
     password: Secret | None = doc("VNC password (from secrets.*), for a VNC console that asks for one",
                                   default=None)
+    kind: Literal["serial", "vnc"] | None = doc(
+        "the console this playbook drives; a URL of the other kind is refused before anything is typed",
+        default=None)
+
+
+def _url_fits(values: Mapping[str, object], config: Config) -> list[str]:
+    from recovery.channels import console_url_problem
+
+    url, kind = values.get("url"), values.get("kind")
+    if isinstance(url, Unknown) or isinstance(kind, Unknown):
+        return []
+    if not url:
+        return [NO_URL]
+    problem = console_url_problem(cast(Text, url), cast("str | None", kind))
+    return [problem] if problem else []
 
 
 def screenshot(ctx: StepContext, moment: str) -> None:
@@ -40,17 +66,16 @@ def screenshot(ctx: StepContext, moment: str) -> None:
     outputs={"url": "the console URL, masked"},
     repeatable=True,  # a connection does not survive the process; --resume reopens it
     retryable=True,
+    check=_url_fits,
 )
 def open_console(ctx: StepContext, params: OpenParams) -> Outputs:
     """Connect to the VM's console."""
     from recovery.channels import channel_for
     from recovery.console import ConsoleSession
 
-    if not params.url:
-        raise StepError(
-            "no console URL: give -e console_url=ws://... (serial console, token included), "
-            "or -e server=NAME with --cloud to ask the cloud for one"
-        )
+    problem = _url_fits({"url": params.url, "kind": params.kind}, ctx.config)
+    if problem or params.url is None:
+        raise StepError(problem[0] if problem else NO_URL)
     if ctx.shared.console is not None:
         ctx.shared.console.channel.close()
         ctx.shared.console = None
@@ -64,7 +89,7 @@ def open_console(ctx: StepContext, params: OpenParams) -> Outputs:
 
 @dataclass(frozen=True)
 class LoginParams:
-    user: str = doc("user to log in as")
+    user: str = doc("user to log in as", check=checks.login_name)
     password: Secret | None = doc(
         "console password (from secrets.*); none if the console is already logged in", default=None
     )

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from recovery import checks
+from recovery.config import Config
 from recovery.context import StepContext
 from recovery.redact import Secret
 from recovery.registry import Outputs, doc, step
 
 
+def _path_free(values: Mapping[str, object], config: Config) -> list[str]:
+    """A key is never written over another: refuse a taken path before anything else happens."""
+    path = values.get("path")
+    if isinstance(path, str) and path and Path(path).expanduser().exists():
+        return [f"with.path: {Path(path).expanduser()} already exists; choose another key_path or move that file"]
+    return []
+
+
 @dataclass(frozen=True)
 class GenerateParams:
     type: Literal["ed25519", "rsa"] = doc("key type; some clouds import only rsa", default="ed25519")
-    bits: int = doc("RSA size: 2048, 3072 or 4096 (ignored for ed25519)", default=3072)
+    bits: int = doc("RSA size: 2048, 3072 or 4096 (ignored for ed25519)", default=3072, check=checks.rsa_bits)
     format: Literal["openssh", "pem"] = doc(
         "private key format; pem is what ssh-keygen -m pem writes (RSA only)", default="openssh"
     )
@@ -35,6 +46,7 @@ class GenerateParams:
         "md5": "MD5 fingerprint, as Nova shows it",
     },
     repeatable=False,  # a second run would make a second key; --resume keeps the first
+    check=_path_free,
 )
 def generate(ctx: StepContext, params: GenerateParams) -> Outputs:
     """Generate a new key pair locally (private key 0600, never logged)."""

@@ -11,10 +11,12 @@ too, and `publish.key` picks the method from one input (`auto` included).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
+from recovery.config import Config
 from recovery.context import StepContext
 from recovery.errors import StepError
 from recovery.publishers import Publisher
@@ -103,7 +105,13 @@ class InlineParams:
     key: str = doc("the public key line")
 
 
-@step("publish.inline", params=InlineParams, outputs=PUBLISH_OUTPUTS, repeatable=True)
+@step(
+    "publish.inline",
+    params=InlineParams,
+    outputs=PUBLISH_OUTPUTS,
+    repeatable=True,
+    predict=lambda values: {"url": None, "method": "inline"},
+)
 def inline(ctx: StepContext, params: InlineParams) -> Outputs:
     """Type the public key into the console itself; nothing is published."""
     return _inline(ctx, params.key)
@@ -155,6 +163,23 @@ def s3(ctx: StepContext, params: S3Params) -> Outputs:
     return _publish(ctx, publisher, params.key, params.ttl)
 
 
+def _predict(values: Mapping[str, object]) -> Mapping[str, object]:
+    """Known before running: typed inline there is no URL, so a dry run shows the inline command."""
+    method = values.get("method")
+    if method == "inline":
+        return {"url": None, "method": "inline"}
+    return {"method": method} if method in ("http", "swift", "s3") else {}
+
+
+def _storage_configured(values: Mapping[str, object], config: Config) -> list[str]:
+    method = values.get("method")
+    if method == "swift" and not config.cloud.name:
+        return ["publish=swift needs a cloud: pass --cloud NAME (a clouds.yaml entry) or set OS_CLOUD"]
+    if method == "s3" and not config.publish.s3.bucket:
+        return ["publish=s3 needs a bucket: set publish.s3.bucket in the config"]
+    return []
+
+
 @dataclass(frozen=True)
 class KeyParams:
     key: str = doc("the public key line")
@@ -165,7 +190,15 @@ class KeyParams:
     advertise_host: str | None = doc("for http, the host name the VM uses to reach this machine", default=None)
 
 
-@step("publish.key", params=KeyParams, outputs=PUBLISH_OUTPUTS, repeatable=True, retryable=True)
+@step(
+    "publish.key",
+    params=KeyParams,
+    outputs=PUBLISH_OUTPUTS,
+    repeatable=True,
+    retryable=True,
+    check=_storage_configured,
+    predict=_predict,
+)
 def publish_key(ctx: StepContext, params: KeyParams) -> Outputs:
     """Publish the key by the method named in one input (or pick one with auto)."""
     method: str = params.method

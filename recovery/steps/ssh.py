@@ -2,24 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from recovery import checks
+from recovery.config import Config
 from recovery.context import StepContext
 from recovery.errors import HostKeyUnknown, StepError
 from recovery.redact import Secret
 from recovery.registry import Outputs, doc, step
+from recovery.templating import Unknown
+
+NO_HOST = "no SSH address to verify: give -e ssh_host=..., or -e server=NAME with --cloud"
+NO_PIN = (
+    "no host key to check the VM against: give host_key_fingerprint (from the console or the cloud-init "
+    "console log), or -e server=NAME with --cloud to read it from the console log, or set trust_first_use "
+    "(it will be recorded in the report)"
+)
+
+
+def _host(value: str) -> str | None:
+    return NO_HOST if not value.strip() else None
+
+
+def _pinned_or_trusted(values: Mapping[str, object], config: Config) -> list[str]:
+    pin, trust = values.get("host_key_fingerprint"), values.get("trust_first_use")
+    if isinstance(pin, Unknown) or isinstance(trust, Unknown):
+        return []
+    return [NO_PIN] if not pin and not trust else []
 
 
 @dataclass(frozen=True)
 class VerifyParams:
-    host: str = doc("SSH host name or address")
-    user: str = doc("user to log in as")
+    host: str = doc("SSH host name or address", check=_host)
+    user: str = doc("user to log in as", check=checks.login_name)
     private_key_path: str = doc("the new private key (keys.generate output)")
-    port: int = doc("SSH port", default=22)
+    port: int = doc("SSH port", default=22, check=checks.port)
     passphrase: Secret | None = doc("the private key's passphrase, if any", default=None)
     host_key_fingerprint: str | None = doc(
-        "pinned host key, SHA256:... or MD5 hex; several separated by commas (one per key type)", default=None)
+        "pinned host key, SHA256:... or MD5 hex; several separated by commas (one per key type)", default=None,
+        check=checks.host_key_pins)
     trust_first_use: bool = doc("accept an unpinned host key (recorded in the report)", default=False)
     timeout: float | None = doc("connect/banner/auth timeout (default: ssh.timeout)", default=None)
 
@@ -34,6 +57,8 @@ class VerifyParams:
     },
     repeatable=True,
     retryable=True,  # sshd may be restarting, or reading the file we just wrote
+    changes=False,
+    check=_pinned_or_trusted,
 )
 def verify(ctx: StepContext, params: VerifyParams) -> Outputs:
     """Log in over SSH with the new key and run `id -un`."""
@@ -41,13 +66,9 @@ def verify(ctx: StepContext, params: VerifyParams) -> Outputs:
     from recovery.verifier import ParamikoVerifier, SSHTarget
 
     if not params.host:
-        raise StepError("no SSH address to verify: give -e ssh_host=..., or -e server=NAME with --cloud")
+        raise StepError(NO_HOST)
     if not params.host_key_fingerprint and not params.trust_first_use:
-        raise HostKeyUnknown(
-            f"no host key to check {params.host}:{params.port} against: give host_key_fingerprint "
-            "(from the console or the cloud-init console log), or set trust_first_use: true "
-            "(it will be recorded in the report)"
-        )
+        raise HostKeyUnknown(f"{params.host}:{params.port}: {NO_PIN}")
     key = load_keypair(Path(params.private_key_path), params.passphrase)
     target = SSHTarget(
         host=params.host,

@@ -16,7 +16,10 @@ VNC = ROOT / "playbooks" / "restore-access-vnc.yaml"
 INVALID = ROOT / "tests" / "cases" / "invalid"
 
 
-DIRECT = ["-e", "console_url=ws://127.0.0.1:9/?token=tok-123456", "-e", "ssh_host=127.0.0.1", "-e", "user=ops"]
+DIRECT = [
+    "-e", "console_url=ws://127.0.0.1:9/?token=tok-123456", "-e", "ssh_host=127.0.0.1", "-e", "user=ops",
+    "-e", "trust_first_use=true",
+]
 
 
 def test_validate_is_zero_for_good_and_two_for_bad_playbooks(capsys: pytest.CaptureFixture[str]) -> None:
@@ -68,7 +71,8 @@ def test_dry_run_masks_the_console_token_and_changes_nothing(
 def test_dry_run_of_the_vnc_playbook_shows_the_shorter_command_without_facts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    vnc = ["-e", "console_url=vnc://127.0.0.1:5999", "-e", "ssh_host=127.0.0.1", "-e", "user=ops"]
+    vnc = ["-e", "console_url=vnc://127.0.0.1:5999", "-e", "ssh_host=127.0.0.1", "-e", "user=ops",
+           "-e", "trust_first_use=true"]
     assert main(["run", str(VNC), "--dry-run", "--journal", str(tmp_path / "runs"), *vnc]) == 0
     out = capsys.readouterr().out
     assert 'fail() { exit "$1"; }' in out

@@ -1,0 +1,190 @@
+"""Pre-flight: refuse a run that cannot succeed before it changes anything.
+
+A playbook's values are known at different times: inputs at once, a cloud
+lookup's outputs after the lookup, a new key's fingerprint only after the key
+exists. `forecast` renders every step's parameters as far as they are known
+(values not known yet are `templating.Unknown`), runs the checks each step type
+declares next to its parameters, and says for each step whether it will run.
+
+The runner calls it twice: before the first step (inputs and configuration),
+and again right before the first step that changes anything (a key written, a
+key published, a console opened), when the read-only lookups before it (server,
+host key, console URL) have filled in what they can. `--dry-run` calls it with
+nothing run, shows the same values, and exits 2 on the same problems.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from recovery import templating
+from recovery.config import Config
+from recovery.errors import UsageError
+from recovery.playbook import Playbook, StepSpec
+from recovery.redact import Secret
+from recovery.registry import InputTypeError, StepType, coerce, step_types
+from recovery.templating import Unknown
+
+__all__ = ["PreflightError", "StepForecast", "check", "forecast", "unknown_run"]
+
+
+class PreflightError(UsageError):
+    """The run cannot succeed as given; nothing was changed. One line per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        head = "the run cannot succeed as given, so nothing was changed"
+        head += ":" if count == 1 else f" ({count} problems):"
+        super().__init__(head + "\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+@dataclass
+class StepForecast:
+    """What one step will do, as far as can be told before running it."""
+
+    spec: StepSpec
+    step_type: StepType
+    runs: bool | None  # None: its `when` depends on something not known yet
+    values: dict[str, object] = field(default_factory=dict)  # rendered `with:`; Unknown where not known yet
+    problems: list[str] = field(default_factory=list)  # each names the parameter, not the step
+
+
+def unknown_run() -> dict[str, object]:
+    """`run.*` for a plan made before the run exists (a dry run)."""
+    return {"id": Unknown("<run id>"), "dir": Unknown("<run dir>")}
+
+
+def forecast(
+    playbook: Playbook,
+    inputs: Mapping[str, object],
+    secrets: Mapping[str, Secret | None],
+    config: Config,
+    *,
+    run: Mapping[str, object] | None = None,
+    done: Mapping[str, Mapping[str, object]] | None = None,
+) -> list[StepForecast]:
+    """Every step of the playbook (cleanup steps included), rendered as far as is known.
+
+    Args:
+        inputs, secrets: the run's inputs and secrets (placeholders are fine for a dry run).
+        run: `run.id` and `run.dir`; unknown when omitted.
+        done: outputs of steps that already ran, by step id; those steps are not checked again.
+    """
+    types = step_types()
+    done = done or {}
+    namespace: dict[str, Any] = {
+        "inputs": dict(inputs),
+        "secrets": {name: secrets.get(name) for name in playbook.secrets},
+        "steps": {},
+        "run": dict(run) if run is not None else unknown_run(),
+    }
+    result = []
+    for spec in playbook.all_steps():
+        step_type = types[spec.uses]
+        if spec.id in done:
+            namespace["steps"][spec.id] = {"outputs": {**dict.fromkeys(step_type.outputs), **done[spec.id]}}
+            continue
+        item = _forecast_step(spec, step_type, namespace, config)
+        namespace["steps"][spec.id] = {"outputs": _expected_outputs(item)}
+        result.append(item)
+    return result
+
+
+def check(
+    playbook: Playbook,
+    inputs: Mapping[str, object],
+    secrets: Mapping[str, Secret | None],
+    config: Config,
+    *,
+    run: Mapping[str, object] | None = None,
+    done: Mapping[str, Mapping[str, object]] | None = None,
+) -> list[StepForecast]:
+    """`forecast`, raising when a step that will run cannot succeed.
+
+    Raises:
+        PreflightError: every problem found, each naming the step and the value at fault.
+    """
+    steps = forecast(playbook, inputs, secrets, config, run=run, done=done)
+    # One input used by several steps (the user name) is one problem, said once, at its first step.
+    first: dict[str, StepForecast] = {}
+    for item in steps:
+        for problem in item.problems if item.runs else ():
+            first.setdefault(problem, item)
+    problems = [f"{_where(item.spec)}: {problem}" for problem, item in first.items()]
+    if problems:
+        raise PreflightError(problems)
+    return steps
+
+
+def _forecast_step(spec: StepSpec, step_type: StepType, namespace: Mapping[str, Any], config: Config) -> StepForecast:
+    item = StepForecast(spec, step_type, runs=_runs(spec, namespace))
+    if item.runs is False:
+        return item
+    declared = {input_spec.name: input_spec for input_spec in step_type.inputs()}
+    for name, input_spec in declared.items():
+        if name not in spec.params:
+            item.values[name] = input_spec.default
+            continue
+        raw = spec.params[name]
+        origin = _origin(raw)
+        try:
+            value = templating.render_value(raw, namespace)
+        except templating.UndefinedReference as exc:
+            item.problems.append(f"with.{name}{origin}: {exc}")
+            item.values[name] = Unknown(f"<{raw}>")
+            continue
+        if not isinstance(value, Unknown):
+            try:
+                value = coerce(value, input_spec.annotation)
+            except InputTypeError as exc:
+                item.problems.append(f"with.{name}{origin}: {exc}")
+                value = Unknown(f"<{raw}>")
+            else:
+                problem = input_spec.check(value) if input_spec.check and value is not None else None
+                if problem:
+                    item.problems.append(f"with.{name}{origin}: {problem}")
+        item.values[name] = value
+    if step_type.check is not None:
+        item.problems += step_type.check(item.values, config)
+    return item
+
+
+_ONE_INPUT = re.compile(r"\{\{\s*inputs\.([A-Za-z_][A-Za-z0-9_-]*)\s*\}\}")
+
+
+def _where(spec: StepSpec) -> str:
+    return f"step {spec.id} ({spec.uses}" + (f", line {spec.line})" if spec.line else ")")
+
+
+def _origin(raw: object) -> str:
+    """Where a value came from, in the words the user typed: `-e ssh_port`, or the template."""
+    if not isinstance(raw, str) or "{{" not in raw:
+        return ""
+    single = _ONE_INPUT.fullmatch(raw.strip())
+    return f" (-e {single.group(1)})" if single else f" (from {raw})"
+
+
+def _runs(spec: StepSpec, namespace: Mapping[str, Any]) -> bool | None:
+    if spec.when is None:
+        return True
+    try:
+        decided = templating.render(templating.parse(spec.when), namespace)
+    except templating.UndefinedReference:
+        return None  # the runner reports it, with the step, when it gets there
+    return None if isinstance(decided, Unknown) else bool(decided)
+
+
+def _expected_outputs(item: StepForecast) -> dict[str, object]:
+    """Null for a step that will not run (as the runner does), else what `predict` knows, else Unknown."""
+    names = item.step_type.outputs
+    if item.runs is False:
+        return dict.fromkeys(names)
+    outputs: dict[str, object] = {name: Unknown(f"<steps.{item.spec.id}.outputs.{name}>") for name in names}
+    if item.runs and item.step_type.predict is not None:
+        outputs.update(item.step_type.predict(item.values))
+    return outputs
+
