@@ -192,7 +192,8 @@ def test_silent_peer_times_out_instead_of_hanging(offline_key: KeyPair, tarpit: 
             SSHTarget(HOST, tarpit, "nobody", WRONG_PIN), offline_key, timeout=timeout
         )
 
-    assert time.monotonic() - started < 2 * timeout + 0.5
+    # A hang would never end; the bound is loose so that a busy 2-core machine does not fail it.
+    assert time.monotonic() - started < 10 * timeout
 
 
 def test_unresolvable_host_says_dns(offline_key: KeyPair) -> None:
