@@ -7,9 +7,16 @@ import sys
 
 from recovery.redact import RedactingFilter
 
+# Libraries whose DEBUG output carries credentials in shapes we cannot all foresee:
+# keystoneauth logs request headers (a Swift account's Temp-URL key signs anything in
+# the account), botocore logs presigned requests, urllib3 every URL with its query,
+# paramiko the transport. They say only warnings below -vvv, where the operator asks for all.
+THIRD_PARTY = ("keystoneauth", "keystoneauth1", "openstack", "botocore", "boto3", "urllib3", "paramiko",
+               "websocket", "s3transfer", "stevedore")
+
 
 def setup_logging(verbosity: int) -> None:
-    """-v: one line per step; -vv: masked console I/O; -vvv: paramiko too. Secrets are scrubbed."""
+    """-v: one line per step; -vv: masked console I/O; -vvv: third-party libraries too. Secrets are scrubbed."""
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -17,7 +24,20 @@ def setup_logging(verbosity: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 3 else logging.WARNING)
     # paramiko logs every failed banner as an ERROR traceback from its own thread; the verifier
     # already reports those failures in plain words.
     logging.getLogger("paramiko").setLevel(logging.DEBUG if verbosity >= 3 else logging.CRITICAL)
-    logging.getLogger("websocket").setLevel(logging.DEBUG if verbosity >= 3 else logging.WARNING)
+
+
+def without_debug_output(reason: str) -> None:
+    """Stop every record below INFO from here on: a secret too short to scrub is held.
+
+    Console I/O at -vv and library chatter at -vvv could show it, and nothing can mask it.
+    """
+    root = logging.getLogger()
+    if root.getEffectiveLevel() < logging.INFO:
+        logging.getLogger(__name__).warning("debug output is off for this run: %s", reason)
+    for handler in root.handlers:
+        handler.setLevel(max(handler.level, logging.INFO))
