@@ -236,10 +236,9 @@ def read_secrets(
                     f"--secret {name}=...: give a file as {name}=@FILE; a secret on the command line "
                     "would be visible to every user in the process list"
                 )
-            try:
-                text = Path(source[1:]).expanduser().read_text(encoding="utf-8")
-            except OSError as exc:
-                raise UsageError(f"--secret {name}: cannot read {source[1:]}: {exc.strerror or exc}") from exc
+            from recovery.readers import SECRET_LIMIT, read_text
+
+            text = read_text(Path(source[1:]).expanduser(), what=f"--secret {name} file", limit=SECRET_LIMIT)
             values[name] = Secret(text.rstrip("\r\n"), f"<{name}>")
         elif decl.env and env.get(decl.env):
             values[name] = Secret(env[decl.env], f"<{name}>")

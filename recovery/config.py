@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from recovery import readers
 from recovery.errors import ConfigError
 from recovery.journal import default_root
 
@@ -130,15 +131,11 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path.name}:{mark.line + 1}" if mark is not None else path.name
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+        text = readers.read_text(path, what="config", limit=readers.TEXT_LIMIT)
+        node = readers.compose_yaml(text, path.name)
+        data = readers.construct_yaml(node, path.name)
+    except readers.InputFileError as exc:
+        raise ConfigError(str(exc)) from exc
     if data is None:
         return {}, {}
     if not isinstance(data, dict):

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from recovery.errors import HostKeyMismatch, HostKeyUnknown, KeyGenerationError, UsageError, VerifyError
+from recovery import readers
+from recovery.errors import HostKeyMismatch, HostKeyUnknown, KeyGenerationError, VerifyError
 from recovery.keys import fingerprint_md5, fingerprint_sha256
 
 __all__ = ["VERIFIER_ADVICE", "Advice", "HostKeyCheck", "KnownHosts", "KnownKey", "parse_pin"]
@@ -191,12 +192,11 @@ class KnownHosts:
     def load(cls, path: Path) -> KnownHosts:
         """Read `path`.
 
-        :raises UsageError: the file cannot be read.
+        :raises readers.InputFileError: the file cannot be read (missing, a device or pipe gone silent, too big).
         """
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise UsageError(f"cannot read known hosts file {path}: {exc.strerror or exc}") from exc
+        data = readers.read_bytes(path, what="known hosts file", limit=readers.KNOWN_HOSTS_LIMIT)
+        # A byte that is not UTF-8 (a Latin-1 comment) spoils only its own line, skipped as ssh would.
+        text = data.decode("utf-8", errors="replace")
         entries = []
         for number, raw in enumerate(text.splitlines(), start=1):
             line = raw.strip()

@@ -20,7 +20,6 @@ key line, so callers above the drivers never handle a bare ValueError.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import os
 import stat
@@ -105,7 +104,7 @@ def parse_public_line(line: str) -> tuple[str, bytes, str]:
     comment = fields[2] if len(fields) == 3 else ""
     try:
         blob = base64.b64decode(encoded, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or text that is not ASCII (a known_hosts line with a stray byte)
         raise KeyGenerationError(
             f"public key of type {key_type!r}: the key data is not valid base64"
         ) from exc
@@ -364,10 +363,13 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 
 def _read(path: Path) -> bytes:
+    """A key file: a regular file (or a symlink to one) of at most 64 KiB; never a pipe or a device."""
+    from recovery.readers import SECRET_LIMIT, InputFileError, read_bytes
+
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise KeyGenerationError(f"cannot read {path}: {exc.strerror}") from exc
+        return read_bytes(path, what="key file", limit=SECRET_LIMIT, pipes=False)
+    except InputFileError as exc:
+        raise KeyGenerationError(str(exc)) from exc
 
 
 def _blob_type(blob: bytes) -> str | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from recovery import templating
+from recovery import readers, templating
 from recovery.errors import PlaybookError, Problem, UsageError
 from recovery.redact import Secret, masked_url
 from recovery.registry import InputTypeError, StepType, coerce, step_types
@@ -106,12 +106,9 @@ class _Located:
         self.problems: list[Problem] = []
         self.lines: Position = {}
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            reason = getattr(exc, "problem", None) or str(exc)
-            self.problems.append(Problem(file, line, "", f"not valid YAML: {reason}"))
+            node = readers.compose_yaml(text, file)
+        except readers.YamlError as exc:
+            self.problems.append(Problem(file, exc.line, "", exc.reason))
             self.data: object = None
             return
         self.data = self._build(node, ()) if node is not None else None
@@ -422,13 +419,10 @@ def load_playbook(path: str | Path) -> Playbook:
 
     Raises:
         PlaybookError: with every problem found, each naming file, line and key path.
-        UsageError: the file cannot be read.
+        readers.InputFileError: the file cannot be read (missing, a device, too big, not UTF-8).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read playbook {path}: {exc.strerror or exc}") from exc
+    text = readers.read_text(path, what="playbook", limit=readers.TEXT_LIMIT)
     return parse_playbook(text, path)
 
 

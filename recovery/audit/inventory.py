@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from recovery import readers
 from recovery.audit.model import Host
 from recovery.errors import Problem, UsageError, VerifyError
 from recovery.hostkeys import parse_pin
@@ -54,10 +55,7 @@ def load_inventory(path: Path, fallback: HostDefaults) -> list[Host]:
     :returns: the hosts, in file order.
     :raises UsageError: the file cannot be read, or is invalid (every problem, with file:line).
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read inventory {path}: {exc.strerror or exc}") from exc
+    text = readers.read_text(path, what="inventory", limit=readers.INVENTORY_LIMIT)
     return parse_inventory(text, str(path), base=path.parent, fallback=fallback)
 
 
@@ -85,11 +83,9 @@ class _Reader:
 
     def read(self, text: str, fallback: HostDefaults) -> list[Host]:
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            reason = getattr(exc, "problem", None) or str(exc)
-            self.problems.append(Problem(self.file, mark.line + 1 if mark else None, "", f"not valid YAML: {reason}"))
+            root = readers.compose_yaml(text, self.file, max_nodes=readers.INVENTORY_NODES)
+        except readers.YamlError as exc:
+            self.problems.append(Problem(self.file, exc.line, "", exc.reason))
             return []
         if root is None:
             self.problems.append(Problem(self.file, None, "", "the inventory is empty: it needs a 'hosts:' list"))
