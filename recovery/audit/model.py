@@ -25,13 +25,16 @@ CONSOLE_KINDS = ("serial", "novnc")
 class Status(StrEnum):
     """Each host's result. The values are a contract (JSON, JUnit, Prometheus labels).
 
-    Every `Failure` of `recovery.diagnosis` is a status of the same name; `ok`
-    and `no_address` (nothing to connect to) are the audit's own.
+    Every `Failure` of `recovery.diagnosis` is a status of the same name; `ok`,
+    `no_address` (nothing to connect to) and `protocol_error` (something
+    listens, but it does not speak SSH: a web server, a proxy, a wrong port)
+    are the audit's own.
     """
 
     OK = "ok"
     AUTH_REJECTED = Failure.AUTH_REJECTED.value
     REFUSED = Failure.REFUSED.value
+    PROTOCOL_ERROR = "protocol_error"
     TIMEOUT = Failure.TIMEOUT.value
     HOST_KEY_CHANGED = Failure.HOST_KEY_CHANGED.value
     HOST_KEY_UNKNOWN = Failure.HOST_KEY_UNKNOWN.value

@@ -5,24 +5,62 @@ so the tests pin their exact output. Hosts appear in inventory order in all four
 
 - table: one row per host, then remediations, then hosts not checked;
 - json: `{"hosts": [...], "summary": {...}}`, one object per host;
-- junit: one testcase per host (a failure element for each failed one), so a
-  CI dashboard shows each VM's access history as a test's;
+- junit: one testcase per host, so a CI dashboard shows each VM's access
+  history as a test's: an `error` for a host that could not be checked, a
+  `failure` for one that was checked and refused (`JUNIT_OUTCOMES`);
 - prometheus: the textfile-collector format node_exporter reads:
   `recovery_ssh_access_ok{server="web-1"} 1`, the check's duration, its status,
   and the audit's timestamp, so an alert can fire both on a failed host and on
-  an audit that stopped running.
+  an audit that stopped running. The audit-wide series carry a `shard` label
+  (`0/1` when not sharded): the shards' files share one textfile directory, and
+  node_exporter refuses two files with the same series.
+
+Names come from inventories and clouds, so they are escaped for each format:
+the table shows control characters as `\x1b`-style escapes (never raw on a
+terminal), JUnit XML the same (XML 1.0 cannot carry them at all), JSON and
+Prometheus by their own rules.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 from xml.etree import ElementTree
 
-from recovery.audit.model import CONSOLE_KINDS, AuditReport, HostResult, Remediation
+from recovery.audit.model import CONSOLE_KINDS, AuditReport, HostResult, Remediation, Status
 
-__all__ = ["FORMATS", "render", "render_json", "render_junit", "render_prometheus", "render_table", "summary_line"]
+__all__ = [
+    "FORMATS",
+    "JUNIT_OUTCOMES",
+    "printable",
+    "render",
+    "render_json",
+    "render_junit",
+    "render_prometheus",
+    "render_table",
+    "summary_line",
+]
+
+# Control and format characters (ANSI escapes, BiDi overrides), line separators, lone surrogates.
+_UNPRINTABLE = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
+
+
+def printable(text: str) -> str:
+    """`text` with every character a terminal or an XML parser must not see raw written as an escape.
+
+    `web\x1b[2J` stays readable as that, and cannot clear the operator's screen.
+    """
+    if text.isprintable():  # the usual case, and a fast one
+        return text
+    return "".join(
+        char.encode("unicode_escape", "backslashreplace").decode("ascii")
+        if unicodedata.category(char) in _UNPRINTABLE
+        else char
+        for char in text
+    )
 
 
 def summary_line(report: AuditReport) -> str:
@@ -47,7 +85,7 @@ def render_table(report: AuditReport) -> str:
         if with_console:
             row.append((",".join(result.console.available) or "none") if result.console else "-")
         row.append(_detail(result))
-        rows.append(row)
+        rows.append([printable(cell) for cell in row])
     widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
     lines = [
         ("  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1]).rstrip()
@@ -55,9 +93,10 @@ def render_table(report: AuditReport) -> str:
     ]
     if report.remediations:
         lines += ["", "remediations:"]
-        lines += [f"  {item.host}: {_remediation_text(item)}" for item in report.remediations]
+        lines += [printable(f"  {item.host}: {_remediation_text(item)}") for item in report.remediations]
     if report.not_checked:
-        lines += ["", f"not checked (interrupted): {', '.join(host.name for host in report.not_checked)}"]
+        names = ", ".join(printable(host.name) for host in report.not_checked)
+        lines += ["", f"not checked (interrupted): {names}"]
     return "\n".join(lines) + "\n"
 
 
@@ -134,15 +173,30 @@ def _host_json(result: HostResult, remediation: Remediation | None) -> dict[str,
 
 _SUITE = "recovery-audit"
 
+# Every status's JUnit element: None passes; a `failure` is a host that was checked and
+# refused (the assertion failed); an `error` is a host that could not be checked at all.
+JUNIT_OUTCOMES: dict[Status, str | None] = {
+    Status.OK: None,
+    Status.AUTH_REJECTED: "failure",
+    Status.HOST_KEY_CHANGED: "failure",
+    Status.HOST_KEY_UNKNOWN: "failure",
+    Status.REFUSED: "error",
+    Status.PROTOCOL_ERROR: "error",
+    Status.TIMEOUT: "error",
+    Status.DNS_ERROR: "error",
+    Status.NO_ADDRESS: "error",
+    Status.ERROR: "error",
+}
+
 
 def render_junit(report: AuditReport) -> str:
     """A `testsuites` document with one `testsuite`; hosts not checked are `skipped`."""
-    failures = len(report.failed)
+    outcomes = [JUNIT_OUTCOMES[result.status] for result in report.results]
     attributes = {
         "name": _SUITE,
         "tests": str(len(report.results) + len(report.not_checked)),
-        "failures": str(failures),
-        "errors": "0",
+        "failures": str(outcomes.count("failure")),
+        "errors": str(outcomes.count("error")),
         "skipped": str(len(report.not_checked)),
         "time": f"{report.seconds:.3f}",
     }
@@ -150,23 +204,35 @@ def render_junit(report: AuditReport) -> str:
     suite = ElementTree.SubElement(
         root, "testsuite", {**attributes, "timestamp": report.started_at.strftime("%Y-%m-%dT%H:%M:%S")}
     )
-    for result in report.results:
+    for result, outcome in zip(report.results, outcomes, strict=True):
         case = ElementTree.SubElement(
             suite,
             "testcase",
-            {"classname": _SUITE, "name": result.host.name, "time": f"{result.seconds:.3f}"},
+            {"classname": _SUITE, "name": _xml(result.host.name), "time": f"{result.seconds:.3f}"},
         )
-        if not result.ok:
-            failure = ElementTree.SubElement(case, "failure", {"type": str(result.status), "message": result.message})
-            failure.text = f"{result.status}: {result.message}"
+        if outcome is not None:
+            message = _xml(result.message)
+            element = ElementTree.SubElement(case, outcome, {"type": str(result.status), "message": message})
+            element.text = f"{result.status}: {message}"
         remediation = report.remediation_for(result.host.name)
         if remediation is not None:
-            ElementTree.SubElement(case, "system-out").text = "remediation " + _remediation_text(remediation)
+            ElementTree.SubElement(case, "system-out").text = _xml("remediation " + _remediation_text(remediation))
     for host in report.not_checked:
-        case = ElementTree.SubElement(suite, "testcase", {"classname": _SUITE, "name": host.name, "time": "0.000"})
+        attributes = {"classname": _SUITE, "name": _xml(host.name), "time": "0.000"}
+        case = ElementTree.SubElement(suite, "testcase", attributes)
         ElementTree.SubElement(case, "skipped", {"message": "not checked: the audit was interrupted"})
     ElementTree.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(root, encoding="unicode") + "\n"
+
+
+# What XML 1.0 cannot carry, even as a character reference: ElementTree writes it raw,
+# and the document is then not well-formed.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml(text: str) -> str:
+    """Text for an XML attribute or element: as the table shows it, so XML 1.0 can hold it."""
+    return printable(text) if _NOT_XML.search(text) else text
 
 
 # --- prometheus ----------------------------------------------------------------------------
@@ -214,21 +280,22 @@ def render_prometheus(report: AuditReport) -> str:
             "1 if the recovery playbook run for the server succeeded, else 0.",
             [({"server": item.host}, 1 if item.outcome == "succeeded" else 0) for item in report.remediations],
         )
+    shard = {"shard": report.shard or "0/1"}
     metric(
         "recovery_audit_hosts",
         "Servers in the last audit by status.",
-        [({"status": str(status)}, count) for status, count in report.counts().items()],
+        [({**shard, "status": str(status)}, count) for status, count in report.counts().items()],
     )
     metric(
         "recovery_audit_complete",
         "1 if the last audit checked every server, 0 if it was interrupted.",
-        [({}, 0 if report.interrupted else 1)],
+        [(shard, 0 if report.interrupted else 1)],
     )
-    metric("recovery_audit_duration_seconds", "How long the last audit took.", [({}, report.seconds)])
+    metric("recovery_audit_duration_seconds", "How long the last audit took.", [(shard, report.seconds)])
     metric(
         "recovery_audit_timestamp_seconds",
         "When the last audit started, in seconds since the Unix epoch.",
-        [({}, report.started_at.timestamp())],
+        [(shard, report.started_at.timestamp())],
     )
     return "\n".join(out) + "\n"
 
@@ -240,8 +307,16 @@ def _labels(labels: dict[str, str]) -> str:
 
 
 def _escape(value: str) -> str:
-    """The exposition format escapes backslash, double quote and line feed in label values."""
+    """The exposition format escapes backslash, double quote and line feed in label values.
+
+    It knows no other escape; a lone surrogate (a cloud's JSON can carry one) is
+    not UTF-8 at all, so it becomes U+FFFD rather than fail the whole file.
+    """
+    value = _SURROGATE.sub("\ufffd", value)
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _number(value: float) -> str:

@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 import pytest
 
 from recovery.audit.model import AuditReport, ConsoleAccess, Host, HostResult, Remediation, Status
-from recovery.audit.render import FORMATS, render, summary_line
+from recovery.audit.render import FORMATS, JUNIT_OUTCOMES, render, summary_line
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "audit" / "report"
 SUFFIXES = {"table": "txt", "json": "json", "junit": "xml", "prometheus": "prom"}
@@ -37,6 +37,8 @@ FINISHED = AuditReport(
         HostResult(host("db-1", "db-1.example.com"), Status.TIMEOUT, 5.0004,
                    "db-1.example.com:22 did not answer in time"),
         HostResult(host("pending", None), Status.NO_ADDRESS, 0.0, "no address to connect to"),
+        HostResult(host("web-3", "web-3..example.com"), Status.DNS_ERROR, 0.0002,
+                   "'web-3..example.com' is not a valid host name (an empty label)"),
     ),
     started_at=datetime(2026, 11, 28, 3, 15, 0, tzinfo=UTC),
     seconds=5.0217,
@@ -57,6 +59,8 @@ INTERRUPTED = AuditReport(
         HostResult(host("stopped", "10.0.0.6", server_id="decade", note="server is SHUTOFF"), Status.REFUSED, 0.0011,
                    "10.0.0.6:22 refused the connection (is sshd up?) (server is SHUTOFF)",
                    console=ConsoleAccess((), ("serial: the cloud offers no serial console", "novnc: HTTP 409"))),
+        HostResult(host("evil\x1b[2J\x07\u202e", "10.0.0.9", server_id="bad"), Status.PROTOCOL_ERROR, 0.0042,
+                   "10.0.0.9:22 answered, but not as an SSH server: it sent 'HTTP/1.1 400 Bad Request\\r\\n'"),
     ),
     started_at=datetime(2026, 11, 28, 4, 0, 0, tzinfo=UTC),
     seconds=1.5,
@@ -79,14 +83,55 @@ def test_json_and_junit_parse_and_agree_with_the_report() -> None:
     document = json.loads(render(FINISHED, "json"))
     suite = ElementTree.fromstring(render(FINISHED, "junit")).find("testsuite")
 
-    assert [item["status"] for item in document["hosts"]] == ["ok", "auth_rejected", "timeout", "no_address"]
-    assert document["summary"]["failed"] == 3
+    statuses = ["ok", "auth_rejected", "timeout", "no_address", "dns_error"]
+    assert [item["status"] for item in document["hosts"]] == statuses
+    assert document["summary"]["failed"] == 4
     assert document["hosts"][1]["remediation"]["journal"] == "/var/lib/recovery/runs/20261128T031505Z-a1b2c3"
     assert suite is not None
-    assert suite.get("failures") == "3"
-    assert [case.get("name") for case in suite.iter("testcase")] == ["web-1", "web-2", "db-1", "pending"]
+    assert (suite.get("failures"), suite.get("errors")) == ("1", "3")
+    assert [case.get("name") for case in suite.iter("testcase")] == ["web-1", "web-2", "db-1", "pending", "web-3"]
+
+
+def test_every_status_has_its_junit_outcome() -> None:
+    """Checked and refused is a failure; not checked at all (the host or the network's fault) is an error."""
+    assert set(JUNIT_OUTCOMES) == set(Status)
+    failures = {status for status, outcome in JUNIT_OUTCOMES.items() if outcome == "failure"}
+    assert failures == {Status.AUTH_REJECTED, Status.HOST_KEY_CHANGED, Status.HOST_KEY_UNKNOWN}
+    assert JUNIT_OUTCOMES[Status.OK] is None
+
+
+def test_control_characters_in_names_never_reach_the_terminal_or_break_the_xml() -> None:
+    name = "evil\x1b[2J\x07\u202e"
+    table = render(INTERRUPTED, "table")
+    suite = ElementTree.fromstring(render(INTERRUPTED, "junit")).find("testsuite")  # well-formed
+
+    assert not any(char in table for char in "\x1b\x07\u202e")
+    assert "evil\\x1b[2J\\x07\\u202e" in table
+    assert suite is not None
+    assert "evil\\x1b[2J\\x07\\u202e" in [case.get("name") for case in suite.iter("testcase")]
+    assert json.loads(render(INTERRUPTED, "json"))["hosts"][2]["name"] == name  # JSON escapes it, exactly
+    assert f'recovery_ssh_access_ok{{server="{name}"}} 0' in render(INTERRUPTED, "prometheus")
+
+
+def test_a_lone_surrogate_from_a_cloud_name_is_still_a_report_in_every_format() -> None:
+    odd = AuditReport(
+        results=(HostResult(host("web-\ud800", "10.0.0.1"), Status.REFUSED, 0.1, "refused"),),
+        started_at=datetime(2026, 11, 28, 4, 0, 0, tzinfo=UTC),
+        seconds=0.1,
+    )
+
+    for fmt in FORMATS:
+        render(odd, fmt).encode("utf-8")  # what writing the report does; a surrogate would raise here
+
+
+def test_audit_wide_prometheus_series_say_which_shard_they_are() -> None:
+    """Two shards' files in one textfile directory must not define the same series."""
+    unsharded = [line for line in render(INTERRUPTED, "prometheus").splitlines() if line.startswith("recovery_audit_")]
+
+    assert len(unsharded) == 13  # hosts by status (10), complete, duration, timestamp
+    assert all('shard="0/1"' in line for line in unsharded)
 
 
 def test_summary_line() -> None:
-    assert summary_line(FINISHED) == "4 hosts in 5.0 s: 1 ok, 1 auth_rejected, 1 timeout, 1 no_address"
-    assert summary_line(INTERRUPTED).endswith("1 ok, 1 refused; interrupted, 2 not checked")
+    assert summary_line(FINISHED) == "5 hosts in 5.0 s: 1 ok, 1 auth_rejected, 1 timeout, 1 dns_error, 1 no_address"
+    assert summary_line(INTERRUPTED).endswith("1 ok, 1 refused, 1 protocol_error; interrupted, 2 not checked")
