@@ -103,9 +103,12 @@ def _add_audit_parser(commands: Any) -> None:
     audit.add_argument(
         "--timeout", type=float, default=5.0, metavar="SECONDS", help="for each host's whole check (default 5)"
     )
-    trust = audit.add_mutually_exclusive_group()
-    trust.add_argument("--known-hosts", type=Path, metavar="FILE", help="OpenSSH known_hosts file vouching for hosts")
-    trust.add_argument("--accept-new", action="store_true", help="accept the host key of hosts with no pin")
+    audit.add_argument("--known-hosts", type=Path, metavar="FILE", help="OpenSSH known_hosts file vouching for hosts")
+    audit.add_argument(
+        "--accept-new",
+        action="store_true",
+        help="accept and add to --known-hosts the key of hosts it does not list (as ssh's accept-new)",
+    )
     audit.add_argument(
         "--format", choices=("table", "json", "junit", "prometheus"), default="table", help="report format"
     )

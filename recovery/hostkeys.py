@@ -9,26 +9,42 @@ audit (a fleet, pinned by its inventory or an OpenSSH known_hosts file):
 
 The check is kept free of any SSH library: each driver hands it the offered key
 as an OpenSSH public key line. `KnownHosts` reads the OpenSSH format (hashed
-names, `[host]:port`, wildcards, negation, `@revoked`) with the standard library.
+names, `[host]:port`, wildcards, negation, `@revoked`) with the standard library;
+`KnownHostsAppender` adds the keys an audit accepts on first use, as ssh's
+`StrictHostKeyChecking=accept-new` does.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
+import fcntl
 import hmac
 import logging
+import os
 import re
+import stat
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from recovery import readers
-from recovery.errors import HostKeyMismatch, HostKeyUnknown, KeyGenerationError, VerifyError
+from recovery.errors import HostKeyMismatch, HostKeyUnknown, KeyGenerationError, UsageError, VerifyError
 from recovery.keys import fingerprint_md5, fingerprint_sha256
 
-__all__ = ["VERIFIER_ADVICE", "Advice", "HostKeyCheck", "KnownHosts", "KnownKey", "parse_pin"]
+__all__ = [
+    "VERIFIER_ADVICE",
+    "Advice",
+    "HostKeyCheck",
+    "KnownHosts",
+    "KnownHostsAppender",
+    "KnownKey",
+    "known_hosts_name",
+    "parse_pin",
+]
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +161,11 @@ class KnownKey:
     revoked: bool = False
 
 
+def known_hosts_name(host: str, port: int) -> str:
+    """The name ssh files a host under: the bare name on port 22, else `[host]:port`; lowercase."""
+    return host.lower() if port == 22 else f"[{host.lower()}]:{port}"
+
+
 @dataclass(frozen=True)
 class _Entry:
     """A known_hosts line ready for lookups: its host patterns compiled, or its hashed name."""
@@ -155,10 +176,7 @@ class _Entry:
     hashed: tuple[bytes, bytes] | None = None  # (salt, HMAC-SHA1 of the name) for a hashed line
 
     def matches(self, name: str) -> bool:
-        """ssh's rule for patterns: some pattern matches and no negated (`!`) one does; a hashed name by HMAC."""
-        if self.hashed is not None:
-            salt, digest = self.hashed
-            return hmac.compare_digest(hmac.digest(salt, name.encode(), "sha1"), digest)
+        """ssh's rule for patterns: some pattern matches and no negated (`!`) one does."""
         matched = False
         for negated, pattern in self.patterns:
             if pattern.fullmatch(name):
@@ -174,6 +192,13 @@ class KnownHosts:
     Lines marked `@cert-authority` are skipped (host certificates are not
     checked here, so they vouch for nothing); `@revoked` keys are never
     accepted. Lines that do not parse are skipped with a warning, as ssh does.
+
+    Cost of one `lookup`: a dict lookup for plain names, one HMAC-SHA1 per
+    distinct salt among hashed lines, and one match per wildcard line; never a
+    scan of the plain lines. A file written by `ssh-keygen -H` or
+    `HashKnownHosts yes` has a fresh salt on every line, so there one lookup is
+    one HMAC per hashed line (~1 µs each): a caller checking many hosts under a
+    deadline does its lookups up front (`recovery.audit.engine.HostTrust.prepare`).
     """
 
     def __init__(self, path: Path, entries: Sequence[_Entry]) -> None:
@@ -181,22 +206,35 @@ class KnownHosts:
         # Plain names (the usual case, and what ssh writes with HashKnownHosts off) are
         # indexed, so a fleet of thousands is not a scan of thousands of lines per host.
         self._by_name: dict[str, list[_Entry]] = {}
-        self._scanned: list[_Entry] = []
+        # Hashed names by salt, then by digest: one HMAC per salt, whatever the lines sharing it.
+        self._by_salt: dict[bytes, dict[bytes, list[_Entry]]] = {}
+        self._patterns: list[_Entry] = []
         for entry in entries:
             for name in entry.names:
                 self._by_name.setdefault(name, []).append(entry)
-            if not entry.names:
-                self._scanned.append(entry)
+            if entry.hashed is not None:
+                salt, digest = entry.hashed
+                self._by_salt.setdefault(salt, {}).setdefault(digest, []).append(entry)
+            elif entry.patterns:
+                self._patterns.append(entry)
+
+    @property
+    def hashes_names(self) -> bool:
+        """Whether the file hides its host names (hashed lines, no plain ones): new lines should too."""
+        return bool(self._by_salt) and not self._by_name
 
     @classmethod
-    def load(cls, path: Path) -> KnownHosts:
-        """Read `path`.
+    def load(cls, path: Path, *, missing_ok: bool = False) -> KnownHosts:
+        """Read `path`; with `missing_ok`, a file that does not exist yet is an empty one.
 
         :raises readers.InputFileError: the file cannot be read (missing, a device or pipe gone silent, too big).
         """
-        data = readers.read_bytes(path, what="known hosts file", limit=readers.KNOWN_HOSTS_LIMIT)
-        # A byte that is not UTF-8 (a Latin-1 comment) spoils only its own line, skipped as ssh would.
-        text = data.decode("utf-8", errors="replace")
+        if missing_ok and not path.exists():
+            text = ""
+        else:
+            data = readers.read_bytes(path, what="known hosts file", limit=readers.KNOWN_HOSTS_LIMIT)
+            # A byte that is not UTF-8 (a Latin-1 comment) spoils only its own line, skipped as ssh would.
+            text = data.decode("utf-8", errors="replace")
         entries = []
         for number, raw in enumerate(text.splitlines(), start=1):
             line = raw.strip()
@@ -215,8 +253,12 @@ class KnownHosts:
         As ssh does, a host on port 22 is looked up by its bare name and any
         other port as `[host]:port`; names compare case-insensitively.
         """
-        name = host.lower() if port == 22 else f"[{host.lower()}]:{port}"
-        found = self._by_name.get(name, []) + [entry for entry in self._scanned if entry.matches(name)]
+        name = known_hosts_name(host, port)
+        found = list(self._by_name.get(name, ()))
+        encoded = name.encode()
+        for salt, digests in self._by_salt.items():
+            found += digests.get(hmac.digest(salt, encoded, "sha1"), ())
+        found += [entry for entry in self._patterns if entry.matches(name)]
         return sorted((entry.key for entry in found), key=lambda key: key.line)
 
 
@@ -254,3 +296,94 @@ def _parse_line(line: str, number: int) -> _Entry | Literal[False] | None:
 def _wildcard(pattern: str) -> re.Pattern[str]:
     """ssh's host patterns know only `*` and `?`; brackets are literal (`[host]:2222`)."""
     return re.compile(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", "."))
+
+
+class KnownHostsAppender:
+    """Adds host keys accepted on first use to a known_hosts file, as ssh's `accept-new` does.
+
+    The file is opened when this is built, so an audit that cannot record what
+    it accepts stops before its first connection. Each line is appended under
+    an exclusive `flock` (and a thread lock: a flock is shared by the threads
+    of one process), so concurrent audits and this audit's own workers never
+    interleave lines, and a file whose last line lacks its newline is not
+    glued to the new one. Existing lines are never changed: a key that differs
+    from a known one is a mismatch, decided before anything is recorded.
+
+    A file that hides its names (`hashed`) gets hashed lines, as ssh writes
+    them with `HashKnownHosts yes`.
+
+    :raises UsageError: the file cannot be created or written, or its mode
+        gives no one write permission (a file made read-only on purpose,
+        which root could otherwise write through).
+    """
+
+    def __init__(self, path: Path, *, hashed: bool = False) -> None:
+        self.path = path
+        self.hashed = hashed
+        self._lock = threading.Lock()
+        self._added: set[tuple[str, str]] = set()
+        # Read and write: the last byte is read to see whether the file ends its last line.
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+        try:
+            self._fd = os.open(path, flags, 0o600)
+        except OSError as exc:
+            raise UsageError(self._refusal(exc.strerror or str(exc))) from exc
+        info = os.fstat(self._fd)
+        problem = None
+        if not stat.S_ISREG(info.st_mode):
+            problem = "not a regular file"
+        elif not info.st_mode & 0o222:
+            problem = f"it is read-only (mode {stat.S_IMODE(info.st_mode):04o})"
+        if problem is not None:
+            os.close(self._fd)
+            raise UsageError(self._refusal(problem))
+
+    def _refusal(self, reason: str) -> str:
+        return (
+            f"--known-hosts {self.path}: --accept-new records the host keys it accepts there, and cannot write "
+            f"it: {reason}. Make it writable, or drop --accept-new to check against it read-only"
+        )
+
+    def add(self, host: str, port: int, public_line: str) -> None:
+        """Append `host`'s key (type and base64 of `public_line`); once per host and key per run.
+
+        :raises VerifyError: the line could not be written (disk full, the file system gone read-only).
+        """
+        name = known_hosts_name(host, port)
+        key = " ".join(public_line.split()[:2])
+        with self._lock:
+            if (name, key) in self._added:
+                return
+            line = f"{self._hashed(name) if self.hashed else name} {key}\n".encode()
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+                try:
+                    size = os.fstat(self._fd).st_size
+                    if size and os.pread(self._fd, 1, size - 1) != b"\n":
+                        line = b"\n" + line
+                    _write_all(self._fd, line)
+                finally:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+            except OSError as exc:
+                raise VerifyError(
+                    f"accepted the new host key of {name} but could not add it to {self.path}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
+            self._added.add((name, key))
+            log.info("%s: added the host key of %s", self.path, name)
+
+    @staticmethod
+    def _hashed(name: str) -> str:
+        salt = os.urandom(20)  # HMAC-SHA1's block of salt, as ssh uses
+        digest = hmac.digest(salt, name.encode(), "sha1")
+        return f"{_HASHED_PREFIX}{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """One `write` is one append with O_APPEND; a short write (a full disk) is an error, not half a line."""
+    written = os.write(fd, data)
+    if written != len(data):
+        raise OSError(errno.ENOSPC, f"wrote {written} of {len(data)} bytes")

@@ -6,8 +6,9 @@ playbook, an unusable key), found before any connection is made; 130 Ctrl-C
 or SIGTERM, after the partial report has been written.
 
 Everything is checked before the first connection: the inventory, the keys,
-the known_hosts file, the remediation playbook. The audit then either finishes
-or is interrupted, and in both cases writes its report.
+the known_hosts file (and with `--accept-new` that it can be written), the
+remediation playbook and what the inventory gives it. The audit then either
+finishes or is interrupted, and in both cases writes its report.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from recovery.audit.scheduler import run_checks
 from recovery.audit.shard import parse_shard
 from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED, UsageError
 from recovery.files import write_atomic
-from recovery.hostkeys import KnownHosts
+from recovery.hostkeys import KnownHosts, KnownHostsAppender
 
 __all__ = ["MAX_CONCURRENCY", "run_audit"]
 
@@ -53,15 +54,13 @@ def run_audit(args: argparse.Namespace) -> int:
     started = time.monotonic()
     shard = parse_shard(args.shard) if args.shard else None
     with contextlib.ExitStack() as stack:
+        trust = _trust(args, stack)
         hosts, probe = _hosts(args, stack)
         if shard is not None:
             hosts = shard.select(hosts)
-        checker = Libssh2Checker(
-            load_keys(path for host in hosts for path in host.keys),
-            HostTrust(KnownHosts.load(args.known_hosts) if args.known_hosts else None, accept_new=args.accept_new),
-            args.timeout,
-        )
+        checker = Libssh2Checker(load_keys(path for host in hosts for path in host.keys), trust, args.timeout)
         runner = _runner(args) if args.remediate else None
+        trust.prepare(hosts)
         check: Callable[[Host], HostResult] = checker.check
         if probe is not None:
             check = _with_console(checker.check, probe)
@@ -120,8 +119,25 @@ def _check_flags(args: argparse.Namespace) -> None:
             raise UsageError("--check-console asks the cloud for consoles: use it with --cloud, not --inventory")
     elif not args.user or not args.key:
         raise UsageError("--cloud needs --user and --key: the cloud knows neither")
+    if args.accept_new and args.known_hosts is None:
+        raise UsageError(
+            "--accept-new records each new host key, so that the next audit checks it: name the file with "
+            "--known-hosts FILE (created if missing), e.g. --known-hosts ~/.ssh/known_hosts"
+        )
     if args.remediate and not args.yes and not sys.stdin.isatty():
         raise UsageError("--remediate asks before each run: pass --yes when there is no terminal to answer on")
+
+
+def _trust(args: argparse.Namespace, stack: contextlib.ExitStack) -> HostTrust:
+    """The host key policy; with `--accept-new` the known_hosts file is opened for appending now, or exit 2."""
+    if args.known_hosts is None:
+        return HostTrust()
+    known = KnownHosts.load(args.known_hosts, missing_ok=args.accept_new)
+    if not args.accept_new:
+        return HostTrust(known)
+    record = KnownHostsAppender(args.known_hosts, hashed=known.hashes_names)
+    stack.callback(record.close)
+    return HostTrust(known, accept_new=True, record=record)
 
 
 def _hosts(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[list[Host], ConsoleProbe | None]:

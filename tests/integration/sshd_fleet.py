@@ -12,7 +12,10 @@ The benchmark (benchmarks/audit_fleet.py) builds its fleets from the same parts.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -137,3 +140,71 @@ def tarpit(backlog: int = 128) -> Iterator[Tarpit]:
         yield pit
     finally:
         pit.close()
+
+
+class Speaker:
+    """Accepts TCP connections and says `greeting` at once on each, then holds it open or hangs up.
+
+    Not an SSH server: a service on the wrong port (`b"220 smtp ready\\r\\n"`), garbage, or
+    an sshd that sends its banner and then stalls (`b"SSH-2.0-OpenSSH_9.6\\r\\n"`, held open).
+    """
+
+    def __init__(self, greeting: bytes, *, hang_up: bool) -> None:
+        self.greeting = greeting
+        self.hang_up = hang_up
+        self.sock = socket.socket()
+        self.sock.bind((HOST, 0))
+        self.sock.listen(64)
+        self.port: int = self.sock.getsockname()[1]
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, name=f"speaker-{self.port}", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            with contextlib.suppress(OSError):
+                conn.sendall(self.greeting)
+            if self.hang_up:
+                conn.close()
+            else:
+                self._held.append(conn)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
+        self.sock.close()
+        self._thread.join(5)
+        for conn in self._held:
+            conn.close()
+
+
+@contextmanager
+def speaker(greeting: bytes, *, hang_up: bool = False) -> Iterator[Speaker]:
+    server = Speaker(greeting, hang_up=hang_up)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class _Quiet(http.server.BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Not on the test's stderr."""
+
+
+@contextmanager
+def http_server() -> Iterator[int]:
+    """A real HTTP server (the standard library's) on a free port: a web service where sshd was expected."""
+    server = http.server.ThreadingHTTPServer((HOST, 0), _Quiet)
+    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

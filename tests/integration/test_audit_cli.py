@@ -87,11 +87,12 @@ def test_junit_has_one_testcase_per_host(mixed: Path, known_hosts: Path) -> None
     assert done.returncode == 1, done.stderr
     suite = ElementTree.fromstring(done.stdout).find("testsuite")
     assert suite is not None
-    cases = {case.get("name"): case.find("failure") for case in suite.iter("testcase")}
-    assert len(cases) == 6
-    assert cases["good-1"] is None
-    assert cases["closed"] is not None
-    assert cases["closed"].get("type") == "refused"
+    cases = {case.get("name"): [(item.tag, item.get("type")) for item in case] for case in suite.iter("testcase")}
+    assert cases == {  # checked and refused: a failure; not checked at all: an error
+        "good-1": [], "good-2": [], "wrong-user": [("failure", "auth_rejected")], "closed": [("error", "refused")],
+        "dns": [("error", "dns_error")], "pending": [("error", "no_address")],
+    }
+    assert (suite.get("failures"), suite.get("errors")) == ("1", "3")
 
 
 def test_prometheus_textfile_is_written_atomically_and_world_readable(
@@ -109,23 +110,29 @@ def test_prometheus_textfile_is_written_atomically_and_world_readable(
     assert 'recovery_ssh_access_ok{server="good-1"} 1\n' in text
     assert 'recovery_ssh_access_ok{server="wrong-user"} 0\n' in text
     assert 'recovery_ssh_access_status{server="dns",status="dns_error"} 1\n' in text
-    assert "recovery_audit_timestamp_seconds " in text
+    assert 'recovery_audit_timestamp_seconds{shard="0/1"} ' in text
     assert stat.S_IMODE(output.stat().st_mode) & 0o044 == 0o044  # node_exporter runs as another user
     assert [path.name for path in output.parent.iterdir()] == [output.name]  # no temporary file left
 
 
-def test_host_key_unknown_without_known_hosts_or_accept_new(
+def test_host_key_unknown_without_known_hosts_and_accept_new_records_it_for_the_next_audit(
     tmp_path: Path, sshd: SSHServer, audit_key: KeyPair
 ) -> None:
-    inventory = write_inventory(tmp_path / "one.yaml", sshd, audit_key, ["{name: a}"])
+    """As ssh's accept-new: the first audit adds the key, the next checks against it (before: nothing was kept)."""
+    inventory = write_inventory(tmp_path / "one.yaml", sshd, audit_key, ["{name: a}", "{name: b}"])
+    learned = tmp_path / "known_hosts"
 
     unknown = audit("--inventory", str(inventory), "--format", "json")
-    accepted = audit("--inventory", str(inventory), "--format", "json", "--accept-new")
+    accepted = audit("--inventory", str(inventory), "--format", "json", "--accept-new", "--known-hosts", str(learned))
+    checked = audit("--inventory", str(inventory), "--format", "json", "--known-hosts", str(learned))
 
     assert unknown.returncode == 1
     assert json.loads(unknown.stdout)["hosts"][0]["status"] == "host_key_unknown"
-    assert accepted.returncode == 0
-    assert json.loads(accepted.stdout)["hosts"][0]["host_key_trusted_on_first_use"] is True
+    assert accepted.returncode == 0, accepted.stderr
+    assert [host["host_key_trusted_on_first_use"] for host in json.loads(accepted.stdout)["hosts"]] == [True, True]
+    assert learned.read_text() == known_hosts_line(sshd.port, sshd.host_public_key) + "\n"  # once for two names
+    assert checked.returncode == 0, checked.stderr
+    assert [host["host_key_trusted_on_first_use"] for host in json.loads(checked.stdout)["hosts"]] == [False, False]
 
 
 @pytest.fixture
@@ -134,10 +141,14 @@ def pit() -> Iterator[Tarpit]:
         yield server
 
 
-def test_ctrl_c_writes_a_partial_report_and_exits_130(
-    tmp_path: Path, sshd: SSHServer, audit_key: KeyPair, known_hosts: Path, pit: Tarpit
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_writes_a_partial_report_and_exits_130(
+    tmp_path: Path, sshd: SSHServer, audit_key: KeyPair, known_hosts: Path, pit: Tarpit, signum: signal.Signals
 ) -> None:
-    """One check at a time: the good hosts finish, then the audit is stuck in the tarpit when Ctrl-C comes."""
+    """One check at a time: the good hosts finish, then the audit is stuck in the tarpit when the signal comes.
+
+    SIGTERM is how systemd stops the unit, Kubernetes ends the pod and CI cancels a job.
+    """
     inventory = write_inventory(
         tmp_path / "stuck.yaml", sshd, audit_key,
         ["{name: good-1}", "{name: good-2}", f"{{name: stuck, port: {pit.port}}}", "{name: never}"],
@@ -150,7 +161,7 @@ def test_ctrl_c_writes_a_partial_report_and_exits_130(
     )
     try:
         assert pit.accept_one(timeout=30), "the audit never reached the tarpit"
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, err = process.communicate(timeout=10)
     finally:
         stop_child(process)

@@ -3,11 +3,13 @@
 The fleet: the lab's sshd (the good host, and with a stranger's key the rejected
 one), a second sshd with ECDSA and Ed25519 host keys of its own (a host whose
 key changed, or is unknown), a closed port, a tarpit that accepts TCP and never
-speaks, a `.invalid` name and a host with no address.
+speaks, services that are not SSH (a real HTTP server, a peer that says
+something else), a `.invalid` name, a malformed name and a host with no address.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +19,18 @@ import pytest
 from recovery.audit.engine import HostTrust, Libssh2Checker, load_keys
 from recovery.audit.model import Host, Status
 from recovery.audit.scheduler import run_checks
-from recovery.hostkeys import KnownHosts
+from recovery.hostkeys import KnownHosts, KnownHostsAppender
 from recovery.keys import KeyPair, generate_keypair
 from tests.integration.sshd_fixture import HOST, SSHServer
-from tests.integration.sshd_fleet import ExtraSSHD, Tarpit, extra_sshd, known_hosts_line, tarpit
+from tests.integration.sshd_fleet import (
+    ExtraSSHD,
+    Tarpit,
+    extra_sshd,
+    http_server,
+    known_hosts_line,
+    speaker,
+    tarpit,
+)
 
 # Long enough for a real login on a busy 2-core machine (1 s once timed a healthy sshd out);
 # the tests that measure a timeout use their own.
@@ -76,6 +86,7 @@ def test_every_result_kind_from_real_servers(
         host("changed", other.ports[0], good, user),
         host("unknown", other.ports[1], good, user),
         host("dns", 22, good, user, address="no-such-host.invalid"),
+        host("malformed", 22, good, user, address="web-1..example.com"),
         host("no-address", 22, good, user, address=None),
     ]
 
@@ -90,6 +101,7 @@ def test_every_result_kind_from_real_servers(
         "changed": Status.HOST_KEY_CHANGED,
         "unknown": Status.HOST_KEY_UNKNOWN,
         "dns": Status.DNS_ERROR,
+        "malformed": Status.DNS_ERROR,
         "no-address": Status.NO_ADDRESS,
     }
     by_name = {result.host.name: result for result in outcome.results}
@@ -100,7 +112,7 @@ def test_every_result_kind_from_real_servers(
     assert f"Accepted publickey for {user} from 127.0.0.1" in log
     assert f"ED25519 {good.sha256}" in log
     assert stranger.sha256 in by_name["rejected"].message
-    assert TIMEOUT <= by_name["tarpit"].seconds < TIMEOUT + 0.5
+    assert TIMEOUT <= by_name["tarpit"].seconds < TIMEOUT + 3  # one timeout, loosely: a busy 2-core machine
     changed = by_name["changed"].message
     assert sshd.host_key_sha256 in changed
     assert other.fingerprint("ed25519") in changed
@@ -168,7 +180,8 @@ def test_tarpits_do_not_serialise_the_run(sshd: SSHServer, keys: dict[str, KeyPa
     """Six silent hosts and twelve good ones at concurrency 8: about one timeout in all, not six.
 
     4 s per host: eight logins at once into one sshd on a busy 2-core machine have taken more than
-    1 s, and a good host was then counted as a timeout. Six timeouts in a row would take 24 s.
+    1 s, and a good host was then counted as a timeout. Six timeouts in a row would take 24 s;
+    the bound is loose for a busy 2-core machine.
     """
     timeout = 4.0
     fleet = [host(f"pit-{n}", pit.port, keys["good"], sshd.user) for n in range(6)]
@@ -177,7 +190,84 @@ def test_tarpits_do_not_serialise_the_run(sshd: SSHServer, keys: dict[str, KeyPa
 
     outcome = run_checks(fleet, checker(keys, HostTrust(), timeout).check, concurrency=8)
 
-    assert time.monotonic() - started < 2 * timeout + 0.5
+    assert time.monotonic() - started < 3 * timeout
     statuses = [result.status for result in outcome.results]
     assert statuses.count(Status.TIMEOUT) == 6
     assert statuses.count(Status.OK) == 12
+
+
+def test_a_listener_that_does_not_speak_ssh_is_a_protocol_error_not_refused(
+    sshd: SSHServer, keys: dict[str, KeyPair]
+) -> None:
+    """Before, libssh2's "failed getting banner" made a web server on the port look like a refused connection."""
+    timeout = 3.0
+    with (
+        http_server() as web,
+        speaker(b"220 mail.example.com ESMTP ready\r\n") as smtp,
+        speaker(b"\x15\x03\x01\x00\x02\x02\x46", hang_up=True) as garbage,
+    ):
+        fleet = [
+            host(name, port, keys["good"], sshd.user)
+            for name, port in (("web", web), ("smtp", smtp.port), ("garbage", garbage.port))
+        ]
+        results = run_checks(fleet, checker(keys, HostTrust(), timeout).check, concurrency=3).results
+
+    assert [(result.host.name, result.status) for result in results] == [
+        ("web", Status.PROTOCOL_ERROR), ("smtp", Status.PROTOCOL_ERROR), ("garbage", Status.PROTOCOL_ERROR)
+    ]
+    web_result, smtp_result, _ = results
+    assert "answered, but not as an SSH server" in web_result.message
+    assert "waits for its client to speak first, such as HTTP" in web_result.message
+    assert "220 mail.example.com ESMTP ready" in smtp_result.message
+    assert all(result.seconds < timeout + 3 for result in results)
+
+
+def test_a_banner_then_silence_is_a_timeout_within_the_timeout(sshd: SSHServer, keys: dict[str, KeyPair]) -> None:
+    """An sshd that hangs after its banner (a stuck PAM module, a full process table) costs one timeout."""
+    timeout = 2.0
+    with speaker(b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n") as stalled:
+        started = time.monotonic()
+        result = checker(keys, HostTrust(), timeout).check(host("stalled", stalled.port, keys["good"], sshd.user))
+        elapsed = time.monotonic() - started
+
+    assert result.status is Status.TIMEOUT
+    assert "did not complete the SSH handshake in time" in result.message
+    assert timeout <= elapsed < timeout + 3
+
+
+def test_a_pin_does_not_override_revoked(
+    tmp_path: Path, sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair]
+) -> None:
+    path = tmp_path / "known_hosts"
+    path.write_text("".join(f"@revoked * {other.host_keys[kind]}\n" for kind in ("ed25519", "ecdsa")))
+    pinned = host("h", other.ports[0], keys["good"], sshd.user, pin=other.fingerprint("ed25519"))
+
+    result = checker(keys, HostTrust(KnownHosts.load(path))).check(pinned)
+
+    assert result.status is Status.HOST_KEY_CHANGED
+    assert "@revoked" in result.message
+
+
+def test_accept_new_adds_the_key_of_a_real_server_and_a_hashed_file_stays_hashed(
+    tmp_path: Path, sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair]
+) -> None:
+    path = tmp_path / "known_hosts"
+    path.write_text(known_hosts_line(sshd.port, sshd.host_public_key) + "\n")
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(path)], check=True, capture_output=True)
+    record = KnownHostsAppender(path, hashed=KnownHosts.load(path).hashes_names)
+    trust = HostTrust(KnownHosts.load(path), accept_new=True, record=record)
+    fleet = [host("old", sshd.port, keys["good"], sshd.user), host("new", other.ports[1], keys["good"], sshd.user)]
+    trust.prepare(fleet)
+
+    results = run_checks(fleet, checker(keys, trust).check, concurrency=2).results
+    record.close()
+
+    assert [(result.status, result.host_key_trusted_on_first_use) for result in results] == [
+        (Status.OK, False), (Status.OK, True)
+    ]
+    assert str(other.ports[1]) not in path.read_text()  # hashed, as ssh-keygen -H left the file
+    found = subprocess.run(
+        ["ssh-keygen", "-F", f"[{HOST}]:{other.ports[1]}", "-f", str(path)],
+        check=True, capture_output=True, text=True,
+    )
+    assert other.host_keys["ed25519"].split()[1] in found.stdout  # OpenSSH itself finds the line we wrote

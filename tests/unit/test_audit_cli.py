@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def inventory(tmp_path: Path) -> Path:
     ("extra", "message"),
     [
         ([], "one of the arguments --inventory --cloud is required"),
-        (["--known-hosts", "kh", "--accept-new"], "not allowed with argument"),
+        (["--accept-new"], "name the file with --known-hosts FILE (created if missing)"),
         (["--shard", "4/4"], "I counts from 0"),
         (["--concurrency", "0"], "--concurrency 0: expected 1 to 1000"),
         (["--timeout", "-1"], "expected a positive number of seconds"),
@@ -78,6 +79,37 @@ def test_an_invalid_remediation_playbook_is_exit_two_before_any_check(
     assert main(["audit", "--inventory", str(inventory), "--remediate", str(playbook), "--yes"]) == 2
 
     assert "broken.yaml:2: not valid YAML" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda path: (path.write_text(""), path.chmod(0o444)), "it is read-only (mode 0444)"),
+        (lambda path: None, "No such file or directory"),  # its directory is missing
+    ],
+    ids=["read-only", "no-directory"],
+)
+def test_accept_new_with_a_known_hosts_file_it_cannot_write_is_exit_two(
+    inventory: Path, tmp_path: Path, make: Callable[[Path], object], reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked before anything connects; even root, who could write through mode 0444, leaves such a file alone."""
+    known_hosts = tmp_path / "known_hosts" if reason != "No such file or directory" else tmp_path / "no" / "kh"
+    make(known_hosts)
+
+    assert main(["audit", "--inventory", str(inventory), "--known-hosts", str(known_hosts), "--accept-new"]) == 2
+
+    err = capsys.readouterr().err
+    assert f"--known-hosts {known_hosts}: --accept-new records the host keys it accepts there" in err
+    assert reason in err
+
+
+def test_accept_new_creates_a_missing_known_hosts_file(inventory: Path, tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+
+    assert main(["audit", "--inventory", str(inventory), "--known-hosts", str(known_hosts), "--accept-new"]) == 1
+
+    assert known_hosts.read_text() == ""  # nothing connected (no address), so nothing learned
+    assert known_hosts.stat().st_mode & 0o777 == 0o600
 
 
 def test_no_address_only_is_exit_one_and_prints_the_table(inventory: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,68 @@
+"""A host's name is resolved within its check's timeout, and a name that cannot be one is that host's result."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from recovery.audit.engine import HostTrust, Libssh2Checker
+from recovery.audit.model import Host, Status
+from recovery.audit.resolve import ResolveFailed, check_name, resolve
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["web-1..example.com", ".example.com", "web\x00-1", "web\x1b[2J", "web 1", "-web", "a" * 64 + ".example.com"],
+)
+def test_a_malformed_name_is_refused_before_any_lookup(name: str) -> None:
+    assert check_name(name) is not None
+    with pytest.raises(ResolveFailed) as caught:
+        resolve(name, 22, 1.0)
+    assert not caught.value.timed_out
+    assert repr(name) in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["127.0.0.1", "::1", "localhost", "web-1.example.com.", "bücher.example", "_ssh.x"])
+def test_addresses_and_well_formed_names_pass(name: str) -> None:
+    assert check_name(name) is None
+
+
+def test_a_hung_resolver_costs_the_timeout_and_no_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def hung(host: str, *args: object, **kwargs: object) -> object:
+        if kwargs.get("flags") == socket.AI_NUMERICHOST:
+            return real(host, *args, **kwargs)  # type: ignore[arg-type]
+        release.wait(30)  # glibc's resolver with an unreachable server: 5 s per attempt and server
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hung)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ResolveFailed) as caught:
+            resolve("slow.example.com", 22, 0.5)
+    finally:
+        release.set()
+
+    assert caught.value.timed_out
+    assert time.monotonic() - started < 3  # 0.5 s, loosely: a busy 2-core machine
+    assert "took longer than the check's timeout" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("address", "status"),
+    [("web-1..example.com", Status.DNS_ERROR), ("web\x1b]0;owned\x07", Status.DNS_ERROR)],
+)
+def test_a_bad_host_name_is_that_hosts_result_not_the_runs_crash(address: str, status: Status) -> None:
+    """Before, `socket.create_connection` raised UnicodeError (not OSError) and the whole audit died."""
+    checker = Libssh2Checker({}, HostTrust(), timeout=2.0)
+
+    result = checker.check(Host("web-1", address, 22, "ops", (Path("/k"),)))
+
+    assert result.status is status
+    assert "is not a valid host name" in result.message
