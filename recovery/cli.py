@@ -71,9 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     lab_commands = lab.add_subparsers(dest="lab_command", required=True, parser_class=_Parser)
     for name, text in (("up", "start the lab"), ("status", "show the lab"), ("down", "stop the lab")):
         sub = lab_commands.add_parser(name, help=text)
-        sub.add_argument("--dir", type=Path, default=DEFAULT_LAB_DIR, help=f"lab directory (default {DEFAULT_LAB_DIR})")
+        sub.add_argument(
+            "--dir",
+            type=Path,
+            default=DEFAULT_LAB_DIR,
+            help=f"lab directory (default {DEFAULT_LAB_DIR}); created if missing, refused if another user could "
+            "change it",
+        )
+        if name in ("up", "status"):
+            sub.add_argument("--json", action="store_true", help="print the lab as one JSON object (with a schema)")
         if name == "up":
-            sub.add_argument("--json", action="store_true", help="print the target as JSON")
             sub.add_argument("--console", choices=("serial", "vnc"), default="serial",
                              help="vnc adds a VNC console (x11vnc showing an xterm running login)")
 
@@ -367,39 +374,38 @@ def _debug_log(journal: Journal) -> None:
 
 
 def command_lab(args: argparse.Namespace) -> int:
+    """`recovery lab up|status|down`. SIGTERM and SIGHUP take the Ctrl-C path: what `up` started is stopped."""
     from recovery import lab
+    from recovery.lab import summary
+    from recovery.signals import interrupt_on_signals
 
-    if args.lab_command == "up":
-        info = lab.up(args.dir, console=args.console)
-        if args.json:
-            print(json.dumps(info.to_json(), indent=2))
-        else:
-            print(
-                f"lab VM up in {info.directory} (details in {info.directory / 'lab.json'})\n"
-                f"  console_url:       {info.url_of(args.console)}\n"
-                f"  ssh:               {info.user}@{info.ssh_host} port {info.ssh_port}\n"
-                f"  host key:          {info.host_key_fingerprint}\n"
-                f"  console password:  in {info.console_password_file}\n"
-                f"recover it with:\n"
-                f"  RECOVERY_CONSOLE_PASSWORD=$(cat {info.console_password_file}) recovery run "
-                f"{PLAYBOOKS_DIR / f'restore-access-{args.console}.yaml'} "
-                f"-e console_url='{info.url_of(args.console)}' "
-                f"-e ssh_host={info.ssh_host} -e ssh_port={info.ssh_port} -e user={info.user} "
-                f"-e host_key_fingerprint={info.host_key_fingerprint}"
-            )
+    with interrupt_on_signals():
+        if args.lab_command == "up":
+            try:
+                info = lab.up(args.dir, console=args.console)
+            except KeyboardInterrupt:
+                print(
+                    "interrupted: what the lab had started was stopped and its user removed; "
+                    f"if an error above says otherwise, `{summary.program()} lab down --dir {args.dir}` "
+                    "removes what is left",
+                    file=sys.stderr,
+                )
+                return EXIT_INTERRUPTED
+            if args.json:
+                print(json.dumps(summary.document(info, PLAYBOOKS_DIR), indent=2))
+            else:
+                print(summary.render_up(info, args.console, PLAYBOOKS_DIR))
+            return EXIT_OK
+        if args.lab_command == "status":
+            status = lab.status(args.dir)
+            if args.json:
+                print(json.dumps(summary.document(status.info, PLAYBOOKS_DIR, status), indent=2))
+            else:
+                print(summary.render_status(status.info, status, PLAYBOOKS_DIR))
+            return EXIT_OK if status.healthy else EXIT_STEP_FAILED
+        lab.down(args.dir)
+        print(f"lab in {args.dir} is down")
         return EXIT_OK
-    if args.lab_command == "status":
-        status = lab.status(args.dir)
-        print(f"lab in {status.directory}: {'healthy' if status.healthy else 'NOT healthy'}")
-        print(f"  user {status.user}: {'present' if status.user_exists else 'missing'}")
-        for name, alive in status.processes.items():
-            print(f"  process {name}: {'running' if alive else 'stopped'}")
-        for name, listening in status.ports.items():
-            print(f"  port {name}: {'listening' if listening else 'closed'}")
-        return EXIT_OK if status.healthy else EXIT_STEP_FAILED
-    lab.down(args.dir)
-    print(f"lab in {args.dir} is down")
-    return EXIT_OK
 
 
 def command_demo(console: str) -> int:

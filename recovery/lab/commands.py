@@ -12,10 +12,12 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from recovery.errors import LabError
+from recovery.lab.directory import move_exclusive
 from recovery.redact import scrub
 
 # Root's PATH in a container or CI job often lacks the sbin directories where
@@ -68,17 +70,31 @@ def run(argv: Sequence[str], *, purpose: str, stdin: str | None = None) -> str:
 
 
 def generate_key(path: Path, comment: str, key_type: str = "ed25519") -> str:
-    """Make a key pair (`ssh-keygen -t key_type`) with ssh-keygen at `path` (0600) and `path`.pub.
+    """Make a key pair (`ssh-keygen -t key_type`) at `path` (0600) and `path`.pub; returns the public key line.
 
     ssh-keygen rather than our own code: the lab's keys should be exactly what
-    an administrator's tools produce. Returns the public key line.
+    an administrator's tools produce. It writes into a fresh private directory,
+    where nothing can be in the way (it would ask before overwriting, and follow a
+    symlink), and the files are then moved into place without replacing anything.
+
+    Raises:
+        LabError: ssh-keygen failed, or `path` or `path`.pub already exists.
     """
     keygen = find_tool("ssh-keygen", "openssh-client")
-    run(
-        [keygen, "-q", "-t", key_type, "-N", "", "-C", comment, "-f", str(path)],
-        purpose=f"generate an {key_type} key at {path}",
-    )
-    return path.with_name(path.name + ".pub").read_text().strip()
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".keygen-") as scratch:
+        fresh = Path(scratch) / "key"
+        run(
+            [keygen, "-q", "-t", key_type, "-N", "", "-C", comment, "-f", str(fresh)],
+            purpose=f"generate an {key_type} key for {path}",
+        )
+        public = _public(path)
+        move_exclusive(fresh, path)
+        move_exclusive(_public(fresh), public)
+    return public.read_text().strip()
+
+
+def _public(path: Path) -> Path:
+    return path.with_name(path.name + ".pub")
 
 
 def fingerprint(public_line: str) -> str:

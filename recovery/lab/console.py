@@ -13,10 +13,12 @@ import importlib.util
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from recovery.errors import LabError
-from recovery.lab.layout import Layout, write_private
+from recovery.files import write_atomic
+from recovery.lab.layout import Layout
 from recovery.lab.processes import alive, log_tail, poll_until, spawn
 
 _SERIAL_PORT_SCRIPT = Path(__file__).with_name("serial_port.py")
@@ -26,8 +28,8 @@ _RETRY_INTERVAL = 0.1
 _PROBE_RESEND = 1.0  # a carriage return sent before agetty opened the line is lost
 
 
-def start_serial_port(layout: Layout) -> int:
-    """Start the pty bridge; returns its PID. Its port appears later in `serial_port_file`.
+def start_serial_port(layout: Layout, record: Callable[[int], None]) -> int:
+    """Start the pty bridge; returns its PID, given to `record` first. Its port appears later in `serial_port_file`.
 
     Run as a script with `-I` rather than `-m recovery.lab.serial_port`: it is
     stdlib-only, and this way it imports nothing from the recovery package or
@@ -42,6 +44,7 @@ def start_serial_port(layout: Layout) -> int:
             str(layout.serial_port_file),
         ],
         log_path=layout.serial_port_log,
+        record=record,
     )
 
 
@@ -75,8 +78,8 @@ def require_websockify() -> None:
         )
 
 
-def start_websockify(layout: Layout) -> tuple[int, int]:
-    """Start websockify on a port we bind ourselves; returns (pid, port).
+def start_websockify(layout: Layout, record: Callable[[int], None]) -> tuple[int, int]:
+    """Start websockify on a port we bind ourselves; returns (pid, port), the PID given to `record` first.
 
     The listening socket is handed over as stdin (`--inetd`), so the port is
     known at once and no other program can take it between choosing and binding.
@@ -94,6 +97,7 @@ def start_websockify(layout: Layout) -> tuple[int, int]:
                 str(layout.tokens),
             ],
             log_path=layout.websockify_log,
+            record=record,
             stdin_fd=listener.fileno(),
         )
         return pid, int(listener.getsockname()[1])
@@ -101,7 +105,7 @@ def start_websockify(layout: Layout) -> tuple[int, int]:
 
 def write_target(layout: Layout, token: str, host: str, port: int) -> None:
     """Point `token` at host:port, replacing the file atomically (websockify rereads it)."""
-    write_private(layout.tokens, f"{token}: {host}:{port}\n")
+    write_atomic(layout.tokens, f"{token}: {host}:{port}\n")
 
 
 def wait_login_prompt(layout: Layout, *, url: str, pids: dict[str, int], timeout: float) -> None:

@@ -6,14 +6,18 @@ console (a pty running agetty, bridged to TCP, behind websockify with a token
 URL like Nova's). Recovery code, the demo and the tests all run against it.
 
 Everything the lab starts is recorded in `DIR/lab.json`, so `status` and `down`
-work from another process later. `down` stops only what that file records,
-after checking each PID still runs our program, then deletes the user.
+work from another process later. While `up` runs, `DIR/started.json` records the
+user before it is created and each daemon the moment it starts, so `down` finds
+them even when `up` was killed. `down` stops only what those files record, after
+checking each PID still runs our program, then deletes the user. The directory
+rules (root's, writable by nobody else, never a symlink) are in `recovery.lab.directory`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import ipaddress
 import json
 import logging
@@ -28,9 +32,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from recovery.errors import LabError
+from recovery.files import write_atomic
 from recovery.lab import console, processes, sshd, users, vnc
 from recovery.lab.commands import find_tool, fingerprint, generate_key
-from recovery.lab.layout import Layout, write_private
+from recovery.lab.directory import DIRECTORY_MODE, claim, trusted
+from recovery.lab.layout import Layout
+from recovery.lab.summary import program
 from recovery.redact import Secret
 
 log = logging.getLogger(__name__)
@@ -138,16 +145,16 @@ class LabInfo:
         Raises:
             LabError: there is no lab in `directory`, or its lab.json is damaged.
         """
-        path = Layout(directory.resolve()).info
+        path = Layout(directory).info
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(_read_record(path))
             hints = typing.get_type_hints(cls)
             fields: dict[str, Any] = {key: Path(value) if hints[key] is Path else value for key, value in data.items()}
             info = cls(**fields)
         except FileNotFoundError as exc:
             raise LabError(
                 f"There is no lab in {directory}: {path.name} is missing. "
-                f"Start one with `recovery lab up --dir {directory}`."
+                f"Start one with `{program()} lab up --dir {directory}`."
             ) from exc
         except (ValueError, TypeError, KeyError) as exc:
             raise LabError(
@@ -161,13 +168,20 @@ class LabInfo:
 
 @dataclass(frozen=True)
 class LabStatus:
-    """A lab's health: whether each recorded process runs, each port listens, the user exists."""
+    """A lab's health (whether each recorded process runs, each port listens, the user exists) and its `info`."""
 
-    directory: Path
-    user: str
+    info: LabInfo
     user_exists: bool
     processes: dict[str, bool]
     ports: dict[str, bool]
+
+    @property
+    def directory(self) -> Path:
+        return self.info.directory
+
+    @property
+    def user(self) -> str:
+        return self.info.user
 
     @property
     def healthy(self) -> bool:
@@ -176,19 +190,61 @@ class LabStatus:
 
 @dataclass
 class _Started:
-    """What `up` has created so far, so a failure can undo exactly that."""
+    """What `up` has created so far, so a failure or a signal can undo exactly that.
 
+    Kept in memory for `up`'s own rollback, and in `DIR/started.json` for a `down`
+    after `up` was killed outright: the user's name before useradd runs, each PID
+    before anything waits for the daemon to be ready.
+    """
+
+    record: Path
     user: str | None = None
     pids: dict[str, int] = field(default_factory=dict)
 
+    def add_user(self, name: str) -> None:
+        self.user = name
+        self._save()
+
+    def add_process(self, name: str, pid: int) -> None:
+        self.pids[name] = pid  # first, so the rollback knows it even if the file cannot be written
+        self._save()
+
+    def _save(self) -> None:
+        write_atomic(self.record, json.dumps({"user": self.user, "pids": self.pids}, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, record: Path) -> _Started:
+        """Read a started.json left by an `up` that never finished.
+
+        Raises:
+            LabError: the file is damaged, or names a user the lab could not have made.
+        """
+        try:
+            data = json.loads(_read_record(record))
+            started = cls(record, user=data["user"], pids=dict(data["pids"]))
+            if started.user is not None:
+                users.require_lab_user_name(started.user)
+            if not all(isinstance(pid, int) and name in _PROGRAMS for name, pid in started.pids.items()):
+                raise ValueError("a PID that is not a number, or a part the lab does not have")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise LabError(
+                f"The record {record} of an interrupted lab start is damaged ({exc}), so it is unknown "
+                "what to stop. Look at it, stop the lab's sshd, serial_port.py and websockify by hand, "
+                "and delete the rcvlab-* user with userdel."
+            ) from exc
+        return started
+
 
 def up(directory: Path, *, seed: Seed = Seed(), password: Secret | None = None, console: str = "serial") -> LabInfo:
-    """Start a lab in `directory` (created if needed) and wait until it answers.
+    """Start a lab in `directory` and wait until it answers.
 
     Args:
-        directory: where the lab keeps its files and the user's home; every
-            parent must be searchable by other users (the lab user must reach
-            its home), which /tmp is and pytest's tmp_path is not.
+        directory: where the lab keeps its files and the user's home. A missing
+            one is created (0711); an existing one must belong to root, be
+            writable by nobody else and not be a symlink, and so must every
+            directory above it (sticky ones such as /tmp excepted). Every parent
+            must also be searchable by other users (the lab user must reach its
+            home), which /tmp is and pytest's tmp_path is not.
         seed: the state of ~/.ssh to start from.
         password: the console password to give the lab user; random if None.
         console: "vnc" adds a VNC console (an xterm running login, shown by x11vnc) to the serial one.
@@ -197,9 +253,10 @@ def up(directory: Path, *, seed: Seed = Seed(), password: Secret | None = None, 
         The running lab, also written to DIR/lab.json.
 
     Raises:
+        UnsafeLabDirectory: another user could change `directory`; nothing was written.
         LabError: not root, a tool is missing, a lab already runs there, or a
             part failed to start; whatever had started is stopped and the user
-            removed before this is raised.
+            removed before this is raised. KeyboardInterrupt does the same.
     """
     if console not in CONSOLES:
         raise LabError(f"The lab's console is one of {', '.join(CONSOLES)}, not {console!r}.")
@@ -207,15 +264,15 @@ def up(directory: Path, *, seed: Seed = Seed(), password: Secret | None = None, 
     _preflight()
     if console == "vnc":
         vnc.require_tools()
-    layout = Layout(directory.resolve())
-    _prepare_directory(layout)
-    started = _Started()
+    layout = _prepare_directory(directory)
+    started = _Started(layout.started)
     try:
         info = _start(layout, seed, started, password)
         if console == "vnc":
-            vnc_url, _ = vnc.start(layout, started.pids, _READY_TIMEOUT)
+            vnc_url, _ = vnc.start(layout, started.add_process, _READY_TIMEOUT)
             info = dataclasses.replace(info, vnc_console_url=vnc_url, pids=dict(started.pids))
-        write_private(layout.info, info.to_json())
+        write_atomic(layout.info, info.to_json())
+        layout.started.unlink()
     except BaseException:
         _rollback(layout, started)
         raise
@@ -230,38 +287,50 @@ def status(directory: Path) -> LabStatus:
     connected to: a connection would take the console from whoever uses it.
 
     Raises:
-        LabError: there is no lab in `directory`.
+        UnsafeLabDirectory: another user could change `directory`; nothing was read.
+        LabError: there is no lab in `directory`, or only what an interrupted `up` left.
     """
-    info = LabInfo.load(directory)
+    info = LabInfo.load(_existing_lab(trusted(directory)))
+    ports = {
+        "ssh": sshd.answers(info.ssh_port),
+        "console": HOST in processes.listening_addresses(info.console_port),
+        "serial_port": HOST in processes.listening_addresses(info.serial_port),
+    }
+    if info.vnc_console_url:
+        ports["vnc"] = HOST in processes.listening_addresses(urlsplit(info.vnc_console_url).port or 0)
     return LabStatus(
-        directory=info.directory,
-        user=info.user,
+        info=info,
         user_exists=users.uid_of(info.user) is not None,
         processes={name: _is_ours(info.directory, name, pid) for name, pid in info.pids.items()},
-        ports={
-            "ssh": sshd.answers(info.ssh_port),
-            "console": HOST in processes.listening_addresses(info.console_port),
-            "serial_port": HOST in processes.listening_addresses(info.serial_port),
-        },
+        ports=ports,
     )
 
 
 def down(directory: Path) -> None:
     """Stop the lab in `directory`, delete its user and home, and remove its state files.
 
+    Also stops what an `up` that was killed had started, from its started.json.
     Idempotent: parts already gone are skipped, and a directory without a lab
     is left alone. The logs stay, for whoever must explain a failure.
 
     Raises:
-        LabError: something would not stop; lab.json is then kept so down can run again.
+        UnsafeLabDirectory: another user could change `directory`; nothing was read or stopped.
+        LabError: something would not stop; the records are then kept so down can run again.
     """
-    layout = Layout(directory.resolve())
-    if not layout.info.exists():
+    layout = Layout(trusted(directory))
+    user: str | None
+    if layout.info.exists():
+        info = LabInfo.load(layout.directory)
+        user, pids = info.user, info.pids
+    elif layout.started.exists():
+        started = _Started.load(layout.started)
+        user, pids = started.user, started.pids
+        log.info("the lab start in %s was interrupted; stopping what it had started", layout.directory)
+    else:
         log.info("no lab in %s; nothing to stop", layout.directory)
         return
-    info = LabInfo.load(layout.directory)
-    _teardown(layout, info.user, info.pids)
-    log.info("lab in %s is down; user %s removed", layout.directory, info.user)
+    _teardown(layout, user, pids)
+    log.info("lab in %s is down; user %s removed", layout.directory, user)
 
 
 def stop_process(info: LabInfo, name: str) -> None:
@@ -276,7 +345,7 @@ def stop_process(info: LabInfo, name: str) -> None:
 
 
 def start_sshd(info: LabInfo) -> LabInfo:
-    """Start the lab's sshd again on its port (no-op if it runs); records the new PID.
+    """Start the lab's sshd again on its port (no-op if it runs); records the new PID at once.
 
     Returns:
         `info` with the new sshd PID, also saved to lab.json.
@@ -287,15 +356,19 @@ def start_sshd(info: LabInfo) -> LabInfo:
     if _is_ours(info.directory, "sshd", info.pids["sshd"]):
         return info
     layout = Layout(info.directory)
-    pid = sshd.start(layout)
+    restarted = [info]
+
+    def record(pid: int) -> None:
+        restarted.append(dataclasses.replace(info, pids={**info.pids, "sshd": pid}))
+        write_atomic(layout.info, restarted[-1].to_json())
+
+    pid = sshd.start(layout, record)
     try:
         sshd.wait_ready(layout, pid=pid, port=info.ssh_port, timeout=_READY_TIMEOUT)
     except LabError:
         processes.stop(pid)
         raise
-    restarted = dataclasses.replace(info, pids={**info.pids, "sshd": pid})
-    write_private(layout.info, restarted.to_json())
-    return restarted
+    return restarted[-1]
 
 
 def replace_console_target(info: LabInfo, host: str, port: int) -> None:
@@ -369,28 +442,58 @@ def _require_loopback(host: str) -> None:
         )
 
 
-def _prepare_directory(layout: Layout) -> None:
-    """Create the lab directory, refuse a running lab, clear a previous lab's leftovers."""
-    directory = layout.directory
-    if any(char in str(directory) for char in '"\n'):
+def _prepare_directory(directory: Path) -> Layout:
+    """Claim the lab directory, refuse a running or half-started lab, clear a stopped lab's leftovers."""
+    plain = Path(os.path.abspath(directory))
+    if any(char in str(plain) for char in '"\n'):
         raise LabError(
-            f"The lab directory {str(directory)!r} contains a double quote or a newline, which "
+            f"The lab directory {str(plain)!r} contains a double quote or a newline, which "
             "cannot be written into sshd's configuration file. Choose a plainer path."
         )
-    if layout.info.exists():
-        raise LabError(
-            f"A lab is already set up in {directory} (it has {layout.info.name}). Stop it "
-            f"with `recovery lab down --dir {directory}` first, or use another directory."
-        )
-    directory.mkdir(parents=True, exist_ok=True)
-    # Searchable, not listable: the lab user must pass through to its home,
-    # while the keys and password here stay readable by root only.
-    os.chmod(directory, 0o711)  # noqa: S103
-    _require_searchable_parents(directory)
-    for path in (*layout.state_files(), *layout.logs()):
+    layout = Layout(claim(plain))
+    for record, what in ((layout.info, "A lab is already set up"), (layout.started, "A lab start was interrupted")):
+        if os.path.lexists(record):
+            raise LabError(
+                f"{what} in {layout.directory} (it has {record.name}). Stop it with "
+                f"`{program()} lab down --dir {layout.directory}` first, or use another directory."
+            )
+    _require_searchable_parents(layout.directory)
+    for path in (*layout.state_files(), *layout.logs(), *vnc.files(layout)):
         path.unlink(missing_ok=True)
-    layout.homes.mkdir(exist_ok=True)
-    os.chmod(layout.homes, 0o711)  # noqa: S103
+    layout.homes.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
+    os.chmod(layout.homes, DIRECTORY_MODE)
+    return layout
+
+
+def _existing_lab(directory: Path) -> Path:
+    """`directory`, after saying what to do if it holds only an interrupted start."""
+    layout = Layout(directory)
+    if not layout.info.exists() and layout.started.exists():
+        raise LabError(
+            f"The lab start in {directory} was interrupted, so there is no lab to use, but what it had "
+            f"started may still run. Stop it with `{program()} lab down --dir {directory}`, then start a "
+            f"new lab with `{program()} lab up --dir {directory}`."
+        )
+    return directory
+
+
+def _read_record(path: Path) -> str:
+    """A lab record's text, never through a symlink.
+
+    Raises:
+        FileNotFoundError: there is no such record.
+        LabError: it is a symlink, or not readable by this user (the lab's records are root's).
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except PermissionError as exc:
+        raise LabError(f"{path} is readable by root only, as the lab's secrets are: run this as root.") from exc
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise LabError(f"{path} is a symbolic link; the lab never wrote one, so it is not read.") from exc
+    with os.fdopen(descriptor, encoding="utf-8") as record:
+        return record.read()
 
 
 def _require_searchable_parents(directory: Path) -> None:
@@ -406,13 +509,13 @@ def _require_searchable_parents(directory: Path) -> None:
 def _start(layout: Layout, seed: Seed, started: _Started, password: Secret | None) -> LabInfo:
     """Start every part, slowest first, then wait for all of them together."""
     deadline = time.monotonic() + _READY_TIMEOUT
-    started.pids["serial_port"] = console.start_serial_port(layout)
-    started.pids["websockify"], console_port = console.start_websockify(layout)
+    console.start_serial_port(layout, lambda pid: started.add_process("serial_port", pid))
+    _, console_port = console.start_websockify(layout, lambda pid: started.add_process("websockify", pid))
     old_public_key = generate_key(layout.old_key, comment="rcvlab-old-key")
     user = _create_user(layout, seed, started, old_public_key, password)
     ssh_port = processes.free_port()
     host_public_key = sshd.configure(layout, port=ssh_port, user=user.name)
-    started.pids["sshd"] = sshd.start(layout)
+    sshd.start(layout, lambda pid: started.add_process("sshd", pid))
 
     serial_port = console.wait_serial_port(layout, pid=started.pids["serial_port"], timeout=_remaining(deadline))
     token = secrets.token_urlsafe(24)
@@ -444,8 +547,9 @@ def _create_user(
     layout: Layout, seed: Seed, started: _Started, old_public_key: str, password: Secret | None
 ) -> users.LabUser:
     """The lab user, its console password, and its ~/.ssh as `seed` says."""
-    started.user = users.new_user_name()
-    user = users.create_user(started.user, layout.homes)
+    name = users.new_user_name()
+    started.add_user(name)
+    user = users.create_user(name, layout.homes)
     users.set_console_password(user, layout.console_password, password.reveal() if password else None)
     if seed.ssh_dir:
         users.seed_authorized_keys(

@@ -6,18 +6,8 @@ One place for the names, so that `up` (which clears stale files before it starts
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write `path` as 0600 via a temporary file, so a reader never sees half of it."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -29,6 +19,12 @@ class Layout:
     @property
     def info(self) -> Path:
         return self.directory / "lab.json"
+
+    @property
+    def started(self) -> Path:
+        """The user and PIDs `up` has made so far, written as each appears: `down` reads it
+        when `up` was killed before lab.json existed."""
+        return self.directory / "started.json"
 
     @property
     def console_password(self) -> Path:
@@ -49,10 +45,6 @@ class Layout:
     @property
     def sshd_config(self) -> Path:
         return self.directory / "sshd_config"
-
-    @property
-    def sshd_pid(self) -> Path:
-        return self.directory / "sshd.pid"
 
     @property
     def sshd_log(self) -> Path:
@@ -81,13 +73,13 @@ class Layout:
         """Everything but the logs: what `down` removes (secrets included)."""
         return (
             self.info,
+            self.started,
             self.console_password,
             self.old_key,
             self.old_key.with_name(self.old_key.name + ".pub"),
             self.host_key,
             self.host_key.with_name(self.host_key.name + ".pub"),
             self.sshd_config,
-            self.sshd_pid,
             self.serial_port_file,
             self.tokens,
         )

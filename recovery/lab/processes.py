@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 _POLL_INTERVAL = 0.02
 _STOP_GRACE = 3.0
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
+_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 def poll_until(check: Callable[[], bool], timeout: float) -> bool:
@@ -41,8 +42,15 @@ def poll_until(check: Callable[[], bool], timeout: float) -> bool:
         time.sleep(_POLL_INTERVAL)
 
 
-def spawn(argv: Sequence[str], *, log_path: Path, stdin_fd: int | None = None) -> int:
-    """Start `argv` as a daemon in a new session; stdout and stderr go to `log_path`.
+def spawn(
+    argv: Sequence[str], *, log_path: Path, record: Callable[[int], None] | None = None, stdin_fd: int | None = None
+) -> int:
+    """Start `argv` as a daemon in a new session, pass its PID to `record` (if given), return the PID.
+
+    stdout and stderr go to `log_path`, appended to and never through a symlink.
+    SIGINT, SIGTERM and SIGHUP (which `lab up` turns into KeyboardInterrupt) wait
+    until `record` has returned, so a signal can never leave a daemon running that
+    `down` does not know about; the daemon itself starts with no signal blocked.
 
     posix_spawn rather than subprocess.Popen: the daemon outlives this call, and a
     Popen object dropped while its child runs warns. A new session makes the PID
@@ -58,15 +66,28 @@ def spawn(argv: Sequence[str], *, log_path: Path, stdin_fd: int | None = None) -
     )
     actions = [
         stdin_action,
-        (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+        (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600),
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
-    try:
-        pid = os.posix_spawn(argv[0], list(argv), os.environ, file_actions=actions, setsid=True)
-    except OSError as exc:
-        raise LabError(f"Could not start `{' '.join(argv)}`: {exc}.") from exc
-    log.debug("started pid %d: %s", pid, " ".join(argv))
+    with _signals_deferred():
+        try:
+            pid = os.posix_spawn(argv[0], list(argv), os.environ, file_actions=actions, setsid=True, setsigmask=())
+        except OSError as exc:
+            raise LabError(f"Could not start `{' '.join(argv)}`: {exc}.") from exc
+        log.debug("started pid %d: %s", pid, " ".join(argv))
+        if record is not None:
+            record(pid)
     return pid
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP back until the block ends; they are delivered then."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def log_tail(path: Path, lines: int = 5) -> str:

@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import termios
 import time
 from pathlib import Path
@@ -256,9 +257,14 @@ class SerialLine:
 
 
 def _write_port(path: Path, port: int) -> None:
-    """Publish the port atomically: the parent polls for the file and must never read half of it."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{port}\n")
+    """Publish the port atomically: the parent polls for the file and must never read half of it.
+
+    The temporary file is new (mkstemp: O_EXCL, no symlink followed) and the rename
+    replaces a name, never writes through one.
+    """
+    descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(descriptor, "w") as out:
+        out.write(f"{port}\n")
     os.replace(tmp, path)
 
 

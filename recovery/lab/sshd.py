@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from recovery.errors import LabError
 from recovery.lab.commands import find_tool, generate_key, run
+from recovery.lab.directory import create_exclusive
 from recovery.lab.layout import Layout
 from recovery.lab.processes import alive, log_tail, poll_until, spawn
 
@@ -27,20 +28,21 @@ def config_text(
     *,
     ports: Sequence[int],
     host_keys: Sequence[Path],
-    pid_file: Path,
+    pid_file: Path | None,
     user: str,
     authorized_keys: str = ".ssh/authorized_keys",
 ) -> str:
     """An sshd_config for a loopback test server: keys only, StrictModes, every accepted key logged.
 
-    Paths are quoted, so a directory may contain spaces.
+    Paths are quoted, so a directory may contain spaces. With no `pid_file`, sshd
+    writes none: `sshd -D` stays in the foreground, so its PID is known anyway.
     """
     return "\n".join(
         [
             *(f"Port {port}" for port in ports),
             "ListenAddress 127.0.0.1",
             *(f'HostKey "{key}"' for key in host_keys),
-            f'PidFile "{pid_file}"',
+            f'PidFile "{pid_file}"' if pid_file is not None else "PidFile none",
             f"AuthorizedKeysFile {authorized_keys}",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
@@ -64,9 +66,8 @@ def configure(layout: Layout, *, port: int, user: str) -> str:
         LabError: sshd rejected the configuration (its message is quoted).
     """
     host_public_key = generate_key(layout.host_key, comment="rcvlab-host")
-    layout.sshd_config.write_text(
-        config_text(ports=[port], host_keys=[layout.host_key], pid_file=layout.sshd_pid, user=user)
-    )
+    text = config_text(ports=[port], host_keys=[layout.host_key], pid_file=None, user=user)
+    create_exclusive(layout.sshd_config, text)
     os.makedirs(_PRIVSEP_DIR, mode=0o755, exist_ok=True)
     run(
         [_sshd(), "-t", "-f", str(layout.sshd_config)],
@@ -75,11 +76,12 @@ def configure(layout: Layout, *, port: int, user: str) -> str:
     return host_public_key
 
 
-def start(layout: Layout) -> int:
-    """Start `sshd -D` (stays in the foreground, so its PID is the listener's); returns the PID."""
+def start(layout: Layout, record: Callable[[int], None]) -> int:
+    """Start `sshd -D` (in the foreground, so its PID is the listener's); returns the PID, given to `record` first."""
     return spawn(
         [_sshd(), "-D", "-f", str(layout.sshd_config), "-E", str(layout.sshd_log)],
         log_path=layout.sshd_log,
+        record=record,
     )
 
 

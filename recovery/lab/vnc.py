@@ -12,10 +12,12 @@ Each process has the lab directory in its command line, so `down` can prove a PI
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from recovery.errors import LabError
 from recovery.lab.commands import find_tool
+from recovery.lab.directory import create_exclusive
 from recovery.lab.layout import Layout
 from recovery.lab.processes import alive, children, free_port, log_tail, poll_until, spawn
 
@@ -23,6 +25,8 @@ APT_PACKAGES = "xvfb x11vnc xterm xauth"
 TOOLS = (("Xvfb", "xvfb"), ("x11vnc", "x11vnc"), ("xterm", "xterm"))
 # What each process's command line contains, for lab._is_ours; stop order: the public face first.
 PROGRAMS = {"x11vnc": "x11vnc", "vnc_xterm": "xterm", "xvfb": "Xvfb"}
+# Each process's own log in the lab directory, for the errors here and `lab status`.
+LOGS = {"x11vnc": "x11vnc.log", "vnc_xterm": "xterm.log", "xvfb": "xvfb.log"}
 _X11_SOCKETS = Path("/tmp/.X11-unix")  # noqa: S108 - where every X server puts its socket
 _FIRST_DISPLAY = 40
 # `trap : INT` keeps the loop alive when Ctrl-C reaches the whole foreground group; a handler,
@@ -53,39 +57,42 @@ def _free_display() -> int:
     raise LabError(f"No free X display between :{_FIRST_DISPLAY} and :{_FIRST_DISPLAY + 99}.")
 
 
-def start(layout: Layout, pids: dict[str, int], timeout: float) -> tuple[str, int]:
-    """Start the three processes (recording each PID in `pids` as it starts); returns (URL, port).
+def start(layout: Layout, record: Callable[[str, int], None], timeout: float) -> tuple[str, int]:
+    """Start the three processes, each passed to `record` (name, PID) as it starts; returns (URL, port).
 
     Raises:
         LabError: a part failed to start or the login did not appear within `timeout` seconds.
     """
     directory = layout.directory
     display = _free_display()
-    pids["xvfb"] = spawn(
+    xvfb = spawn(
         [find_tool("Xvfb", "xvfb"), f":{display}", "-screen", "0", "1024x768x24", "-nolisten", "tcp",
          "-fbdir", f"{directory}/"],  # its screen file there; the path also marks the process as ours
-        log_path=directory / "xvfb.log",
+        log_path=directory / LOGS["xvfb"],
+        record=lambda pid: record("xvfb", pid),
     )
     socket_path = _X11_SOCKETS / f"X{display}"
-    if not poll_until(lambda: socket_path.exists() or not alive(pids["xvfb"]), timeout) or not alive(pids["xvfb"]):
-        raise LabError(f"Xvfb did not start on :{display}: {log_tail(directory / 'xvfb.log')}")
+    if not poll_until(lambda: socket_path.exists() or not alive(xvfb), timeout) or not alive(xvfb):
+        raise LabError(f"Xvfb did not start on :{display}: {log_tail(directory / LOGS['xvfb'])}")
     loop = directory / "vnc_login.sh"
-    loop.write_text(_LOGIN_LOOP)
-    pids["vnc_xterm"] = spawn(
+    create_exclusive(loop, _LOGIN_LOOP)
+    xterm = spawn(
         [find_tool("xterm", "xterm"), "-display", f":{display}", "-geometry", "150x50+0+0", "-e", "/bin/sh",
          str(loop)],
-        log_path=directory / "xterm.log",
+        log_path=directory / LOGS["vnc_xterm"],
+        record=lambda pid: record("vnc_xterm", pid),
     )
     port = free_port()
-    pids["x11vnc"] = spawn(
+    x11vnc = spawn(
         [find_tool("x11vnc", "x11vnc"), "-display", f":{display}", "-rfbport", str(port), "-localhost", "-nopw",
-         "-forever", "-shared", "-noxdamage", "-o", str(directory / "x11vnc.log")],
+         "-forever", "-shared", "-noxdamage", "-o", str(directory / LOGS["x11vnc"])],
         log_path=directory / "x11vnc.stderr.log",
+        record=lambda pid: record("x11vnc", pid),
     )
-    if not poll_until(lambda: _login_running(pids["vnc_xterm"]) or not alive(pids["vnc_xterm"]), timeout):
-        raise LabError(f"The VNC console's xterm shows no login: {log_tail(directory / 'xterm.log')}")
-    if not poll_until(lambda: answers(port) or not alive(pids["x11vnc"]), timeout) or not alive(pids["x11vnc"]):
-        raise LabError(f"x11vnc did not start on port {port}: {log_tail(directory / 'x11vnc.log')}")
+    if not poll_until(lambda: _login_running(xterm) or not alive(xterm), timeout):
+        raise LabError(f"The VNC console's xterm shows no login: {log_tail(directory / LOGS['vnc_xterm'])}")
+    if not poll_until(lambda: answers(port) or not alive(x11vnc), timeout) or not alive(x11vnc):
+        raise LabError(f"x11vnc did not start on port {port}: {log_tail(directory / LOGS['x11vnc'])}")
     return f"vnc://127.0.0.1:{port}", port
 
 
