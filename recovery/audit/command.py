@@ -60,6 +60,8 @@ def run_audit(args: argparse.Namespace) -> int:
             hosts = shard.select(hosts)
         checker = Libssh2Checker(load_keys(path for host in hosts for path in host.keys), trust, args.timeout)
         runner = _runner(args) if args.remediate else None
+        if runner is not None:
+            runner.check_hosts(hosts)
         trust.prepare(hosts)
         check: Callable[[Host], HostResult] = checker.check
         if probe is not None:

@@ -10,6 +10,17 @@
         user: ops             # else defaults.user, else --user
         key: keys/web         # a path, relative to this file; else defaults.key, else --key
         host_key: SHA256:...  # a pin; else the --known-hosts file decides
+        inputs:               # for --remediate: playbook inputs (-e NAME=VALUE) for this host
+          console_url: wss://console.example.com/?token=...
+        secrets:              # for --remediate: playbook secrets, each a file (--secret NAME=@FILE)
+          console_password: "@secrets/web-1.password"   # relative to this file
+
+`inputs` and `secrets` may be given in `defaults:` too; a host's map and the
+defaults' map are merged, the host's value winning for a name in both. The
+audit itself gives a remediation `ssh_host`, `ssh_port`, `user` and
+`host_key_fingerprint` from the host's fields, so those are not inputs here.
+A secret's value is never written in the inventory, which is shared and
+logged more often than a secret should be: only the name of the file holding it.
 
 The format is a contract. Every problem is collected, each with the file and
 line it was written on (from the YAML node marks, so duplicate keys, which a
@@ -20,6 +31,7 @@ plain `safe_load` silently merges, are caught too), and reported together as a
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +45,11 @@ from recovery.hostkeys import parse_pin
 
 __all__ = ["HostDefaults", "load_inventory", "parse_inventory"]
 
-_HOST_FIELDS = ("name", "host", "port", "user", "key", "host_key")
+_HOST_FIELDS = ("name", "host", "port", "user", "key", "host_key", "inputs", "secrets")
+_MAPS = ("inputs", "secrets")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The inputs the audit derives from a host's fields (recovery.audit.remediate): set by those fields.
+_DERIVED_INPUTS = {"ssh_host": "host", "ssh_port": "port", "user": "user", "host_key_fingerprint": "host_key"}
 _DEFAULT_FIELDS = tuple(name for name in _HOST_FIELDS if name != "name")
 _TOP_FIELDS = ("defaults", "hosts")
 _MAX_PORT = 65535
@@ -151,6 +167,8 @@ class _Reader:
         return values
 
     def value(self, node: yaml.Node, path: str, key: str) -> object:
+        if key in _MAPS:
+            return self.named_map(node, path, key)
         if not isinstance(node, yaml.ScalarNode):
             self.problem(node, path, "expected a single value, not a list or mapping")
             return _INVALID
@@ -175,6 +193,52 @@ class _Reader:
             return self.base / Path(os.path.expanduser(value))
         return value
 
+    def named_map(self, node: yaml.Node, path: str, key: str) -> object:
+        """`inputs:` (name -> text) or `secrets:` (name -> the file holding it, given as `@FILE`)."""
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, path, f"expected a mapping of {key} by name")
+            return _INVALID
+        found: dict[str, object] = {}
+        valid = True
+        for name_node, value_node in node.value:
+            name = str(name_node.value)
+            where = f"{path}.{name}"
+            problem = self.map_entry_problem(name, value_node, key, found)
+            if problem is None:
+                value = yaml.constructor.SafeConstructor().construct_object(value_node)
+                problem, found[name] = self.map_value(value, value_node, key)
+            if problem is not None:
+                self.problem(value_node if problem.startswith("expected") else name_node, where, problem)
+                valid = False
+        return found if valid else _INVALID
+
+    def map_entry_problem(self, name: str, value_node: yaml.Node, key: str, found: dict[str, object]) -> str | None:
+        if not _NAME.fullmatch(name):
+            return "not an input or secret name (letters, digits and '_', not starting with a digit)"
+        if name in found:
+            return "duplicate key"
+        if key == "inputs" and name in _DERIVED_INPUTS:
+            return f"the audit gives {name} from the host's '{_DERIVED_INPUTS[name]}:' field; set that instead"
+        if not isinstance(value_node, yaml.ScalarNode):
+            return "expected a single value, not a list or mapping"
+        return None
+
+    def map_value(self, value: object, node: yaml.Node, key: str) -> tuple[str | None, object]:
+        """(a problem, or None; the value to keep)."""
+        if key == "inputs":
+            if value is None or isinstance(value, float):
+                return f"expected text or a whole number, got {node.value!r} (quote it)", None
+            return None, str(value).lower() if isinstance(value, bool) else str(value)
+        if not isinstance(value, str) or not value.startswith("@") or not value[1:].strip():
+            return (
+                "expected '@FILE', the file holding the secret (relative to this inventory): a secret "
+                "written here would be read by everyone who can read the inventory",
+                None,
+            )
+        return None, self.base / Path(os.path.expanduser(value[1:]))
+
     def host(
         self,
         node: yaml.Node,
@@ -190,6 +254,11 @@ class _Reader:
                 if name in source and source[name][1] is not None:
                     return source[name][1]
             return None
+
+        def merged(name: str) -> dict[str, object]:
+            """The defaults' map under the host's: the host wins, name by name."""
+            maps = (source[name][1] for source in (defaults, fields) if name in source)
+            return {key: value for mapping in maps if isinstance(mapping, dict) for key, value in mapping.items()}
 
         name = pick("name")
         if not isinstance(name, str) or not name.strip():
@@ -207,6 +276,7 @@ class _Reader:
         port = pick("port")
         address = str(pick("host") or "").strip()
         host_key = pick("host_key")
+        inputs, secrets = (merged(name) for name in _MAPS)
         return Host(
             name=name,
             address=address or None,
@@ -214,6 +284,8 @@ class _Reader:
             user=str(user),
             keys=tuple(keys),
             host_key=str(host_key) if host_key is not None else None,
+            inputs=tuple((key, str(value)) for key, value in inputs.items()),
+            secrets=tuple((key, value) for key, value in secrets.items() if isinstance(value, Path)),
         )
 
 

@@ -50,7 +50,10 @@ class Host:
     `address` is None when the inventory or the cloud knows no address for it.
     `keys` are tried in order; the first that logs in is the one reported.
     `host_key` is a pinned fingerprint (`SHA256:...`), which wins over any
-    known_hosts entry. `server_id` is set for hosts that came from a cloud.
+    known_hosts entry but `@revoked`. `server_id` is set for hosts that came
+    from a cloud. `inputs` and `secrets` (secret name, file holding it) are
+    what a remediation playbook run gets for this host beyond what the audit
+    knows; pairs rather than dicts, so a `Host` stays hashable.
     """
 
     name: str
@@ -61,6 +64,8 @@ class Host:
     host_key: str | None = None
     server_id: str | None = None
     note: str = ""
+    inputs: tuple[tuple[str, str], ...] = ()
+    secrets: tuple[tuple[str, Path], ...] = ()
 
     @property
     def where(self) -> str:

@@ -12,6 +12,11 @@ narrow:
 - each run is an ordinary `recovery run` (`recovery.cli.execute`) with its own
   journal and report, which the audit report links; a run that fails is
   reported and the audit goes on to the next host.
+
+What the audit knows of a host (address, port, user, the host key it saw)
+becomes the run's inputs; what it cannot know (a console URL, a server in a
+cloud) comes from the inventory's `inputs:`, and the console password from its
+`secrets:` files, so a file inventory can drive a recovery too.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from recovery.audit.model import HostResult, Remediation, Status
+from recovery.audit.model import Host, HostResult, Remediation, Status
+from recovery.audit.render import printable
 from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, RecoveryError, UsageError
 
 if TYPE_CHECKING:
@@ -76,9 +82,10 @@ def confirm_on_terminal(playbook: Path) -> Callable[[HostResult], bool]:
 
     def confirm(result: HostResult) -> bool:
         # The question goes to stderr, as input() would put it on stdout, which carries the report.
+        name = printable(result.host.name)
         sys.stderr.write(
-            f"\n{result.host.name} ({result.host.where}): {result.status}: {result.message}\n"
-            f"Run {playbook.name} to recover {result.host.name}? [y/N] "
+            f"\n{name} ({printable(result.host.where)}): {result.status}: {printable(result.message)}\n"
+            f"Run {playbook.name} to recover {name}? [y/N] "
         )
         sys.stderr.flush()
         return sys.stdin.readline().strip().lower() in ("y", "yes")
@@ -90,8 +97,10 @@ class CliPlaybookRunner:
     """Runs the playbook the way `recovery run` does, with inputs taken from the audited host.
 
     The playbook is read and validated when this is built, so a broken playbook
-    is a usage error before the audit starts. Secrets (the console password) are
-    read at the first run, from the environment or a prompt, only if one is needed.
+    is a usage error before the audit starts, and `check_hosts` matches the
+    inventory's `inputs:` and `secrets:` against it before the first check.
+    Secrets (the console password) are read at the run that needs them: from the
+    host's `secrets:` files, else the environment or a prompt (asked once).
 
     :param network: passed on to the playbook's `network` input, for cloud hosts.
     """
@@ -105,11 +114,34 @@ class CliPlaybookRunner:
         self.network = network
         self._secrets: dict[str, Secret] | None = None
 
-    def inputs_for(self, result: HostResult) -> dict[str, str]:
-        """The playbook inputs the audit knows for this host, limited to those the playbook declares.
+    def check_hosts(self, hosts: Iterable[Host]) -> None:
+        """Every `inputs:` and `secrets:` name the inventory gives must be one the playbook declares.
 
-        The host key fingerprint is the one the audit accepted before the key
-        was rejected, so the recovery's final login is pinned to the same host.
+        :raises UsageError: listing each host's unknown names, before anything connects.
+        """
+        playbook = self.playbook
+        problems = []
+        for host in hosts:
+            for kind, names, declared in (
+                ("inputs", [name for name, _ in host.inputs], playbook.inputs),
+                ("secrets", [name for name, _ in host.secrets], playbook.secrets),
+            ):
+                problems += [
+                    f"host {host.name!r}: {kind}.{name}: {playbook.path.name} declares no {kind[:-1]} {name!r} "
+                    f"({kind}: {', '.join(declared) or 'none'})"
+                    for name in names
+                    if name not in declared
+                ]
+        if problems:
+            head = f"the inventory does not fit --remediate {playbook.path.name}"
+            raise UsageError(head + ":\n" + "\n".join(f"  {problem}" for problem in problems))
+
+    def inputs_for(self, result: HostResult) -> dict[str, str]:
+        """The playbook inputs for this host: what the audit knows of it, then the inventory's `inputs:`.
+
+        What the audit knows is limited to the inputs the playbook declares. The
+        host key fingerprint is the one the audit accepted before the key was
+        rejected, so the recovery's final login is pinned to the same host.
         """
         host = result.host
         known = {
@@ -120,10 +152,23 @@ class CliPlaybookRunner:
             "user": host.user,
             "host_key_fingerprint": result.host_key_fingerprint,
         }
-        return {name: value for name, value in known.items() if value and name in self.playbook.inputs}
+        inputs = {name: value for name, value in known.items() if value and name in self.playbook.inputs}
+        return inputs | dict(host.inputs)
+
+    def _secrets_for(self, host: Host) -> dict[str, Secret]:
+        """The host's `secrets:` files, and for the rest the environment or a prompt (read once per audit)."""
+        from recovery.cli import read_secrets
+
+        interactive = sys.stdin.isatty()
+        if not host.secrets:
+            if self._secrets is None:
+                self._secrets = read_secrets(self.playbook, {}, os.environ, interactive=interactive)
+            return self._secrets
+        given = {name: f"@{path}" for name, path in host.secrets}
+        return read_secrets(self.playbook, given, os.environ, interactive=interactive)
 
     def run(self, result: HostResult) -> Remediation:
-        from recovery.cli import execute, read_secrets
+        from recovery.cli import execute
         from recovery.journal import Journal
         from recovery.playbook import resolve_inputs
 
@@ -131,18 +176,22 @@ class CliPlaybookRunner:
         try:
             inputs = resolve_inputs(self.playbook, self.inputs_for(result))
         except UsageError as exc:
-            hint = "" if result.host.server_id else "; from a file inventory the audit gives ssh_host, ssh_port, user"
+            hint = (
+                ""
+                if result.host.server_id
+                else "; from a file inventory the audit gives ssh_host, ssh_port and user: give the others "
+                "under the host's (or defaults') inputs:"
+            )
             return Remediation(name, "failed", f"{exc}{hint}")
         try:
-            if self._secrets is None:
-                self._secrets = read_secrets(self.playbook, {}, os.environ, interactive=sys.stdin.isatty())
+            secrets = self._secrets_for(result.host)
             journal = Journal.create(self.journal_root)
         except RecoveryError as exc:
             return Remediation(name, "failed", str(exc))
         # The run's own report goes to stderr: stdout carries the audit's report.
         try:
             with contextlib.redirect_stdout(sys.stderr):
-                code = execute(self.playbook, inputs, self._secrets, self.config, self.journal_root, journal=journal)
+                code = execute(self.playbook, inputs, secrets, self.config, self.journal_root, journal=journal)
         except RecoveryError as exc:
             return Remediation(name, "failed", str(exc), journal.run_id, journal.directory, exc.exit_code)
         outcome = {EXIT_OK: "succeeded", EXIT_INTERRUPTED: "interrupted"}.get(code, "failed")

@@ -36,6 +36,8 @@ def test_valid_inventory_merges_host_fields_defaults_and_command_line() -> None:
 
     hosts = load_inventory(path, HostDefaults(user="fallback", keys=(Path("/cli/key"),)))
 
+    inputs = (("publish", "inline"), ("key_type", "ed25519"))
+    secrets = (("console_password", path.parent / "secrets" / "console"),)
     assert hosts == [
         Host(
             name="web-1",
@@ -44,10 +46,25 @@ def test_valid_inventory_merges_host_fields_defaults_and_command_line() -> None:
             user="ubuntu",
             keys=(path.parent / "keys" / "audit",),
             host_key="SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8",
+            inputs=inputs,
+            secrets=secrets,
         ),
-        Host("web-2", "web-2.example.com", 2222, "ops", (Path("/etc/recovery/ops_ed25519"),)),
-        Host("pending", None, 22, "ubuntu", (path.parent / "keys" / "audit",)),
-        Host("unnumbered", None, 22, "ubuntu", (path.parent / "keys" / "audit",)),
+        Host(
+            "web-2",
+            "web-2.example.com",
+            2222,
+            "ops",
+            (Path("/etc/recovery/ops_ed25519"),),
+            inputs=(
+                ("publish", "inline"),
+                ("key_type", "rsa"),
+                ("key_bits", "4096"),
+                ("console_url", "wss://console.example.com/?token=abc"),
+            ),
+            secrets=(("console_password", Path("/etc/recovery/web-2.password")),),
+        ),
+        Host("pending", None, 22, "ubuntu", (path.parent / "keys" / "audit",), inputs=inputs, secrets=secrets),
+        Host("unnumbered", None, 22, "ubuntu", (path.parent / "keys" / "audit",), inputs=inputs, secrets=secrets),
     ]
 
 

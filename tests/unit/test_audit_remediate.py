@@ -11,6 +11,7 @@ import pytest
 from recovery.audit.model import Host, HostResult, Remediation, Status
 from recovery.audit.remediate import CliPlaybookRunner, confirm_on_terminal, remediate
 from recovery.config import Config
+from recovery.errors import UsageError
 
 PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "restore-access-serial.yaml"
 
@@ -117,3 +118,50 @@ def test_the_terminal_question_goes_to_stderr_and_only_yes_means_yes(
     captured = capsys.readouterr()
     assert captured.out == ""  # stdout carries the audit's report
     assert "Run restore-access-serial.yaml to recover web-1? [y/N]" in captured.err
+
+
+def from_inventory(
+    name: str, inputs: tuple[tuple[str, str], ...] = (), secrets: tuple[tuple[str, Path], ...] = ()
+) -> HostResult:
+    host = Host(name, "10.0.0.1", 2222, "ops", (Path("/k"),), inputs=inputs, secrets=secrets)
+    return HostResult(host, Status.AUTH_REJECTED, 0.1, "refused the key", host_key_fingerprint="SHA256:" + "C" * 43)
+
+
+def test_a_file_inventory_gives_the_console_url_and_password_the_audit_cannot_know(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = tmp_path / "console.password"
+    password.write_text("s3cret-pass\n")
+    monkeypatch.delenv("RECOVERY_CONSOLE_PASSWORD", raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal: a missing secret would be an error
+    runner = CliPlaybookRunner(PLAYBOOK, config=Config(), journal_root=tmp_path)
+    result = from_inventory(
+        "web-1",
+        inputs=(("console_url", "ws://127.0.0.1:6083/?token=t"), ("key_type", "rsa")),
+        secrets=(("console_password", password),),
+    )
+
+    runner.check_hosts([result.host])
+
+    assert runner.inputs_for(result) == {
+        "ssh_host": "10.0.0.1",
+        "ssh_port": "2222",
+        "user": "ops",
+        "host_key_fingerprint": "SHA256:" + "C" * 43,
+        "console_url": "ws://127.0.0.1:6083/?token=t",
+        "key_type": "rsa",
+    }
+    assert runner._secrets_for(result.host)["console_password"].reveal() == "s3cret-pass"
+
+
+def test_inventory_names_the_playbook_does_not_declare_are_a_usage_error_before_any_check(tmp_path: Path) -> None:
+    runner = CliPlaybookRunner(PLAYBOOK, config=Config(), journal_root=tmp_path)
+    typo = from_inventory("web-1", inputs=(("consol_url", "ws://x"),), secrets=(("password", tmp_path / "p"),))
+
+    with pytest.raises(UsageError) as caught:
+        runner.check_hosts([typo.host])
+
+    message = str(caught.value)
+    assert "host 'web-1': inputs.consol_url: restore-access-serial.yaml declares no input 'consol_url'" in message
+    assert "host 'web-1': secrets.password: restore-access-serial.yaml declares no secret 'password' (secrets: " \
+        "console_password)" in message
