@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recovery.errors import KeyGenerationError
+from recovery.files import make_dirs
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -154,8 +155,8 @@ def generate_keypair(
     the disk as it found it, because the existing key may be the one a VM
     already trusts.
 
-    :param private_path: where the private key goes; a missing parent
-        directory is created with mode 0700.
+    :param private_path: where the private key goes; missing directories on
+        the way (`~/.ssh`, `~/.ssh/recovery`) are created 0700 whatever the umask.
     :param key_type: `"ed25519"` or `"rsa"`.
     :param bits: RSA modulus size, one of 2048, 3072, 4096; ignored for
         Ed25519, whose size is fixed at 256.
@@ -188,7 +189,7 @@ def generate_keypair(
     public_path = _public_path(private_path)
 
     try:
-        private_path.parent.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        make_dirs(private_path.parent, _DIR_MODE)
     except OSError as exc:
         raise KeyGenerationError(
             f"cannot create key directory {private_path.parent}: {exc.strerror}"

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tenacity import (
@@ -35,7 +36,7 @@ from tenacity import (
 from recovery import templating
 from recovery.config import Config
 from recovery.context import Cleanup, SharedState, StepContext
-from recovery.errors import RecoveryError, StepError, TemplateError, TransientError
+from recovery.errors import JournalError, KeyGenerationError, RecoveryError, StepError, TemplateError, TransientError
 from recovery.journal import (
     STATUS_FAILED,
     STATUS_INTERRUPTED,
@@ -44,7 +45,7 @@ from recovery.journal import (
     Journal,
 )
 from recovery.playbook import Playbook, StepSpec
-from recovery.redact import Secret
+from recovery.redact import MASK, MIN_SCRUB_LEN, Secret, too_short_to_mask
 from recovery.registry import InputTypeError, StepType, build_params, step_types
 from recovery.report import RunReport, StepRecord
 
@@ -111,25 +112,35 @@ class Runner:
     # -- the three phases -------------------------------------------------------------------
 
     def run(self) -> RunReport:
-        """Execute the playbook. KeyboardInterrupt is re-raised after cleanup, with the report saved."""
+        """Execute the playbook. KeyboardInterrupt is re-raised after cleanup, with the report saved.
+
+        SIGTERM and SIGHUP arrive here as KeyboardInterrupt too (`recovery.signals`).
+
+        Raises:
+            JournalError: the outcome could not be saved (a full disk); the report is
+                still complete in `self.report`, for the CLI to print.
+        """
         started = time.monotonic()
         self.report.started_at = _now()
+        self._stop_transcript_for_short_secrets()
         self._save_run(STATUS_RUNNING)
         self.journal.event("run_started", playbook=str(self.request.playbook.path), resumed=bool(self.previous))
         interrupted = False
+        unsaved: JournalError | None = None
         try:
             self._main_phase()
         except KeyboardInterrupt:
             interrupted = True
             self.report.status = STATUS_INTERRUPTED
-            self.report.error = "interrupted by the operator (Ctrl-C)"
-            self.journal.event("run_interrupted")
+            self.report.error = "interrupted (Ctrl-C, SIGTERM or SIGHUP)"
+            self._record_cut_off_step()
+            self.journal.event("run_interrupted", step=self._current_step)
         except Exception as exc:  # a usage error found late, or a bug: record it, clean up, let the CLI say it
             self.report.status = STATUS_FAILED
             self.report.failed_step = self._current_step
             expected = isinstance(exc, RecoveryError)
             self.report.error = str(exc) if expected else f"internal error: {type(exc).__name__}: {exc}"
-            self.journal.event("run_crashed", step=self._current_step, error=self.report.error)
+            self._log_event("run_crashed", step=self._current_step, error=self.report.error)
             raise
         finally:
             self._cleanup_phase()
@@ -138,13 +149,63 @@ class Runner:
             self._always_phase()
             self.report.finished_at = _now()
             self.report.seconds = round(time.monotonic() - started, 3)
-            self._save_run(self.report.status)
-            self.journal.write_json("report.json", self.report.to_json())
-            self.journal.write_text("report.md", self.report.to_markdown())
-            self.journal.event("run_finished", status=self.report.status)
+            unsaved = self._save_outcome()
         if interrupted:
             raise KeyboardInterrupt
+        if unsaved is not None:
+            raise unsaved
         return self.report
+
+    def _stop_transcript_for_short_secrets(self) -> None:
+        """A secret of 1-3 characters cannot be scrubbed: keep no transcript, say so in the report."""
+        held = {**{f"secrets.{n}": v for n, v in self.request.secrets.items()},
+                **{f"inputs.{n}": v for n, v in self.request.inputs.items() if isinstance(v, Secret)}}
+        short = sorted(name for name, value in held.items() if value is not None and too_short_to_mask(value))
+        if short:
+            reason = (f"{', '.join(short)} {'is' if len(short) == 1 else 'are'} shorter than {MIN_SCRUB_LEN} "
+                      "characters, too short to mask without masking ordinary words")
+            self.journal.stop_transcript(reason)
+            self.report.notes.append(f"no transcript and no debug output were kept for this run: {reason}")
+
+    def _record_cut_off_step(self) -> None:
+        """A step the interrupt cut off may have done part of its work: say so, never 'not started'."""
+        record = next((r for r in reversed(self.report.timeline) if r.status == "running"), None)
+        if record is None:
+            return
+        record.status = STATUS_INTERRUPTED
+        record.error = "cut off mid-way by the interrupt: it may have changed the VM"
+        self.report.failed_step = record.id
+        self.report.vm_changes.append(
+            f"step {record.id} ({record.uses}) was cut off mid-way: it may have changed the VM; "
+            "check the VM (or resume, which repeats the step safely)"
+        )
+        spec = next(s for s in self.request.playbook.all_steps() if s.id == record.id)
+        self._save_step(spec, record, outputs={})
+
+    def _save_outcome(self) -> JournalError | None:
+        """run.json, report.json and report.md, as far as the disk allows; the first failure, if any."""
+        if self.journal.transcript_problem and not any("transcript" in note for note in self.report.notes):
+            self.report.notes.append(self.journal.transcript_problem)
+        failure: JournalError | None = None
+        saves: list[Callable[[], None]] = [
+            lambda: self._save_run(self.report.status),
+            lambda: self.journal.write_json("report.json", self.report.to_json()),
+            lambda: self.journal.write_text("report.md", self.report.to_markdown()),
+            lambda: self.journal.event("run_finished", status=self.report.status),
+        ]
+        for save in saves:
+            try:
+                save()
+            except JournalError as exc:
+                failure = failure or exc
+        return failure
+
+    def _log_event(self, kind: str, **fields: object) -> None:
+        """An event whose loss must not change the outcome (the disk may be what failed)."""
+        try:
+            self.journal.event(kind, **fields)
+        except JournalError as exc:
+            log.warning("%s", exc)
 
     def _main_phase(self) -> None:
         for spec in self.request.playbook.steps:
@@ -154,14 +215,20 @@ class Runner:
                 return
 
     def _cleanup_phase(self) -> None:
+        """Newest first. A second Ctrl-C cuts short only the cleanup it lands in, never the rest.
+
+        (SIGTERM and SIGHUP after the first interrupt are ignored by `recovery.signals`.)
+        A journal that cannot be written does not make a cleanup count as failed.
+        """
         while self.shared.cleanups:
             cleanup = self.shared.cleanups.pop()
             try:
                 cleanup.action()
-                self.report.rolled_back.append(cleanup.description)
-                self.journal.event("cleanup_done", what=cleanup.description)
             except KeyboardInterrupt:
-                self.report.notes.append(f"cleanup interrupted: {cleanup.description}")
+                self.report.notes.append(f"cleanup interrupted by a second Ctrl-C: {cleanup.description}")
+                self.progress(f"    cleanup cut short by Ctrl-C: {cleanup.description}; going on with the rest")
+                self._log_event("cleanup_interrupted", what=cleanup.description)
+                continue
             except Exception as exc:  # a failed cleanup must not stop the next one
                 log.warning("cleanup failed: %s: %s", cleanup.description, exc)
                 self.report.notes.append(f"cleanup FAILED: {cleanup.description}: {exc}")
@@ -169,7 +236,10 @@ class Runner:
                     self.report.status = STATUS_FAILED
                     self.report.failed_step = "cleanup"
                     self.report.error = f"{cleanup.description} failed: {exc}"
-                self.journal.event("cleanup_failed", what=cleanup.description, error=str(exc))
+                self._log_event("cleanup_failed", what=cleanup.description, error=str(exc))
+                continue
+            self.report.rolled_back.append(cleanup.description)
+            self._log_event("cleanup_done", what=cleanup.description)
 
     def _always_phase(self) -> None:
         for spec in self.request.playbook.steps:
@@ -190,10 +260,17 @@ class Runner:
         record = StepRecord(id=spec.id, uses=spec.uses, status="running", phase=phase)
         self.report.timeline.append(record)
         earlier = self.previous.get(spec.id)
-        if earlier and earlier.get("status") == "succeeded" and not step_type.repeatable:
-            self.namespace["steps"][spec.id] = {"outputs": dict(earlier.get("outputs") or {})}
+        # "resumed" is done too: a run resumes any number of times, and a step that must not
+        # repeat (a key generated) stays done in every later attempt.
+        if earlier and earlier.get("status") in ("succeeded", "resumed") and not step_type.repeatable:
+            outputs = dict(earlier.get("outputs") or {})
+            try:
+                self._check_resumed_key(spec, step_type, outputs)
+            except StepError as exc:
+                return self._fail(spec, record, exc, started=time.monotonic())
+            self.namespace["steps"][spec.id] = {"outputs": outputs}
             record.status = "resumed"
-            self._finish(spec, record, outputs=earlier.get("outputs") or {}, note="done in the earlier attempt")
+            self._finish(spec, record, outputs=outputs, note="done in the earlier attempt")
             return True
         try:
             if not self._wanted(spec):
@@ -320,13 +397,39 @@ class Runner:
              "seconds": record.seconds, "attempts": record.attempts, "error": record.error, "outputs": outputs},
         )
 
+    def _check_resumed_key(self, spec: StepSpec, step_type: StepType, outputs: Mapping[str, object]) -> None:
+        """A key pair from the earlier attempt must still be the one its public key (maybe on the VM) says.
+
+        Raises:
+            KeyGenerationError: the files are gone, unreadable, or hold another key.
+        """
+        private_path, public_key = outputs.get("private_key_path"), outputs.get("public_key")
+        if not isinstance(private_path, str) or not isinstance(public_key, str):
+            return
+        from recovery.keys import fingerprint_sha256, load_keypair
+
+        passphrase = getattr(self._params(spec, step_type), "passphrase", None)
+        pair = load_keypair(Path(private_path), passphrase if isinstance(passphrase, Secret) else None)
+        saved = fingerprint_sha256(public_key)
+        if pair.sha256 != saved:
+            raise KeyGenerationError(
+                f"the earlier attempt made key {saved}, but {private_path} now holds {pair.sha256}; the VM may "
+                "trust only the earlier one. Put that key back, or start a new run instead of resuming"
+            )
+
     def _save_run(self, status: str) -> None:
+        """run.json: what --resume reads back. Sensitive inputs are never saved, whatever their shape."""
+        declared = self.request.playbook.inputs
+        inputs = {
+            name: MASK if (name in declared and declared[name].sensitive and value) else value
+            for name, value in self.request.inputs.items()
+        }
         self.journal.write_json(
             "run.json",
             {
                 "run_id": self.journal.run_id,
                 "playbook": str(self.request.playbook.path.resolve()),
-                "inputs": self.request.inputs,
+                "inputs": inputs,
                 "status": status,
                 "failed_step": self.report.failed_step,
                 "started_at": self.report.started_at,
