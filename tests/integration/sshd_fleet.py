@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import ipaddress
 import socket
 import threading
 from collections.abc import Iterator
@@ -57,12 +58,17 @@ def extra_sshd(
     key_types: tuple[str, ...] = ("ed25519",),
     accept_keys: bool = True,
     name: str = "extra",
+    address: str = HOST,
+    port_numbers: tuple[int, ...] = (),
 ) -> Iterator[ExtraSSHD]:
     """Start an sshd for `user` on `ports` free ports; stopped on exit.
 
     :param directory: where its config, host keys and log go (created).
     :param key_types: `ssh-keygen -t` types of its host keys, e.g. ("ecdsa", "ed25519").
     :param accept_keys: False makes it refuse every key (`AuthorizedKeysFile none`).
+    :param address: a loopback address to listen on instead of 127.0.0.1, with
+        `port_numbers` instead of free ports: a VM's `127.x.y.z:22` (root only), as
+        a cloud's server is audited on port 22, without taking 127.0.0.1:22.
     """
     if not 1 <= ports <= MAX_PORTS_PER_SSHD:
         raise ValueError(f"one sshd serves 1 to {MAX_PORTS_PER_SSHD} ports, not {ports}")
@@ -73,27 +79,39 @@ def extra_sshd(
         if not path.exists():
             generate_key(path, comment=f"{name}-{key_type}", key_type=key_type)
         host_keys[key_type] = path.with_name(path.name + ".pub").read_text().strip()
-    chosen = tuple(processes.free_port() for _ in range(ports))
+    chosen = port_numbers or tuple(processes.free_port() for _ in range(ports))
     config = directory / f"{name}_sshd_config"
     log_path = directory / f"{name}_sshd.log"
-    config.write_text(
-        sshd.config_text(
-            ports=chosen,
-            host_keys=list(key_paths.values()),
-            pid_file=directory / f"{name}_sshd.pid",
-            user=user,
-            authorized_keys=".ssh/authorized_keys" if accept_keys else "none",
-        )
+    text = sshd.config_text(
+        ports=chosen,
+        host_keys=list(key_paths.values()),
+        pid_file=directory / f"{name}_sshd.pid",
+        user=user,
+        authorized_keys=".ssh/authorized_keys" if accept_keys else "none",
     )
+    if address != HOST:
+        if not ipaddress.ip_address(address).is_loopback:
+            raise ValueError(f"test servers listen on loopback only, not {address}")
+        listen = f"ListenAddress {HOST}\n"
+        assert listen in text, "the lab's sshd_config no longer names its ListenAddress"
+        text = text.replace(listen, f"ListenAddress {address}\n")
+    config.write_text(text)
     binary = commands.find_tool("sshd", "openssh-server")
     commands.run([binary, "-t", "-f", str(config)], purpose=f"check {config}")
     pid = processes.spawn([binary, "-D", "-f", str(config), "-E", str(log_path)], log_path=log_path)
     try:
-        if not processes.poll_until(lambda: all(sshd.answers(port) for port in chosen), 20.0):
+        if not processes.poll_until(lambda: all(_speaks_ssh(address, port) for port in chosen), 20.0):
             raise RuntimeError(f"sshd {pid} did not answer on {chosen}: {processes.log_tail(log_path)}")
         yield ExtraSSHD(chosen, host_keys)
     finally:
         processes.stop(pid)
+
+
+def _speaks_ssh(address: str, port: int) -> bool:
+    """True when something on `address`:`port` accepts and sends an SSH banner."""
+    with contextlib.suppress(OSError), socket.create_connection((address, port), timeout=2) as conn:
+        return conn.recv(64).startswith(b"SSH-")
+    return False
 
 
 @contextmanager
