@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from recovery.redact import MASK, Secret
 
-_TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<string>'[^']*'|"[^"]*")
@@ -31,7 +30,6 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _KEYWORDS = {"and", "or", "not", "true", "false", "null"}
-_JINJA = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _BLANK = re.compile(r"\s*\Z")
 # Real expressions are a handful of tokens; these bounds keep the recursive parser, and
 # everything that walks its tree, far from Python's recursion limit on any input.
@@ -234,25 +232,42 @@ def parse(source: str) -> Template:
     `{% ... %}` and `{# ... #}` are refused rather than kept as text: someone who wrote them
     expects Jinja to run them, and text that silently stays in a command is worse.
     """
-    jinja = _JINJA.search(source)
-    if jinja:
-        raise TemplateSyntaxError(
-            f"{jinja.group()[:40]!r}: this is not Jinja; only '{{{{ expression }}}}' is understood "
-            "(a condition goes in the step's `when:`, a comment in a YAML `#` comment)"
-        )
+    for opener, closer in (("{%", "%}"), ("{#", "#}")):
+        jinja = _between(source, opener, closer, 0)
+        if jinja is not None:
+            raise TemplateSyntaxError(
+                f"{source[jinja[0] : jinja[1]][:40]!r}: this is not Jinja; only '{{{{ expression }}}}' is "
+                "understood (a condition goes in the step's `when:`, a comment after a YAML `#`)"
+            )
     parts: list[str | Expr] = []
     position = 0
-    for match in _TEMPLATE.finditer(source):
-        if match.start() > position:
-            parts.append(source[position : match.start()])
-        parts.append(_Parser(match.group(1)).parse())
-        position = match.end()
+    # str.find, not a lazy regex: a regex would retry from every '{{' of a text that has no
+    # '}}' after them, quadratic in the text's length.
+    while (found := _between(source, "{{", "}}", position)) is not None:
+        start, end = found
+        if start > position:
+            parts.append(source[position:start])
+        parts.append(_Parser(source[start + 2 : end - 2]).parse())
+        position = end
     rest = source[position:]
     if "{{" in rest or "}}" in rest:
-        raise TemplateSyntaxError(f"unbalanced '{{{{' or '}}}}' in {source!r}")
+        raise TemplateSyntaxError(f"unbalanced '{{{{' or '}}}}' in {_excerpt(source)}")
     if rest:
         parts.append(rest)
     return Template(source, tuple(parts))
+
+
+def _between(source: str, opener: str, closer: str, position: int) -> tuple[int, int] | None:
+    """Start and end of the first `opener ... closer` at or after `position`, or None."""
+    start = source.find(opener, position)
+    if start < 0:
+        return None
+    end = source.find(closer, start + len(opener))
+    return None if end < 0 else (start, end + len(closer))
+
+
+def _excerpt(text: str) -> str:
+    return repr(text) if len(text) <= 80 else repr(text[:77]) + "..."
 
 
 def lookup(namespace: Mapping[str, object], ref: Ref) -> object:
