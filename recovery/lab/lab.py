@@ -450,6 +450,7 @@ def _prepare_directory(directory: Path) -> Layout:
             f"The lab directory {str(plain)!r} contains a double quote or a newline, which "
             "cannot be written into sshd's configuration file. Choose a plainer path."
         )
+    _require_searchable_parents(plain)
     layout = Layout(claim(plain))
     for record, what in ((layout.info, "A lab is already set up"), (layout.started, "A lab start was interrupted")):
         if os.path.lexists(record):
@@ -457,7 +458,6 @@ def _prepare_directory(directory: Path) -> Layout:
                 f"{what} in {layout.directory} (it has {record.name}). Stop it with "
                 f"`{program()} lab down --dir {layout.directory}` first, or use another directory."
             )
-    _require_searchable_parents(layout.directory)
     for path in (*layout.state_files(), *layout.logs(), *vnc.files(layout)):
         path.unlink(missing_ok=True)
     layout.homes.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
@@ -497,8 +497,13 @@ def _read_record(path: Path) -> str:
 
 
 def _require_searchable_parents(directory: Path) -> None:
+    """Checked before anything is created."""
     for parent in directory.parents:
-        if not parent.stat().st_mode & stat.S_IXOTH:
+        try:
+            mode = parent.stat().st_mode
+        except FileNotFoundError:
+            continue  # `claim` creates it 0755
+        if not mode & stat.S_IXOTH:
             raise LabError(
                 f"The lab user's home would be under {directory}, but {parent} is not "
                 "searchable by other users, so neither login nor sshd could reach it. Use a "

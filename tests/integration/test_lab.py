@@ -29,7 +29,8 @@ import pytest
 import websocket
 
 from recovery import lab
-from recovery.errors import LabError
+from recovery.errors import LabError, UnsafeLabDirectory
+from recovery.lab.directory import claim
 from recovery.lab.processes import alive, user_processes
 
 pytestmark = pytest.mark.lab
@@ -374,10 +375,11 @@ def test_seed_rejects_a_multi_line_extra() -> None:
 
 
 def test_up_refuses_a_directory_other_users_cannot_reach(tmp_path: Path) -> None:
-    before = {entry.pw_name for entry in pwd.getpwall()}
     with pytest.raises(LabError, match="not searchable"):
         lab.up(tmp_path / "lab")
-    assert {entry.pw_name for entry in pwd.getpwall()} == before
+    # Other tests on this machine may create lab users meanwhile: look for one of ours only.
+    assert not [entry.pw_name for entry in pwd.getpwall() if entry.pw_dir.startswith(f"{tmp_path}/")]
+    assert not (tmp_path / "lab").exists()
 
 
 def test_up_refuses_a_directory_sshd_config_cannot_name() -> None:
@@ -404,3 +406,18 @@ def test_up_refuses_to_run_without_root(tmp_path: Path) -> None:
     assert done.returncode == 3, done.stderr
     assert "must run as root" in done.stdout
     assert not target.exists()
+
+
+def test_a_sticky_directory_above_the_lab_is_fine_a_world_writable_one_is_not() -> None:
+    """/tmp's rule: in a sticky directory nobody may rename or delete what another user made."""
+    with _lab_directory() as base:
+        base.chmod(0o755)
+        shared, open_to_all = base / "shared", base / "open"
+        for path, bits in ((shared, 0o1777), (open_to_all, 0o777)):
+            path.mkdir()
+            path.chmod(bits)
+        assert claim(shared / "lab") == shared / "lab"
+        assert mode(shared / "lab") == 0o711
+        with pytest.raises(UnsafeLabDirectory, match=f"{open_to_all} is writable by everyone"):
+            claim(open_to_all / "lab")
+        assert not (open_to_all / "lab").exists()
