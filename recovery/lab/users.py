@@ -19,6 +19,7 @@ from pathlib import Path
 
 from recovery.errors import LabError
 from recovery.lab.commands import find_tool, run
+from recovery.lab.directory import create_exclusive
 from recovery.lab.processes import kill_user_processes
 from recovery.redact import register
 
@@ -90,9 +91,7 @@ def set_console_password(user: LabUser, path: Path, password: str | None = None)
         stdin=f"{user.name}:{password}\n",
         purpose=f"set the console password of {user.name}",
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(password + "\n")
+    create_exclusive(path, password + "\n")
 
 
 def seed_authorized_keys(user: LabUser, lines: Sequence[str], *, trailing_newline: bool, ssh_dir_mode: int) -> None:
@@ -106,11 +105,8 @@ def seed_authorized_keys(user: LabUser, lines: Sequence[str], *, trailing_newlin
     os.chmod(ssh_dir, ssh_dir_mode)
     os.chown(ssh_dir, user.uid, user.gid)
     keys = ssh_dir / "authorized_keys"
-    text = "\n".join(lines) + ("\n" if trailing_newline else "")
-    fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.chown(keys, user.uid, user.gid)
+    create_exclusive(keys, "\n".join(lines) + ("\n" if trailing_newline else ""))
+    os.chown(keys, user.uid, user.gid, follow_symlinks=False)
 
 
 def uid_of(name: str) -> int | None:
