@@ -364,6 +364,14 @@ def test_audit_refuses_a_deep_inventory(tmp_path: Path, capsys: pytest.CaptureFi
     _exit_two(["audit", "--inventory", str(inventory)], f"{inventory}:1: nested deeper than", capsys)
 
 
+def test_audit_refuses_a_known_hosts_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = generate_keypair(tmp_path / "audit_key").private_path
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(f"defaults: {{user: ops, key: {key}}}\nhosts:\n  - name: pending\n")
+    argv = ["audit", "--inventory", str(inventory), "--known-hosts", "/dev/zero"]
+    _exit_two(argv, "cannot read known hosts file /dev/zero: it is a device", capsys)
+
+
 def test_a_secret_fifo_nobody_writes_to_is_exit_two_within_seconds(
     fifo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
