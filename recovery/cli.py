@@ -38,32 +38,6 @@ DEFAULT_LAB_DIR = Path("/tmp/recovery-lab")  # noqa: S108  (world-traversable on
 PLAYBOOKS_DIR = (Path(__file__).parent / "playbooks").resolve()
 
 
-_LAB_COMMANDS = (
-    (
-        "up",
-        "start the lab",
-        "Start the built-in lab VM on 127.0.0.1, as root: a throwaway user with a console password, sshd, a serial "
-        "console behind websockify (and a VNC one with --console vnc); print how to recover it. Exit 0 up; 1 a part "
-        "failed to start; 2 bad arguments or a --dir another user could change; 130 interrupted (Ctrl-C, SIGTERM, "
-        "SIGHUP). After 1 or 130 nothing the lab started is left running.",
-    ),
-    (
-        "status",
-        "show the lab and how to recover it",
-        "Show the lab in --dir: console URLs, SSH port, user, host key, where the console password is, the recovery "
-        "command, each part's health and, when unhealthy, the next step. Exit 0 healthy; 1 not healthy or no lab; "
-        "2 a --dir another user could change.",
-    ),
-    (
-        "down",
-        "stop the lab",
-        "Stop what the lab in --dir started (also after an interrupted up) and delete its user; its logs stay. "
-        "Exit 0 stopped or nothing to stop; 1 something would not stop (run it again); 2 a --dir another user "
-        "could change.",
-    ),
-)
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on bad arguments, which matches our contract; keep its message short."""
 
@@ -95,14 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     lab = commands.add_parser("lab", help="the built-in local lab VM (loopback only)")
     lab_commands = lab.add_subparsers(dest="lab_command", required=True, parser_class=_Parser)
-    for name, text, description in _LAB_COMMANDS:
-        sub = lab_commands.add_parser(name, help=text, description=description)
+    for name, text in (("up", "start the lab"), ("status", "show the lab"), ("down", "stop the lab")):
+        sub = lab_commands.add_parser(name, help=text)
         sub.add_argument(
             "--dir",
             type=Path,
             default=DEFAULT_LAB_DIR,
-            help=f"lab directory (default {DEFAULT_LAB_DIR}); refused if another user could change it"
-            + ("; created if missing" if name == "up" else ""),
+            help=f"lab directory (default {DEFAULT_LAB_DIR}); created if missing, refused if another user could "
+            "change it",
         )
         if name in ("up", "status"):
             sub.add_argument("--json", action="store_true", help="print the lab as one JSON object (with a schema)")
@@ -289,6 +263,15 @@ def read_secrets(
 
 
 def command_run(args: argparse.Namespace) -> int:
+    """`recovery run`. SIGTERM and SIGHUP take the Ctrl-C path; no core dump while secrets are held."""
+    from recovery.signals import interrupt_on_signals
+
+    disable_core_dumps()
+    with interrupt_on_signals():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from recovery.config import load_config
     from recovery.playbook import load_playbook, resolve_inputs
 
@@ -296,7 +279,7 @@ def command_run(args: argparse.Namespace) -> int:
     if args.cloud:
         config = dataclasses.replace(config, cloud=dataclasses.replace(config.cloud, name=args.cloud))
     playbook = load_playbook(args.playbook)
-    given = _pairs(args.inputs, "-e")
+    given = inputs_given(playbook, _pairs(args.inputs, "-e"), os.environ)
     journal_root = args.journal or config.journal.dir
     previous: dict[str, dict[str, Any]] = {}
     journal = None
@@ -314,6 +297,35 @@ def command_run(args: argparse.Namespace) -> int:
     )
 
 
+def inputs_given(playbook: Playbook, given: Mapping[str, str], env: Mapping[str, str]) -> dict[str, str]:
+    """`-e` values, with a sensitive input's `@FILE` read, and inputs missing from `-e` taken from their `env:`.
+
+    A sensitive value on the command line is visible to every local user in `ps`; it still
+    works (scripts use it), with a note saying how to keep it out.
+
+    Raises:
+        UsageError: an `@FILE` cannot be read.
+    """
+    from recovery.readers import SECRET_LIMIT, read_text
+
+    values = dict(given)
+    for name, value in given.items():
+        decl = playbook.inputs.get(name)
+        if decl is None or not decl.sensitive:
+            continue
+        if value.startswith("@"):
+            path = Path(value[1:]).expanduser()
+            values[name] = read_text(path, what=f"-e {name}=@FILE", limit=SECRET_LIMIT).rstrip("\r\n")
+        elif value:
+            where = f"-e {name}=@FILE" + (f" or {decl.env}" if decl.env else "")
+            print(f"note: -e {name}=... is visible to every local user in the process list; use {where}",
+                  file=sys.stderr)
+    for name, decl in playbook.inputs.items():
+        if name not in values and decl.env and env.get(decl.env):
+            values[name] = env[decl.env]
+    return values
+
+
 def _resume(
     root: Path, run_id: str, playbook: Playbook, given: dict[str, str]
 ) -> tuple[Journal, dict[str, str], dict[str, dict[str, Any]]]:
@@ -321,6 +333,7 @@ def _resume(
     from recovery.journal import STATUS_SUCCEEDED, Journal
 
     journal = Journal.open(root, run_id)
+    journal.lock_run()  # before reading: another process may be running it right now
     run = journal.read_json("run.json")
     if Path(run["playbook"]) != playbook.path.resolve():
         raise UsageError(f"run {run_id} was made with {run['playbook']}, not {playbook.path.resolve()}")
@@ -332,7 +345,11 @@ def _resume(
         if name in given or decl is None or value is None:
             continue
         if decl.sensitive and value:
-            raise UsageError(f"run {run_id}: input {name!r} is sensitive and was not saved; give it again with -e")
+            env = f", or set {decl.env}" if decl.env else ""
+            raise UsageError(
+                f"run {run_id}: input {name!r} is sensitive and was not saved; give it again with "
+                f"-e {name}=@FILE{env}"
+            )
         merged[name] = str(value).lower() if isinstance(value, bool) else str(value)
     merged.update(given)
     return journal, merged, journal.load_steps()
@@ -349,12 +366,64 @@ def execute(
     previous: Mapping[str, Mapping[str, Any]] | None = None,
     as_json: bool = False,
 ) -> int:
-    """Run a playbook, print its report and return the exit code."""
+    """Run a playbook, print its report and return the exit code.
+
+    The run and the VM it recovers are locked for this process (see `Journal.lock_run`
+    and `Journal.lock_target`); a second process is refused with exit 2.
+    """
     from recovery.journal import Journal
+
+    fresh = journal is None
+    journal = journal or Journal.create(journal_root)
+    try:
+        journal.lock_run()
+        target = _target(inputs)
+        if target:
+            journal.lock_target(journal_root, *target)
+    except RecoveryError:
+        journal.unlock()
+        if fresh:  # nothing ran: leave no empty run behind
+            import shutil
+
+            shutil.rmtree(journal.directory, ignore_errors=True)
+        raise
+    try:
+        return _execute_locked(playbook, inputs, secrets, config, journal, previous, as_json)
+    finally:
+        journal.unlock()
+
+
+def _target(inputs: Mapping[str, object]) -> tuple[str, str] | None:
+    """What identifies the VM, for the lock: the server, else user@host (a console URL changes every token)."""
+    server = inputs.get("server")
+    if server:
+        return f"server:{server}", f"server {server}"
+    host, user = inputs.get("ssh_host"), inputs.get("user")
+    if host and user:
+        return f"ssh:{user}@{host}", f"{user}@{host}"
+    return None
+
+
+def _execute_locked(
+    playbook: Playbook,
+    inputs: Mapping[str, object],
+    secrets: Mapping[str, Secret],
+    config: Config,
+    journal: Journal,
+    previous: Mapping[str, Mapping[str, Any]] | None,
+    as_json: bool,
+) -> int:
+    from recovery.errors import JournalError
+    from recovery.redact import Secret, too_short_to_mask
     from recovery.report import summary_line
     from recovery.runner import Runner, RunRequest
 
-    journal = journal or Journal.create(journal_root)
+    held = [*secrets.values(), *(v for v in inputs.values() if isinstance(v, Secret))]
+    keep_debug = not any(too_short_to_mask(value) for value in held)
+    if not keep_debug:
+        from recovery.log import without_debug_output
+
+        without_debug_output("a secret shorter than 4 characters is held and could not be masked")
     print(f"run {journal.run_id}: journal {journal.directory}", file=sys.stderr)
     runner = Runner(
         RunRequest(playbook, inputs, secrets, config),
@@ -365,12 +434,17 @@ def execute(
     try:
         report = runner.run()
     except KeyboardInterrupt:
-        print(f"interrupted; resume with: --resume {journal.run_id}", file=sys.stderr)
+        _print_report(runner.report, as_json)
+        _print_interrupted(runner.report, journal)
         return EXIT_INTERRUPTED
+    except JournalError:
+        # The disk under the journal failed: what the run did (and undid) is only here now.
+        _print_report(runner.report, as_json)
+        raise
     except RecoveryError:
         raise
     except Exception:
-        _debug_log(journal)
+        _debug_log(journal, keep=keep_debug)
         return EXIT_STEP_FAILED
     _print_report(report, as_json)
     print(summary_line(report), file=sys.stderr)
@@ -380,6 +454,17 @@ def execute(
     return EXIT_OK
 
 
+def _print_interrupted(report: RunReport, journal: Journal) -> None:
+    """What an interrupted operator needs at once: what the cleanup did, where the report is, how to go on."""
+    lines = [f"interrupted{f' during step {report.failed_step}' if report.failed_step else ''}."]
+    lines += [f"  {change}" for change in report.vm_changes if "cut off mid-way" in change]
+    done = report.rolled_back
+    lines.append("cleanup done (newest first): " + ("; ".join(done) if done else "nothing was left to clean up"))
+    lines += [f"  {note}" for note in report.notes if note.startswith("cleanup")]
+    lines.append(f"report: {journal.path('report.md')}; resume with: --resume {journal.run_id}")
+    print("\n".join(lines), file=sys.stderr)
+
+
 def _print_report(report: RunReport, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
@@ -387,13 +472,40 @@ def _print_report(report: RunReport, as_json: bool) -> None:
         print(report.to_markdown())
 
 
-def _debug_log(journal: Journal) -> None:
+def _debug_log(journal: Journal, *, keep: bool = True) -> None:
+    if not keep:
+        print("internal error: this is a bug in recovery. No traceback was kept: a secret too short to mask "
+              "is held, and the traceback could show it.", file=sys.stderr)
+        return
     journal.write_text("debug.log", traceback.format_exc())
     print(
         f"internal error: this is a bug in recovery. The traceback is in {journal.path('debug.log')}; "
         "please attach it to a bug report.",
         file=sys.stderr,
     )
+
+
+def disable_core_dumps() -> None:
+    """No core file may hold the console password, a token or a private key.
+
+    RLIMIT_CORE 0 stops the kernel writing one; PR_SET_DUMPABLE 0 (Linux) also keeps
+    other processes of the same user from attaching (ptrace) or reading /proc/PID/mem,
+    and stops a core_pattern pipe (systemd-coredump, apport) that ignores the limit.
+    """
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_dumpable = 4
+        if ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "could not mark the process non-dumpable (prctl: %s); core dumps are still off",
+                os.strerror(ctypes.get_errno()),
+            )
 
 
 # --- lab and demo --------------------------------------------------------------------------
@@ -435,6 +547,10 @@ def command_lab(args: argparse.Namespace) -> int:
 
 
 def command_demo(console: str) -> int:
+    """`recovery demo`: SIGTERM and SIGHUP take the Ctrl-C path (the lab is stopped), no core dumps."""
     from recovery.demo import run_demo
+    from recovery.signals import interrupt_on_signals
 
-    return run_demo(console=console)
+    disable_core_dumps()
+    with interrupt_on_signals():
+        return run_demo(console=console)

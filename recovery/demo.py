@@ -4,7 +4,7 @@ It starts the lab (console password from RECOVERY_CONSOLE_PASSWORD, else random)
 runs the same serial- or VNC-console playbook an operator would run
 against a cloud VM (host key pinned from the lab, password from the lab's file),
 shows that the lab's old key still logs in, prints the report and stops the lab,
-whatever happened.
+whatever happened: a failure, Ctrl-C, SIGTERM or SIGHUP (exit 130 for the last three).
 """
 
 from __future__ import annotations
@@ -64,9 +64,10 @@ def run_demo(root: Path | None = None, console: str = "serial") -> int:
     lab_dir = base / "lab"
     print(f"starting the lab in {lab_dir} ...", file=sys.stderr)
     chosen = os.environ.get("RECOVERY_CONSOLE_PASSWORD")  # else the lab makes a random one
-    info = lab.up(lab_dir, password=Secret(chosen, "<console_password>") if chosen else None, console=console)
-    console_url = info.url_of(console)
     try:
+        # Inside the try: a SIGTERM during lab up still ends in lab down.
+        info = lab.up(lab_dir, password=Secret(chosen, "<console_password>") if chosen else None, console=console)
+        console_url = info.url_of(console)
         print(
             f"lab VM: console {masked_url(console_url)}, ssh {info.ssh_host}:{info.ssh_port}, "
             f"user {info.user}",

@@ -25,7 +25,7 @@ from recovery.registry import InputTypeError, StepType, coerce, step_types
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _INPUT_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
 _TOP_KEYS = {"name", "description", "inputs", "secrets", "steps"}
-_INPUT_KEYS = {"type", "required", "default", "choices", "description", "sensitive"}
+_INPUT_KEYS = {"type", "required", "default", "choices", "description", "sensitive", "env"}
 _SECRET_KEYS = {"env", "prompt", "description", "required"}
 _STEP_KEYS = {"id", "uses", "name", "with", "when", "timeout", "retry", "always", "cleanup"}
 _RETRY_KEYS = {"attempts", "delay", "max_delay"}
@@ -41,6 +41,7 @@ class InputDecl:
     choices: tuple[object, ...]
     description: str
     sensitive: bool = False  # holds a credential (a console token): masked, never saved
+    env: str | None = None  # environment variable it may come from, so it stays out of `ps`
 
 
 @dataclass(frozen=True)
@@ -213,8 +214,12 @@ class _Validator:
             if not isinstance(sensitive, bool) or (sensitive and type_name != "string"):
                 self.problem((*path, "sensitive"), "expected true or false, on a string input")
                 sensitive = False
+            env = spec.get("env")
+            if env is not None and not (isinstance(env, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env)):
+                self.problem((*path, "env"), "expected the name of an environment variable, such as MY_TOKEN")
+                env = None
             result[name] = InputDecl(
-                name, type_name, required, default, choices, str(spec.get("description", "")), sensitive
+                name, type_name, required, default, choices, str(spec.get("description", "")), sensitive, env
             )
         return result
 
@@ -277,9 +282,7 @@ class _Validator:
         if when is not None and not isinstance(when, (str, bool)):
             self.problem((*path, "when"), "expected a template such as \"{{ inputs.publish == 'http' }}\"")
         elif isinstance(when, str):
-            condition = self.template(when, (*path, "when"), context)
-            if condition is not None and not condition.is_single_expression:
-                self.problem((*path, "when"), _bare_when(when, condition))
+            self.template(when, (*path, "when"), context)
         timeout = self.number(spec.get("timeout"), (*path, "timeout"))
         retry = self.retry(spec.get("retry"), (*path, "retry"), step_type)
         always = spec.get("always", False)
@@ -373,16 +376,6 @@ class _Validator:
         delay = self.number(spec.get("delay", 1.0), (*path, "delay")) or 1.0
         max_delay = self.number(spec.get("max_delay", 15.0), (*path, "max_delay")) or 15.0
         return RetryPolicy(attempts=attempts, delay=delay, max_delay=max_delay)
-
-
-def _bare_when(when: str, condition: templating.Template) -> str:
-    """Why a `when` that is not one `{{ }}` is refused: as text, it would always be true."""
-    if condition.is_constant:
-        return (
-            f"{when.strip()!r} is text, and text is always true: write a condition inside braces, "
-            f"\"{{{{ {when.strip()} }}}}\" (this is not Ansible, where a bare `when:` is an expression)"
-        )
-    return "text around '{{ }}' makes a string, which is always true: put the whole condition inside one '{{ }}'"
 
 
 def _anything(raw: object) -> set[str]:

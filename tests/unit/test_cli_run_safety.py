@@ -1,0 +1,155 @@
+"""`recovery run` on a bad night: run ids that are paths, two processes at once, secrets kept out of argv, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recovery.cli import main
+from recovery.errors import UsageError
+from recovery.journal import Journal
+
+ROOT = Path(__file__).resolve().parents[2]
+SERIAL = ROOT / "playbooks" / "restore-access-serial.yaml"
+TOKEN = "tok-5ecret-123456"
+URL = f"ws://127.0.0.1:9/?token={TOKEN}"
+TARGET = ["-e", "ssh_host=127.0.0.1", "-e", "user=ops", "-e", "trust_first_use=true"]
+
+
+@pytest.mark.parametrize("run_id", ["../x", "/etc", "a/b", ".hidden", ".."])
+def test_a_run_id_is_a_name_never_a_path(
+    run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "run.json").write_text("{}")  # a run the path would lead to, outside the root
+    root = tmp_path / "runs"
+    code = main(["run", str(SERIAL), "--journal", str(root), "--resume", run_id, "-e", f"console_url={URL}", *TARGET])
+    assert code == 2
+    assert "is not a run id: a run id is a name" in capsys.readouterr().err
+
+
+def test_two_processes_cannot_run_one_run(tmp_path: Path) -> None:
+    first = Journal.create(tmp_path / "runs")
+    first.lock_run()
+    second = Journal(first.directory)  # what a second `--resume` of the same run opens
+    with pytest.raises(UsageError, match=f"run {first.run_id} is being run by another process \\(run "
+                       f"{first.run_id} \\(pid {os.getpid()}\\)\\)"):
+        second.lock_run()
+    first.unlock()
+    second.lock_run()
+    second.unlock()
+
+
+def test_a_second_run_against_the_same_vm_is_refused_naming_the_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "runs"
+    first = Journal.create(root)
+    first.lock_target(root, "ssh:ops@127.0.0.1", "ops@127.0.0.1")
+    monkeypatch.setenv("RECOVERY_CONSOLE_PASSWORD", "unused-here")
+    monkeypatch.setenv("RECOVERY_KEYS_DIR", str(tmp_path / "keys"))
+    try:
+        code = main(["run", str(SERIAL), "--journal", str(root), "-e", f"console_url={URL}", *TARGET])
+    finally:
+        first.unlock()
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"another run is recovering ops@127.0.0.1: run {first.run_id} (pid {os.getpid()})" in err
+    assert sorted(p.name for p in root.iterdir()) == sorted([".targets", first.run_id]), "no empty run left behind"
+    assert not (tmp_path / "keys").exists(), "nothing was done"
+
+
+def test_the_console_url_can_come_from_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    secret_file = tmp_path / "url"
+    secret_file.write_text(URL + "\n")
+    code = main(["run", str(SERIAL), "--dry-run", "--journal", str(tmp_path / "runs"),
+                 "-e", f"console_url=@{secret_file}", *TARGET])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "ws://127.0.0.1:9/?token=***" in captured.out
+    assert TOKEN not in captured.out + captured.err
+    assert "process list" not in captured.err
+
+
+def test_the_console_url_can_come_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECOVERY_CONSOLE_URL", URL)
+    code = main(["run", str(SERIAL), "--dry-run", "--journal", str(tmp_path / "runs"), *TARGET])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "ws://127.0.0.1:9/?token=***" in captured.out
+    assert TOKEN not in captured.out + captured.err
+
+
+def test_a_console_url_on_the_command_line_works_with_a_note_about_ps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(SERIAL), "--dry-run", "--journal", str(tmp_path), "-e", f"console_url={URL}", *TARGET]) == 0
+    err = capsys.readouterr().err
+    assert "note: -e console_url=... is visible to every local user in the process list; use " \
+           "-e console_url=@FILE or RECOVERY_CONSOLE_URL" in err
+
+
+def test_an_unreadable_input_file_is_exit_two(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", str(SERIAL), "--dry-run", "-e", f"console_url=@{tmp_path / 'missing'}", *TARGET])
+    assert code == 2
+    assert str(tmp_path / "missing") in capsys.readouterr().err
+
+
+def test_run_turns_core_dumps_off() -> None:
+    """In a child: the limit and the dumpable flag are per process, and irreversible."""
+    probe = (
+        "import ctypes, resource, sys\n"
+        "from recovery.cli import main\n"
+        f"main(['run', {str(SERIAL)!r}, '--dry-run', '-e', 'console_url={URL}', "
+        "'-e', 'ssh_host=127.0.0.1', '-e', 'user=ops', '-e', 'trust_first_use=true'])\n"
+        "print(resource.getrlimit(resource.RLIMIT_CORE), ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "(0, 0) 0"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_stop_signal_cleans_up_writes_the_report_and_exits_130(signum: signal.Signals, tmp_path: Path) -> None:
+    """A console that accepts the connection and never answers: the run waits in console.open."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    url = f"ws://127.0.0.1:{silent.getsockname()[1]}/?token={TOKEN}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recovery", "run", str(SERIAL), "--journal", str(tmp_path / "runs"), *TARGET],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "RECOVERY_CONSOLE_URL": url, "RECOVERY_CONSOLE_PASSWORD": "unused-here",
+             "RECOVERY_KEYS_DIR": str(tmp_path / "keys")},
+    )
+    try:
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:
+            seen.append(line)
+            if "] console:" in line:
+                break
+        process.send_signal(signum)
+        out, rest = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        silent.close()
+    err = "".join(seen) + rest
+    assert process.returncode == 130, err
+    run_dir = next((tmp_path / "runs").glob("2*"))
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["status"] == "interrupted"
+    assert report["failed_step"] == "console"
+    assert "INTERRUPTED" in out
+    assert f"report: {run_dir / 'report.md'}; resume with: --resume {run_dir.name}" in err
+    assert "cleanup done (newest first): " in err
+    assert TOKEN not in err + out + "".join(p.read_text() for p in run_dir.rglob("*") if p.is_file())
