@@ -368,9 +368,12 @@ def compose_yaml(text: str, file: str, *, max_nodes: int = TEXT_NODES, max_depth
     :raises YamlError: not valid YAML, more than one document, over the budget or depth,
         an unsupported tag or merge key, or a scalar that cannot be constructed.
     """
-    composer = _BoundedComposer(text, max_nodes, max_depth)
     try:
-        return composer.get_single_node()
+        composer = _BoundedComposer(text, max_nodes, max_depth)  # PyYAML's own reader checks the text here
+        try:
+            return composer.get_single_node()
+        finally:
+            composer.dispose()
     except _Budget as exc:
         raise YamlError(file, _line(exc.mark), exc.reason) from None
     except yaml.reader.ReaderError as exc:
@@ -378,8 +381,6 @@ def compose_yaml(text: str, file: str, *, max_nodes: int = TEXT_NODES, max_depth
         raise YamlError(file, line, f"not valid YAML: {_reason(exc)}") from None
     except yaml.YAMLError as exc:
         raise YamlError(file, _line(getattr(exc, "problem_mark", None)), f"not valid YAML: {_reason(exc)}") from None
-    finally:
-        composer.dispose()
 
 
 def construct_yaml(node: yaml.Node | None, file: str) -> object:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -269,6 +271,40 @@ def test_yaml_that_would_fail_later_is_refused_with_its_line(text: str, line: in
     assert (caught.value.file, caught.value.line) == ("f.yaml", line)
     assert reason in caught.value.reason
     assert str(caught.value).startswith(f"f.yaml:{line}: ")
+
+
+@pytest.fixture
+def pure_python_readers(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """recovery.readers as it loads where PyYAML was built without libyaml."""
+    monkeypatch.setitem(sys.modules, "yaml._yaml", None)  # makes `from yaml._yaml import ...` fail
+    spec = importlib.util.spec_from_file_location("readers_without_libyaml", readers.__file__)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    assert module._Events.__module__ == spec.name  # the fallback, not libyaml's CParser
+    return module
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        (ALIAS_BOMB, 6, "once aliases are expanded"),
+        (DEEP, 1, "nested deeper than 64 levels"),
+        ("a: &a [1, *a]\n", 1, "the alias *a is inside its own anchor"),
+        ("a: 1\nb: 2024-13-45\n", 2, "month must be in 1..12"),
+        ("a: 1\nb: \x07\n", 2, "not valid YAML: character U+0007"),
+        ("a: [1\n", 2, "not valid YAML"),
+    ],
+)
+def test_without_libyaml_the_same_limits_hold(
+    pure_python_readers: ModuleType, text: str, line: int, reason: str
+) -> None:
+    with pytest.raises(pure_python_readers.YamlError) as caught:
+        pure_python_readers.compose_yaml(text, "f.yaml")
+    assert caught.value.line == line
+    assert reason in caught.value.reason
 
 
 def test_aliases_within_the_budget_are_fine() -> None:
