@@ -30,10 +30,9 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
 )
 
-from recovery import templating
+from recovery import preflight, templating
 from recovery.config import Config
 from recovery.context import Cleanup, SharedState, StepContext
 from recovery.errors import JournalError, KeyGenerationError, RecoveryError, StepError, TemplateError, TransientError
@@ -208,11 +207,33 @@ class Runner:
             log.warning("%s", exc)
 
     def _main_phase(self) -> None:
+        """The steps in order; the pre-flight before the first, and again before the first that changes anything."""
+        self._preflight()
+        ran_since_check = checked_before_change = False
         for spec in self.request.playbook.steps:
             if spec.always:
                 continue
+            if self.types[spec.uses].changes and not checked_before_change:
+                if ran_since_check:  # the lookups before it may have filled in what was unknown
+                    self._preflight()
+                checked_before_change = True
             if not self._execute(spec, phase="main"):
                 return
+            ran_since_check = True
+
+    def _preflight(self) -> None:
+        """Raises PreflightError (exit 2) when a step that will run cannot succeed; nothing has changed yet."""
+        self._current_step = "pre-flight"
+        done = {step_id: entry["outputs"] for step_id, entry in self.namespace["steps"].items()}
+        preflight.check(
+            self.request.playbook,
+            self.request.inputs,
+            self.namespace["secrets"],
+            self.request.config,
+            run=self.namespace["run"],
+            done=done,
+        )
+        self.journal.event("preflight_passed", after=sorted(done))
 
     def _cleanup_phase(self) -> None:
         """Newest first. A second Ctrl-C cuts short only the cleanup it lands in, never the rest.

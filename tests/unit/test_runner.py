@@ -12,6 +12,7 @@ from recovery.config import Config
 from recovery.errors import TemplateError
 from recovery.journal import Journal
 from recovery.playbook import parse_playbook
+from recovery.preflight import PreflightError
 from recovery.redact import Secret
 from recovery.runner import Runner, RunRequest
 from tests.unit.fake_steps import CALLS
@@ -137,14 +138,37 @@ steps:
     assert CALLS == ["use:typed", "undo:use"]
 
 
+def test_a_template_that_cannot_render_is_refused_before_any_step_runs(tmp_path: Path) -> None:
+    with pytest.raises(PreflightError, match="step use .*cannot be joined with text") as caught:
+        run(
+            tmp_path,
+            """
+steps:
+  - id: first
+    uses: test.record
+  - id: skipped
+    uses: test.record
+    when: "{{ false }}"
+  - id: use
+    uses: test.record
+    with: {message: "prefix {{ steps.skipped.outputs.message }}"}
+""",
+        )
+    assert CALLS == []
+    assert caught.value.exit_code == 2
+
+
 def test_a_template_that_fails_at_run_time_fails_its_step(tmp_path: Path) -> None:
+    # Whether `skipped` runs is known only once `gate` has run, so the pre-flight lets it through.
     report, _ = run(
         tmp_path,
         """
 steps:
+  - id: gate
+    uses: test.record
   - id: skipped
     uses: test.record
-    when: "{{ false }}"
+    when: "{{ steps.gate.outputs.message }}"
   - id: use
     uses: test.record
     with: {message: "prefix {{ steps.skipped.outputs.message }}"}
