@@ -14,8 +14,8 @@ from pathlib import Path
 __all__ = ["make_dirs", "write_atomic"]
 
 
-def write_atomic(path: Path, text: str, *, mode: int = 0o600) -> None:
-    """Write `text` to a temporary file beside `path`, flush it to disk, then rename it over `path`.
+def write_atomic(path: Path, text: str | bytes, *, mode: int = 0o600) -> None:
+    """Write `text` (or bytes) to a temporary file beside `path`, flush it to disk, then rename it over `path`.
 
     The temporary file is created 0600 (mkstemp) and set to exactly `mode` before the
     rename. The rename replaces a symlink at `path` rather than writing through it, so
@@ -26,9 +26,9 @@ def write_atomic(path: Path, text: str, *, mode: int = 0o600) -> None:
     """
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        with os.fdopen(descriptor, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
-            handle.write(text)
+            handle.write(text.encode("utf-8") if isinstance(text, str) else text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)

@@ -93,6 +93,7 @@ def to_jsonable(value: object) -> Any:
 def _append(path: Path, text: str) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
+        os.fchmod(descriptor, 0o600)  # exactly, whatever the umask
         os.write(descriptor, text.encode("utf-8"))
     finally:
         os.close(descriptor)

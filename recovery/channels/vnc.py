@@ -60,6 +60,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from recovery.channels import connection_refusals
 from recovery.errors import ChannelClosed, ChannelError, ChannelTimeout, LoginRejected
+from recovery.files import write_atomic
 from recovery.redact import Secret, Text, masked_url, reveal
 
 log = logging.getLogger(__name__)
@@ -471,7 +472,7 @@ class VncChannel:
         fb = self._framebuffer
         rgb = bytearray(self.width * self.height * 3)
         rgb[0::3], rgb[1::3], rgb[2::3] = fb[2::4], fb[1::4], fb[0::4]
-        path.write_bytes(png_bytes(self.width, self.height, bytes(rgb)))
+        write_atomic(path, png_bytes(self.width, self.height, bytes(rgb)))  # 0600, whatever the umask
         return self.width, self.height
 
     # -- RFB ----------------------------------------------------------------------------------

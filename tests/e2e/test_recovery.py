@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from recovery import lab
-from tests.e2e.conftest import PLAYBOOK, ROOT, Result, recovery
+from tests.e2e.conftest import PLAYBOOK, ROOT, VNC_PLAYBOOK, Result, recovery
 from tests.e2e.faults import CuttingProxy
 
 pytestmark = pytest.mark.lab
@@ -222,3 +222,34 @@ def test_ctrl_c_withdraws_the_published_key_and_exits_130(start_lab, workdir: Pa
     assert report["status"] == "interrupted"
     assert len(report["withdrawn"]) == 1
     assert f"--resume {result.run_id}" in stderr
+
+
+def test_under_umask_000_everything_a_recovery_creates_is_private(start_lab, workdir: Path) -> None:
+    """A container shell's `umask 000`: journal, screenshots, ~/.ssh, the key directories, the report file."""
+    info = start_lab(console="vnc")
+    home = workdir / "home"
+    home.mkdir(mode=0o755)
+    incident = workdir / "incident" / "INC-1"
+    completed = subprocess.run(
+        ["sh", "-c", 'umask 000 && exec "$@"', "sh", sys.executable, "-m", "recovery", "run", str(VNC_PLAYBOOK),
+         "-e", f"console_url={info.vnc_console_url}", "-e", f"ssh_host={info.ssh_host}",
+         "-e", f"ssh_port={info.ssh_port}", "-e", f"user={info.user}",
+         "-e", f"host_key_fingerprint={info.host_key_fingerprint}", "-e", f"report={incident / 'report.md'}"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, check=False,
+        env={**os.environ, "HOME": str(home), "XDG_STATE_HOME": "", "XDG_CONFIG_HOME": "",
+             "RECOVERY_CONSOLE_PASSWORD": info.console_password().reveal()},
+    )
+    result = Result(completed.returncode, completed.stdout, completed.stderr)
+    assert result.code == 0, result.stderr
+    journal = home / ".local" / "state" / "recovery" / "runs" / result.run_id
+    report = json.loads((journal / "report.json").read_text())
+    assert report["screenshots"], "the VNC run took screenshots"
+    key = Path(report["keys"][0]["private_key_path"])
+    assert key.is_relative_to(home / ".ssh" / "recovery")
+    directories = [home / ".ssh", key.parent.parent, key.parent, home / ".local", journal.parent, journal,
+                   workdir / "incident", incident]
+    for directory in directories:
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    for path in [*journal.rglob("*"), incident / "report.md", key]:
+        assert path.stat().st_mode & 0o077 == 0, path
+    assert stat.S_IMODE(key.with_name(key.name + ".pub").stat().st_mode) == 0o644
