@@ -56,6 +56,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the fleet is built from the integration tests' parts
 
+from benchmarks.peers import require_programs  # noqa: E402
 from recovery import lab  # noqa: E402
 from tests.integration.sshd_fleet import HOST, closed_port, extra_sshd, tarpit  # noqa: E402
 
@@ -351,6 +352,7 @@ def main() -> int:
         print(PEERS[args.peer](targets, json.loads(rest[1])))
         return 0
 
+    require_programs("sshd", "ssh")
     work = Path(tempfile.mkdtemp(prefix="rcv-bench-audit-"))
     work.chmod(0o755)  # the lab user must reach its home through it
     try:

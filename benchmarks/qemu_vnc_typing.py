@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.peers import require_programs
 from recovery.steps.authorized_keys import PREVIEW_KEY, InstallParams, preview
 from tests.e2e.qemu_vm import busybox_root, free_vnc_display, pack_initramfs, parts, start_qemu, wait_for_text
 from tests.integration.vnc_fixture import PRINTABLE, opened
@@ -48,6 +49,7 @@ def build_initramfs(busybox: Path, out: Path) -> None:
 
 def main() -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    require_programs("qemu-system-x86_64", "cpio")
     vm_parts = parts()
     with tempfile.TemporaryDirectory() as scratch:
         initrd = Path(scratch) / "initrd.cpio"

@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the test cloud's fixtures live in tests/cloud
 
+from benchmarks.peers import require_programs  # noqa: E402
 from recovery import lab  # noqa: E402
 from tests.cloud.nova_fixture import NovaServerSpec, running_nova  # noqa: E402
 from tests.cloud.swift_fixture import running_swift  # noqa: E402
@@ -81,6 +82,7 @@ def cloud_runs(info: lab.LabInfo, work: Path, runs: int, timings: Timings) -> No
 
 def main() -> int:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    require_programs("sshd", "agetty", "websockify")
     work = Path(tempfile.mkdtemp(prefix="rcv-bench-"))
     work.chmod(0o755)
     info = lab.up(work / "lab")
