@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from types import TracebackType
 import pytest
 
 from recovery import lab
+from recovery.errors import LabError
 from tests.e2e.conftest import PLAYBOOK, ROOT, Result, recovery
 
 pytestmark = pytest.mark.lab
@@ -232,3 +234,25 @@ def test_ctrl_c_during_cleanup_cuts_short_only_that_cleanup(frozen_console, work
     assert "closed the console" in report["rolled_back"]
     assert len(report["withdrawn"]) == 1, "the cleanups after the cut-short one still ran"
     assert "cleanup cut short by Ctrl-C: logged out of the console; going on with the rest" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+def test_a_stop_signal_to_the_demo_cleans_up_and_stops_the_lab(signum: signal.Signals) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "recovery", "demo"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    seen = wait_for(process, "] login:")
+    process.send_signal(signum)
+    result = finish(process, seen)
+    kept = re.search(r"keys and journal kept in (\S+)", result.stderr)
+    assert kept, result.stderr
+    base = Path(kept.group(1))
+    try:
+        assert result.code == 130, result.stderr
+        report = json.loads((base / "runs" / result.run_id / "report.json").read_text())
+        assert report["status"] == "interrupted"
+        assert "closed the console" in report["rolled_back"]
+        assert "lab stopped" in result.stderr
+        with pytest.raises(LabError):  # lab down removed it: nothing left running
+            lab.status(base / "lab")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
