@@ -253,3 +253,26 @@ def test_under_umask_000_everything_a_recovery_creates_is_private(start_lab, wor
     for path in [*journal.rglob("*"), incident / "report.md", key]:
         assert path.stat().st_mode & 0o077 == 0, path
     assert stat.S_IMODE(key.with_name(key.name + ".pub").stat().st_mode) == 0o644
+
+
+def test_at_vvv_no_secret_reaches_the_terminal_or_the_journal(start_lab, workdir: Path) -> None:
+    """The console token, the password and the one-shot HTTP URL's token, with every library logging."""
+    info = start_lab()
+    result = recovery(
+        "-vvv", "run", str(PLAYBOOK), "-e", f"ssh_host={info.ssh_host}", "-e", f"ssh_port={info.ssh_port}",
+        "-e", f"user={info.user}", "-e", f"host_key_fingerprint={info.host_key_fingerprint}", "-e", "publish=http",
+        "--journal", str(workdir / "runs"),
+        env={"RECOVERY_CONSOLE_URL": info.console_url, "RECOVERY_KEYS_DIR": str(workdir / "keys"),
+             "RECOVERY_CONSOLE_PASSWORD": info.console_password().reveal()},
+    )
+    assert_recovered(info, workdir, result)
+    journal = workdir / "runs" / result.run_id
+    everything = result.stdout + result.stderr + "".join(
+        path.read_text(errors="replace") for path in journal.rglob("*") if path.is_file()
+    )
+    assert "DEBUG paramiko" in result.stderr, "-vvv logs the libraries too"
+    assert info.console_token not in everything
+    assert info.console_password().reveal() not in everything
+    served = re.findall(r"http://127\.0\.0\.1:\d+/([^\s'\"]+)", everything)
+    assert served, "the one-shot URL is mentioned (masked)"
+    assert set(served) == {"***"}, "the one-shot URL's token must be masked everywhere"
