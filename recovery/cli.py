@@ -519,6 +519,7 @@ def command_lab(args: argparse.Namespace) -> int:
 
     with interrupt_on_signals():
         if args.lab_command == "up":
+            disable_core_dumps()  # the lab user's console password passes through this process
             try:
                 info = lab.up(args.dir, console=args.console)
             except KeyboardInterrupt:

@@ -79,6 +79,14 @@ def user_exists(user: str) -> bool:
     return True
 
 
+def core_file_limit(pid: int) -> list[str]:
+    """The soft and hard RLIMIT_CORE of `pid`, as /proc/PID/limits shows them."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max core file size"):
+            return line.split()[4:6]
+    raise AssertionError(f"no core file limit for pid {pid}")
+
+
 def processes_mentioning(directory: Path) -> list[int]:
     """Live processes whose command line names a path inside `directory`: the lab's daemons."""
     found = []
@@ -233,6 +241,7 @@ def test_signal_during_up_stops_everything_and_removes_the_user(
         user, pids = started["user"], started["pids"]
         assert set(pids) == {"serial_port", "websockify", "sshd"}
         assert has_password(user), "the signal should come while the lab user has a password"
+        assert core_file_limit(process.pid) == ["0", "0"], "a core dump could hold the console password"
         assert all(alive(pid) for pid in pids.values())
         started_processes = [*pids.values(), *(pid for pid, _ in children(pids["serial_port"]))]
 
