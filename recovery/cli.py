@@ -377,7 +377,7 @@ def execute(
     journal = journal or Journal.create(journal_root)
     try:
         journal.lock_run()
-        target = _target(inputs)
+        target = _target(inputs, config.cloud.name)
         if target:
             journal.lock_target(journal_root, *target)
     except RecoveryError:
@@ -393,11 +393,12 @@ def execute(
         journal.unlock()
 
 
-def _target(inputs: Mapping[str, object]) -> tuple[str, str] | None:
-    """What identifies the VM, for the lock: the server, else user@host (a console URL changes every token)."""
+def _target(inputs: Mapping[str, object], cloud: str | None) -> tuple[str, str] | None:
+    """What identifies the VM, for the lock: the server in its cloud, else user@host (a console URL changes
+    with every token)."""
     server = inputs.get("server")
     if server:
-        return f"server:{server}", f"server {server}"
+        return f"server:{cloud or ''}:{server}", f"server {server}" + (f" in cloud {cloud}" if cloud else "")
     host, user = inputs.get("ssh_host"), inputs.get("user")
     if host and user:
         return f"ssh:{user}@{host}", f"{user}@{host}"
@@ -519,7 +520,6 @@ def command_lab(args: argparse.Namespace) -> int:
 
     with interrupt_on_signals():
         if args.lab_command == "up":
-            disable_core_dumps()  # the lab user's console password passes through this process
             try:
                 info = lab.up(args.dir, console=args.console)
             except KeyboardInterrupt:

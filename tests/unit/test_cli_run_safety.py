@@ -66,6 +66,22 @@ def test_a_second_run_against_the_same_vm_is_refused_naming_the_first(
     assert not (tmp_path / "keys").exists(), "nothing was done"
 
 
+def test_a_second_run_against_the_same_server_in_the_same_cloud_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "runs"
+    first = Journal.create(root)
+    first.lock_target(root, "server:mycloud:web-1", "server web-1 in cloud mycloud")
+    monkeypatch.setenv("RECOVERY_CONSOLE_PASSWORD", "unused-here")
+    try:
+        code = main(["run", str(SERIAL), "--journal", str(root), "--cloud", "mycloud", "-e", "server=web-1",
+                     "-e", "user=ops"])
+    finally:
+        first.unlock()
+    assert code == 2
+    assert f"another run is recovering server web-1 in cloud mycloud: run {first.run_id}" in capsys.readouterr().err
+
+
 def test_the_console_url_can_come_from_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     secret_file = tmp_path / "url"
     secret_file.write_text(URL + "\n")
