@@ -26,8 +26,15 @@ from recovery.errors import ConfigError, PlaybookError, UsageError
 from recovery.playbook import Playbook, parse_playbook
 from recovery.redact import Secret
 
-# Loose: a busy 2-core machine; the point is "no hang, no exponential blow-up".
-FUZZ = settings(max_examples=150, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow])
+# The deadline is loose (a busy 2-core machine): the point is "no hang, no exponential blow-up".
+# No example database in a shared tree; a failure prints the blob that reproduces it.
+FUZZ = settings(
+    max_examples=100,
+    deadline=timedelta(seconds=5),
+    suppress_health_check=[HealthCheck.too_slow],
+    database=None,
+    print_blob=True,
+)
 
 YAML_PIECES = [
     "\n", "\n  ", "\n    ", " ", ": ", "- ", "-", ":", "[", "]", "{", "}", ",", "&a ", "*a", "&b ", "*b", "!!str ",

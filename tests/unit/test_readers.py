@@ -210,6 +210,16 @@ def test_dev_stdin_as_a_pipe_is_read() -> None:
     assert result.stdout == "from a pipe\n\n"
 
 
+def test_a_process_substitution_is_read() -> None:
+    """`--secret password=@<(pass show console)`: bash hands over /dev/fd/63, a pipe."""
+    script = "import sys; from recovery.readers import read_text; print(read_text(sys.argv[1], what='t', limit=100))"
+    result = subprocess.run(
+        ["bash", "-c", f'"{sys.executable}" -c "{script}" <(printf hunter2)'],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    assert result.stdout == "hunter2\n"
+
+
 def test_a_socket_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s"
     with socket.socket(socket.AF_UNIX) as server:
