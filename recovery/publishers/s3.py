@@ -13,6 +13,12 @@ low-level client only (boto3 adds nothing we need), imported on first use, so th
 1.36, CRC32 checksum headers on every upload, which several S3-compatible services
 reject.
 
+Credentials: the ``access_key`` and ``secret_key`` options when both are set; else
+botocore's own credential chain, as the AWS CLI finds them: ``AWS_ACCESS_KEY_ID`` and
+``AWS_SECRET_ACCESS_KEY`` (with ``AWS_SESSION_TOKEN``), ``AWS_PROFILE`` in the shared
+credentials and config files (SSO and assume-role profiles included), container and
+instance roles. The secret and session token found are registered for scrubbing.
+
 The bucket must exist: bucket names are global on some services and creating one has
 billing and policy consequences, so the publisher never creates one. Unlike Swift's
 ``X-Delete-After``, S3 has no per-object expiry, so the object stays until `withdraw`
@@ -56,13 +62,14 @@ class S3Publisher(ClosingPublisher):
         endpoint: the service URL, e.g. ``https://hb.ru-msk.vkcloud-storage.ru``; else
             ``AWS_ENDPOINT_URL``; else AWS itself.
         region: the SigV4 signing region, which must match the service's; else
-            ``AWS_DEFAULT_REGION``; else us-east-1.
-        access_key: else ``AWS_ACCESS_KEY_ID``.
-        secret_key: else ``AWS_SECRET_ACCESS_KEY``.
+            ``AWS_DEFAULT_REGION``, or the profile's region; else us-east-1.
+        access_key: with `secret_key`; else botocore's credential chain (module docstring).
+        secret_key: with `access_key`.
         timeout: seconds to wait for a connection and for each answer.
     Raises:
-        ConfigError: no credentials, an endpoint that is not http(s), or botocore is
-            missing (the ``s3`` extra).
+        ConfigError: only one of `access_key` and `secret_key`, no credentials anywhere in
+            the chain, an endpoint that is not http(s), or botocore is missing (the ``s3``
+            extra).
     """
 
     scheme: ClassVar[str] = "s3"
@@ -79,21 +86,15 @@ class S3Publisher(ClosingPublisher):
     ) -> None:
         if not bucket or "/" in bucket:
             raise ConfigError(f"s3 bucket name {bucket!r} is invalid: it must be non-empty, without '/'")
-        access_key = access_key or os.environ.get("AWS_ACCESS_KEY_ID")
-        secret = reveal(secret_key) if secret_key else os.environ.get("AWS_SECRET_ACCESS_KEY")
-        if not access_key or not secret:
-            raise ConfigError(
-                "the s3 publisher needs credentials: set access_key and secret_key, or the "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables"
-            )
-        register(secret)
+        if bool(access_key) != bool(secret_key):
+            raise ConfigError("the s3 publisher needs access_key and secret_key together, or neither")
         self._bucket = bucket
         self._endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL")
         if self._endpoint and urlsplit(self._endpoint).scheme not in ("http", "https"):
             raise ConfigError(f"s3 endpoint {self._endpoint!r} is invalid: it must be an http:// or https:// URL")
-        self._region = region or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
         self._timeout = timeout
-        self._client = _client(self._endpoint, self._region, access_key, secret, timeout)
+        keys = (access_key, reveal(secret_key)) if access_key and secret_key else None
+        self._client, self._region = _client(self._endpoint, region, keys, timeout)
         self._closed = False
 
     def publish(self, name: str, data: bytes, ttl: timedelta) -> Published:
@@ -208,14 +209,40 @@ def _describe(what: str, status: int, said: str, request_id: str | None) -> str:
     return f"S3 refused {what} ({detail})" + (f": {said}" if said else "")
 
 
-def _client(endpoint: str | None, region: str, access_key: str, secret: str, timeout: float) -> Any:
+def _client(
+    endpoint: str | None, region: str | None, keys: tuple[str, str] | None, timeout: float
+) -> tuple[Any, str]:
+    """A client signing with `keys`, or with what botocore's credential chain finds; and its region."""
     try:
         import botocore.session
+        from botocore import exceptions as boto
         from botocore.config import Config
     except ImportError as exc:
         raise ConfigError(
             "the s3 publisher needs botocore, which comes with the s3 extra: pip install 'recovery[s3]'"
         ) from exc
+    session = botocore.session.get_session()
+    try:
+        region = region or session.get_config_variable("region") or DEFAULT_REGION
+        found = session.get_credentials() if keys is None else None
+    except boto.BotoCoreError as exc:  # AWS_PROFILE names no profile, an SSO login expired...
+        raise ConfigError(f"the s3 publisher cannot read its AWS configuration: {exc}") from exc
+    if keys is not None:
+        register(keys[1])
+        credentials = {"aws_access_key_id": keys[0], "aws_secret_access_key": keys[1]}
+    elif found is None:
+        raise ConfigError(
+            "the s3 publisher found no credentials: set access_key and secret_key, or the "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables, or AWS_PROFILE "
+            "(a profile of ~/.aws/credentials or ~/.aws/config, SSO included), or run with an "
+            "instance or container role"
+        )
+    else:
+        frozen = found.get_frozen_credentials()
+        for secret in (frozen.secret_key, frozen.token):
+            if secret:
+                register(secret)  # botocore's debug log prints request headers
+        credentials = {}
     config = Config(
         region_name=region,
         signature_version="s3v4",
@@ -226,6 +253,4 @@ def _client(endpoint: str | None, region: str, access_key: str, secret: str, tim
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    return botocore.session.get_session().create_client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=access_key, aws_secret_access_key=secret, config=config
-    )
+    return session.create_client("s3", endpoint_url=endpoint, config=config, **credentials), region

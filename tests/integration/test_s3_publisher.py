@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -29,7 +30,20 @@ from tests.cloud.swift_fixture import SwiftCluster, running_swift
 
 KEY_LINE = b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv0bqZ8Y1jW3oQ recovery-test\n"
 TTL = timedelta(minutes=5)
-AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+AWS_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +53,14 @@ def swift() -> Iterator[SwiftCluster]:
 
 
 @pytest.fixture(autouse=True)
-def no_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only what a test sets: a developer's own AWS variables must not leak in."""
+def no_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Only what a test sets: a developer's own AWS variables and ~/.aws files must not leak in,
+    and botocore must not ask an instance metadata service (none answers here)."""
     for name in AWS_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 @pytest.fixture
@@ -175,9 +193,59 @@ def test_storage_down_is_unavailable(swift: SwiftCluster, bucket: str) -> None:
             swift.start_proxy()
 
 
-def test_missing_credentials_name_the_variables() -> None:
-    with pytest.raises(ConfigError, match="AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+def test_credentials_from_a_profile_of_the_shared_files(
+    swift: SwiftCluster, bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No keys configured: botocore's chain finds AWS_PROFILE's keys, session token and region."""
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        "[default]\naws_access_key_id = test:nobody\naws_secret_access_key = wrong\n\n"
+        f"[recovery-test]\naws_access_key_id = {swift.s3_access_key}\n"
+        f"aws_secret_access_key = {swift.s3_secret_key}\naws_session_token = session-token-of-the-test\n",
+        encoding="utf-8",
+    )
+    config = tmp_path / "config"
+    config.write_text(f"[profile recovery-test]\nregion = {swift.s3_region}\n", encoding="utf-8")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_PROFILE", "recovery-test")
+    with S3Publisher(bucket=bucket, endpoint=swift.s3_endpoint) as publisher:
+        item = publisher.publish("k.pub", KEY_LINE, TTL)
+        url = item.url.reveal()
+        assert parse_qs(urlsplit(url).query)["X-Amz-Security-Token"] == ["session-token-of-the-test"]
+        assert "session-token-of-the-test" not in str(item.url)  # registered as a secret: masked
+        assert http("GET", url) == (200, KEY_LINE)
+        publisher.withdraw(item)
+        assert http("GET", url)[0] == 404
+
+
+def test_a_session_token_from_the_environment_is_sent(
+    swift: SwiftCluster, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", swift.s3_access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", swift.s3_secret_key)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "token-from-sts")
+    with S3Publisher(bucket=bucket, endpoint=swift.s3_endpoint, region=swift.s3_region) as publisher:
+        item = publisher.publish("k.pub", KEY_LINE, TTL)
+        assert parse_qs(urlsplit(item.url.reveal()).query)["X-Amz-Security-Token"] == ["token-from-sts"]
+        assert http("GET", item.url.reveal()) == (200, KEY_LINE)
+        publisher.withdraw(item)
+
+
+def test_a_profile_that_does_not_exist_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    with pytest.raises(ConfigError, match=r"cannot read its AWS configuration: .*no-such-profile"):
         S3Publisher(bucket="keys", endpoint="http://127.0.0.1:9")
+
+
+def test_missing_credentials_name_the_chain() -> None:
+    with pytest.raises(ConfigError, match=r"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY .*AWS_PROFILE"):
+        S3Publisher(bucket="keys", endpoint="http://127.0.0.1:9")
+
+
+def test_an_access_key_without_its_secret_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="access_key and secret_key together"):
+        S3Publisher(bucket="keys", endpoint="http://127.0.0.1:9", access_key="test:tester")
 
 
 def test_without_botocore_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
