@@ -122,6 +122,12 @@ class Runner:
         started = time.monotonic()
         self.report.started_at = _now()
         self._stop_transcript_for_short_secrets()
+        for spec in self.request.playbook.steps:
+            # Known before the pre-flight, which must take them as done: it would refuse the key file
+            # that the earlier attempt's key step wrote.
+            outputs = self._done_earlier(spec)
+            if outputs is not None:
+                self.namespace["steps"][spec.id] = {"outputs": outputs}
         self._save_run(STATUS_RUNNING)
         self.journal.event("run_started", playbook=str(self.request.playbook.path), resumed=bool(self.previous))
         interrupted = False
@@ -280,11 +286,8 @@ class Runner:
         self._current_step = spec.id
         record = StepRecord(id=spec.id, uses=spec.uses, status="running", phase=phase)
         self.report.timeline.append(record)
-        earlier = self.previous.get(spec.id)
-        # "resumed" is done too: a run resumes any number of times, and a step that must not
-        # repeat (a key generated) stays done in every later attempt.
-        if earlier and earlier.get("status") in ("succeeded", "resumed") and not step_type.repeatable:
-            outputs = dict(earlier.get("outputs") or {})
+        outputs = self._done_earlier(spec)
+        if outputs is not None:
             try:
                 self._check_resumed_key(spec, step_type, outputs)
             except StepError as exc:
@@ -417,6 +420,16 @@ class Runner:
             {"id": spec.id, "uses": spec.uses, "status": record.status, "phase": record.phase,
              "seconds": record.seconds, "attempts": record.attempts, "error": record.error, "outputs": outputs},
         )
+
+    def _done_earlier(self, spec: StepSpec) -> dict[str, object] | None:
+        """The outputs of a step that must not repeat (a key generated) and that an earlier attempt finished.
+
+        "resumed" counts as finished too: a run resumes any number of times.
+        """
+        earlier = self.previous.get(spec.id)
+        if earlier and earlier.get("status") in ("succeeded", "resumed") and not self.types[spec.uses].repeatable:
+            return dict(earlier.get("outputs") or {})
+        return None
 
     def _check_resumed_key(self, spec: StepSpec, step_type: StepType, outputs: Mapping[str, object]) -> None:
         """A key pair from the earlier attempt must still be the one its public key (maybe on the VM) says.

@@ -263,3 +263,14 @@ def test_everything_a_run_creates_is_private_under_umask_000(tmp_path: Path) -> 
         assert path.stat().st_mode & 0o077 == 0, path
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(key.with_name(key.name + ".pub").stat().st_mode) == 0o644
+
+
+def test_a_run_with_its_own_key_path_resumes_past_the_pre_flight(tmp_path: Path) -> None:
+    """The key file the first attempt wrote is that run's own key, not one in the way."""
+    own_path = f"    with: {{path: '{tmp_path / 'k' / 'id'}'}}\n"
+    playbook = parse_playbook(KEYED.replace("keys.generate\n", "keys.generate\n" + own_path), tmp_path / "b.yaml")
+    journal = Journal.create(tmp_path / "runs")
+    for fail, status in ((True, "failed"), (True, "failed"), (False, "succeeded")):
+        previous = journal.load_steps()
+        report = Runner(RunRequest(playbook, {"fail": fail}, {}, Config()), journal, previous=previous).run()
+        assert (report.status, report.failed_step) == (status, "work" if fail else None), report.error
