@@ -38,6 +38,32 @@ DEFAULT_LAB_DIR = Path("/tmp/recovery-lab")  # noqa: S108  (world-traversable on
 PLAYBOOKS_DIR = (Path(__file__).parent / "playbooks").resolve()
 
 
+_LAB_COMMANDS = (
+    (
+        "up",
+        "start the lab",
+        "Start the built-in lab VM on 127.0.0.1, as root: a throwaway user with a console password, sshd, a serial "
+        "console behind websockify (and a VNC one with --console vnc); print how to recover it. Exit 0 up; 1 a part "
+        "failed to start; 2 bad arguments or a --dir another user could change; 130 interrupted (Ctrl-C, SIGTERM, "
+        "SIGHUP). After 1 or 130 nothing the lab started is left running.",
+    ),
+    (
+        "status",
+        "show the lab and how to recover it",
+        "Show the lab in --dir: console URLs, SSH port, user, host key, where the console password is, the recovery "
+        "command, each part's health and, when unhealthy, the next step. Exit 0 healthy; 1 not healthy or no lab; "
+        "2 a --dir another user could change.",
+    ),
+    (
+        "down",
+        "stop the lab",
+        "Stop what the lab in --dir started (also after an interrupted up) and delete its user; its logs stay. "
+        "Exit 0 stopped or nothing to stop; 1 something would not stop (run it again); 2 a --dir another user "
+        "could change.",
+    ),
+)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on bad arguments, which matches our contract; keep its message short."""
 
@@ -69,14 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     lab = commands.add_parser("lab", help="the built-in local lab VM (loopback only)")
     lab_commands = lab.add_subparsers(dest="lab_command", required=True, parser_class=_Parser)
-    for name, text in (("up", "start the lab"), ("status", "show the lab"), ("down", "stop the lab")):
-        sub = lab_commands.add_parser(name, help=text)
+    for name, text, description in _LAB_COMMANDS:
+        sub = lab_commands.add_parser(name, help=text, description=description)
         sub.add_argument(
             "--dir",
             type=Path,
             default=DEFAULT_LAB_DIR,
-            help=f"lab directory (default {DEFAULT_LAB_DIR}); created if missing, refused if another user could "
-            "change it",
+            help=f"lab directory (default {DEFAULT_LAB_DIR}); refused if another user could change it"
+            + ("; created if missing" if name == "up" else ""),
         )
         if name in ("up", "status"):
             sub.add_argument("--json", action="store_true", help="print the lab as one JSON object (with a schema)")
@@ -323,6 +349,7 @@ def inputs_given(playbook: Playbook, given: Mapping[str, str], env: Mapping[str,
     for name, decl in playbook.inputs.items():
         if name not in values and decl.env and env.get(decl.env):
             values[name] = env[decl.env]
+            print(f"input {name}: from {decl.env}", file=sys.stderr)  # a stale export must not act unseen
     return values
 
 
@@ -520,6 +547,7 @@ def command_lab(args: argparse.Namespace) -> int:
 
     with interrupt_on_signals():
         if args.lab_command == "up":
+            disable_core_dumps()  # the lab user's console password passes through this process
             try:
                 info = lab.up(args.dir, console=args.console)
             except KeyboardInterrupt:

@@ -282,7 +282,9 @@ class _Validator:
         if when is not None and not isinstance(when, (str, bool)):
             self.problem((*path, "when"), "expected a template such as \"{{ inputs.publish == 'http' }}\"")
         elif isinstance(when, str):
-            self.template(when, (*path, "when"), context)
+            condition = self.template(when, (*path, "when"), context)
+            if condition is not None and not condition.is_single_expression:
+                self.problem((*path, "when"), _bare_when(when, condition))
         timeout = self.number(spec.get("timeout"), (*path, "timeout"))
         retry = self.retry(spec.get("retry"), (*path, "retry"), step_type)
         always = spec.get("always", False)
@@ -376,6 +378,16 @@ class _Validator:
         delay = self.number(spec.get("delay", 1.0), (*path, "delay")) or 1.0
         max_delay = self.number(spec.get("max_delay", 15.0), (*path, "max_delay")) or 15.0
         return RetryPolicy(attempts=attempts, delay=delay, max_delay=max_delay)
+
+
+def _bare_when(when: str, condition: templating.Template) -> str:
+    """Why a `when` that is not one `{{ }}` is refused: as text, it would always be true."""
+    if condition.is_constant:
+        return (
+            f"{when.strip()!r} is text, and text is always true: write a condition inside braces, "
+            f"\"{{{{ {when.strip()} }}}}\" (this is not Ansible, where a bare `when:` is an expression)"
+        )
+    return "text around '{{ }}' makes a string, which is always true: put the whole condition inside one '{{ }}'"
 
 
 def _anything(raw: object) -> set[str]:

@@ -101,6 +101,7 @@ def test_the_console_url_can_come_from_the_environment(
     code = main(["run", str(SERIAL), "--dry-run", "--journal", str(tmp_path / "runs"), *TARGET])
     captured = capsys.readouterr()
     assert code == 0, captured.err
+    assert "input console_url: from RECOVERY_CONSOLE_URL" in captured.err
     assert "ws://127.0.0.1:9/?token=***" in captured.out
     assert TOKEN not in captured.out + captured.err
 
