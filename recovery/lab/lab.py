@@ -35,7 +35,7 @@ from recovery.errors import LabError
 from recovery.files import write_atomic
 from recovery.lab import console, processes, sshd, users, vnc
 from recovery.lab.commands import find_tool, fingerprint, generate_key
-from recovery.lab.directory import DIRECTORY_MODE, claim, trusted
+from recovery.lab.directory import DIRECTORY_MODE, claim, create_exclusive, trusted
 from recovery.lab.layout import Layout
 from recovery.lab.summary import program
 from recovery.redact import Secret
@@ -122,6 +122,11 @@ class LabInfo:
     @property
     def console_token(self) -> str:
         return parse_qs(urlsplit(self.console_url).query)["token"][0]
+
+    @property
+    def consoles(self) -> tuple[str, ...]:
+        """The consoles this lab has: always "serial", and "vnc" when it was started with one."""
+        return CONSOLES if self.vnc_console_url else ("serial",)
 
     def url_of(self, console: str) -> str:
         """The URL of the lab's `console` ("serial" or "vnc"), as a playbook's console_url takes it."""
@@ -271,6 +276,8 @@ def up(directory: Path, *, seed: Seed = Seed(), password: Secret | None = None, 
         if console == "vnc":
             vnc_url, _ = vnc.start(layout, started.add_process, _READY_TIMEOUT)
             info = dataclasses.replace(info, vnc_console_url=vnc_url, pids=dict(started.pids))
+        for name in info.consoles:
+            create_exclusive(layout.console_url(name), info.url_of(name) + "\n")
         write_atomic(layout.info, info.to_json())
         layout.started.unlink()
     except BaseException:

@@ -30,6 +30,11 @@ class Layout:
     def console_password(self) -> Path:
         return self.directory / "console_password"
 
+    def console_url(self, console: str) -> Path:
+        """The URL of the lab's `console` ("serial" or "vnc"), for `recovery run -e console_url=@FILE`:
+        the serial one carries its token, which a command line would show to every local user."""
+        return self.directory / f"{console}_console_url"
+
     @property
     def homes(self) -> Path:
         return self.directory / "home"
@@ -75,6 +80,8 @@ class Layout:
             self.info,
             self.started,
             self.console_password,
+            self.console_url("serial"),
+            self.console_url("vnc"),
             self.old_key,
             self.old_key.with_name(self.old_key.name + ".pub"),
             self.host_key,

@@ -43,18 +43,17 @@ def program() -> str:
     return f"{shlex.quote(sys.executable)} -m recovery"
 
 
-def consoles(info: LabInfo) -> list[str]:
-    """The consoles the lab has: always "serial", and "vnc" when it was started with one."""
-    return ["serial", "vnc"] if info.vnc_console_url else ["serial"]
-
-
 def recovery_command(info: LabInfo, console: str, playbooks: Path) -> str:
-    """The complete `recovery run` that recovers the lab through `console`, password read from its file."""
+    """The complete `recovery run` that recovers the lab through `console`.
+
+    The password and the console URL (its token) are read from the lab's files,
+    so neither appears in the process list.
+    """
     words = [
         f"{program()} run",
         shlex.quote(str(playbooks / f"restore-access-{console}.yaml")),
         f"--secret console_password=@{shlex.quote(str(info.console_password_file))}",
-        f"-e console_url={shlex.quote(info.url_of(console))}",
+        f"-e console_url=@{shlex.quote(str(Layout(info.directory).console_url(console)))}",
         f"-e ssh_host={info.ssh_host} -e ssh_port={info.ssh_port} -e user={info.user}",
         f"-e host_key_fingerprint={info.host_key_fingerprint}",
     ]
@@ -90,7 +89,7 @@ def document(info: LabInfo, playbooks: Path, status: LabStatus | None = None) ->
     recovery command per console, and with `status` the health and next step.
     """
     data: dict[str, Any] = {"schema": SCHEMA, **json.loads(info.to_json())}
-    data["recovery_commands"] = {console: recovery_command(info, console, playbooks) for console in consoles(info)}
+    data["recovery_commands"] = {console: recovery_command(info, console, playbooks) for console in info.consoles}
     if status is not None:
         data.update(
             healthy=status.healthy,
@@ -127,7 +126,7 @@ def render_status(info: LabInfo, status: LabStatus, playbooks: Path) -> str:
     if step is not None:
         lines += ["next step:", f"  {step}"]
     else:
-        for console in consoles(info):
+        for console in info.consoles:
             lines += [f"recover it through its {console} console with:"]
             lines += [f"  {recovery_command(info, console, playbooks)}"]
     return "\n".join(lines)
@@ -135,7 +134,7 @@ def render_status(info: LabInfo, status: LabStatus, playbooks: Path) -> str:
 
 def _facts(info: LabInfo) -> list[str]:
     facts = [
-        *((f"console_url ({console})", info.url_of(console)) for console in consoles(info)),
+        *((f"console_url ({console})", info.url_of(console)) for console in info.consoles),
         ("ssh", f"{info.user}@{info.ssh_host} port {info.ssh_port}"),
         ("host key", info.host_key_fingerprint),
         ("console password", f"in {info.console_password_file}"),

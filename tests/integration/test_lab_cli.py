@@ -127,6 +127,7 @@ def test_up_json_is_one_object_and_status_gives_a_recovery_command_that_works(
     assert (status["schema"], status["healthy"], status["next_step"]) == (1, True, None)
     command = status["recovery_commands"]["serial"]
     assert command.startswith(f"{sys.executable} -m recovery run ")
+    assert info.console_token not in command, "the token would be in the process list"
 
     text = cli("lab", "status", "--dir", str(directory))
     assert text.returncode == 0, text.stderr
@@ -151,6 +152,7 @@ def test_up_json_is_one_object_and_status_gives_a_recovery_command_that_works(
         check=False,
     )
     assert run.returncode == 0, run.stderr
+    assert "process list" not in run.stderr
     assert f"succeeded as {info.user}@127.0.0.1:{info.ssh_port}" in run.stderr
 
 
