@@ -82,7 +82,11 @@ def spawn(
 
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP back until the block ends; they are delivered then."""
+    """Hold SIGINT, SIGTERM and SIGHUP back until the block ends; they are delivered then.
+
+    Only this thread's mask changes, which covers `recovery lab up` and the demo: they
+    start the lab from the main thread with no other thread that could take the signal.
+    """
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
     try:
         yield
