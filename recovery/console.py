@@ -30,14 +30,39 @@ log = logging.getLogger(__name__)
 
 # CSI (including bracketed-paste toggles such as ESC[?2004h), OSC and two-byte escapes.
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[=>78M]")
+# The start of an escape sequence that may still be completed by the next piece of output.
+_ANSI_PARTIAL = re.compile(r"\x1b(?:\[[0-9;?]*[ -/]*|\][^\x07\x1b]*\x1b?|[()])?\Z")
 _CURSOR_QUERY = "\x1b[6n"  # busybox ash asks where the cursor is; a terminal must answer
+_CURSOR_ANSWER = "\x1b[24;1R"
+# A kernel message printed on the console, `[   12.345678] text`: printk writes it wherever the cursor
+# is, in the middle of a prompt too, and the program that printed the prompt is still waiting.
+_KERNEL_MESSAGE = re.compile(r"\[ *\d+\.\d{6}\] [^\n]*\n")
+_KERNEL_PARTIAL = re.compile(r"\[ *(?:\d+(?:\.\d{0,6}(?:\](?: [^\n]*)?)?)?)?\Z")
+_MAX_KERNEL_LINE = 1100  # printk writes at most 1024 characters a line: a longer one is not a kernel message
+_MAX_ESCAPE = 256  # longer than any escape sequence a login or shell prints (an OSC window title)
 
-LOGIN_PROMPT = re.compile(r"(?:^|\n)[^\n]*login:[ \t]*$")
-PASSWORD_PROMPT = re.compile(r"[Pp]assword:[ \t]*$")
-LOGIN_INCORRECT = re.compile(r"Login incorrect")
-LOGGED_OUT = re.compile(r"(?:^|\n)logout\b")
-CONTINUATION_PROMPT = re.compile(r"(?:^|\n)> $")
-SHELL_PROMPT = re.compile(r"[$#%>][ \t]*$")
+# Prompts are judged on the last line of the screen only (the text after the last newline), whole
+# (`fullmatch`), and only once the console has been quiet for PROMPT_QUIET: a program waiting for
+# input prints nothing after its prompt, while `Last login: ...` cut after its colon is followed by
+# the rest of its line. Translations are the ones shadow's login(1), Linux-PAM and util-linux print
+# in German, French and Spanish.
+_HOST = r"\S+"  # a host name, or "(none)" where none is set (busybox in an initramfs)
+LOGIN_PROMPT = re.compile(rf"(?:{_HOST} )?(?:login|Login|connexion|nombre(?: de usuario)?) ?:[ \t]*")
+PASSWORD_PROMPT = re.compile(
+    r"(?:\S+'s )?(?:[Pp]assword|Passwort|Mot de passe|Contrase\u00f1a)(?: for \S+)? ?:[ \t]*"
+)
+CONTINUATION_PROMPT = re.compile(r"> ")
+SHELL_PROMPT = re.compile(r"[^\n]{0,200}[$#%>][ \t]?")
+# Lines that look like a prompt when cut short, and never are one: pam_lastlog's and login's own
+# last-login lines (`Last login: Mon ... on ttyS0`), as they are printed right after a password.
+NOT_A_PROMPT = re.compile(
+    r"Last (?:failed )?login|Letzte (?:fehlgeschlagene )?Anmeldung|Letztes Login"
+    r"|Derni\u00e8re connexion|Deni\u00e8re connexion|\u00daltimo (?:acceso|inicio de sesi\u00f3n)"
+)
+# Events are whole lines anywhere in the unread output.
+LOGIN_INCORRECT = re.compile(r"^(?:Login incorrect|Login fehlerhaft|Identificaci\u00f3n incorrecta)[ \t]*\n",
+                             re.MULTILINE)
+LOGGED_OUT = re.compile(r"^logout[ \t]*\n", re.MULTILINE)
 
 WAKE_ATTEMPTS = 4
 WAKE_INTERVAL = 2.0
@@ -49,12 +74,84 @@ FAILED_LOGIN_PAUSE = 5.0
 # Between the user name and the password: typed before login turns echo off, the password would
 # show on the screen (and in the screenshots). A VM under software emulation needs well under 1 s.
 PASSWORD_PROMPT_PAUSE = 2.0
+PROMPT_QUIET = 0.3  # seconds without output after a prompt-like last line before it counts as a prompt
 
 
 def normalize(text: str) -> str:
     """Screen text as a reader sees it: no escape codes, CR/LF folded to LF."""
     text = _ANSI.sub("", text)
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+
+
+class TerminalText:
+    """Console output arriving in arbitrary pieces, turned into the text a reader sees.
+
+    A piece can end anywhere: inside an escape sequence, between CR and LF, inside a kernel
+    message. What may still be completed is held back until the next piece, so the result never
+    depends on where the output was split. Kernel messages (`[   12.345678] ...`) are taken out:
+    they land in the middle of other programs' lines. Work is linear in the input.
+    """
+
+    def __init__(self) -> None:
+        self._raw = ""  # an escape sequence or a CR that the next piece may complete
+        self._line = ""  # normalized text from where a kernel message may have begun
+
+    def feed(self, chunk: str) -> tuple[str, int]:
+        """The text `chunk` completes, and how many cursor-position queries (ESC[6n) it holds."""
+        data = self._raw + chunk
+        cut = len(data)
+        escape = data.rfind("\x1b", max(0, len(data) - _MAX_ESCAPE))
+        if escape >= 0 and _ANSI_PARTIAL.match(data, escape):
+            cut = escape
+        elif data.endswith("\r"):
+            cut = len(data) - 1
+        self._raw = data[cut:]
+        complete = data[:cut]
+        text = _KERNEL_MESSAGE.sub("", self._line + normalize(complete))
+        partial = _kernel_partial_start(text)
+        self._line = text[partial:]
+        return text[:partial], complete.count(_CURSOR_QUERY)
+
+
+def _kernel_partial_start(text: str) -> int:
+    """Where an unfinished kernel message may begin at the end of `text` (len(text) if nowhere)."""
+    floor = max(0, len(text) - _MAX_KERNEL_LINE)
+    start = text.rfind("[", floor)
+    while start >= 0:
+        if _KERNEL_PARTIAL.match(text, start):
+            return start
+        start = text.rfind("[", floor, start)
+    return len(text)
+
+
+def same_user(login: str, shown: str) -> bool:
+    """Whether the shell of `shown` (what `id -un` printed) is the account `login` logged in to.
+
+    Directory users are printed with their domain: SSSD prints `alice@corp.example` (with
+    `use_fully_qualified_names`) for a login as `alice`, winbind `CORP\\alice`; and a login as
+    `alice@corp.example` may show as `alice`. So the names must be equal, or the same user part
+    where either side carries a domain, compared without case (directory names are case-insensitive),
+    with equal domains where both carry one. Local names are compared exactly.
+    """
+    if login == shown:
+        return True
+    login_name, login_domain = _split_domain(login)
+    shown_name, shown_domain = _split_domain(shown)
+    if login_domain is None and shown_domain is None:
+        return False
+    if login_domain is not None and shown_domain is not None and login_domain.lower() != shown_domain.lower():
+        return False
+    return bool(login_name) and login_name.lower() == shown_name.lower()
+
+
+def _split_domain(name: str) -> tuple[str, str | None]:
+    if "\\" in name:
+        domain, _, user = name.partition("\\")
+        return user, domain
+    if "@" in name:
+        user, _, domain = name.rpartition("@")
+        return user, domain
+    return name, None
 
 
 def heredoc_command(lines: Sequence[Text], *, delimiter: str, nonce: str) -> list[Text]:
@@ -88,8 +185,12 @@ class ConsoleSession:
     def __init__(self, channel: Channel, transcript: Callable[[str], None] = lambda text: None) -> None:
         self.channel = channel
         self._transcript = transcript
+        self._text = TerminalText()
         self._pending = ""  # normalized text not yet consumed by an expectation
         self.typed: list[str] = []  # masked lines we typed, for the report
+        # True from the moment a shell may be open on the console (the password went, or a shell
+        # prompt showed) until one is known not to be: only then has `logout` something to end.
+        self.shell_may_be_open = False
 
     # -- primitives ---------------------------------------------------------------------------
 
@@ -103,32 +204,56 @@ class ConsoleSession:
         chunk = self.channel.read(timeout)
         if chunk:
             self._transcript(chunk)
-            if _CURSOR_QUERY in chunk:
-                self.channel.send("\x1b[24;1R")
-            self._pending += normalize(chunk)
+            text, queries = self._text.feed(chunk)
+            for _ in range(queries):
+                self.channel.send(_CURSOR_ANSWER)
+            self._pending += text
         return chunk
 
-    def expect(self, patterns: Mapping[str, re.Pattern[str]], timeout: float) -> tuple[str, re.Match[str]]:
-        """Wait until one of `patterns` matches unconsumed output; consume up to the match.
+    def expect(
+        self,
+        patterns: Mapping[str, re.Pattern[str]],
+        timeout: float,
+        *,
+        prompts: Mapping[str, re.Pattern[str]] | None = None,
+    ) -> tuple[str, re.Match[str]]:
+        """Wait until one of `patterns` matches unconsumed output, or one of `prompts` is on screen.
+
+        `patterns` are events, searched anywhere in what has not been consumed; the earliest match
+        wins and the output is consumed up to its end. `prompts` must match the whole last line,
+        after the console has been quiet for PROMPT_QUIET, and not be a NOT_A_PROMPT line (see
+        there); all output is then consumed.
 
         Raises:
             ChannelTimeout: nothing matched in `timeout` seconds (the message shows the screen's tail).
             ChannelClosed: the console went away.
         """
         deadline = time.monotonic() + timeout
+        quiet = False
         while True:
-            for name, pattern in patterns.items():
-                match = pattern.search(self._pending)
-                if match:
-                    self._pending = self._pending[match.end():]
-                    return name, match
+            found = min(
+                ((name, match) for name, pattern in patterns.items() if (match := pattern.search(self._pending))),
+                key=lambda item: item[1].start(),
+                default=None,
+            )
+            if found is not None:
+                self._pending = self._pending[found[1].end():]
+                return found
+            if quiet and prompts:
+                last_line = self._pending[self._pending.rfind("\n") + 1:]
+                if not NOT_A_PROMPT.match(last_line):
+                    for name, pattern in prompts.items():
+                        match = pattern.fullmatch(last_line)
+                        if match:
+                            self._pending = ""
+                            return name, match
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ChannelTimeout(
-                    f"waited {timeout:.0f} s for {' or '.join(patterns)} on the console",
+                    f"waited {timeout:.0f} s for {' or '.join([*patterns, *(prompts or ())])} on the console",
                     transcript_tail=self.tail(),
                 )
-            self._receive(min(remaining, 0.5))
+            quiet = not self._receive(min(remaining, PROMPT_QUIET if prompts else 0.5))
 
     def settle(self, quiet: float = 0.3, limit: float = 3.0) -> None:
         """Read until the console has been quiet for `quiet` seconds (MOTDs, redraws)."""
@@ -146,7 +271,8 @@ class ConsoleSession:
         """Reach a shell as `user`, whatever state the console is in.
 
         Handles `login:`, `Password:`, an open shell (checked with `id -un`; another user is
-        logged out first), and a half-typed heredoc left by an interrupted run (`> `).
+        logged out first, see `same_user`), and a half-typed heredoc left by an interrupted run
+        (`> `). `shell_may_be_open` is set the moment a shell may be open, also when this raises.
 
         Raises:
             LoginRejected: wrong password or unknown user; nothing is typed after it.
@@ -160,8 +286,8 @@ class ConsoleSession:
         if not self.channel.has_output:
             return self._blind_login(user, password)
         deadline = time.monotonic() + timeout
-        patterns = {
-            "login incorrect": LOGIN_INCORRECT,
+        events = {"login incorrect": LOGIN_INCORRECT}
+        prompts = {
             "password prompt": PASSWORD_PROMPT,
             "login prompt": LOGIN_PROMPT,
             "continuation prompt": CONTINUATION_PROMPT,
@@ -179,7 +305,7 @@ class ConsoleSession:
                     f"no login or shell prompt on the console within {timeout:.0f} s", transcript_tail=self.tail()
                 )
             try:
-                name, _ = self.expect(patterns, min(remaining, WAKE_INTERVAL))
+                name, _ = self.expect(events, min(remaining, WAKE_INTERVAL), prompts=prompts)
             except ChannelTimeout:
                 if wakes >= WAKE_ATTEMPTS and not (sent_user or sent_password):
                     raise ChannelTimeout(
@@ -194,6 +320,7 @@ class ConsoleSession:
             if name == "login incorrect" and not sent_password:
                 continue  # the end of an attempt we did not make (a stale prompt we just answered)
             if name == "login incorrect":
+                self.shell_may_be_open = False
                 raise LoginRejected(
                     f"the console rejected the login for {user!r} (\"Login incorrect\"): the console "
                     "password is wrong, or the user does not exist on this VM. Nothing was typed after it. "
@@ -207,14 +334,17 @@ class ConsoleSession:
                 continue
             if name == "password prompt":
                 if sent_password or password is None:
+                    self.shell_may_be_open = False
                     raise LoginRejected(
                         f"the console asks for a password for {user!r} "
                         + ("again: the password was not accepted" if sent_password else "but none was given"),
                         transcript_tail=self.tail(),
                     )
+                self.shell_may_be_open = True
                 self.send(Secret(reveal(password) + "\r", "<password>"), show="<password>")
                 sent_password = True
             elif name == "login prompt":
+                self.shell_may_be_open = False
                 if sent_password:
                     raise LoginRejected(
                         f"the console went back to the login prompt after the password for {user!r}: "
@@ -225,18 +355,26 @@ class ConsoleSession:
                 sent_user = True
             elif name == "continuation prompt":
                 # An interrupted earlier run left a heredoc open: abandon it, it never executed.
+                self.shell_may_be_open = True
                 self.send("\x03", show="<Ctrl-C>")
                 self.send("\r", show="<Enter>")
             else:
+                self.shell_may_be_open = True
                 who = self.identity(min(IDENTITY_TIMEOUT, max(deadline - time.monotonic(), 1.0)))
-                if who == user:
-                    return LoginResult(user, already_logged_in=not sent_password, logged_out_other_user=logged_out)
+                if same_user(user, who):
+                    return LoginResult(who, already_logged_in=not sent_password, logged_out_other_user=logged_out)
                 if logged_out is not None:
-                    raise LoginRejected(f"logged in as {who!r}, not {user!r}, even after logging {logged_out!r} out")
+                    raise LoginRejected(
+                        f"logged in as {who!r}, not {user!r}, even after logging {logged_out!r} out (the shell "
+                        "stays open and is logged out when the run ends)",
+                        transcript_tail=self.tail(),
+                    )
                 logged_out = who
                 self.send("exit\r")
                 # Wait for login: itself; the old shell's last prompt may still be on its way.
-                self.expect({"login prompt after logout": LOGIN_PROMPT}, max(deadline - time.monotonic(), 0.1))
+                self.expect({}, max(deadline - time.monotonic(), 0.1),
+                            prompts={"login prompt after logout": LOGIN_PROMPT})
+                self.shell_may_be_open = False
                 self.send(user + "\r")
                 sent_user, sent_password = True, False
 
@@ -257,13 +395,14 @@ class ConsoleSession:
         for keys, shown, pause in steps:
             self.send(keys, show=shown)
             self.settle(quiet=pause, limit=pause)
+        self.shell_may_be_open = True  # a user without a password is in a shell now
         if password is not None:
             self.send(Secret(reveal(password) + "\r", "<password>"), show="<password>")
             self.settle(quiet=BLIND_PAUSE)
         return LoginResult(user, already_logged_in=password is None, logged_out_other_user=None)
 
     def logout(self, timeout: float = 5.0) -> None:
-        """Leave the shell, so no shell stays open on the console.
+        """Leave the shell, so no shell stays open on the console; nothing to do if none may be open.
 
         A login shell says `logout` as it ends (bash does); otherwise we wait for the next
         login prompt, which a getty may take a second to print.
@@ -271,12 +410,16 @@ class ConsoleSession:
         Raises:
             ChannelTimeout: neither came back (the shell may still be open).
         """
+        if not self.shell_may_be_open:
+            return
         self._pending = ""
         self.send("exit\r")
         if not self.channel.has_output:
             self.settle(quiet=BLIND_PAUSE)
+            self.shell_may_be_open = False
             return
-        self.expect({"logout": LOGGED_OUT, "login prompt after logout": LOGIN_PROMPT}, timeout)
+        self.expect({"logout": LOGGED_OUT}, timeout, prompts={"login prompt after logout": LOGIN_PROMPT})
+        self.shell_may_be_open = False
 
     def identity(self, timeout: float) -> str:
         """The user of the shell at the console, read from a marker line."""

@@ -105,14 +105,21 @@ class LoginParams:
     repeatable=True,
 )
 def login(ctx: StepContext, params: LoginParams) -> Outputs:
-    """Log in on the console (or find a shell already open), and confirm the user."""
+    """Log in on the console (or find a shell already open), and confirm the user.
+
+    The logout is registered before the first key: a login that fails after a shell was reached
+    (another user's shell that would not exit, Ctrl-C while it waits for `id -un`) must not leave
+    that shell open. It does nothing where no shell may be open (`ConsoleSession.shell_may_be_open`).
+    """
     session = ctx.require_console()
     timeout = min(params.timeout or ctx.config.console.login_timeout, ctx.remaining())
+    if params.logout:
+        ctx.defer("logged out of the console", session.logout)
     screenshot(ctx, "before-login")
     result = session.login(params.user, params.password, timeout)
     screenshot(ctx, "after-login")
     if result.logged_out_other_user:
         ctx.report.notes.append(f"the console was logged in as {result.logged_out_other_user}; logged it out")
-    if params.logout:
-        ctx.defer("logged out of the console", session.logout)
+    if result.user != params.user:
+        ctx.report.notes.append(f"the console shell's user is {result.user!r}, the same account as {params.user!r}")
     return {"user": result.user, "already_logged_in": result.already_logged_in}
