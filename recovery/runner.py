@@ -30,6 +30,7 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
+    wait_exponential_jitter,
 )
 
 from recovery import preflight, templating
