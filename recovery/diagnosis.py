@@ -7,7 +7,9 @@ rejected key, a host key that is unknown or has changed. Each library reports
 them with exceptions of its own; each driver translates those into a
 `Diagnosis` built here, so an operator reads the same words from both, the
 audit can name the failure (`Failure`), and the verifier raises the
-`VerifyError` subclass that goes with it (`Diagnosis.error`).
+`VerifyError` subclass that goes with it (`Diagnosis.error`). Where the recovery saw
+how the VM's sshd looks for keys (the install script reports it), a rejected key names a
+cause from that instead of guessing (`key_lookup`).
 
 Only the standard library is imported: the audit and `recovery --help` pay nothing.
 """
@@ -15,6 +17,7 @@ Only the standard library is imported: the audit and `recovery --help` pay nothi
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -36,7 +39,9 @@ __all__ = [
     "closed_during_handshake",
     "from_error",
     "handshake_timeout",
+    "key_lookup",
     "refused",
+    "rejected_by_key_lookup",
     "session_failed",
     "socket_failure",
 ]
@@ -114,13 +119,57 @@ def refused(where: str) -> Diagnosis:
     return Diagnosis(Failure.REFUSED, f"{where} refused the connection (is sshd up?)")
 
 
+_UNKNOWN_CAUSE = "; the key may not be in authorized_keys (yet), or sshd refuses the file's ownership or modes"
+
+
 def auth_rejected(where: str, user: str, detail: str) -> Diagnosis:
     """The server refused every key offered for `user`."""
-    return Diagnosis(
-        Failure.AUTH_REJECTED,
-        f"{where} rejected the key for user {user!r} ({detail}); the key may not be in authorized_keys "
-        "(yet), or sshd refuses the file's ownership or modes",
+    return Diagnosis(Failure.AUTH_REJECTED, f"{where} rejected the key for user {user!r} ({detail}){_UNKNOWN_CAUSE}")
+
+
+# How sshd_config names the file the install script writes (%h is the home directory, relative
+# paths start there).
+_INSTALLED_FILE = frozenset({".ssh/authorized_keys", "%h/.ssh/authorized_keys", "~/.ssh/authorized_keys"})
+
+
+def key_lookup(sshd: Mapping[str, str] | None) -> str | None:
+    """Why sshd cannot see a key installed in ~/.ssh/authorized_keys, or None if it reads that file.
+
+    Args:
+        sshd: where the VM's sshd looks for keys, as the install script saw it
+            (`recovery.guest.InstallReport.sshd_summary`); None where it could not see.
+    """
+    if not sshd:
+        return None
+    files = sshd.get("authorized_keys_file", "default")
+    if files == "default" or _INSTALLED_FILE & set(files.split()):
+        return None
+    command = sshd.get("authorized_keys_command", "default")
+    source = "sshd -T on the VM" if sshd.get("read_from") == "sshd-T" else "the VM's sshd_config"
+    cause = (
+        "sshd reads no authorized_keys file at all (AuthorizedKeysFile none"
+        if files.lower() == "none"
+        else f"sshd reads keys from {files}, not from ~/.ssh/authorized_keys where the key was installed "
+        "(AuthorizedKeysFile"
     )
+    cause += f", says {source})"
+    if command not in ("default", "none"):
+        cause += (
+            f"; it also asks AuthorizedKeysCommand {command} (with SSSD, sss_ssh_authorizedkeys serves the "
+            "keys stored in the directory: add the key there)"
+        )
+    return cause
+
+
+def rejected_by_key_lookup(error: AuthRejected, sshd: Mapping[str, str] | None) -> AuthRejected | None:
+    """`error` (from `auth_rejected`) naming the cause `key_lookup` found instead of guessing; None if none.
+
+    A key rejected by a server that never reads the file it went into is not a question of modes.
+    """
+    cause = key_lookup(sshd)
+    if cause is None:
+        return None
+    return AuthRejected(f"{str(error).removesuffix(_UNKNOWN_CAUSE)}: {cause}")
 
 
 def auth_timeout(where: str) -> Diagnosis:

@@ -35,7 +35,10 @@ that this script does not do.
 
 Facts come back as ``RCV-<nonce> name=value`` lines (`parse_report`), in this order:
 ``ssh_dir_created``, ``home_writable_by_others`` (sshd's StrictModes refuses keys then;
-reported, not changed), ``fingerprints`` (listed|unavailable: is there ssh-keygen), the
+reported, not changed), ``fingerprints`` (listed|unavailable: is there ssh-keygen),
+``sshd_config`` (sshd-T|files|unreadable: where the next two were read) with
+``sshd_authorized_keys_file`` and ``sshd_authorized_keys_command`` (where sshd looks for keys:
+a verify failure can then name a non-default file or an AuthorizedKeysCommand), the
 ``before_*`` snapshot (``dir_mode``, ``sha256``, ``lines``, ``mode``, one ``before_key`` per
 key), ``source`` (typed|wget|curl), ``received_sha256``, ``checksum``
 (verified|unavailable), ``new_key``, ``backup``, ``newline_added``, ``added``
@@ -45,7 +48,7 @@ status is one of `ExitCode` (`explain_exit`).
 
 A console that shows no text (VNC) cannot give the facts back, and there every character is
 typed at the keyboard's pace. So `build_install_script(..., facts=False)` leaves out the lines
-that only report (`_Fact`): the script is about 45% shorter and does exactly the same to the
+that only report (`_Fact`): the script is less than half as long and does exactly the same to the
 files, with the same exit statuses.
 """
 
@@ -242,6 +245,9 @@ class InstallReport:
     after_dir_mode: str | None
     after_keys: tuple[str, ...]
     facts: tuple[tuple[str, str], ...] = field(repr=False)
+    sshd_config: str | None = None
+    sshd_authorized_keys_file: str | None = None
+    sshd_authorized_keys_command: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -260,6 +266,20 @@ class InstallReport:
             self.after_sha256, self.after_lines, self.after_mode, self.after_dir_mode,
             self.after_keys,
         )
+
+    def sshd_summary(self) -> dict[str, str] | None:
+        """Where the VM's sshd looks for keys, for the report and `diagnosis.key_lookup`; None if unseen.
+
+        ``read_from`` is ``sshd-T`` (sshd's effective settings) or ``files`` (the configuration
+        files); a value is ``default`` where nothing sets it.
+        """
+        if self.sshd_config not in ("sshd-T", "files"):
+            return None
+        return {
+            "read_from": self.sshd_config or "",
+            "authorized_keys_file": self.sshd_authorized_keys_file or "default",
+            "authorized_keys_command": self.sshd_authorized_keys_command or "default",
+        }
 
     @property
     def explanation(self) -> str:
@@ -404,6 +424,9 @@ def parse_report(output: str, nonce: str) -> InstallReport:
         after_dir_mode=last.get("after_dir_mode"),
         after_keys=many("after_key"),
         facts=tuple(facts),
+        sshd_config=last.get("sshd_config"),
+        sshd_authorized_keys_file=last.get("sshd_authorized_keys_file"),
+        sshd_authorized_keys_command=last.get("sshd_authorized_keys_command"),
     )
 
 
@@ -445,6 +468,28 @@ _SNAPSHOT: tuple[str, ...] = (
     "}",
 )
 
+# Facts only: where sshd looks for keys. `sshd -T` prints the effective settings (for this user, Match
+# blocks applied) where it can run: as root, and with sshd on PATH. Otherwise the configuration files
+# are read in sshd's order on the systems that split it (Debian, Ubuntu, Fedora, RHEL 9:
+# sshd_config.d/*.conf are included first), the first value of a keyword winning and Match blocks
+# skipped. awk reads both: `sshd -T` prints the same keywords in lower case.
+_SSHD_AWK = (
+    "FNR==1{m=0} {l=$0; sub(/^[ \\t]+/,\"\",l); w=tolower(l); sub(/[ \\t=].*/,\"\",w); v=l; "
+    "sub(/^[^ \\t=]+[ \\t]*=?[ \\t]*/,\"\",v); sub(/[ \\t]+$/,\"\",v)} w==\"match\"{m=1} m{next} "
+    "w==\"authorizedkeysfile\"&&f==\"\"{f=v} w==\"authorizedkeyscommand\"&&c==\"\"{c=v} "
+    "END{if(f==\"\")f=\"default\"; if(c==\"\")c=\"default\"; "
+    "printf \"RCV-%s sshd_authorized_keys_file=%s\\nRCV-%s sshd_authorized_keys_command=%s\\n\", n, f, n, c}"
+)
+_SSHD: tuple[str, ...] = (
+    f"ak='{_SSHD_AWK}'",
+    "sf=; for c in /etc/ssh/sshd_config.d/*.conf /etc/ssh/sshd_config; do [ -r \"$c\" ] && sf=\"$sf $c\"; done",
+    "if command -v sshd >/dev/null 2>&1 && m=$(sshd -T -C \"user=$(id -un),host=localhost,addr=127.0.0.1\" "
+    "2>/dev/null); then",
+    "fact sshd_config sshd-T; printf '%s\\n' \"$m\" | awk -v n=\"$n\" \"$ak\"",
+    "elif [ -n \"$sf\" ]; then fact sshd_config files; awk -v n=\"$n\" \"$ak\" $sf",
+    "else fact sshd_config unreadable; fi",
+)
+
 # Helpers the script defines first. `fact` prints one fact line; `fail` reports and exits
 # (the EXIT trap then removes the temp file). `digest FILE` sets h to FILE's sha256 with
 # the first tool that gives a 64-hex answer, reading stdin so no tool echoes a file name.
@@ -473,6 +518,7 @@ _PRELUDE: tuple[str | _Fact, ...] = (
     _Fact("if [ -n \"$(find \"$HOME/\" -prune \\( -perm -020 -o -perm -002 \\) 2>/dev/null)\" ]"),
     _Fact("then fact home_writable_by_others yes; else fact home_writable_by_others no; fi"),
     _Fact("if [ -n \"$kg\" ]; then fact fingerprints listed; else fact fingerprints unavailable; fi"),
+    *map(_Fact, _SSHD),
     _Fact("snapshot before"),
 )
 

@@ -37,7 +37,7 @@ class InstallParams:
     sha256: str | None = doc("expected sha256 of the key line plus newline (publish.* output)", default=None)
     timeout: float | None = doc("seconds for the command to finish (default: console.command_timeout)", default=None)
     facts: bool | None = doc(
-        "true: the command prints facts for the report; false: a ~45% shorter command without them, for a "
+        "true: the command prints facts for the report; false: a command less than half as long without them, for a "
         "console that shows no text (VNC); default: whether the console shows text", default=None)
 
 
@@ -120,6 +120,8 @@ def install(ctx: StepContext, params: InstallParams) -> Outputs:
         return {"added": None, "backup": None, "before_sha256": None, "after_sha256": None}
     facts_seen = parse_report(result.output, nonce)
     ctx.report.authorized_keys = {"before": facts_seen.before_summary(), "after": facts_seen.after_summary()}
+    if (sshd := facts_seen.sshd_summary()) is not None:
+        ctx.report.authorized_keys["sshd"] = sshd  # ssh.verify names a key sshd never reads (diagnosis.key_lookup)
     if facts_seen.ssh_dir_created:
         ctx.report.vm_changes.append("created ~/.ssh (0700)")
     if facts_seen.backup:

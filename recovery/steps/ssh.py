@@ -9,7 +9,7 @@ from pathlib import Path
 from recovery import checks
 from recovery.config import Config
 from recovery.context import StepContext
-from recovery.errors import HostKeyUnknown, StepError
+from recovery.errors import AuthRejected, HostKeyUnknown, StepError
 from recovery.redact import Secret
 from recovery.registry import Outputs, doc, step
 from recovery.templating import Unknown
@@ -62,6 +62,7 @@ class VerifyParams:
 )
 def verify(ctx: StepContext, params: VerifyParams) -> Outputs:
     """Log in over SSH with the new key and run `id -un`."""
+    from recovery.diagnosis import rejected_by_key_lookup
     from recovery.keys import load_keypair
     from recovery.verifier import ParamikoVerifier, SSHTarget
 
@@ -78,7 +79,13 @@ def verify(ctx: StepContext, params: VerifyParams) -> Outputs:
         trust_first_use=params.trust_first_use,
     )
     timeout = min(params.timeout or ctx.config.ssh.timeout, max(ctx.remaining(), 0.5))
-    result = ParamikoVerifier().verify(target, key, passphrase=params.passphrase, timeout=timeout)
+    try:
+        result = ParamikoVerifier().verify(target, key, passphrase=params.passphrase, timeout=timeout)
+    except AuthRejected as exc:
+        named = rejected_by_key_lookup(exc, ctx.report.authorized_keys.get("sshd"))
+        if named is None:
+            raise
+        raise named from exc
     trust = "trusted on first use" if result.trusted_on_first_use else "pinned"
     if result.trusted_on_first_use:
         ctx.report.notes.append(f"host key {result.host_key_fingerprint} was trusted on first use, not pinned")

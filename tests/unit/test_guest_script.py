@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from recovery import diagnosis
 from recovery.errors import GuestCommandError, KeyGenerationError
 from recovery.guest import (
     MAX_LINE,
@@ -101,7 +102,7 @@ SHELLS: Mapping[str, tuple[str, ...]] = {
 
 
 # What the script runs besides shell builtins; the optional tools come on top.
-SCRIPT_TOOLS = ("cat", "chmod", "cp", "date", "find", "grep", "ls", "mkdir", "mktemp", "rm",
+SCRIPT_TOOLS = ("awk", "cat", "chmod", "cp", "date", "find", "grep", "id", "ls", "mkdir", "mktemp", "rm",
                 "tail", "tr")
 BUSYBOX_EXTRAS = ("busybox", "sha256sum", "wget")
 DEBIAN_EXTRAS = ("sha256sum", "shasum", "perl", "openssl", "busybox", "wget", "curl", "ssh-keygen")
@@ -187,8 +188,13 @@ class Box:
         home: Path | None = None,
         as_nobody: bool = False,
         interactive: bool = False,
+        etc_ssh: Path | None = None,
     ) -> Run:
-        """Type the script as the console step does: ``<shell> <<'DELIM'`` ... ``DELIM``."""
+        """Type the script as the console step does: ``<shell> <<'DELIM'`` ... ``DELIM``.
+
+        `etc_ssh` is mounted on /etc/ssh for this run only (a private mount namespace), so the
+        script reads that sshd configuration instead of the host's.
+        """
         raw = script.raw() if isinstance(script, GuestScript) else script
         delimiter = heredoc_delimiter(NONCE)
         typed = f"{' '.join(self.argv)} <<'{delimiter}'\n{raw}{delimiter}\n"
@@ -198,6 +204,11 @@ class Box:
                 pytest.fail("run the unit tests as root: this one runs the script as nobody")
             user = [f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
             argv = ["/usr/bin/setpriv", *user, *argv]
+        if etc_ssh is not None:
+            if os.geteuid() != 0:
+                pytest.fail("run the unit tests as root: this one mounts a test sshd configuration on /etc/ssh")
+            argv = ["/usr/bin/unshare", "--mount", "/bin/sh", "-c", '/usr/bin/mount --bind "$0" /etc/ssh && exec "$@"',
+                    str(etc_ssh), *argv]
         env = {"HOME": str(home or self.home), "PATH": path or self.path, "HISTFILE": "/dev/null"}
         proc = subprocess.run(
             argv, input=typed, capture_output=True, text=True, env=env, cwd=self.root, timeout=60
@@ -856,3 +867,111 @@ def test_authorized_keys_linked_to_dev_null_is_a_write_failure(box: Box) -> None
     assert run.report.error == "write-failed"
     assert box.ak.is_symlink()
     assert "/dev/null" in explain_exit(run.code)
+
+
+# -- where sshd looks for keys ------------------------------------------------------------------
+
+FAKE_SSHD_T = """#!/bin/sh
+# sshd -T as root sees it: the effective settings for the user given with -C, keywords in lower case
+echo "$@" >>{log}
+[ "$1" = -T ] || exit 1
+printf '%s\\n' 'port 22' 'authorizedkeysfile /etc/ssh/keys/%u' \\
+  'authorizedkeyscommand /usr/bin/sss_ssh_authorizedkeys' 'authorizedkeyscommanduser nobody'
+"""
+
+
+def etc_ssh(root: Path, files: Mapping[str, str]) -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="etc-ssh-", dir=root))
+    (directory / "sshd_config.d").mkdir()
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return directory
+
+
+def test_reports_sshds_effective_key_lookup_where_sshd_t_runs(box: Box) -> None:
+    fake = box.root / "sshd"
+    fake.write_text(FAKE_SSHD_T.format(log=box.root / "sshd.args"))
+    fake.chmod(0o755)
+    report = assert_ok(box.run(typed_script(), path=box.toolbox(extra={"sshd": str(fake)})))
+    assert report.sshd_summary() == {
+        "read_from": "sshd-T",
+        "authorized_keys_file": "/etc/ssh/keys/%u",
+        "authorized_keys_command": "/usr/bin/sss_ssh_authorizedkeys",
+    }
+    assert (box.root / "sshd.args").read_text().startswith("-T -C user=")
+
+
+def test_reads_the_config_files_in_sshds_order_where_sshd_t_cannot_run(box: Box) -> None:
+    """No sshd on PATH (a user's PATH has no /usr/sbin; sshd -T needs root): the files, as sshd reads them."""
+    config = etc_ssh(box.root, {
+        "sshd_config": "Include /etc/ssh/sshd_config.d/*.conf\nAuthorizedKeysFile .ssh/authorized_keys\n"
+                       "Match User backup\n  AuthorizedKeysFile /srv/backup/keys\n",
+        "sshd_config.d/50-cloud.conf": "  authorizedkeysfile=/etc/ssh/keys/%u  \n",
+        "sshd_config.d/60-sssd.conf": "# AuthorizedKeysFile /nowhere\nMatch Group admins\n"
+                                      "AuthorizedKeysCommand /bin/false\n",
+        "sshd_config.d/70-sssd.conf": "AuthorizedKeysCommand /usr/bin/sss_ssh_authorizedkeys\n"
+                                      "AuthorizedKeysCommandUser nobody\n",
+    })
+    report = assert_ok(box.run(typed_script(), path=box.toolbox(), etc_ssh=config))
+    assert report.sshd_summary() == {
+        "read_from": "files",
+        "authorized_keys_file": "/etc/ssh/keys/%u",
+        "authorized_keys_command": "/usr/bin/sss_ssh_authorizedkeys",
+    }
+    rejected = diagnosis.auth_rejected("vm:22", "ops", "publickey").error()
+    named = diagnosis.rejected_by_key_lookup(rejected, report.sshd_summary())
+    assert named is not None
+    assert "sshd reads keys from /etc/ssh/keys/%u, not from ~/.ssh/authorized_keys" in str(named)
+    assert "sss_ssh_authorizedkeys" in str(named)
+    assert "modes" not in str(named)
+
+
+def test_a_default_key_lookup_names_no_cause(box: Box) -> None:
+    config = etc_ssh(box.root, {"sshd_config": "#AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2\n"
+                                               "UsePAM yes\n"})
+    report = assert_ok(box.run(typed_script(), path=box.toolbox(), etc_ssh=config))
+    assert report.sshd_summary() == {
+        "read_from": "files", "authorized_keys_file": "default", "authorized_keys_command": "default",
+    }
+    assert diagnosis.key_lookup(report.sshd_summary()) is None
+
+
+def test_an_unreadable_sshd_config_is_said_and_changes_nothing(box: Box) -> None:
+    config = etc_ssh(box.root, {"sshd_config": "AuthorizedKeysFile none\n"})
+    (config / "sshd_config").chmod(0o600)  # RHEL's mode: only root reads it
+    os.chown(box.home, NOBODY, NOBODY)
+    report = assert_ok(box.run(typed_script(), path=box.toolbox(), etc_ssh=config, as_nobody=True))
+    assert report.sshd_config == "unreadable"
+    assert report.sshd_summary() is None
+
+
+@pytest.mark.parametrize(
+    ("sshd", "cause"),
+    [
+        (None, None),
+        ({"read_from": "files", "authorized_keys_file": "default", "authorized_keys_command": "default"}, None),
+        ({"read_from": "sshd-T", "authorized_keys_file": ".ssh/authorized_keys .ssh/authorized_keys2",
+          "authorized_keys_command": "none"}, None),
+        ({"read_from": "files", "authorized_keys_file": "%h/.ssh/authorized_keys",
+          "authorized_keys_command": "/usr/bin/sss_ssh_authorizedkeys"}, None),
+        ({"read_from": "sshd-T", "authorized_keys_file": "none",
+          "authorized_keys_command": "/usr/bin/sss_ssh_authorizedkeys"},
+         "sshd reads no authorized_keys file at all (AuthorizedKeysFile none, says sshd -T on the VM); it also "
+         "asks AuthorizedKeysCommand /usr/bin/sss_ssh_authorizedkeys"),
+        ({"read_from": "files", "authorized_keys_file": ".ssh/authorized_keys2",
+          "authorized_keys_command": "default"},
+         "sshd reads keys from .ssh/authorized_keys2, not from ~/.ssh/authorized_keys where the key was "
+         "installed (AuthorizedKeysFile, says the VM's sshd_config)"),
+    ],
+)
+def test_key_lookup_names_a_file_sshd_never_reads(sshd: dict[str, str] | None, cause: str | None) -> None:
+    found = diagnosis.key_lookup(sshd)
+    if cause is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert found.startswith(cause)
+
+
+def test_without_facts_the_script_does_not_look_at_sshd() -> None:
+    assert "sshd" not in typed_script(facts=False).raw()
