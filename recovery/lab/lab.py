@@ -206,6 +206,14 @@ class _Started:
     user: str | None = None
     pids: dict[str, int] = field(default_factory=dict)
 
+    def begin(self) -> None:
+        """Create the record, failing if one exists (another `up`, or one that was interrupted).
+
+        Raises:
+            LabError: the record exists.
+        """
+        create_exclusive(self.record, self._text())
+
     def add_user(self, name: str) -> None:
         self.user = name
         self._save()
@@ -215,7 +223,10 @@ class _Started:
         self._save()
 
     def _save(self) -> None:
-        write_atomic(self.record, json.dumps({"user": self.user, "pids": self.pids}, sort_keys=True) + "\n")
+        write_atomic(self.record, self._text())
+
+    def _text(self) -> str:
+        return json.dumps({"user": self.user, "pids": self.pids}, sort_keys=True) + "\n"
 
     @classmethod
     def load(cls, record: Path) -> _Started:
@@ -269,9 +280,10 @@ def up(directory: Path, *, seed: Seed = Seed(), password: Secret | None = None, 
     _preflight()
     if console == "vnc":
         vnc.require_tools()
-    layout = _prepare_directory(directory)
-    started = _Started(layout.started)
+    layout = _claim_directory(directory)
+    started = _begin(layout)
     try:
+        _clear_leftovers(layout)
         info = _start(layout, seed, started, password)
         if console == "vnc":
             vnc_url, _ = vnc.start(layout, started.add_process, _READY_TIMEOUT)
@@ -449,8 +461,8 @@ def _require_loopback(host: str) -> None:
         )
 
 
-def _prepare_directory(directory: Path) -> Layout:
-    """Claim the lab directory, refuse a running or half-started lab, clear a stopped lab's leftovers."""
+def _claim_directory(directory: Path) -> Layout:
+    """The lab directory, checked and created (see `recovery.lab.directory`)."""
     plain = Path(os.path.abspath(directory))
     if any(char in str(plain) for char in '"\n'):
         raise LabError(
@@ -458,18 +470,39 @@ def _prepare_directory(directory: Path) -> Layout:
             "cannot be written into sshd's configuration file. Choose a plainer path."
         )
     _require_searchable_parents(plain)
-    layout = Layout(claim(plain))
+    return Layout(claim(plain))
+
+
+def _begin(layout: Layout) -> _Started:
+    """Create started.json, exclusively: of two `up` in one directory, the second stops here.
+
+    lab.json is looked at again once started.json is ours: a concurrent `up` that
+    finished meanwhile wrote it before removing its own started.json.
+
+    Raises:
+        LabError: a lab is set up or being started in the directory, or its start was interrupted.
+    """
     for record, what in ((layout.info, "A lab is already set up"), (layout.started, "A lab start was interrupted")):
         if os.path.lexists(record):
             raise LabError(
                 f"{what} in {layout.directory} (it has {record.name}). Stop it with "
                 f"`{program()} lab down --dir {layout.directory}` first, or use another directory."
             )
+    started = _Started(layout.started)
+    started.begin()
+    if os.path.lexists(layout.info):
+        layout.started.unlink()
+        raise LabError(f"Another `lab up` has just set up a lab in {layout.directory}; use another directory.")
+    return started
+
+
+def _clear_leftovers(layout: Layout) -> None:
+    """Remove what a stopped lab left (its logs among them), and make the directory for the homes."""
     for path in (*layout.state_files(), *layout.logs(), *vnc.files(layout)):
-        path.unlink(missing_ok=True)
+        if path != layout.started:
+            path.unlink(missing_ok=True)
     layout.homes.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
     os.chmod(layout.homes, DIRECTORY_MODE)
-    return layout
 
 
 def _existing_lab(directory: Path) -> Path:

@@ -284,6 +284,17 @@ def test_down_finds_what_a_killed_up_started(public_tmp: Path, tmp_path: Path) -
     assert not (directory / "started.json").exists()
 
 
+def test_of_two_ups_in_one_directory_one_starts_the_lab_and_the_other_touches_nothing(public_tmp: Path) -> None:
+    directory = public_tmp / "lab"
+    command = [sys.executable, "-m", "recovery", "lab", "up", "--dir", str(directory)]
+    both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [process.communicate(timeout=120) for process in both]
+    assert sorted(process.returncode for process in both) == [0, 1], outputs
+    assert lab.status(directory).healthy
+    users = [entry.pw_name for entry in pwd.getpwall() if entry.pw_dir.startswith(f"{directory}/")]
+    assert users == [lab.LabInfo.load(directory).user]
+
+
 # --- directories another user could change ---------------------------------------------------
 
 
