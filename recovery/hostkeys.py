@@ -20,6 +20,8 @@ import base64
 import binascii
 import errno
 import fcntl
+import functools
+import hashlib
 import hmac
 import logging
 import os
@@ -208,6 +210,7 @@ class KnownHosts:
         self._by_name: dict[str, list[_Entry]] = {}
         # Hashed names by salt, then by digest: one HMAC per salt, whatever the lines sharing it.
         self._by_salt: dict[bytes, dict[bytes, list[_Entry]]] = {}
+        self._hmacs: list[tuple[_Sha1Pads, dict[bytes, list[_Entry]]]] = []
         self._patterns: list[_Entry] = []
         for entry in entries:
             for name in entry.names:
@@ -217,6 +220,7 @@ class KnownHosts:
                 self._by_salt.setdefault(salt, {}).setdefault(digest, []).append(entry)
             elif entry.patterns:
                 self._patterns.append(entry)
+        self._hmacs = [(_Sha1Pads(salt), digests) for salt, digests in self._by_salt.items()]
 
     @property
     def hashes_names(self) -> bool:
@@ -256,8 +260,8 @@ class KnownHosts:
         name = known_hosts_name(host, port)
         found = list(self._by_name.get(name, ()))
         encoded = name.encode()
-        for salt, digests in self._by_salt.items():
-            found += digests.get(hmac.digest(salt, encoded, "sha1"), ())
+        for pads, digests in self._hmacs:
+            found += digests.get(pads.hmac(encoded), ())
         found += [entry for entry in self._patterns if entry.matches(name)]
         return sorted((entry.key for entry in found), key=lambda key: key.line)
 
@@ -380,6 +384,35 @@ class KnownHostsAppender:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+class _Sha1Pads:
+    """HMAC-SHA1 keyed by one salt, its inner and outer pads hashed once (RFC 2104).
+
+    A hashed known_hosts file from `ssh-keygen -H` has a salt per line, so a
+    fleet's lookups are hosts x lines HMACs; with the pads prehashed each costs
+    two block compressions instead of four and no key setup: about a third of
+    `hmac.digest`'s time.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, salt: bytes) -> None:
+        # SHA-1 because OpenSSH's format is HMAC-SHA1; it only matches names, it protects nothing here.
+        sha1 = functools.partial(hashlib.sha1, usedforsecurity=False)
+        key = (sha1(salt).digest() if len(salt) > _SHA1_BLOCK else salt).ljust(_SHA1_BLOCK, b"\0")
+        self._inner = sha1(bytes(byte ^ 0x36 for byte in key))
+        self._outer = sha1(bytes(byte ^ 0x5C for byte in key))
+
+    def hmac(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+_SHA1_BLOCK = 64
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -14,7 +14,7 @@ import pytest
 from recovery.audit.engine import HostTrust
 from recovery.audit.model import Host
 from recovery.errors import HostKeyMismatch, VerifyError
-from recovery.hostkeys import KnownHosts, KnownHostsAppender
+from recovery.hostkeys import KnownHosts, KnownHostsAppender, _Sha1Pads
 from recovery.keys import fingerprint_sha256
 
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINtVjkJUVDUd+Fbp0qgMhRtJ8ZPi8GIvzL+uYs4XT/Ur"
@@ -138,3 +138,11 @@ def test_a_write_that_fails_is_the_hosts_error_not_a_crash(tmp_path: Path) -> No
 
     with pytest.raises(VerifyError, match=f"could not add it to {path}"):
         record.add("web-1", 22, KEY_A)
+
+
+@pytest.mark.parametrize("length", [0, 1, 20, 64, 65, 200])
+def test_the_prehashed_pads_compute_the_same_hmac_as_the_standard_library(length: int) -> None:
+    """Salts longer than SHA-1's block are hashed first, as RFC 2104 says; ssh's are 20 bytes."""
+    salt = bytes(n % 256 for n in range(length))
+
+    assert _Sha1Pads(salt).hmac(b"[web-1]:2222") == hmac.digest(salt, b"[web-1]:2222", "sha1")
