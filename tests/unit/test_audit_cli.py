@@ -27,7 +27,7 @@ def inventory(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ([], "one of the arguments --inventory --cloud is required"),
+        ([], "one of the arguments --inventory --cloud"),
         (["--accept-new"], "name the file with --known-hosts FILE (created if missing)"),
         (["--shard", "4/4"], "I counts from 0"),
         (["--concurrency", "0"], "--concurrency 0: expected 1 to 1000"),
