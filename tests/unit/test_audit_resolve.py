@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,27 +32,45 @@ def test_addresses_and_well_formed_names_pass(name: str) -> None:
     assert check_name(name) is None
 
 
-def test_a_hung_resolver_costs_the_timeout_and_no_more(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def hung_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """getaddrinfo as glibc's with an unreachable DNS server: 5 s per attempt and server (here up to 30 s)."""
     release = threading.Event()
     real = socket.getaddrinfo
 
     def hung(host: str, *args: object, **kwargs: object) -> object:
         if kwargs.get("flags") == socket.AI_NUMERICHOST:
             return real(host, *args, **kwargs)  # type: ignore[arg-type]
-        release.wait(30)  # glibc's resolver with an unreachable server: 5 s per attempt and server
+        release.wait(30)
         raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
 
     monkeypatch.setattr(socket, "getaddrinfo", hung)
+    yield
+    release.set()
+
+
+@pytest.mark.usefixtures("hung_resolver")
+def test_a_hung_resolver_costs_the_timeout_and_no_more() -> None:
     started = time.monotonic()
-    try:
-        with pytest.raises(ResolveFailed) as caught:
-            resolve("slow.example.com", 22, 0.5)
-    finally:
-        release.set()
+
+    with pytest.raises(ResolveFailed) as caught:
+        resolve("slow.example.com", 22, 0.5)
 
     assert caught.value.timed_out
     assert time.monotonic() - started < 3  # 0.5 s, loosely: a busy 2-core machine
     assert "took longer than the check's timeout" in str(caught.value)
+
+
+@pytest.mark.usefixtures("hung_resolver")
+def test_the_checks_timeout_covers_dns() -> None:
+    """Before, one host took 6 s at --timeout 1: create_connection's lookup had no bound."""
+    checker = Libssh2Checker({}, HostTrust(), timeout=0.5)
+    started = time.monotonic()
+
+    result = checker.check(Host("web-1", "slow.example.com", 22, "ops", (Path("/k"),)))
+
+    assert result.status is Status.TIMEOUT
+    assert time.monotonic() - started < 3
 
 
 @pytest.mark.parametrize(
