@@ -199,7 +199,7 @@ class KnownHosts:
     distinct salt among hashed lines, and one match per wildcard line; never a
     scan of the plain lines. A file written by `ssh-keygen -H` or
     `HashKnownHosts yes` has a fresh salt on every line, so there one lookup is
-    one HMAC per hashed line (~1 µs each): a caller checking many hosts under a
+    one HMAC per hashed line (microseconds each): a caller checking many hosts under a
     deadline does its lookups up front (`recovery.audit.engine.HostTrust.prepare`).
     """
 

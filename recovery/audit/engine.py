@@ -163,9 +163,10 @@ class HostTrust:
 
         A hashed file (`ssh-keygen -H`) has a salt per line, so a lookup costs one
         HMAC per line: done here, in the calling thread before the checks start, a
-        fleet of H hosts and a file of L hashed lines cost H x L HMACs once (about
-        1 s per million), and each check then finds its host's keys in a dict,
-        in time independent of the file's length.
+        fleet of H hosts and a file of L hashed lines cost H x L HMACs once (a few
+        seconds per million on a busy machine: benchmarks/audit_known_hosts.py),
+        and each check then finds its host's keys in a dict, in time independent
+        of the file's length.
         """
         if self.known_hosts is None:
             return
