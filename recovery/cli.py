@@ -140,7 +140,8 @@ def _add_audit_parser(commands: Any) -> None:
     audit.add_argument(
         "--accept-new",
         action="store_true",
-        help="accept and add to --known-hosts the key of hosts it does not list (as ssh's accept-new)",
+        help="accept and add to --known-hosts (default ~/.ssh/known_hosts) the key of hosts it does not list, "
+        "as ssh's accept-new",
     )
     audit.add_argument(
         "--format", choices=("table", "json", "junit", "prometheus"), default="table", help="report format"

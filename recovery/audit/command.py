@@ -35,7 +35,7 @@ from recovery.audit.render import render, summary_line
 from recovery.audit.scheduler import run_checks
 from recovery.audit.shard import parse_shard
 from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED, UsageError
-from recovery.files import write_atomic
+from recovery.files import make_dirs, write_atomic
 from recovery.hostkeys import KnownHosts, KnownHostsAppender
 
 __all__ = ["MAX_CONCURRENCY", "run_audit"]
@@ -122,12 +122,28 @@ def _check_flags(args: argparse.Namespace) -> None:
     elif not args.user or not args.key:
         raise UsageError("--cloud needs --user and --key: the cloud knows neither")
     if args.accept_new and args.known_hosts is None:
-        raise UsageError(
-            "--accept-new records each new host key, so that the next audit checks it: name the file with "
-            "--known-hosts FILE (created if missing), e.g. --known-hosts ~/.ssh/known_hosts"
-        )
+        # As ssh's StrictHostKeyChecking=accept-new: what is accepted goes to the user's own file,
+        # so the next audit checks it (`--accept-new` alone keeps working as it did, and now records).
+        args.known_hosts = default_known_hosts()
     if args.remediate and not args.yes and not sys.stdin.isatty():
         raise UsageError("--remediate asks before each run: pass --yes when there is no terminal to answer on")
+
+
+def default_known_hosts() -> Path:
+    """~/.ssh/known_hosts, with ~/.ssh made 0700 if it is missing (as ssh makes it).
+
+    Raises:
+        UsageError: ~/.ssh cannot be made.
+    """
+    ssh_dir = Path(os.path.expanduser("~")) / ".ssh"
+    try:
+        make_dirs(ssh_dir)
+    except OSError as exc:
+        raise UsageError(
+            f"--accept-new records the host keys it accepts in {ssh_dir}/known_hosts, but {ssh_dir} cannot be "
+            f"made ({exc.strerror or exc}): name another file with --known-hosts FILE"
+        ) from exc
+    return ssh_dir / "known_hosts"
 
 
 def _trust(args: argparse.Namespace, stack: contextlib.ExitStack) -> HostTrust:

@@ -28,7 +28,6 @@ def inventory(tmp_path: Path) -> Path:
     ("extra", "message"),
     [
         ([], "one of the arguments --inventory --cloud"),
-        (["--accept-new"], "name the file with --known-hosts FILE (created if missing)"),
         (["--shard", "4/4"], "I counts from 0"),
         (["--concurrency", "0"], "--concurrency 0: expected 1 to 1000"),
         (["--timeout", "-1"], "expected a positive number of seconds"),
@@ -101,6 +100,19 @@ def test_accept_new_with_a_known_hosts_file_it_cannot_write_is_exit_two(
     err = capsys.readouterr().err
     assert f"--known-hosts {known_hosts}: --accept-new records the host keys it accepts there" in err
     assert reason in err
+
+
+def test_accept_new_alone_records_in_the_users_known_hosts_as_ssh_does(
+    inventory: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+
+    assert main(["audit", "--inventory", str(inventory), "--accept-new"]) == 1
+
+    assert (home / ".ssh").stat().st_mode & 0o777 == 0o700
+    assert (home / ".ssh" / "known_hosts").stat().st_mode & 0o777 == 0o600
 
 
 def test_accept_new_creates_a_missing_known_hosts_file(inventory: Path, tmp_path: Path) -> None:
