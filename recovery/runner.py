@@ -17,6 +17,7 @@ the step through its context; drivers bound every wait by them.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,7 +31,6 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
 )
 
 from recovery import preflight, templating
@@ -341,13 +341,17 @@ class Runner:
         timeout = spec.timeout or DEFAULT_STEP_TIMEOUT
         deadline = time.monotonic() + timeout
         policy = spec.retry
+        delay, max_delay = (policy.delay, policy.max_delay) if policy else (1.0, 1.0)
         retrying = Retrying(
             stop=stop_after_delay(timeout) | stop_after_attempt(policy.attempts if policy else 1),
-            wait=wait_exponential_jitter(
-                multiplier=policy.delay if policy else 1.0, max=policy.max_delay if policy else 1.0
+            # delay * 2**n plus up to 1 s of jitter, at most max_delay: wait_exponential_jitter's formula,
+            # written out because tenacity renamed its first parameter (`multiplier` fails before 9.2,
+            # `initial` warns from 9.2), so one call works with every tenacity from the floor up.
+            wait=lambda retry_state: min(
+                delay * 2 ** (retry_state.attempt_number - 1) + random.uniform(0, 1), max_delay
             ),
             retry=retry_if_exception(lambda error: isinstance(error, TransientError)),
-            before_sleep=lambda state: self._record_retry(spec, state),
+            before_sleep=lambda retry_state: self._record_retry(spec, retry_state),
             reraise=True,
         )
         for attempt in retrying:
