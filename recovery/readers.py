@@ -21,8 +21,9 @@ cannot take the machine's memory:
 - playbooks and the config: 1 MiB (`TEXT_LIMIT`) and 100,000 YAML nodes;
   the shipped playbooks are under 10 KiB and a few hundred nodes;
 - an inventory: 4 MiB (`INVENTORY_LIMIT`) and 500,000 nodes, about 40,000
-  hosts (an inventory host is 10 to 14 nodes; 10,000 hosts are 0.7 MiB and
-  take 2 s to read on a busy 2-core machine, the worst 4 MiB about 10 s and 170 MB);
+  hosts (an inventory host is 7 to 14 nodes; 10,000 hosts are about 0.6 MiB and
+  take 2 to 4 s to read on a busy 2-core machine, the worst 4 MiB 9 to 17 s and
+  150 MB: benchmarks/readers.py);
 - a known_hosts file: 64 MiB (`KNOWN_HOSTS_LIMIT`), 100,000 hosts with three keys each;
 - a secret or an SSH key file: 64 KiB (`SECRET_LIMIT`); a 16384-bit RSA key is 13 KiB.
 
@@ -35,10 +36,12 @@ that nothing after it can be made to loop or explode:
   after the memory is gone (the consumers walk the tree with aliases expanded);
   an alias inside its own anchor (`&a [*a]`) is refused;
 - nesting deeper than `MAX_DEPTH` levels is refused (the composer is recursive);
-- every scalar is constructed once, so a value that looks like a date but is
-  not one (`2024-13-45`), an integer of 5,000 digits, `=` or a `<<` merge key
-  is reported with its line here, not as a traceback in whoever reads it later.
-  Collections may carry only the plain `!!map` and `!!seq` tags.
+- every scalar that could fail to construct is constructed once, so a value
+  that looks like a date but is not one (`2024-13-45`), an integer of 5,000
+  digits, `=`, a `<<` merge key, or an explicit tag that does not fit its value
+  (`!!bool abc`, `!!map x`) is reported with its line here, not as a traceback
+  in whoever reads it later. Collections may carry only the plain `!!map` and
+  `!!seq` tags, scalars only the standard scalar tags.
 
 Every problem is an `InputFileError` (a `UsageError`: exit 2) whose one-paragraph
 message names the file, and the line where there is one.
@@ -280,8 +283,15 @@ except ImportError:  # PyYAML built without libyaml: its own (slower) scanner an
             yaml.parser.Parser.__init__(self)
 
 
-_COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
-_MERGE = "tag:yaml.org,2002:merge"
+_YAML = "tag:yaml.org,2002:"
+_COLLECTION_TAGS = {_YAML + "map", _YAML + "seq"}
+_MERGE = _YAML + "merge"
+# Scalars with these tags must look like what the tag says (`!!bool abc` does not), which
+# PyYAML checks only for implicit tags: its constructors assume the value matched.
+_TYPED_TAGS = {_YAML + name for name in ("int", "float", "bool", "null", "timestamp")}
+# The constructors that can still fail on a well-formed value: 2024-13-45, 5000 digits, bad base64.
+_CHECKED_TAGS = {_YAML + name for name in ("int", "timestamp", "binary")}
+_SCALAR_TAGS = {_YAML + "str", _YAML + "binary", *_TYPED_TAGS}
 
 
 class _Budget(Exception):
@@ -329,7 +339,8 @@ class _BoundedComposer(yaml.composer.Composer, _Events, yaml.constructor.SafeCon
                 if isinstance(node, yaml.ScalarNode):
                     self._check_scalar(node)
                 elif node.tag not in _COLLECTION_TAGS:
-                    raise _Budget(node.start_mark, f"the tag {node.tag} is not supported here")
+                    tag = node.tag.replace(_YAML, "!!")
+                    raise _Budget(node.start_mark, f"the tag {tag} is not supported on a list or mapping")
             if self.expanded > self.max_nodes:
                 raise _Budget(
                     event.start_mark,
@@ -343,12 +354,18 @@ class _BoundedComposer(yaml.composer.Composer, _Events, yaml.constructor.SafeCon
     def _check_scalar(self, node: yaml.ScalarNode) -> None:
         if node.tag == _MERGE:
             raise _Budget(node.start_mark, "merge keys (<<) are not supported: write the keys out")
-        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-        if node.tag not in self.yaml_constructors:
+        tag = node.tag.replace(_YAML, "!!")
+        if node.tag not in _SCALAR_TAGS:
             raise _Budget(node.start_mark, f"{node.value[:40]!r} is read as {tag}, which is not supported here")
+        if node.tag in _TYPED_TAGS:
+            implicit = self.resolve(yaml.ScalarNode, node.value, (True, False))  # type: ignore[no-untyped-call]
+            if implicit != node.tag:
+                raise _Budget(node.start_mark, f"{node.value[:40]!r} is not a valid {tag}")
+        if node.tag not in _CHECKED_TAGS:
+            return
         try:
             self.construct_object(node)
-        except (ValueError, OverflowError, yaml.YAMLError) as exc:
+        except (ValueError, yaml.YAMLError) as exc:
             reason = str(getattr(exc, "problem", None) or exc).split(";")[0]
             raise _Budget(
                 node.start_mark, f"cannot read {node.value[:40]!r} as {tag}: {reason} (quote it if it is text)"

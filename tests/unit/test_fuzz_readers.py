@@ -38,6 +38,7 @@ FUZZ = settings(
 
 YAML_PIECES = [
     "\n", "\n  ", "\n    ", " ", ": ", "- ", "-", ":", "[", "]", "{", "}", ",", "&a ", "*a", "&b ", "*b", "!!str ",
+    "!!int ", "!!bool ", "!!null ", "!!timestamp ", "!!float ", "!!map ", "!!binary ", "!!omap ",
     "!foo ", "? ", "|", ">", "'", '"', "#", "---", "...", "<<: ", "=", "~", "null", "true", "1", "-2.5", "0x1F",
     "2024-13-45", "1:20", "%YAML 1.1", "\t", "\\", "\x00", "\ufeff", "é", "steps", "id", "uses", "with", "when",
     "keys.generate", "inputs", "secrets", "{{ inputs.x }}", "{{", "}}", "{%", "hosts", "name", "host", "port",
@@ -49,6 +50,7 @@ yaml_ish = st.lists(st.sampled_from(YAML_PIECES), max_size=60).map("".join)
 HOSTILE_VALUES = [
     "2024-13-45", "2001-12-14t21:59:43.10+25:00", "9" * 5000, "=", "<<", "!foo x", "!!binary xx",
     "!!python/object:os.system x", "&a [*a]", "*a", "&a x", "*undefined", "!!set {a}", "1:20:30", ".nan", "~", "",
+    "!!bool abc", "!!timestamp x", "!!int ''", "!!float -", "!!map x", "!!str [1]", "!!null x", "0000-01-01",
     "keys.generate", "key", "ops", "{{ inputs.x }}", "inputs.x == 'y'", "{% if x %}", "[1, *a]", "{a: *a}",
 ]  # fmt: skip
 LINE_KEYS = [

@@ -269,7 +269,15 @@ def test_deep_nesting_is_refused(entry: Entry, tmp_path: Path) -> None:
         ("a:\n  <<: {b: 1}\n", 2, "merge keys (<<) are not supported"),
         ("a: =\n", 1, "'=' is read as !!value, which is not supported"),
         ("a: !python/object:os.system x\n", 1, "is read as !python/object:os.system, which is not supported"),
-        ("a: !!set {b}\n", 1, "the tag tag:yaml.org,2002:set is not supported"),
+        ("a: !!set {b}\n", 1, "the tag !!set is not supported on a list or mapping"),
+        ("a: !!str [1]\n", 1, "the tag !!str is not supported on a list or mapping"),
+        ("a: !!map x\n", 1, "'x' is read as !!map, which is not supported"),
+        ("a: !!bool abc\n", 1, "'abc' is not a valid !!bool"),
+        ("a: !!timestamp abc\n", 1, "'abc' is not a valid !!timestamp"),
+        ("a: !!int ''\n", 1, "'' is not a valid !!int"),
+        ("a: !!float '-'\n", 1, "'-' is not a valid !!float"),
+        ("a: !!binary 'a b'\n", 1, "cannot read 'a b' as !!binary: failed to decode base64 data"),
+        ("a: 2001-12-14t21:59:43.10+25:00\n", 1, "as !!timestamp: offset must be a timedelta"),
         ("a: 1\n---\nb: 2\n", 2, "not valid YAML: but found another document"),
         ("a: 1\nb: \x07\n", 2, "not valid YAML: character U+0007"),
         ("a: *nothing\n", 1, "not valid YAML: found undefined alias"),
@@ -315,6 +323,13 @@ def test_without_libyaml_the_same_limits_hold(
         pure_python_readers.compose_yaml(text, "f.yaml")
     assert caught.value.line == line
     assert reason in caught.value.reason
+
+
+def test_explicit_tags_that_fit_their_value_are_fine() -> None:
+    text = "a: !!int '12'\nb: !!str 1\nc: !!binary aGk=\nd: !!bool yes\ne: !!null ''\nf: !!float 1.5e+999\n"
+    node = readers.compose_yaml(text, "f.yaml")
+    data = readers.construct_yaml(node, "f.yaml")
+    assert data == {"a": 12, "b": "1", "c": b"hi", "d": True, "e": None, "f": float("inf")}
 
 
 def test_aliases_within_the_budget_are_fine() -> None:
