@@ -82,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-e", dest="inputs", action="append", default=[], metavar="NAME=VALUE", help="a playbook input")
     run.add_argument("--secret", action="append", default=[], metavar="NAME=@FILE", help="read a secret from a file")
     run.add_argument("--config", type=Path, help="config file (default: ~/.config/recovery/config.yaml)")
-    run.add_argument("--cloud", help="clouds.yaml entry for cloud steps (default: OS_CLOUD, or cloud.name in config)")
+    run.add_argument(
+        "--cloud",
+        "--os-cloud",
+        metavar="NAME",
+        help="clouds.yaml entry for cloud steps (default: OS_CLOUD, cloud.name in config, or a sourced openrc)",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the plan and what would be typed; change nothing")
     run.add_argument("--journal", type=Path, help="root directory of run journals")
     run.add_argument("--resume", metavar="RUN_ID", help="continue a failed or interrupted run")
@@ -126,7 +131,14 @@ def _add_audit_parser(commands: Any) -> None:
     )
     source = audit.add_mutually_exclusive_group(required=True)
     source.add_argument("--inventory", type=Path, metavar="FILE", help="YAML inventory (hosts: and defaults:)")
-    source.add_argument("--cloud", metavar="NAME", help="audit every server of this clouds.yaml entry")
+    source.add_argument(
+        "--cloud",
+        "--os-cloud",
+        metavar="NAME",
+        nargs="?",
+        const="",
+        help="audit every server of this clouds.yaml entry (no NAME: OS_CLOUD, or a sourced openrc)",
+    )
     audit.add_argument("--server-filter", metavar="REGEX", help="with --cloud: only servers whose name matches")
     audit.add_argument("--network", help="with --cloud: network whose fixed address to use, lacking a floating one")
     audit.add_argument("--check-console", action="store_true", help="with --cloud: also check a console can be opened")

@@ -24,8 +24,11 @@ to the cloud's support.
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import re
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -40,11 +43,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONSOLE_KINDS",
+    "ENVVARS_CLOUD",
+    "NO_CLOUD",
     "Cloud",
     "KeyPairInfo",
     "OpenStackCloud",
     "Server",
+    "check_config",
+    "cloud_to_use",
     "connect",
+    "global_request_id",
     "parse_host_key_fingerprints",
     "select_ssh_address",
 ]
@@ -69,6 +77,19 @@ _TRANSIENT_STATUSES = frozenset({409, 429})
 # exact name; a name with none of them is sent as a (superset) filter.
 _REGEX_SPECIAL = frozenset("\\[](){}*+?^$|")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
+# openstacksdk's name for the cloud it builds from the OS_* variables of a sourced openrc
+# file (OS_CLOUD_NAME renames it).
+ENVVARS_CLOUD = "envvars"
+NO_CLOUD = (
+    "none is named: pass --cloud NAME (a clouds.yaml entry) or set OS_CLOUD, or source the cloud's "
+    "openrc file (OS_AUTH_URL and the other OS_* variables)"
+)
+# Sent as the User-Agent's first product, so the cloud's logs say who called.
+_APP_NAME = "recovery"
+# keystoneauth's spelling: the session's extra headers must not add a second, differently cased one.
+_REQUEST_ID_HEADER = "X-Openstack-Request-Id"
+# Global request IDs are derived from run IDs in this namespace (any fixed UUID would do).
+_RUN_NAMESPACE = uuid.UUID("8f3c2a4e-5b1d-4c6e-9a7f-2d0b1e3c4a5f")
 
 _BLOCK_BEGIN = "-----BEGIN SSH HOST KEY FINGERPRINTS-----"
 _BLOCK_END = "-----END SSH HOST KEY FINGERPRINTS-----"
@@ -119,34 +140,81 @@ class Cloud(Protocol):
     def list_keypairs(self) -> list[KeyPairInfo]: ...
     def list_servers(self) -> list[Server]: ...
     def close(self) -> None: ...
+    @property
+    def connection(self) -> Connection:
+        """The openstacksdk connection, for drivers of the cloud's other services (Swift): one login."""
+        ...
 
 
-def connect(cloud_name: str | None) -> OpenStackCloud:
-    """Open a cloud from clouds.yaml (and secure.yaml), found the standard openstacksdk way.
+def cloud_to_use(name: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The cloud to talk to, or None when nothing names one: the one rule every caller follows.
 
-    Nothing is sent over the network here: authentication happens on the first call.
+    `name` (from --cloud or the config) wins; then OS_CLOUD; then, when an openrc
+    file was sourced (OS_AUTH_URL is set), the cloud openstacksdk builds from the
+    OS_* variables, `envvars`. Nothing else: openstacksdk would also pick the only
+    entry of a clouds.yaml unasked, and a recovery must not touch a cloud nobody named.
+    """
+    env = os.environ if environ is None else environ
+    if name:
+        return name
+    if env.get("OS_CLOUD"):
+        return env["OS_CLOUD"]
+    if env.get("OS_AUTH_URL"):
+        return env.get("OS_CLOUD_NAME") or ENVVARS_CLOUD
+    return None
+
+
+def global_request_id(run_id: str) -> str:
+    """The X-OpenStack-Request-ID every call of run `run_id` carries, resumed attempts included.
+
+    Nova, Keystone and Swift log it next to their own request IDs, so an operator
+    given the run's report can find all its calls. The form `req-<uuid>` is the only
+    one oslo.middleware accepts (it drops any other).
+    """
+    return f"req-{uuid.uuid5(_RUN_NAMESPACE, run_id)}"
+
+
+def connect(cloud_name: str | None, *, request_id: str | None = None) -> OpenStackCloud:
+    """Open a cloud from clouds.yaml (and secure.yaml), or from an openrc's OS_* variables.
+
+    Nothing is sent over the network here: authentication happens on the first call,
+    once per connection (every service of the cloud shares its token).
 
     Args:
-        cloud_name: the clouds.yaml entry; None means OS_CLOUD, or the OS_* variables.
+        cloud_name: the clouds.yaml entry; None means `cloud_to_use`'s rule.
+        request_id: the global request ID to send with every call (`global_request_id`).
 
     Returns:
         The open cloud; close it (or use it as a context manager) when done.
 
     Raises:
-        ConfigError: the cloud is not in any clouds.yaml (the message lists the ones
-            that are, and where they were found), or its entry is invalid.
+        ConfigError: no cloud is named; a clouds.yaml cannot be parsed; the cloud is not
+            in any clouds.yaml (the message lists the ones that are, and where they were
+            found); or its entry is invalid.
     """
+    name = cloud_to_use(cloud_name)
+    if name is None:
+        raise ConfigError(f"no cloud to connect to: {NO_CLOUD}")
     import openstack.config
     import openstack.connection
     from openstack import exceptions as sdk
 
+    from recovery import __version__
+
+    problem = _unparsable_config()
+    if problem:
+        raise ConfigError(problem)
     try:
-        region = openstack.config.get_cloud_region(cloud=cloud_name)
+        region = openstack.config.get_cloud_region(cloud=name, app_name=_APP_NAME, app_version=__version__)
+        if region.config.get("api_timeout") is None:
+            region.config["api_timeout"] = _API_TIMEOUT
+        if request_id:
+            # The connection sends it with API calls only; on the session it also goes with
+            # the Keystone login and version discovery, so Keystone's log has the run too.
+            region.get_session().additional_headers[_REQUEST_ID_HEADER] = request_id
     except sdk.ConfigException as exc:
-        raise ConfigError(_config_problem(cloud_name, exc)) from exc
-    if region.config.get("api_timeout") is None:
-        region.config["api_timeout"] = _API_TIMEOUT
-    return OpenStackCloud(openstack.connection.Connection(config=region), cloud_name or region.name)
+        raise ConfigError(_config_problem(name, exc)) from exc
+    return OpenStackCloud(openstack.connection.Connection(config=region, global_request_id=request_id), name)
 
 
 def check_config(cloud_name: str) -> str | None:
@@ -154,11 +222,61 @@ def check_config(cloud_name: str) -> str | None:
     import openstack.config
     from openstack import exceptions as sdk
 
+    problem = _unparsable_config()
+    if problem:
+        return problem
     try:
         openstack.config.get_cloud_region(cloud=cloud_name)
     except sdk.ConfigException as exc:
         return _config_problem(cloud_name, exc)
     return None
+
+
+def _unparsable_config() -> str | None:
+    """The clouds.yaml or secure.yaml openstacksdk would read first, if it cannot be parsed.
+
+    openstacksdk logs a warning, skips such a file and reads the next one, or none:
+    the user then hears "cloud not found" about a file they can see has the cloud,
+    or gets another file's cloud of the same name.
+    """
+    import yaml
+    from openstack.config import loader
+
+    for override, files in (
+        ("OS_CLIENT_CONFIG_FILE", loader.CONFIG_FILES),
+        ("OS_CLIENT_SECURE_FILE", loader.SECURE_FILES),
+    ):
+        chosen = os.environ.get(override)
+        for path in [chosen, *files] if chosen else files:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    text = handle.read()
+            except OSError:
+                continue  # missing or unreadable: openstacksdk looks further too
+            try:
+                if path.endswith("json"):
+                    json.loads(text)
+                else:
+                    yaml.safe_load(text)
+            except (ValueError, yaml.YAMLError) as exc:
+                return (
+                    f"{path} cannot be parsed ({_parse_problem(exc)}), so openstacksdk would skip it: "
+                    "fix the file, or point OS_CLIENT_CONFIG_FILE at another one"
+                )
+            break  # the file openstacksdk reads: the later ones are not looked at
+    return None
+
+
+def _parse_problem(exc: Exception) -> str:
+    """`line 3, column 1: found character '\\t' ...`: where in the file, and what, without the parser's prose."""
+    import yaml
+
+    if isinstance(exc, json.JSONDecodeError):
+        return f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    return " ".join(str(exc).split())
 
 
 def _config_problem(cloud_name: str | None, exc: Exception) -> str:
@@ -167,12 +285,17 @@ def _config_problem(cloud_name: str | None, exc: Exception) -> str:
 
     try:
         config = loader.OpenStackConfig()
-        names = sorted(name for name in config.get_cloud_names() if name != "envvars")
+        names = sorted(name for name in config.get_cloud_names() if name != ENVVARS_CLOUD)
         where = config.config_filename
     except Exception:
         # The configuration that just failed may well fail again; say what we know.
         names, where = [], None
-    if cloud_name and cloud_name not in names:
+    if cloud_name == ENVVARS_CLOUD and not os.environ.get("OS_AUTH_URL"):
+        return (
+            f"cloud {ENVVARS_CLOUD!r} is the one openstacksdk builds from the OS_* variables of an openrc "
+            "file, and OS_AUTH_URL is not set: source the cloud's openrc file first"
+        )
+    if cloud_name and cloud_name != ENVVARS_CLOUD and cloud_name not in names:
         if not where:
             return (
                 f"cloud {cloud_name!r} is not configured: no clouds.yaml was found (searched "
@@ -205,6 +328,11 @@ class OpenStackCloud:
     def close(self) -> None:
         """Close the connection's HTTP session. Safe to call twice."""
         self._conn.close()
+
+    @property
+    def connection(self) -> Connection:
+        """The connection itself, still owned by this object: its token serves every service."""
+        return self._conn
 
     # -- servers ---------------------------------------------------------------------
 

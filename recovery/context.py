@@ -58,23 +58,27 @@ class StepContext:
         self.shared.cleanups.append(Cleanup(description, action))
 
     def require_cloud(self) -> Cloud:
-        """The run's cloud connection, opened on first use from --cloud, OS_CLOUD or the config.
+        """The run's one cloud connection, opened on first use; every step and driver shares it.
+
+        The cloud is the one `recovery.cloud.cloud_to_use` picks (--cloud, OS_CLOUD,
+        the config, or a sourced openrc). Every call carries the run's global request
+        ID, which the journal and the report record for the cloud's operators.
 
         Raises:
             StepError: no cloud is named anywhere.
         """
         if self.shared.cloud is None:
-            name = self.config.cloud.name
-            if not name:
-                raise StepError(
-                    "this step talks to a cloud, but none is named: pass --cloud NAME (an entry of "
-                    "clouds.yaml) or set OS_CLOUD"
-                )
-            from recovery.cloud import connect
+            from recovery.cloud import NO_CLOUD, cloud_to_use, connect, global_request_id
 
-            cloud = connect(name)
+            name = cloud_to_use(self.config.cloud.name)
+            if name is None:
+                raise StepError(f"this step talks to a cloud, but {NO_CLOUD}")
+            request_id = global_request_id(self.run_id)
+            cloud = connect(name, request_id=request_id)
             self.shared.cloud = cloud
             self.defer(f"closed the connection to cloud {name}", cloud.close)
+            self.report.global_request_id = request_id
+            self.journal.event("cloud_connected", cloud=name, global_request_id=request_id)
         return self.shared.cloud
 
     def require_console(self) -> ConsoleSession:

@@ -35,6 +35,8 @@ class RunReport:
     seconds: float = 0.0
     failed_step: str | None = None
     error: str | None = None
+    # X-OpenStack-Request-ID of every cloud call; None when the run made none.
+    global_request_id: str | None = None
     timeline: list[StepRecord] = field(default_factory=list)
     keys: list[dict[str, Any]] = field(default_factory=list)
     typed: list[str] = field(default_factory=list)
@@ -66,6 +68,8 @@ def render_markdown(report: RunReport) -> str:
         out.append(f"- Failed step: `{report.failed_step}`: {report.error}")
     elif report.error:
         out.append(f"- Error: {report.error}")
+    if report.global_request_id:
+        out.append(f"- Cloud calls: global request ID `{report.global_request_id}` (in Nova, Keystone and Swift logs)")
     out.append("")
     if report.proof:
         proof = report.proof

@@ -471,11 +471,7 @@ def _check_host_rewrite(value: str) -> str:
 
 
 def _connect(cloud: str) -> Connection:
-    """Open clouds.yaml entry `cloud`; openstack is imported only when a cloud is named."""
-    import openstack
-    from openstack import exceptions as sdk
+    """Open clouds.yaml entry `cloud` as a run does (timeouts, app name), imported only when named."""
+    from recovery.cloud import connect
 
-    try:
-        return openstack.connect(cloud=cloud)
-    except sdk.ConfigException as exc:
-        raise ConfigError(f"cloud {cloud!r}: {exc}") from exc
+    return connect(cloud).connection

@@ -1,6 +1,6 @@
 """cloud.*: find the VM, get its console URL and host key, manage Nova key pairs.
 
-Every step here talks to the cloud named by --cloud, OS_CLOUD or the config,
+Every step here talks to the cloud named by --cloud, OS_CLOUD, the config or an openrc,
 through `recovery.cloud` (the only module that imports openstack). They are all
 safe to retry on a transient cloud error (5xx, 409, a reset connection).
 """
@@ -11,18 +11,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from recovery.cloud import NO_CLOUD, cloud_to_use
 from recovery.config import Config
 from recovery.context import StepContext
 from recovery.registry import Outputs, doc, step
 
 
 def cloud_named(values: Mapping[str, object], config: Config) -> list[str]:
-    """Pre-flight of every step that talks to the cloud: one is named, and clouds.yaml has it."""
-    if not config.cloud.name:
-        return ["this step talks to a cloud, but none is named: pass --cloud NAME (a clouds.yaml entry) or OS_CLOUD"]
+    """Pre-flight of every step that talks to the cloud: `StepContext.require_cloud` finds one, and it is configured."""
+    name = cloud_to_use(config.cloud.name)
+    if name is None:
+        return [f"this step talks to a cloud, but {NO_CLOUD}"]
     from recovery.cloud import check_config
 
-    problem = check_config(config.cloud.name)
+    problem = check_config(name)
     return [problem] if problem else []
 
 
@@ -51,7 +53,8 @@ def find_server(ctx: StepContext, params: FindParams) -> Outputs:
     cloud = ctx.require_cloud()
     server = cloud.find_server(params.server)
     host = cloud.ssh_address(server, params.network)
-    ctx.report.notes.append(f"server {server.name} ({server.id}) found in cloud {ctx.config.cloud.name}; SSH at {host}")
+    where = cloud_to_use(ctx.config.cloud.name)
+    ctx.report.notes.append(f"server {server.name} ({server.id}) found in cloud {where}; SSH at {host}")
     return {"id": server.id, "name": server.name, "status": server.status, "ssh_host": host}
 
 

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
+from recovery.cloud import NO_CLOUD, cloud_to_use
 from recovery.config import Config
 from recovery.context import StepContext
 from recovery.errors import StepError
 from recovery.publishers import Publisher
 from recovery.registry import Outputs, doc, step
+from recovery.steps.cloud import cloud_named
 
 PUBLISH_OUTPUTS = {
     "url": "where the VM downloads the key (a secret); null when typed inline",
@@ -74,13 +76,12 @@ def _http_publisher(ctx: StepContext, bind: str | None, advertise_host: str | No
 def _swift_publisher(
     ctx: StepContext, container: str | None = None, digest: str | None = None, host_rewrite: str | None = None
 ) -> Publisher:
+    """Swift through the run's cloud connection: the token Nova got serves Swift too (one login)."""
     from recovery.publishers.swift import SwiftPublisher
 
-    if not ctx.config.cloud.name:
-        raise StepError("publishing to Swift needs a cloud: pass --cloud NAME (a clouds.yaml entry) or set OS_CLOUD")
     settings = ctx.config.publish.swift
     return SwiftPublisher(
-        cloud=ctx.config.cloud.name,
+        connection=ctx.require_cloud().connection,
         container=container or settings.container,
         digest=digest or settings.digest,
         key_scope=settings.key_scope,
@@ -140,7 +141,7 @@ class SwiftParams:
     host_rewrite: str | None = doc("scheme://host:port the VM uses to reach object storage", default=None)
 
 
-@step("publish.swift", params=SwiftParams, outputs=PUBLISH_OUTPUTS, repeatable=True, retryable=True)
+@step("publish.swift", params=SwiftParams, outputs=PUBLISH_OUTPUTS, repeatable=True, retryable=True, check=cloud_named)
 def swift(ctx: StepContext, params: SwiftParams) -> Outputs:
     """Store the key in a private Swift container behind a short-lived TempURL, deleted at cleanup."""
     publisher = _swift_publisher(ctx, params.container, params.digest, params.host_rewrite)
@@ -173,8 +174,8 @@ def _predict(values: Mapping[str, object]) -> Mapping[str, object]:
 
 def _storage_configured(values: Mapping[str, object], config: Config) -> list[str]:
     method = values.get("method")
-    if method == "swift" and not config.cloud.name:
-        return ["publish=swift needs a cloud: pass --cloud NAME (a clouds.yaml entry) or set OS_CLOUD"]
+    if method == "swift" and cloud_to_use(config.cloud.name) is None:
+        return [f"publish=swift needs a cloud, but {NO_CLOUD}"]
     if method == "s3" and not config.publish.s3.bucket:
         return ["publish=s3 needs a bucket: set publish.s3.bucket in the config"]
     return []
@@ -216,7 +217,7 @@ def publish_key(ctx: StepContext, params: KeyParams) -> Outputs:
 
 def _choose(ctx: StepContext) -> str:
     """auto: swift if the cloud's catalog has object storage, else s3 if configured, else inline."""
-    if ctx.config.cloud.name and ctx.require_cloud().has_object_store():
+    if cloud_to_use(ctx.config.cloud.name) and ctx.require_cloud().has_object_store():
         return "swift"
     if ctx.config.publish.s3.bucket:
         return "s3"

@@ -103,6 +103,13 @@ class NovaCloud:
         path.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
         return path
 
+    def api_requests(self) -> list[dict[str, Any]]:
+        """Every compute API request so far, as the server logged it: method, path,
+        global_request_id (the client's X-OpenStack-Request-ID) and user_agent."""
+        marker = "api request "
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return [json.loads(line.split(marker, 1)[1]) for line in text.splitlines() if marker in line]
+
     def log_tail(self, lines: int = 40) -> str:
         """The end of Nova's stderr log, for failure messages."""
         return _tail(self.log_path, lines)

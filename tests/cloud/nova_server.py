@@ -83,6 +83,9 @@ from nova.tests.functional import integrated_helpers  # noqa: E402
 from nova.virt import fake  # noqa: E402
 
 LOG = logging.getLogger("nova_server")
+# INFO whatever the root level: one line per API request (see _AuthHeaders).
+REQUEST_LOG = logging.getLogger("nova_server.requests")
+REQUEST_LOG.setLevel(logging.INFO)
 HOST = "127.0.0.1"
 NETWORK_CIDR = "10.0.0.0/24"
 IMAGE_ID = "155d900f-4e14-4e4c-a73d-069cbf4541e6"  # the Glance fixture's first image
@@ -259,13 +262,25 @@ def cap_microversion(maximum: str) -> None:
 
 
 class _AuthHeaders:
-    """Inject the identity headers that Nova's stubbed keystone context reads."""
+    """Inject the identity headers that Nova's stubbed keystone context reads, and log each request.
+
+    The request line (`api request {json}`: method, path, the client's
+    X-OpenStack-Request-ID and User-Agent) is what a cloud operator searches
+    Nova's logs for; tests read it from the log file. Tokens are never logged.
+    """
 
     def __init__(self, app: Any, project_id: str) -> None:
         self.app = app
         self.project_id = project_id
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        seen = {
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "global_request_id": environ.get("HTTP_X_OPENSTACK_REQUEST_ID"),
+            "user_agent": environ.get("HTTP_USER_AGENT"),
+        }
+        REQUEST_LOG.info("api request %s", json.dumps(seen))
         environ["HTTP_X_AUTH_USER"] = "admin"
         environ["HTTP_X_AUTH_PROJECT_ID"] = self.project_id
         environ["HTTP_X_ROLES"] = ROLES
