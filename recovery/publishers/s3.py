@@ -209,9 +209,7 @@ def _describe(what: str, status: int, said: str, request_id: str | None) -> str:
     return f"S3 refused {what} ({detail})" + (f": {said}" if said else "")
 
 
-def _client(
-    endpoint: str | None, region: str | None, keys: tuple[str, str] | None, timeout: float
-) -> tuple[Any, str]:
+def _client(endpoint: str | None, region: str | None, keys: tuple[str, str] | None, timeout: float) -> tuple[Any, str]:
     """A client signing with `keys`, or with what botocore's credential chain finds; and its region."""
     try:
         import botocore.session
