@@ -81,16 +81,26 @@ def masked_url(url: Text) -> str:
     """The URL with user info and every query value masked: tokens and signatures live there.
 
     Text that is not a URL with a scheme and a host is masked whole: a sensitive value
-    of another shape (a bare token) must not be shown just because it has no query.
+    of another shape (a bare token) must not be shown just because it has no query. A
+    path segment that looks like a token (16 or more URL characters, a digit among them:
+    a UUID, base64) is masked too; `vnc_auto.html` or `websockify` stay readable.
     """
-    parts = urlsplit(reveal(url))
+    try:
+        parts = urlsplit(reveal(url))
+        port = parts.port
+    except ValueError:  # a bad port or bracket: not a URL we can take apart
+        return MASK
     if not parts.scheme or not parts.netloc:
         return MASK
     query = urlencode([(name, MASK) for name, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
     netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    if port:
+        netloc += f":{port}"
+    path = "/".join(MASK if _TOKEN_LIKE.fullmatch(segment) else segment for segment in parts.path.split("/"))
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
+
+
+_TOKEN_LIKE = re.compile(r"(?=[^/]*[0-9])[A-Za-z0-9._~%+=-]{16,}")
 
 
 def _without_noise(text: str) -> tuple[str, list[int], list[int]]:

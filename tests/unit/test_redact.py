@@ -78,7 +78,14 @@ def test_secrets_shorter_than_four_characters_are_not_scrubbed_but_flagged() -> 
 
 def test_a_sensitive_value_that_is_not_a_url_is_masked_whole() -> None:
     assert masked_url("hunter2-but-longer") == MASK
+    assert masked_url("ws://h:99999/x") == MASK  # not a URL after all: a port out of range
     assert masked_url("ws://h:6083/?token=abc") == "ws://h:6083/?token=***"
+
+
+def test_a_token_in_a_url_path_is_masked_and_ordinary_path_segments_stay() -> None:
+    token = "3f2b9c1e-6f0a-4c8e-9d2b-7a1e5c4f8b90"
+    assert masked_url(f"wss://console.example:443/serial/{token}/attach") == "wss://console.example:443/serial/***/attach"
+    assert masked_url("http://h:6080/vnc_auto.html?path=websockify") == "http://h:6080/vnc_auto.html?path=***"
 
 
 def test_credentials_inside_a_secret_url_are_scrubbed_on_their_own() -> None:
