@@ -155,7 +155,11 @@ class Runner:
             self._always_phase()
             self.report.finished_at = _now()
             self.report.seconds = round(time.monotonic() - started, 3)
-            unsaved = self._save_outcome()
+            try:
+                unsaved = self._save_outcome()
+            except KeyboardInterrupt:  # a Ctrl-C in the last milliseconds must not cost the report
+                self.report.notes.append("a Ctrl-C arrived while this report was being saved; saved again")
+                unsaved = self._save_outcome()
         if interrupted:
             raise KeyboardInterrupt
         if unsaved is not None:

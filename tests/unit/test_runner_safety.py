@@ -274,3 +274,22 @@ def test_a_run_with_its_own_key_path_resumes_past_the_pre_flight(tmp_path: Path)
         previous = journal.load_steps()
         report = Runner(RunRequest(playbook, {"fail": fail}, {}, Config()), journal, previous=previous).run()
         assert (report.status, report.failed_step) == (status, "work" if fail else None), report.error
+
+
+def test_a_ctrl_c_while_the_report_is_saved_does_not_cost_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Journal.write_json
+    pressed: list[str] = []
+
+    def write_json(self: Journal, name: str, data: object) -> None:
+        if name == "report.json" and not pressed:
+            pressed.append(name)
+            raise KeyboardInterrupt
+        real(self, name, data)
+
+    monkeypatch.setattr(Journal, "write_json", write_json)
+    report, journal = run(tmp_path, "steps:\n  - id: a\n    uses: test.record\n")
+    saved = json.loads(journal.path("report.json").read_text())
+    assert saved["status"] == report.status == "succeeded"
+    assert "a Ctrl-C arrived while this report was being saved; saved again" in saved["notes"]
