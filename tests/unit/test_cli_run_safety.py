@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -170,3 +171,33 @@ def test_a_stop_signal_cleans_up_writes_the_report_and_exits_130(signum: signal.
     assert f"report: {run_dir / 'report.md'}; resume with: --resume {run_dir.name}" in err
     assert "cleanup done (newest first): " in err
     assert TOKEN not in err + out + "".join(p.read_text() for p in run_dir.rglob("*") if p.is_file())
+
+
+def test_a_secret_too_short_to_mask_turns_debug_output_and_the_transcript_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book = tmp_path / "book.yaml"
+    book.write_text(
+        "inputs:\n  console_url: {type: string, sensitive: true}\n"
+        "secrets:\n  pw: {env: TEST_SHORT_PW}\n"
+        "steps:\n  - id: console\n    uses: console.open\n    with: {url: '{{ inputs.console_url }}'}\n"
+        "  - id: login\n    uses: console.login\n    with: {user: ops, password: '{{ secrets.pw }}'}\n"
+    )
+    monkeypatch.setenv("TEST_SHORT_PW", "ab1")
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: the console step fails at once
+    code = main(["-vv", "run", str(book), "--journal", str(tmp_path / "runs"),
+                 "-e", f"console_url=ws://127.0.0.1:{port}/?token={TOKEN}"])
+    logging.getLogger("recovery.console").debug("recv 'Password: ab1'")  # what -vv would show of console I/O
+    logging.getLogger("recovery.console").info("still said: info")
+    logging.getLogger().handlers.clear()
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "debug output is off for this run: a secret shorter than 4 characters" in err
+    assert "Password: ab1" not in err
+    assert "still said: info" in err
+    run_dir = next((tmp_path / "runs").glob("2*"))
+    assert not (run_dir / "transcript.log").exists()
+    notes = json.loads((run_dir / "report.json").read_text())["notes"]
+    assert any("no transcript and no debug output were kept" in note and "secrets.pw" in note for note in notes)
