@@ -18,7 +18,7 @@ from recovery.journal import to_jsonable
 class StepRecord:
     id: str
     uses: str
-    status: str  # succeeded | failed | skipped | resumed
+    status: str  # succeeded | failed | skipped | resumed | interrupted (cut off: it may have changed the VM)
     seconds: float = 0.0
     attempts: int = 0
     error: str | None = None
