@@ -27,7 +27,7 @@ from recovery.config import Config
 from recovery.publishers.swift import SwiftPublisher
 from recovery.steps.cloud import cloud_named
 from tests.cloud.keystone_fixture import REGION, KeystoneServer, running_keystone, running_swift_with_keystone
-from tests.cloud.nova_fixture import NovaServerSpec, running_nova
+from tests.cloud.nova_fixture import NovaCloud, NovaServerSpec, running_nova
 from tests.cloud.recording_proxy import recording_proxy
 from tests.cloud.swift_fixture import SwiftCluster
 
@@ -140,26 +140,37 @@ steps:
 """
 
 
+@pytest.fixture(scope="module")
+def nova() -> Iterator[NovaCloud]:
+    """The test Nova, as the compute endpoint of the openrc user (it takes any token, Keystone's too)."""
+    with running_nova(None, None, [NovaServerSpec("web-1", "10.0.0.5", floating_ip="127.0.0.1")]) as cloud:
+        yield cloud
+
+
+def recovery(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI, as a user runs it in a shell where an openrc file was sourced."""
+    return subprocess.run(
+        [sys.executable, "-m", "recovery", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def openrc_shell(auth_url: str, nova: NovaCloud, tmp_path: Path) -> dict[str, str]:
+    env = without_openstack_variables(dict(os.environ), tmp_path) | openrc(auth_url)
+    return env | {"OS_COMPUTE_ENDPOINT_OVERRIDE": nova.compute_url, "RECOVERY_KEYS_DIR": str(tmp_path / "keys")}
+
+
 def test_a_run_logs_in_once_for_nova_and_swift_and_every_call_carries_its_request_id(
-    keystone: KeystoneServer, swift: SwiftCluster, project_id: str, tmp_path: Path
+    keystone: KeystoneServer, swift: SwiftCluster, nova: NovaCloud, project_id: str, tmp_path: Path
 ) -> None:
     playbook = tmp_path / "cloud-calls.yaml"
     playbook.write_text(PLAYBOOK, encoding="utf-8")
     runs = tmp_path / "runs"
-    servers = [NovaServerSpec("web-1", "10.0.0.5", floating_ip="127.0.0.1")]
     # The run's auth URL is a recording proxy: Keystone's own log does not say whose token it issued.
-    with recording_proxy(keystone.url) as identity, running_nova(None, None, servers) as nova:
-        env = without_openstack_variables(dict(os.environ), tmp_path) | openrc(identity.url)
-        env |= {"OS_COMPUTE_ENDPOINT_OVERRIDE": nova.compute_url, "RECOVERY_KEYS_DIR": str(tmp_path / "keys")}
-        result = subprocess.run(
-            [sys.executable, "-m", "recovery", "run", str(playbook), "--journal", str(runs), "-e", "server=web-1"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+    with recording_proxy(keystone.url) as identity:
+        env = openrc_shell(identity.url, nova, tmp_path)
+        result = recovery(env, "run", str(playbook), "--journal", str(runs), "-e", "server=web-1")
         assert result.returncode == 0, result.stderr
-        nova_requests = nova.api_requests()
+    nova_requests = nova.api_requests()
 
     (run_dir,) = (report.parent for report in runs.glob("*/report.json"))
     report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
@@ -192,3 +203,17 @@ def test_a_run_logs_in_once_for_nova_and_swift_and_every_call_carries_its_reques
     assert any(" PUT /v1/AUTH_" in line for line in tagged), tagged
     assert any(" DELETE /v1/AUTH_" in line for line in tagged), tagged
     assert all(f"recovery/{__version__}" in line for line in tagged), tagged
+
+
+def test_audit_cloud_without_a_name_audits_the_openrc_cloud(
+    keystone: KeystoneServer, nova: NovaCloud, project_id: str, tmp_path: Path
+) -> None:
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30)
+    env = openrc_shell(keystone.url, nova, tmp_path)
+    result = recovery(
+        env, "audit", "--cloud", "--user", "nobody", "--key", str(key), "--timeout", "2", "--format", "json"
+    )
+    assert result.returncode in (0, 1), result.stderr  # whatever 127.0.0.1:22 answers, the cloud was listed
+    (host,) = json.loads(result.stdout)["hosts"]
+    assert host["name"] == "web-1"
