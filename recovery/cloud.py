@@ -249,8 +249,8 @@ def _unparsable_config() -> str | None:
         chosen = os.environ.get(override)
         for path in [chosen, *files] if chosen else files:
             try:
-                with open(path, encoding="utf-8") as handle:
-                    text = handle.read()
+                with open(path, "rb") as handle:
+                    text = handle.read()  # bytes: an encoding problem is a parse problem, reported below
             except OSError:
                 continue  # missing or unreadable: openstacksdk looks further too
             try:

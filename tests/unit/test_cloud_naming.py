@@ -97,6 +97,14 @@ def test_a_clouds_yaml_that_does_not_parse_is_reported_as_such(tmp_path: Path, t
         connect("mycloud")
 
 
+def test_a_clouds_yaml_that_is_not_utf8_is_reported_as_such(tmp_path: Path) -> None:
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_bytes(b"clouds:\n  mycloud:\n    region_name: R\xe9gion\n")  # Latin-1
+    problem = check_config("mycloud")
+    assert problem is not None
+    assert problem.startswith(f"{clouds} cannot be parsed")
+
+
 def test_a_broken_secure_yaml_is_reported_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "clouds.yaml").write_text("clouds:\n  mycloud:\n    auth_type: none\n", encoding="utf-8")
     secure = tmp_path / "secure.yaml"
