@@ -143,8 +143,10 @@ class SwiftPublisher(ClosingPublisher):
     container and the Temp-URL key are looked up then, once, and reused.
 
     Args:
-        connection: an openstacksdk ``Connection``; the caller keeps owning it.
-        cloud: instead of `connection`, a clouds.yaml entry to connect to (closed by `close`).
+        connection: an openstacksdk ``Connection``; the caller keeps owning it. A run passes
+            its own (`StepContext.require_cloud`), so Swift reuses the token Nova got.
+        cloud: instead of `connection`, a cloud to connect to as `recovery.cloud.connect`
+            does ("" follows its rule: OS_CLOUD, or a sourced openrc); closed by `close`.
         container: container for published keys; created without ACLs when missing, and
             refused when its read ACL makes it public (``.r:``).
         digest: ``auto`` (the best of sha512/sha256 the cluster allows), or sha512,
