@@ -151,5 +151,6 @@ def test_dry_run_of_an_inline_publish_shows_the_inline_command(capsys: pytest.Ca
     typed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("       | ")]
     assert typed
     script = "\n".join(typed)
-    assert "wget" not in script and "curl" not in script
+    assert "wget" not in script
+    assert "curl" not in script
     assert "ssh-ed25519 " in script

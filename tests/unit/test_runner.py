@@ -139,7 +139,7 @@ steps:
 
 
 def test_a_template_that_cannot_render_is_refused_before_any_step_runs(tmp_path: Path) -> None:
-    with pytest.raises(PreflightError, match="step use .*cannot be joined with text") as caught:
+    with pytest.raises(PreflightError, match=r"step use .*cannot be joined with text") as caught:
         run(
             tmp_path,
             """
