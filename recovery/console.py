@@ -28,18 +28,23 @@ from recovery.redact import Secret, Text, reveal, scrub
 
 log = logging.getLogger(__name__)
 
-# CSI (including bracketed-paste toggles such as ESC[?2004h), OSC and two-byte escapes.
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[=>78M]")
-# The start of an escape sequence that may still be completed by the next piece of output.
-_ANSI_PARTIAL = re.compile(r"\x1b(?:\[[0-9;?]*[ -/]*|\][^\x07\x1b]*\x1b?|[()])?\Z")
+# CSI (including bracketed-paste toggles such as ESC[?2004h), OSC and two-byte escapes; bounded, so
+# that one cut short can be held back (_ANSI_PARTIAL) until the next piece of output completes it.
+_ANSI = re.compile(
+    r"\x1b\[[0-9;?]{0,32}[ -/]{0,4}[@-~]|\x1b\][^\x07\x1b]{0,200}(?:\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[=>78M]"
+)
+_ANSI_PARTIAL = re.compile(r"\x1b(?:\[[0-9;?]{0,32}[ -/]{0,4}|\][^\x07\x1b]{0,200}\x1b?|[()])?\Z")
+_MAX_ESCAPE = 256  # longer than any sequence _ANSI matches
 _CURSOR_QUERY = "\x1b[6n"  # busybox ash asks where the cursor is; a terminal must answer
 _CURSOR_ANSWER = "\x1b[24;1R"
 # A kernel message printed on the console, `[   12.345678] text`: printk writes it wherever the cursor
-# is, in the middle of a prompt too, and the program that printed the prompt is still waiting.
-_KERNEL_MESSAGE = re.compile(r"\[ *\d+\.\d{6}\] [^\n]*\n")
-_KERNEL_PARTIAL = re.compile(r"\[ *(?:\d+(?:\.\d{0,6}(?:\](?: [^\n]*)?)?)?)?\Z")
-_MAX_KERNEL_LINE = 1100  # printk writes at most 1024 characters a line: a longer one is not a kernel message
-_MAX_ESCAPE = 256  # longer than any escape sequence a login or shell prints (an OSC window title)
+# is, in the middle of a prompt too, and the program that printed the prompt is still waiting. A
+# printk line holds at most 1024 characters; _KERNEL_PARTIAL matches every beginning of one.
+_KERNEL_MESSAGE = re.compile(r"\[ {0,16}\d{1,10}\.\d{6}\] [^\n]{0,1024}\n")
+_KERNEL_PARTIAL = re.compile(
+    r"\[(?: {0,16}(?:\d{1,10}(?:\.(?:\d{0,5}|\d{6}(?:\](?: [^\n]{0,1024})?)?))?)?)?\Z"
+)
+_MAX_KERNEL_LINE = 1100  # longer than any line _KERNEL_MESSAGE matches
 
 # Prompts are judged on the last line of the screen only (the text after the last newline), whole
 # (`fullmatch`), and only once the console has been quiet for PROMPT_QUIET: a program waiting for
@@ -64,6 +69,8 @@ LOGIN_INCORRECT = re.compile(r"^(?:Login incorrect|Login fehlerhaft|Identificaci
                              re.MULTILINE)
 LOGGED_OUT = re.compile(r"^logout[ \t]*\n", re.MULTILINE)
 
+_EVENT_REACH = 512  # longer than any event line (a marker, `Login incorrect`) we search for
+
 WAKE_ATTEMPTS = 4
 WAKE_INTERVAL = 2.0
 IDENTITY_TIMEOUT = 10.0
@@ -87,40 +94,42 @@ class TerminalText:
     """Console output arriving in arbitrary pieces, turned into the text a reader sees.
 
     A piece can end anywhere: inside an escape sequence, between CR and LF, inside a kernel
-    message. What may still be completed is held back until the next piece, so the result never
-    depends on where the output was split. Kernel messages (`[   12.345678] ...`) are taken out:
-    they land in the middle of other programs' lines. Work is linear in the input.
+    message. What may still be completed is held back until the next piece, so the text never
+    depends on where the output was split (tests/unit/test_fuzz_console.py checks exactly that).
+    Kernel messages (`[   12.345678] ...`) are taken out: they land in the middle of other
+    programs' lines. What is held is bounded, so the work is linear in the output.
     """
 
     def __init__(self) -> None:
-        self._raw = ""  # an escape sequence or a CR that the next piece may complete
-        self._line = ""  # normalized text from where a kernel message may have begun
+        self._raw = ""  # the start of an escape sequence the next piece may complete
+        self._cr = False  # the text so far ends with a CR that an LF may follow
+        self._line = ""  # text from where a kernel message may have begun
 
     def feed(self, chunk: str) -> tuple[str, int]:
-        """The text `chunk` completes, and how many cursor-position queries (ESC[6n) it holds."""
+        """The text `chunk` completes, and how many cursor-position queries (ESC[6n) it completes."""
         data = self._raw + chunk
-        cut = len(data)
-        escape = data.rfind("\x1b", max(0, len(data) - _MAX_ESCAPE))
-        if escape >= 0 and _ANSI_PARTIAL.match(data, escape):
-            cut = escape
-        elif data.endswith("\r"):
-            cut = len(data) - 1
+        cut = _earliest(data, "\x1b", _ANSI_PARTIAL, _MAX_ESCAPE)
         self._raw = data[cut:]
         complete = data[:cut]
-        text = _KERNEL_MESSAGE.sub("", self._line + normalize(complete))
-        partial = _kernel_partial_start(text)
+        text = ("\r" if self._cr else "") + _ANSI.sub("", complete)
+        self._cr = text.endswith("\r")
+        text = text.removesuffix("\r").replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+        text = _KERNEL_MESSAGE.sub("", self._line + text)
+        partial = _earliest(text, "[", _KERNEL_PARTIAL, _MAX_KERNEL_LINE)
         self._line = text[partial:]
         return text[:partial], complete.count(_CURSOR_QUERY)
 
 
-def _kernel_partial_start(text: str) -> int:
-    """Where an unfinished kernel message may begin at the end of `text` (len(text) if nowhere)."""
-    floor = max(0, len(text) - _MAX_KERNEL_LINE)
-    start = text.rfind("[", floor)
-    while start >= 0:
-        if _KERNEL_PARTIAL.match(text, start):
-            return start
-        start = text.rfind("[", floor, start)
+def _earliest(text: str, start: str, partial: re.Pattern[str], window: int) -> int:
+    """The first offset in the last `window` characters of `text` where `partial` matches to its end.
+
+    That is where something unfinished begins, to be held back; len(text) if nothing is.
+    """
+    position = text.find(start, max(0, len(text) - window))
+    while position >= 0:
+        if partial.match(text, position):
+            return position
+        position = text.find(start, position + 1)
     return len(text)
 
 
@@ -230,15 +239,19 @@ class ConsoleSession:
         """
         deadline = time.monotonic() + timeout
         quiet = False
+        scanned = 0  # output before this, less _EVENT_REACH, has been searched in vain: linear work
         while True:
+            start = max(0, scanned - _EVENT_REACH)
             found = min(
-                ((name, match) for name, pattern in patterns.items() if (match := pattern.search(self._pending))),
+                ((name, match) for name, pattern in patterns.items()
+                 if (match := pattern.search(self._pending, start))),
                 key=lambda item: item[1].start(),
                 default=None,
             )
             if found is not None:
                 self._pending = self._pending[found[1].end():]
                 return found
+            scanned = len(self._pending)
             if quiet and prompts:
                 last_line = self._pending[self._pending.rfind("\n") + 1:]
                 if not NOT_A_PROMPT.match(last_line):

@@ -397,7 +397,7 @@ def parse_report(output: str, nonce: str) -> InstallReport:
 
     def number(name: str) -> int | None:
         value = last.get(name, "")
-        return int(value) if value.isdigit() else None
+        return int(value) if value.isascii() and value.isdigit() else None  # "¹".isdigit() is True
 
     return InstallReport(
         exit_code=number("exit"),
