@@ -49,8 +49,8 @@ _MAX_KERNEL_LINE = 1100  # longer than any line _KERNEL_MESSAGE matches
 # Prompts are judged on the last line of the screen only (the text after the last newline), whole
 # (`fullmatch`), and only once the console has been quiet for PROMPT_QUIET: a program waiting for
 # input prints nothing after its prompt, while `Last login: ...` cut after its colon is followed by
-# the rest of its line. Translations are the ones shadow's login(1), Linux-PAM and util-linux print
-# in German, French and Spanish.
+# the rest of its line. Translations are the ones shadow's login(1) and Linux-PAM print in German,
+# French and Spanish (Debian's shadow.mo and Linux-PAM.mo; "Denière" is shadow's French spelling).
 _HOST = r"\S+"  # a host name, or "(none)" where none is set (busybox in an initramfs)
 LOGIN_PROMPT = re.compile(rf"(?:{_HOST} )?(?:login|Login|connexion|nombre(?: de usuario)?) ?:[ \t]*")
 PASSWORD_PROMPT = re.compile(
