@@ -273,8 +273,8 @@ class InstallReport:
         ``read_from`` is ``sshd-T`` (sshd's effective settings) or ``files`` (the configuration
         files); a value is ``default`` where nothing sets it.
         """
-        if self.sshd_config not in ("sshd-T", "files"):
-            return None
+        if self.sshd_config not in ("sshd-T", "files") or self.sshd_authorized_keys_file is None:
+            return None  # nothing readable, or no awk to read it with
         return {
             "read_from": self.sshd_config or "",
             "authorized_keys_file": self.sshd_authorized_keys_file or "default",

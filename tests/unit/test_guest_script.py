@@ -973,5 +973,12 @@ def test_key_lookup_names_a_file_sshd_never_reads(sshd: dict[str, str] | None, c
         assert found.startswith(cause)
 
 
+def test_without_awk_nothing_is_claimed_about_sshd(box: Box) -> None:
+    config = etc_ssh(box.root, {"sshd_config": "AuthorizedKeysFile /etc/ssh/keys/%u\n"})
+    report = assert_ok(box.run(typed_script(), path=box.toolbox(exclude=("awk",)), etc_ssh=config))
+    assert report.sshd_config == "files"
+    assert report.sshd_summary() is None
+
+
 def test_without_facts_the_script_does_not_look_at_sshd() -> None:
     assert "sshd" not in typed_script(facts=False).raw()
