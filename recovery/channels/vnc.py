@@ -45,6 +45,7 @@ URLs (all Secrets: the token or password is in them):
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import ssl
 import struct
@@ -79,6 +80,8 @@ LED_PROBE_TIMEOUT = 2.0  # a guest that has not switched its Num Lock light by t
 SYNC_TIMEOUT = 10.0
 SCREEN_QUIET = 0.5  # a screenshot waits until the screen has not changed for this long,
 SCREEN_SETTLE_LIMIT = 2.0  # or this long at most: a blinking cursor (QEMU's text mode) is never quiet
+MAX_PIXELS = 16 * 1024 * 1024  # a larger screen is no VM console (4K is 8.3 million): refused, not allocated
+MAX_TEXT = 4096  # bytes of a desktop name or refusal reason kept; the rest is skipped as it arrives
 
 # RFB constants (RFC 6143), and QEMU's extension (qemu/docs/rfb: "QEMU Extended Key Event").
 _SYNC_SLOTS = 2 * SYNCS_IN_FLIGHT  # barrier k asks for pixel (k % _SYNC_SLOTS, 0)
@@ -479,9 +482,10 @@ class VncChannel:
 
     def _handshake(self, deadline: float) -> None:
         banner = self._read(12, deadline)
-        if not banner.startswith(b"RFB ") or len(banner) != 12:
+        version_seen = re.fullmatch(rb"RFB (\d{3})\.(\d{3})\n", banner)
+        if version_seen is None:
             raise ChannelError(f"{self._where} is not a VNC server (it said {banner[:12]!r})")
-        major, minor = int(banner[4:7]), int(banner[8:11])
+        major, minor = int(version_seen[1]), int(version_seen[2])
         # 3.8 and anything newer (Apple's 3.889) speak 3.8; UltraVNC's 3.4/3.6 speak 3.3.
         version = 8 if (major, minor) >= (3, 8) else 7 if (major, minor) == (3, 7) else 3
         self._send(f"RFB 003.00{version}\n".encode())
@@ -513,9 +517,13 @@ class VncChannel:
                 raise ChannelError(f"the VNC server at {self._where} refused us: {reason}")
         self._send(b"\x01")  # ClientInit: shared, so a watching operator's viewer stays connected
         self.width, self.height = struct.unpack(">HH", self._read(4, deadline))
+        if self.width * self.height > MAX_PIXELS:
+            raise ChannelError(f"the VNC server at {self._where} announced a {self.width}x{self.height} screen, "
+                               f"more than the {MAX_PIXELS} pixels of any VM console: is this a VNC console?")
         self._read(16, deadline)  # the server's pixel format: we set our own next
         (name_length,) = struct.unpack(">I", self._read(4, deadline))
-        self.name = self._read(name_length, deadline).decode("utf-8", errors="replace")
+        self.name = self._read(min(name_length, MAX_TEXT), deadline).decode("utf-8", errors="replace")
+        self._skip(name_length - min(name_length, MAX_TEXT), deadline)
         self.slow_keyboard = self.name == "QEMU" or self.name.startswith("QEMU (")
         self._framebuffer = bytearray(self.width * self.height * 4)
 
@@ -527,8 +535,8 @@ class VncChannel:
         return offered[0]  # unsupported: _handshake names it
 
     def _reason(self, deadline: float) -> str:
-        (length,) = struct.unpack(">I", self._read(4, deadline))
-        return self._read(length, deadline).decode("utf-8", errors="replace") or "no reason given"
+        (length,) = struct.unpack(">I", self._read(4, deadline))  # the server closes after it: no need to read it all
+        return self._read(min(length, MAX_TEXT), deadline).decode("utf-8", errors="replace") or "no reason given"
 
     def _type_acknowledged(self, keys: list[Key]) -> None:
         """Type in bursts, each sent once the guest has taken the one before (QEMU; see the module docstring)."""
@@ -638,6 +646,11 @@ class VncChannel:
                 elif encoding == _ENC_QEMU_LED_STATE:
                     (self._leds,) = self._read(1, deadline)
                 elif encoding == _ENC_RAW:
+                    if x + width > self.width or y + height > self.height:
+                        raise ChannelError(
+                            f"the VNC server at {self._where} sent a {width}x{height} rectangle at ({x}, {y}), "
+                            f"outside its {self.width}x{self.height} screen"
+                        )
                     self._paint(x, y, width, self._read(width * height * 4, deadline))
                     self._updated.append((x, y, width, height))
                     pixels = True
@@ -648,9 +661,9 @@ class VncChannel:
         if kind == _SRV_COLOURMAP:
             _, count = struct.unpack(">xHH", self._read(5, deadline))
             self._read(count * 6, deadline)
-        elif kind == _SRV_CUT_TEXT:
+        elif kind == _SRV_CUT_TEXT:  # the VM's clipboard, up to 4 GiB: skipped, never held
             (length,) = struct.unpack(">3xI", self._read(7, deadline))
-            self._read(length, deadline)
+            self._skip(length, deadline)
         elif kind != _SRV_BELL:
             raise ChannelError(f"the VNC server at {self._where} sent message type {kind}, which RFB does not define")
         return False
@@ -687,6 +700,14 @@ class VncChannel:
         data = bytes(self._buffer[:count])
         del self._buffer[:count]
         return data
+
+    def _skip(self, count: int, deadline: float) -> None:
+        """Drop the next `count` bytes as they arrive, holding no more than one receive of them."""
+        while count > 0:
+            self._fill(1, deadline)
+            taken = min(count, len(self._buffer))
+            del self._buffer[:taken]
+            count -= taken
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
