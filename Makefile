@@ -5,16 +5,33 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+FLOORS_VENV ?= .cache/floors-venv
+FLOORS_BIN := $(FLOORS_VENV)/bin
 APT_PACKAGES := openssh-server openssh-client util-linux login passwd busybox dash wget curl xvfb x11vnc xterm tigervnc-standalone-server xauth qemu-system-x86 cpio openssl
 NEEDED_TOOLS := sshd ssh-keygen agetty login useradd busybox dash wget curl Xvfb x11vnc xterm Xtigervnc qemu-system-x86_64 cpio openssl
 
-.PHONY: demo test lint system-deps venv clean test-clouds test-vm
+.PHONY: demo test lint system-deps venv clean test-clouds test-vm test-floors
 
 demo: system-deps venv
 	$(BIN)/recovery demo
 
-test: system-deps venv lint test-clouds test-vm
+test: system-deps venv lint test-clouds test-vm test-floors
 	$(BIN)/python -m pytest
+
+# The dependency floors pyproject.toml promises, proven: a venv of its own with every direct
+# dependency at exactly its floor (constraints generated from pyproject.toml), then the unit
+# tests, a real audit login (ssh2-python) and one real recovery through the lab (`recovery demo`).
+# pytest and the rest of the test extra install unpinned: they are not floors we promise.
+test-floors: system-deps $(FLOORS_VENV)/.installed
+	$(FLOORS_BIN)/python tests/floors/constraints.py --check
+	$(FLOORS_BIN)/python -m pytest -q tests/unit tests/integration/test_audit_engine.py tests/e2e/test_demo.py
+
+$(FLOORS_VENV)/.installed: pyproject.toml tests/floors/constraints.py
+	rm -rf $(FLOORS_VENV)
+	$(PYTHON) -m venv $(FLOORS_VENV)
+	$(PYTHON) tests/floors/constraints.py > $(FLOORS_VENV)/constraints.txt
+	$(FLOORS_BIN)/pip install -q -c $(FLOORS_VENV)/constraints.txt -e '.[lab,s3,test]'
+	touch $@
 
 # The test cloud's real services live in virtualenvs of their own (their pins clash with ours).
 test-clouds:
@@ -54,4 +71,4 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(FLOORS_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
