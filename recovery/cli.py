@@ -12,11 +12,11 @@ import dataclasses
 import json
 import os
 import sys
-import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recovery import PLAYBOOKS_DIR
 from recovery.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -27,15 +27,11 @@ from recovery.errors import (
 )
 
 if TYPE_CHECKING:
-    from recovery.config import Config
-    from recovery.journal import Journal
-    from recovery.playbook import Playbook
+    from recovery.cancel import CancelToken
     from recovery.redact import Secret
     from recovery.report import RunReport
 
 DEFAULT_LAB_DIR = Path("/tmp/recovery-lab")  # noqa: S108  (world-traversable on purpose: sshd reads the lab home)
-# In a source tree a symlink to the top-level playbooks/; in an installed wheel, real files.
-PLAYBOOKS_DIR = (Path(__file__).parent / "playbooks").resolve()
 
 
 _LAB_COMMANDS = (
@@ -263,246 +259,82 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
     return result
 
 
-def read_secrets(
-    playbook: Playbook, given: Mapping[str, str], env: Mapping[str, str], *, interactive: bool
-) -> dict[str, Secret]:
-    """Each declared secret from --secret NAME=@FILE, else its environment variable, else a prompt.
-
-    Raises:
-        UsageError: a required secret has no source, or a --secret is not NAME=@FILE.
-    """
-    from recovery.redact import Secret
-
-    values: dict[str, Secret] = {}
-    for name in given:
-        if name not in playbook.secrets:
-            raise UsageError(f"--secret {name}: {playbook.path.name} declares no secret {name!r}")
-    for name, decl in playbook.secrets.items():
-        source = given.get(name)
-        if source is not None:
-            if not source.startswith("@"):
-                raise UsageError(
-                    f"--secret {name}=...: give a file as {name}=@FILE; a secret on the command line "
-                    "would be visible to every user in the process list"
-                )
-            from recovery.readers import SECRET_LIMIT, read_text
-
-            text = read_text(Path(source[1:]).expanduser(), what=f"--secret {name} file", limit=SECRET_LIMIT)
-            values[name] = Secret(text.rstrip("\r\n"), f"<{name}>")
-        elif decl.env and env.get(decl.env):
-            values[name] = Secret(env[decl.env], f"<{name}>")
-        elif interactive and decl.prompt is not None:
-            import getpass
-
-            values[name] = Secret(getpass.getpass(f"{decl.prompt}: "), f"<{name}>")
-        elif decl.required:
-            hint = f"set {decl.env}, " if decl.env else ""
-            raise UsageError(f"secret {name!r} is missing: {hint}or pass --secret {name}=@FILE")
-    return values
-
-
 def command_run(args: argparse.Namespace) -> int:
-    """`recovery run`. SIGTERM and SIGHUP take the Ctrl-C path; no core dump while secrets are held."""
+    """`recovery run`. SIGTERM and SIGHUP cancel the run (the Ctrl-C path); no core dump while secrets are held."""
+    from recovery.cancel import CancelToken
     from recovery.signals import interrupt_on_signals
 
     disable_core_dumps()
-    with interrupt_on_signals():
-        return _run(args)
+    cancel = CancelToken()
+    with interrupt_on_signals(on_signal=cancel.cancel):
+        return _run(args, cancel)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, cancel: CancelToken) -> int:
+    import getpass
+
+    import recovery.api
     from recovery.config import load_config
-    from recovery.playbook import load_playbook, resolve_inputs
+    from recovery.journal import STATUS_INTERRUPTED, STATUS_SUCCEEDED
+    from recovery.playbook import load_playbook
+    from recovery.report import exit_code, summary_line
+    from recovery.sources import input_values, secret_values
 
     config = load_config(args.config)
     if args.cloud:
         config = dataclasses.replace(config, cloud=dataclasses.replace(config.cloud, name=args.cloud))
     playbook = load_playbook(args.playbook)
-    given = inputs_given(playbook, _pairs(args.inputs, "-e"), os.environ)
+    given, notes = input_values(playbook, _pairs(args.inputs, "-e"), os.environ)
+    for note in notes:
+        print(note, file=sys.stderr)
     journal_root = args.journal or config.journal.dir
-    previous: dict[str, dict[str, Any]] = {}
-    journal = None
-    if args.resume:
-        journal, given, previous = _resume(journal_root, args.resume, playbook, given)
-    inputs = resolve_inputs(playbook, given)
     if args.dry_run:
-        from recovery.plan import render_plan
-
-        print(render_plan(playbook, inputs, config))
+        print(recovery.api.dry_run(playbook, given, config=config, journal_root=journal_root, resume=args.resume))
         return EXIT_OK
-    secrets = read_secrets(playbook, _pairs(args.secret, "--secret"), os.environ, interactive=sys.stdin.isatty())
-    return execute(
-        playbook, inputs, secrets, config, journal_root, journal=journal, previous=previous, as_json=args.json
-    )
+    if args.resume:
+        from recovery.journal import Journal
 
-
-def inputs_given(playbook: Playbook, given: Mapping[str, str], env: Mapping[str, str]) -> dict[str, str]:
-    """`-e` values, with a sensitive input's `@FILE` read, and inputs missing from `-e` taken from their `env:`.
-
-    A sensitive value on the command line is visible to every local user in `ps`; it still
-    works (scripts use it), with a note saying how to keep it out.
-
-    Raises:
-        UsageError: an `@FILE` cannot be read.
-    """
-    from recovery.readers import SECRET_LIMIT, read_text
-
-    values = dict(given)
-    for name, value in given.items():
-        decl = playbook.inputs.get(name)
-        if decl is None or not decl.sensitive:
-            continue
-        if value.startswith("@"):
-            path = Path(value[1:]).expanduser()
-            values[name] = read_text(path, what=f"-e {name}=@FILE", limit=SECRET_LIMIT).rstrip("\r\n")
-        elif value:
-            where = f"-e {name}=@FILE" + (f" or {decl.env}" if decl.env else "")
-            print(f"note: -e {name}=... is visible to every local user in the process list; use {where}",
-                  file=sys.stderr)
-    for name, decl in playbook.inputs.items():
-        if name not in values and decl.env and env.get(decl.env):
-            values[name] = env[decl.env]
-            print(f"input {name}: from {decl.env}", file=sys.stderr)  # a stale export must not act unseen
-    return values
-
-
-def _resume(
-    root: Path, run_id: str, playbook: Playbook, given: dict[str, str]
-) -> tuple[Journal, dict[str, str], dict[str, dict[str, Any]]]:
-    """Reopen a run's journal; its inputs are reused unless given again on the command line."""
-    from recovery.journal import STATUS_SUCCEEDED, Journal
-
-    journal = Journal.open(root, run_id)
-    journal.lock_run()  # before reading: another process may be running it right now
-    run = journal.read_json("run.json")
-    if Path(run["playbook"]) != playbook.path.resolve():
-        raise UsageError(f"run {run_id} was made with {run['playbook']}, not {playbook.path.resolve()}")
-    if run.get("status") == STATUS_SUCCEEDED:
-        raise UsageError(f"run {run_id} already succeeded; there is nothing to resume")
-    merged = {}
-    for name, value in (run.get("inputs") or {}).items():
-        decl = playbook.inputs.get(name)
-        if name in given or decl is None or value is None:
-            continue
-        if decl.sensitive and value:
-            env = f", or set {decl.env}" if decl.env else ""
-            raise UsageError(
-                f"run {run_id}: input {name!r} is sensitive and was not saved; give it again with "
-                f"-e {name}=@FILE{env}"
-            )
-        merged[name] = str(value).lower() if isinstance(value, bool) else str(value)
-    merged.update(given)
-    return journal, merged, journal.load_steps()
-
-
-def execute(
-    playbook: Playbook,
-    inputs: Mapping[str, object],
-    secrets: Mapping[str, Secret],
-    config: Config,
-    journal_root: Path,
-    *,
-    journal: Journal | None = None,
-    previous: Mapping[str, Mapping[str, Any]] | None = None,
-    as_json: bool = False,
-) -> int:
-    """Run a playbook, print its report and return the exit code.
-
-    The run and the VM it recovers are locked for this process (see `Journal.lock_run`
-    and `Journal.lock_target`); a second process is refused with exit 2.
-    """
-    from recovery.journal import Journal
-
-    fresh = journal is None
-    journal = journal or Journal.create(journal_root)
+        Journal.open(journal_root, args.resume)  # an unknown run is exit 2 before any password prompt
+    prompt = getpass.getpass if sys.stdin.isatty() else None
+    secrets = secret_values(playbook, _pairs(args.secret, "--secret"), os.environ, prompt=prompt)
+    _quiet_if_unmaskable(secrets.values())
     try:
-        journal.lock_run()
-        target = _target(inputs, config.cloud.name)
-        if target:
-            journal.lock_target(journal_root, *target)
-    except RecoveryError:
-        journal.unlock()
-        if fresh:  # nothing ran: leave no empty run behind
-            import shutil
-
-            shutil.rmtree(journal.directory, ignore_errors=True)
-        raise
-    try:
-        return _execute_locked(playbook, inputs, secrets, config, journal, previous, as_json)
-    finally:
-        journal.unlock()
-
-
-def _target(inputs: Mapping[str, object], cloud: str | None) -> tuple[str, str] | None:
-    """What identifies the VM, for the lock: the server in its cloud, else user@host (a console URL changes
-    with every token)."""
-    server = inputs.get("server")
-    if server:
-        return f"server:{cloud or ''}:{server}", f"server {server}" + (f" in cloud {cloud}" if cloud else "")
-    host, user = inputs.get("ssh_host"), inputs.get("user")
-    if host and user:
-        return f"ssh:{user}@{host}", f"{user}@{host}"
-    return None
+        report = recovery.api.run(
+            playbook, given, secrets, config=config, journal_root=journal_root, resume=args.resume,
+            cancel=cancel, progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except recovery.api.RunInterrupted as interrupted:
+        report = interrupted.report
+    _print_report(report, args.json)
+    if report.status == STATUS_INTERRUPTED:
+        _print_interrupted(report)
+    elif report.journal_error:
+        print(f"error: {report.journal_error}", file=sys.stderr)
+    else:
+        print(summary_line(report), file=sys.stderr)
+        if report.status != STATUS_SUCCEEDED:
+            print(f"journal and report: {report.journal}; resume with --resume {report.run_id}", file=sys.stderr)
+    return exit_code(report)
 
 
-def _execute_locked(
-    playbook: Playbook,
-    inputs: Mapping[str, object],
-    secrets: Mapping[str, Secret],
-    config: Config,
-    journal: Journal,
-    previous: Mapping[str, Mapping[str, Any]] | None,
-    as_json: bool,
-) -> int:
-    from recovery.errors import JournalError
-    from recovery.redact import Secret, too_short_to_mask
-    from recovery.report import summary_line
-    from recovery.runner import Runner, RunRequest
+def _quiet_if_unmaskable(secrets: Iterable[Secret]) -> None:
+    """A secret of 1-3 characters cannot be scrubbed: no debug output for this run (the report says so)."""
+    from recovery.redact import too_short_to_mask
 
-    held = [*secrets.values(), *(v for v in inputs.values() if isinstance(v, Secret))]
-    keep_debug = not any(too_short_to_mask(value) for value in held)
-    if not keep_debug:
+    if any(too_short_to_mask(value) for value in secrets):
         from recovery.log import without_debug_output
 
         without_debug_output("a secret shorter than 4 characters is held and could not be masked")
-    print(f"run {journal.run_id}: journal {journal.directory}", file=sys.stderr)
-    runner = Runner(
-        RunRequest(playbook, inputs, secrets, config),
-        journal,
-        previous=previous,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
-    )
-    try:
-        report = runner.run()
-    except KeyboardInterrupt:
-        _print_report(runner.report, as_json)
-        _print_interrupted(runner.report, journal)
-        return EXIT_INTERRUPTED
-    except JournalError:
-        # The disk under the journal failed: what the run did (and undid) is only here now.
-        _print_report(runner.report, as_json)
-        raise
-    except RecoveryError:
-        raise
-    except Exception:
-        _debug_log(journal, keep=keep_debug)
-        return EXIT_STEP_FAILED
-    _print_report(report, as_json)
-    print(summary_line(report), file=sys.stderr)
-    if report.status != "succeeded":
-        print(f"journal and report: {journal.directory}; resume with --resume {journal.run_id}", file=sys.stderr)
-        return EXIT_STEP_FAILED
-    return EXIT_OK
 
 
-def _print_interrupted(report: RunReport, journal: Journal) -> None:
+def _print_interrupted(report: RunReport) -> None:
     """What an interrupted operator needs at once: what the cleanup did, where the report is, how to go on."""
     lines = [f"interrupted{f' during step {report.failed_step}' if report.failed_step else ''}."]
     lines += [f"  {change}" for change in report.vm_changes if "cut off mid-way" in change]
     done = report.rolled_back
     lines.append("cleanup done (newest first): " + ("; ".join(done) if done else "nothing was left to clean up"))
     lines += [f"  {note}" for note in report.notes if note.startswith("cleanup")]
-    lines.append(f"report: {journal.path('report.md')}; resume with: --resume {journal.run_id}")
+    lines.append(f"report: {Path(report.journal) / 'report.md'}; resume with: --resume {report.run_id}")
     print("\n".join(lines), file=sys.stderr)
 
 
@@ -511,19 +343,6 @@ def _print_report(report: RunReport, as_json: bool) -> None:
         print(json.dumps(report.to_json(), indent=2))
     else:
         print(report.to_markdown())
-
-
-def _debug_log(journal: Journal, *, keep: bool = True) -> None:
-    if not keep:
-        print("internal error: this is a bug in recovery. No traceback was kept: a secret too short to mask "
-              "is held, and the traceback could show it.", file=sys.stderr)
-        return
-    journal.write_text("debug.log", traceback.format_exc())
-    print(
-        f"internal error: this is a bug in recovery. The traceback is in {journal.path('debug.log')}; "
-        "please attach it to a bug report.",
-        file=sys.stderr,
-    )
 
 
 def disable_core_dumps() -> None:

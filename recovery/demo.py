@@ -42,12 +42,13 @@ def run_demo(root: Path | None = None, console: str = "serial") -> int:
 
     Returns the exit code of the recovery.
     """
-    from recovery import lab
-    from recovery.cli import PLAYBOOKS_DIR, execute
+    import recovery.api
+    from recovery import PLAYBOOKS_DIR, lab
     from recovery.config import Config, JournalConfig, KeysConfig
     from recovery.lab import vnc as lab_vnc
-    from recovery.playbook import load_playbook, resolve_inputs
+    from recovery.playbook import load_playbook
     from recovery.redact import Secret, masked_url
+    from recovery.report import exit_code, summary_line
 
     problems = missing_prerequisites()
     if console == "vnc":
@@ -74,19 +75,25 @@ def run_demo(root: Path | None = None, console: str = "serial") -> int:
             file=sys.stderr,
         )
         playbook = load_playbook(PLAYBOOKS_DIR / f"restore-access-{console}.yaml")
-        inputs = resolve_inputs(
-            playbook,
-            {
-                "console_url": console_url,
-                "ssh_host": info.ssh_host,
-                "ssh_port": str(info.ssh_port),
-                "user": info.user,
-                "host_key_fingerprint": info.host_key_fingerprint,
-            },
-        )
+        inputs = {
+            "console_url": console_url,
+            "ssh_host": info.ssh_host,
+            "ssh_port": info.ssh_port,
+            "user": info.user,
+            "host_key_fingerprint": info.host_key_fingerprint,
+        }
         secrets = {"console_password": info.console_password()}
         config = Config(journal=JournalConfig(dir=base / "runs"), keys=KeysConfig(dir=base / "keys"))
-        status = execute(playbook, inputs, secrets, config, config.journal.dir)
+        try:
+            report = recovery.api.run(
+                playbook, inputs, secrets, config=config,
+                progress=lambda line: print(line, file=sys.stderr, flush=True),
+            )
+        except recovery.api.RunInterrupted as interrupted:
+            report = interrupted.report
+        print(report.to_markdown())
+        print(summary_line(report), file=sys.stderr)
+        status = exit_code(report)
         if status == EXIT_OK:
             _check_old_key(info)
         return status

@@ -22,6 +22,7 @@
     │   │   ├── ConnectionRefused
     │   │   └── ConnectTimeout
     │   └── TemplateError               a value could not be rendered at run time
+    ├── InternalError                   a bug; the traceback is in the run's debug.log
     ├── JournalError                    the run journal is unreadable or unwritable
     └── LabError                        the built-in lab could not start or stop
         └── UnsafeLabDirectory          exit 2: a lab directory others could tamper with
@@ -50,6 +51,7 @@ __all__ = [
     "GuestCommandError",
     "HostKeyMismatch",
     "HostKeyUnknown",
+    "InternalError",
     "JournalError",
     "KeyGenerationError",
     "LabError",
@@ -201,6 +203,10 @@ class ConnectTimeout(VerifyError, TransientError):
 
 class TemplateError(StepError):
     pass
+
+
+class InternalError(RecoveryError):
+    """A bug in recovery, not a problem with the VM or the input; the message says where the traceback is."""
 
 
 class JournalError(RecoveryError):

@@ -29,6 +29,8 @@ class StepRecord:
 class RunReport:
     run_id: str
     playbook: str
+    journal: str = ""  # the run directory: transcript, screenshots, events
+    journal_error: str | None = None  # why the journal could not keep this report (a full disk)
     status: str = "running"
     started_at: str = ""
     finished_at: str = ""
@@ -127,3 +129,12 @@ def summary_line(report: RunReport) -> str:
     if report.failed_step:
         return f"recovery {report.run_id} {report.status} at step {report.failed_step}: {report.error}"
     return f"recovery {report.run_id} {report.status}: {report.error or ''}".rstrip(": ")
+
+
+def exit_code(report: RunReport) -> int:
+    """The CLI's exit code for a finished run (a contract): 0 proven, 130 interrupted, 1 otherwise."""
+    from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED
+
+    if report.status == "interrupted":
+        return EXIT_INTERRUPTED
+    return EXIT_OK if report.status == "succeeded" and not report.journal_error else EXIT_STEP_FAILED

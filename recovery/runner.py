@@ -34,6 +34,7 @@ from tenacity import (
 )
 
 from recovery import preflight, templating
+from recovery.cancel import CancelToken
 from recovery.config import Config
 from recovery.context import Cleanup, SharedState, StepContext
 from recovery.errors import JournalError, KeyGenerationError, RecoveryError, StepError, TemplateError, TransientError
@@ -78,13 +79,17 @@ class Runner:
         *,
         previous: Mapping[str, Mapping[str, Any]] | None = None,
         progress: Progress = lambda line: None,
+        cancel: CancelToken | None = None,
     ) -> None:
         self.request = request
         self.journal = journal
         self.previous = previous or {}
         self.progress = progress
+        self.cancel = cancel or CancelToken()
         self.types = step_types()
-        self.report = RunReport(run_id=journal.run_id, playbook=str(request.playbook.path))
+        self.report = RunReport(
+            run_id=journal.run_id, playbook=str(request.playbook.path), journal=str(journal.directory)
+        )
         self.shared = SharedState()
         self.namespace: dict[str, Any] = {
             "inputs": dict(request.inputs),
@@ -138,7 +143,7 @@ class Runner:
         except KeyboardInterrupt:
             interrupted = True
             self.report.status = STATUS_INTERRUPTED
-            self.report.error = "interrupted (Ctrl-C, SIGTERM or SIGHUP)"
+            self.report.error = f"interrupted ({self.cancel.reason or 'Ctrl-C'})"
             self._record_cut_off_step()
             self.journal.event("run_interrupted", step=self._current_step)
         except Exception as exc:  # a usage error found late, or a bug: record it, clean up, let the CLI say it
@@ -224,6 +229,7 @@ class Runner:
         for spec in self.request.playbook.steps:
             if spec.always:
                 continue
+            self.cancel.raise_if_cancelled()
             if self.types[spec.uses].changes and not checked_before_change:
                 if ran_since_check:  # the lookups before it may have filled in what was unknown
                     self._preflight()
@@ -360,6 +366,7 @@ class Runner:
         )
         for attempt in retrying:
             with attempt:
+                self.cancel.raise_if_cancelled()
                 record.attempts = attempt.retry_state.attempt_number
                 context = StepContext(
                     run_id=self.journal.run_id,

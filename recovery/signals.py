@@ -22,8 +22,13 @@ _SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 _Handler = Callable[[int, FrameType | None], object] | int | None
 
 
-def interrupt_on_signals() -> contextlib.AbstractContextManager[None]:
+def interrupt_on_signals(
+    on_signal: Callable[[str], None] | None = None,
+) -> contextlib.AbstractContextManager[None]:
     """While active, SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread.
+
+    `on_signal` is told the signal's name first (the CLI cancels the run's
+    `CancelToken` with it, so the report says which signal stopped the run).
 
     Only the first signal raises: the cleanup that KeyboardInterrupt starts must not be
     cut short by the SIGTERM that often follows a SIGHUP, or by a supervisor repeating
@@ -34,11 +39,11 @@ def interrupt_on_signals() -> contextlib.AbstractContextManager[None]:
     Off the main thread this does nothing: Python runs handlers only there, and
     `signal.signal` refuses to be called elsewhere.
     """
-    return _interrupt_on_signals()
+    return _interrupt_on_signals(on_signal)
 
 
 @contextlib.contextmanager
-def _interrupt_on_signals() -> Iterator[None]:
+def _interrupt_on_signals(on_signal: Callable[[str], None] | None) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -49,6 +54,8 @@ def _interrupt_on_signals() -> Iterator[None]:
         if interrupted:
             return
         interrupted = True
+        if on_signal is not None:
+            on_signal(signal.Signals(signum).name)
         raise KeyboardInterrupt
 
     previous: dict[signal.Signals, _Handler] = {}

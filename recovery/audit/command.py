@@ -30,7 +30,7 @@ from recovery.audit.engine import HostTrust, Libssh2Checker, load_keys
 from recovery.audit.inventory import HostDefaults, load_inventory
 from recovery.audit.model import AuditReport, Host, HostResult, Remediation
 from recovery.audit.progress import ProgressLine
-from recovery.audit.remediate import CliPlaybookRunner, confirm_on_terminal, remediate
+from recovery.audit.remediate import InProcessPlaybookRunner, confirm_on_terminal, remediate
 from recovery.audit.render import render, summary_line
 from recovery.audit.scheduler import run_checks
 from recovery.audit.shard import parse_shard
@@ -177,13 +177,13 @@ def _open_cloud(name: str) -> FleetCloud:
     return connect(name)
 
 
-def _runner(args: argparse.Namespace) -> CliPlaybookRunner:
+def _runner(args: argparse.Namespace) -> InProcessPlaybookRunner:
     from recovery.config import load_config
 
     config = load_config(args.config)
     if args.cloud:
         config = dataclasses.replace(config, cloud=dataclasses.replace(config.cloud, name=args.cloud))
-    return CliPlaybookRunner(
+    return InProcessPlaybookRunner(
         args.remediate, config=config, journal_root=args.journal or config.journal.dir, network=args.network
     )
 

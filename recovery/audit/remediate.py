@@ -9,7 +9,7 @@ narrow:
   above all: that is for a person to look at, not a robot to "fix");
 - one host at a time, each after a yes from the operator (or `--yes`);
 - at most `--max-remediations` runs (default 1); the rest are listed as skipped;
-- each run is an ordinary `recovery run` (`recovery.cli.execute`) with its own
+- each run is an ordinary recovery (`recovery.run`, as `recovery run` makes it) with its own
   journal and report, which the audit report links; a run that fails is
   reported and the audit goes on to the next host.
 
@@ -21,7 +21,6 @@ cloud) comes from the inventory's `inputs:`, and the console password from its
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
     from recovery.playbook import Playbook
     from recovery.redact import Secret
 
-__all__ = ["REMEDIABLE", "CliPlaybookRunner", "PlaybookRunner", "confirm_on_terminal", "remediate"]
+__all__ = ["REMEDIABLE", "InProcessPlaybookRunner", "PlaybookRunner", "confirm_on_terminal", "remediate"]
 
 REMEDIABLE = frozenset({Status.AUTH_REJECTED})
 
@@ -93,7 +92,7 @@ def confirm_on_terminal(playbook: Path) -> Callable[[HostResult], bool]:
     return confirm
 
 
-class CliPlaybookRunner:
+class InProcessPlaybookRunner:
     """Runs the playbook the way `recovery run` does, with inputs taken from the audited host.
 
     The playbook is read and validated when this is built, so a broken playbook
@@ -157,24 +156,28 @@ class CliPlaybookRunner:
 
     def _secrets_for(self, host: Host) -> dict[str, Secret]:
         """The host's `secrets:` files, and for the rest the environment or a prompt (read once per audit)."""
-        from recovery.cli import read_secrets
+        import getpass
 
-        interactive = sys.stdin.isatty()
+        from recovery.sources import secret_values
+
+        prompt = getpass.getpass if sys.stdin.isatty() else None
         if not host.secrets:
             if self._secrets is None:
-                self._secrets = read_secrets(self.playbook, {}, os.environ, interactive=interactive)
+                self._secrets = secret_values(self.playbook, {}, os.environ, prompt=prompt)
             return self._secrets
         given = {name: f"@{path}" for name, path in host.secrets}
-        return read_secrets(self.playbook, given, os.environ, interactive=interactive)
+        return secret_values(self.playbook, given, os.environ, prompt=prompt)
 
     def run(self, result: HostResult) -> Remediation:
-        from recovery.cli import execute
-        from recovery.journal import Journal
-        from recovery.playbook import resolve_inputs
+        import recovery.api
+        from recovery.report import exit_code, summary_line
 
         name = result.host.name
         try:
-            inputs = resolve_inputs(self.playbook, self.inputs_for(result))
+            secrets = self._secrets_for(result.host)
+            report = recovery.api.run(
+                self.playbook, self.inputs_for(result), secrets, config=self.config, journal_root=self.journal_root
+            )
         except UsageError as exc:
             hint = (
                 ""
@@ -182,18 +185,12 @@ class CliPlaybookRunner:
                 else "; from a file inventory the audit gives ssh_host, ssh_port and user: give the others "
                 "under the host's (or defaults') inputs:"
             )
-            return Remediation(name, "failed", f"{exc}{hint}")
-        try:
-            secrets = self._secrets_for(result.host)
-            journal = Journal.create(self.journal_root)
+            return Remediation(name, "failed", f"{exc}{hint}", exit_code=exc.exit_code)
+        except recovery.api.RunInterrupted as interrupted:
+            report = interrupted.report  # cleaned up; its outcome, "interrupted", stops the remediations
         except RecoveryError as exc:
-            return Remediation(name, "failed", str(exc))
-        # The run's own report goes to stderr: stdout carries the audit's report.
-        try:
-            with contextlib.redirect_stdout(sys.stderr):
-                code = execute(self.playbook, inputs, secrets, self.config, self.journal_root, journal=journal)
-        except RecoveryError as exc:
-            return Remediation(name, "failed", str(exc), journal.run_id, journal.directory, exc.exit_code)
+            return Remediation(name, "failed", str(exc), exit_code=exc.exit_code)
+        code = exit_code(report)
         outcome = {EXIT_OK: "succeeded", EXIT_INTERRUPTED: "interrupted"}.get(code, "failed")
-        message = f"{self.playbook.path.name} exited {code}; its report is in the journal"
-        return Remediation(name, outcome, message, journal.run_id, journal.directory, code)
+        message = f"{self.playbook.path.name}: {summary_line(report)}; its report is in the journal"
+        return Remediation(name, outcome, message, report.run_id, Path(report.journal), code)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from recovery.audit.model import Host, HostResult, Remediation, Status
-from recovery.audit.remediate import CliPlaybookRunner, confirm_on_terminal, remediate
+from recovery.audit.remediate import InProcessPlaybookRunner, confirm_on_terminal, remediate
 from recovery.config import Config
 from recovery.errors import UsageError
 
@@ -91,7 +91,7 @@ def test_an_interrupted_run_stops_remediation() -> None:
 
 
 def test_the_real_runner_passes_what_the_audit_knows_as_playbook_inputs(tmp_path: Path) -> None:
-    runner = CliPlaybookRunner(PLAYBOOK, config=Config(), journal_root=tmp_path, network="private")
+    runner = InProcessPlaybookRunner(PLAYBOOK, config=Config(), journal_root=tmp_path, network="private")
 
     from_file = runner.inputs_for(failed("web-1"))
     from_cloud = runner.inputs_for(failed("web-2", server_id="6f1c-id"))
@@ -134,7 +134,7 @@ def test_a_file_inventory_gives_the_console_url_and_password_the_audit_cannot_kn
     password.write_text("s3cret-pass\n")
     monkeypatch.delenv("RECOVERY_CONSOLE_PASSWORD", raising=False)
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal: a missing secret would be an error
-    runner = CliPlaybookRunner(PLAYBOOK, config=Config(), journal_root=tmp_path)
+    runner = InProcessPlaybookRunner(PLAYBOOK, config=Config(), journal_root=tmp_path)
     result = from_inventory(
         "web-1",
         inputs=(("console_url", "ws://127.0.0.1:6083/?token=t"), ("key_type", "rsa")),
@@ -155,7 +155,7 @@ def test_a_file_inventory_gives_the_console_url_and_password_the_audit_cannot_kn
 
 
 def test_inventory_names_the_playbook_does_not_declare_are_a_usage_error_before_any_check(tmp_path: Path) -> None:
-    runner = CliPlaybookRunner(PLAYBOOK, config=Config(), journal_root=tmp_path)
+    runner = InProcessPlaybookRunner(PLAYBOOK, config=Config(), journal_root=tmp_path)
     typo = from_inventory("web-1", inputs=(("consol_url", "ws://x"),), secrets=(("password", tmp_path / "p"),))
 
     with pytest.raises(UsageError) as caught:

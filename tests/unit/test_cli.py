@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from recovery.cli import main, read_secrets
+from recovery.cli import main
 from recovery.errors import UsageError
 from recovery.playbook import load_playbook
+from recovery.sources import secret_values
 
 ROOT = Path(__file__).resolve().parents[2]
 SERIAL = ROOT / "playbooks" / "restore-access-serial.yaml"
@@ -92,15 +93,15 @@ def test_secrets_come_from_a_file_before_the_environment(tmp_path: Path) -> None
     secret_file = tmp_path / "pw"
     secret_file.write_text("from-the-file\n")
     env = {"RECOVERY_CONSOLE_PASSWORD": "from-the-env"}
-    from_file = read_secrets(playbook, {"console_password": f"@{secret_file}"}, env, interactive=False)
+    from_file = secret_values(playbook, {"console_password": f"@{secret_file}"}, env, prompt=None)
     assert from_file["console_password"].reveal() == "from-the-file"
-    assert read_secrets(playbook, {}, env, interactive=False)["console_password"].reveal() == "from-the-env"
+    assert secret_values(playbook, {}, env, prompt=None)["console_password"].reveal() == "from-the-env"
 
 
 def test_a_secret_on_the_command_line_is_refused() -> None:
     playbook = load_playbook(SERIAL)
     with pytest.raises(UsageError, match="visible to every user in the process list"):
-        read_secrets(playbook, {"console_password": "hunter2"}, {}, interactive=False)
+        secret_values(playbook, {"console_password": "hunter2"}, {}, prompt=None)
 
 
 def test_steps_lists_every_step_type_with_inputs_and_outputs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,12 +20,13 @@ import pytest
 
 from recovery import readers
 from recovery.audit.inventory import HostDefaults, load_inventory
-from recovery.cli import main, read_secrets
+from recovery.cli import main
 from recovery.config import load_config
 from recovery.errors import ConfigError, KeyGenerationError, UsageError
 from recovery.hostkeys import KnownHosts
 from recovery.keys import generate_keypair, load_keypair
 from recovery.playbook import load_playbook
+from recovery.sources import secret_values
 
 ROOT = Path(__file__).resolve().parents[2]
 SERIAL = ROOT / "playbooks" / "restore-access-serial.yaml"
@@ -51,7 +52,7 @@ class Entry:
 
 
 def _secret(path: Path) -> object:
-    return read_secrets(load_playbook(SERIAL), {"console_password": f"@{path}"}, {}, interactive=False)
+    return secret_values(load_playbook(SERIAL), {"console_password": f"@{path}"}, {}, prompt=None)
 
 
 def _inventory(path: Path) -> object:
