@@ -228,7 +228,7 @@ def command_validate(paths: Sequence[Path]) -> int:
 
 
 def command_steps() -> int:
-    from recovery.registry import step_types
+    from recovery.catalog import step_types
 
     for step_type in step_types().values():
         flags = ", ".join(

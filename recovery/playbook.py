@@ -18,9 +18,10 @@ from typing import Any
 import yaml
 
 from recovery import readers, templating
+from recovery.catalog import step_types
 from recovery.errors import PlaybookError, Problem, UsageError
 from recovery.redact import Secret, masked_url
-from recovery.registry import InputTypeError, StepType, coerce, step_types
+from recovery.registry import InputTypeError, StepType, coerce
 
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _INPUT_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recovery import templating
+from recovery.catalog import step_types
 from recovery.config import Config
 from recovery.errors import UsageError
 from recovery.playbook import Playbook, StepSpec
 from recovery.redact import Secret
-from recovery.registry import InputTypeError, StepType, coerce, step_types
+from recovery.registry import InputTypeError, StepType, coerce
 from recovery.templating import Unknown
 
 __all__ = ["PreflightError", "StepForecast", "check", "forecast", "unknown_run"]

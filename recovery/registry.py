@@ -126,10 +126,8 @@ def doc(text: str, *, check: ValueCheck | None = None, **kwargs: Any) -> Any:
     return dataclasses.field(metadata={"doc": text, "check": check}, **kwargs)
 
 
-def step_types() -> Mapping[str, StepType]:
-    """Every registered step type, importing the built-in steps on first use."""
-    import recovery.steps  # noqa: F401  (registers the built-in steps)
-
+def registered() -> Mapping[str, StepType]:
+    """The step types registered so far; `recovery.catalog.step_types` loads them all first."""
     return dict(sorted(_REGISTRY.items()))
 
 

@@ -35,6 +35,7 @@ from tenacity import (
 
 from recovery import preflight, templating
 from recovery.cancel import CancelToken
+from recovery.catalog import step_types
 from recovery.config import Config
 from recovery.context import Cleanup, SharedState, StepContext
 from recovery.errors import JournalError, KeyGenerationError, RecoveryError, StepError, TemplateError, TransientError
@@ -47,7 +48,7 @@ from recovery.journal import (
 )
 from recovery.playbook import Playbook, StepSpec
 from recovery.redact import MASK, MIN_SCRUB_LEN, Secret, too_short_to_mask
-from recovery.registry import InputTypeError, StepType, build_params, step_types
+from recovery.registry import InputTypeError, StepType, build_params
 from recovery.report import RunReport, StepRecord
 
 log = logging.getLogger(__name__)

@@ -91,6 +91,13 @@ CHANNELS: dict[str, str] = {
 }
 
 
+def channel_targets() -> dict[str, str]:
+    """The built-in channels and those of installed plug-ins (entry point group `recovery.channels`)."""
+    from recovery.plugins import CHANNELS_GROUP, targets
+
+    return targets(CHANNELS_GROUP, CHANNELS)
+
+
 # Which URL schemes belong to which kind of console, so a playbook written for one refuses the other's
 # URL before anything is typed (VNC bytes sent into a serial login prompt help nobody).
 CONSOLE_SCHEMES: dict[str, tuple[str, ...]] = {
@@ -102,7 +109,8 @@ CONSOLE_SCHEMES: dict[str, tuple[str, ...]] = {
 def console_url_problem(url: Text, kind: str | None) -> str | None:
     """Why `url` cannot be a console of `kind` ("serial", "vnc", or None for any), or None."""
     scheme = urlsplit(reveal(url)).scheme.lower()
-    allowed = CONSOLE_SCHEMES.get(kind, tuple(CHANNELS)) if kind else tuple(CHANNELS)
+    every = tuple(channel_targets())
+    allowed = CONSOLE_SCHEMES.get(kind, every) if kind else every
     if scheme in allowed:
         return None
     other = next((name for name, schemes in CONSOLE_SCHEMES.items() if scheme in schemes), None)
@@ -130,7 +138,7 @@ def channel_for(url: Text, *, password: Secret | None = None) -> Channel:
     if problem:
         raise ChannelError(f"cannot open console {problem}")
     raw = reveal(url)
-    module_name, class_name = CHANNELS[urlsplit(raw).scheme.lower()].split(":")
+    module_name, class_name = channel_targets()[urlsplit(raw).scheme.lower()].split(":")
     channel_class = getattr(importlib.import_module(module_name), class_name)
     secret_url = url if isinstance(url, Secret) else Secret(raw, masked_url(raw))
     if password is None:

@@ -86,7 +86,8 @@ PUBLISHERS: dict[str, str] = {
     "swift": "recovery.publishers.swift:SwiftPublisher",
     "s3": "recovery.publishers.s3:S3Publisher",
 }
-"""Scheme → ``"module:Class"``; the module is imported only when the scheme is used."""
+"""Scheme → ``"module:Class"``; the module is imported only when the scheme is used. Plug-ins add
+theirs under the entry point group ``recovery.publishers`` (see `recovery.plugins`)."""
 
 
 def load_publisher_class(scheme: str) -> type[Publisher]:
@@ -96,10 +97,13 @@ def load_publisher_class(scheme: str) -> type[Publisher]:
         ConfigError: the scheme is unknown (the message lists the known ones), or its
             module cannot be imported (typically an optional dependency is missing).
     """
+    from recovery.plugins import PUBLISHERS_GROUP, targets
+
+    every = targets(PUBLISHERS_GROUP, PUBLISHERS)
     try:
-        target = PUBLISHERS[scheme]
+        target = every[scheme]
     except KeyError:
-        known = ", ".join(sorted(PUBLISHERS))
+        known = ", ".join(sorted(every))
         raise ConfigError(f"unknown publisher {scheme!r}; known publishers: {known}") from None
     module_name, _, class_name = target.partition(":")
     try:

@@ -164,6 +164,36 @@ def s3(ctx: StepContext, params: S3Params) -> Outputs:
     return _publish(ctx, publisher, params.key, params.ttl)
 
 
+@dataclass(frozen=True)
+class PluginParams:
+    key: str = doc("the public key line")
+    scheme: str = doc("a publisher a plug-in registers (entry point group recovery.publishers)")
+    ttl: float = doc("seconds before the URL stops working", default=DEFAULT_TTL)
+
+
+def _plugin_known(values: Mapping[str, object], config: Config) -> list[str]:
+    scheme = values.get("scheme")
+    if not isinstance(scheme, str):
+        return []
+    from recovery.errors import ConfigError
+    from recovery.publishers import load_publisher_class
+
+    try:
+        load_publisher_class(scheme)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
+@step("publish.to", params=PluginParams, outputs=PUBLISH_OUTPUTS, repeatable=True, retryable=True,
+      check=_plugin_known)
+def publish_to(ctx: StepContext, params: PluginParams) -> Outputs:
+    """Publish through a plug-in's publisher; it reads its own settings (environment, files), as botocore does."""
+    from recovery.publishers import load_publisher_class
+
+    return _publish(ctx, load_publisher_class(params.scheme)(), params.key, params.ttl)
+
+
 def _predict(values: Mapping[str, object]) -> Mapping[str, object]:
     """Known before running: typed inline there is no URL, so a dry run shows the inline command."""
     method = values.get("method")
