@@ -30,10 +30,11 @@ log = logging.getLogger(__name__)
 
 # CSI (including bracketed-paste toggles such as ESC[?2004h), OSC and two-byte escapes; bounded, so
 # that one cut short can be held back (_ANSI_PARTIAL) until the next piece of output completes it.
+# An OSC (a window title) never spans lines: a stray ESC ] must not swallow the marker line after it.
 _ANSI = re.compile(
-    r"\x1b\[[0-9;?]{0,32}[ -/]{0,4}[@-~]|\x1b\][^\x07\x1b]{0,200}(?:\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[=>78M]"
+    r"\x1b\[[0-9;?]{0,32}[ -/]{0,4}[@-~]|\x1b\][^\x07\x1b\r\n]{0,200}(?:\x07|\x1b\\)|\x1b[()][A-Za-z0-9]|\x1b[=>78M]"
 )
-_ANSI_PARTIAL = re.compile(r"\x1b(?:\[[0-9;?]{0,32}[ -/]{0,4}|\][^\x07\x1b]{0,200}\x1b?|[()])?\Z")
+_ANSI_PARTIAL = re.compile(r"\x1b(?:\[[0-9;?]{0,32}[ -/]{0,4}|\][^\x07\x1b\r\n]{0,200}\x1b?|[()])?\Z")
 _MAX_ESCAPE = 256  # longer than any sequence _ANSI matches
 _CURSOR_QUERY = "\x1b[6n"  # busybox ash asks where the cursor is; a terminal must answer
 _CURSOR_ANSWER = "\x1b[24;1R"

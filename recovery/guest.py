@@ -94,7 +94,8 @@ MAX_LINE = 999
 _CHUNK = 200  # a long key or URL is typed as several lines of at most this many characters
 _NONCE = re.compile(r"[A-Za-z0-9_-]{4,64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+# An OSC (a window title) never spans lines: a stray ESC ] must not swallow the fact lines after it.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b\r\n]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
 class ExitCode(IntEnum):
