@@ -10,6 +10,7 @@
     │   │   ├── ChannelClosed           the console went away mid-conversation
     │   │   └── LoginRejected           the console refused the user or password
     │   ├── GuestCommandError           a command typed into the VM reported failure
+    │   ├── AgentError(command, blocked)  the VM's guest agent was unreachable, silent or refused
     │   ├── PublishError                publishing or withdrawing the public key failed
     │   │   └── PublishUnavailable      5xx or a reset from object storage (transient)
     │   ├── CloudError(status_code, request_id)   the cloud API refused or failed
@@ -39,6 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "AgentError",
     "AuthRejected",
     "ChannelClosed",
     "ChannelError",
@@ -145,6 +147,23 @@ class LoginRejected(ChannelError):
 
 class GuestCommandError(StepError):
     pass
+
+
+class AgentError(StepError):
+    """The guest agent (qemu-ga, through QEMU, libvirt or Proxmox) could not do what was asked.
+
+    `command` is the agent command that failed (`guest-exec`), if one was sent; `blocked` is
+    true when the agent answered that the command is disabled or unknown (RHEL-family guests
+    block `guest-exec` and `guest-file-*`), so another command may still do the job.
+    """
+
+    def __init__(
+        self, message: str, *, command: str | None = None, blocked: bool = False,
+        transcript_tail: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message, transcript_tail=transcript_tail)
+        self.command = command
+        self.blocked = blocked
 
 
 class PublishError(StepError):

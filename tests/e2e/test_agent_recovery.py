@@ -1,0 +1,178 @@
+"""The guest-agent route (issue 10, route 2) against a real Debian 12 VM with qemu-ga: no console.
+
+One VM per module (tests/agentvm/vm.py): booted once, saved with `savevm` when the agent and sshd
+answer, and put back with `loadvm` before each test, so every test starts from the same guest.
+Each recovery is proven by an SSH login with the host key pinned (RejectPolicy), the old key must
+still log in, and the user's password field must still be `*` (no usable password, none set).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from recovery.errors import AgentError
+from tests.agentvm.vm import IMAGE, AgentVm, running_vm
+from tests.e2e.conftest import ROOT, Result, recovery
+
+PLAYBOOK = ROOT / "playbooks" / "restore-access-agent.yaml"
+KEYS = "/home/debian/.ssh/authorized_keys"
+
+
+@pytest.fixture(scope="module")
+def session_vm() -> Iterator[AgentVm]:
+    with running_vm() as machine:
+        yield machine
+
+
+@pytest.fixture
+def vm(session_vm: AgentVm) -> AgentVm:
+    session_vm.restore()
+    return session_vm
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    directory = Path(tempfile.mkdtemp(prefix="rcv-agent-e2e-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(vm: AgentVm, workdir: Path, *extra: str, agent: str | None = None, user: str = "debian") -> Result:
+    return recovery(
+        "run", str(PLAYBOOK),
+        "-e", f"agent={agent or vm.agent_url}",
+        "-e", f"user={user}",
+        "-e", "ssh_host=127.0.0.1",
+        "-e", f"ssh_port={vm.ssh_port}",
+        "-e", f"host_key_fingerprint={vm.host_key_fingerprint}",
+        "-e", f"key_path={workdir / 'id_new'}",
+        "-e", f"report={workdir / 'report.json'}",
+        "--journal", str(workdir / "runs"),
+        *extra,
+    )
+
+
+def ssh_run(vm: AgentVm, private_key: Path, command: str) -> str:
+    """Log in with `private_key`, the host key pinned to the image's own, and run `command`."""
+    host_key = (IMAGE / "host_ed25519.pub").read_text().split()
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.get_host_keys().add(f"[127.0.0.1]:{vm.ssh_port}", host_key[0],
+                               paramiko.PKey.from_type_string(host_key[0], base64.b64decode(host_key[1])))
+    client.connect("127.0.0.1", port=vm.ssh_port, username=vm.user, key_filename=str(private_key),
+                   allow_agent=False, look_for_keys=False, timeout=30, banner_timeout=30, auth_timeout=30)
+    try:
+        _, stdout, _ = client.exec_command(command, timeout=30)
+        return stdout.read().decode()
+    finally:
+        client.close()
+
+
+def guest(vm: AgentVm, script: str) -> str:
+    status, output = vm.shell(script)
+    assert status == 0, output
+    return output
+
+
+def test_the_agent_alone_recovers_a_locked_password_vm(vm: AgentVm, workdir: Path) -> None:
+    shadow_before = guest(vm, "getent shadow debian | cut -d: -f2")
+    keys_before = guest(vm, f"cat {KEYS}")
+    result = run(vm, workdir)
+    assert result.code == 0, result.stderr
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["status"] == "succeeded"
+    assert report["proof"]["host_key_trust"] == "pinned"
+    assert report["proof"]["remote_user"] == "debian"
+    assert "appended the new key to ~/.ssh/authorized_keys" in report["vm_changes"]
+    assert any(note.startswith("route: the guest agent") for note in report["notes"])
+    assert report["authorized_keys"]["before"]["lines"] == 1
+    assert report["authorized_keys"]["after"]["lines"] == 2
+    assert report["typed"] == []
+    # The proof, again and independently: both keys log in, the host key pinned.
+    assert ssh_run(vm, workdir / "id_new", "id -un").strip() == "debian"
+    assert ssh_run(vm, vm.old_key, "id -un").strip() == "debian"
+    new_public = (workdir / "id_new.pub").read_text().strip()
+    after = guest(vm, f"cat {KEYS}; stat -c '%U:%G %a' {KEYS} /home/debian/.ssh")
+    assert after.startswith(keys_before + new_public + "\n"), after  # the old line kept, byte for byte
+    assert after.endswith("debian:debian 600\ndebian:debian 700\n"), after
+    assert guest(vm, "getent shadow debian | cut -d: -f2") == shadow_before == "*\n"
+
+
+def test_a_missing_agent_socket_is_refused_and_nothing_changes(vm: AgentVm, workdir: Path) -> None:
+    keys_before = guest(vm, f"cat {KEYS}")
+    result = run(vm, workdir, agent=f"unix://{workdir}/no-such-qga.sock")
+    assert result.code == 1
+    assert f"there is no guest agent socket at {workdir}/no-such-qga.sock" in result.stderr
+    assert "org.qemu.guest_agent.0" in result.stderr
+    assert guest(vm, f"cat {KEYS}") == keys_before
+
+
+def test_an_agent_url_of_no_known_kind_is_refused_before_a_key_is_made(vm: AgentVm, workdir: Path) -> None:
+    result = run(vm, workdir, agent="tcp://127.0.0.1:4444")
+    assert result.code == 2
+    assert "tcp:// is not a guest agent we can reach" in result.stderr
+    assert not (workdir / "id_new").exists()
+
+
+def test_a_user_the_vm_does_not_have_fails_clearly_and_changes_nothing(vm: AgentVm, workdir: Path) -> None:
+    keys_before = guest(vm, f"cat {KEYS}")
+    result = run(vm, workdir, user="nosuchuser")
+    assert result.code == 1
+    assert "the install script reported nothing" in result.stderr
+    assert "user nosuchuser does not exist" in result.stderr
+    assert guest(vm, f"cat {KEYS}") == keys_before
+    assert guest(vm, "ls /home") == "debian\n"
+
+
+def block_agent_commands(vm: AgentVm, commands: str) -> None:
+    """Restart the VM's qemu-ga with `commands` blocked, as RHEL-family guests ship it."""
+    guest(vm, "mkdir -p /etc/qemu && printf '[general]\\nblock-rpcs=%s\\n' " + f"'{commands}' >/etc/qemu/qemu-ga.conf"
+          " && systemd-run --on-active=1 systemctl restart qemu-guest-agent >/dev/null 2>&1")
+    deadline = time.monotonic() + 60
+    while True:
+        time.sleep(1)
+        try:
+            vm.agent("guest-exec", {"path": "/bin/true"}, timeout=5)
+        except AgentError as exc:
+            if "disabled" in str(exc):
+                return
+        assert time.monotonic() < deadline, "qemu-ga did not come back with guest-exec blocked"
+
+
+def test_where_guest_exec_is_blocked_the_agents_ssh_command_adds_the_key_and_the_newline(
+    vm: AgentVm, workdir: Path
+) -> None:
+    block_agent_commands(vm, "guest-exec,guest-exec-status")
+    result = run(vm, workdir)
+    assert result.code == 0, result.stderr
+    report = json.loads((workdir / "report.json").read_text())
+    assert "added the final newline qemu-ga leaves out, through guest-file-*" in report["vm_changes"]
+    assert ssh_run(vm, workdir / "id_new", "id -un").strip() == "debian"
+    assert ssh_run(vm, vm.old_key, "tail -c 1 .ssh/authorized_keys | od -An -c").strip() == "\\n"
+
+
+def test_a_rhel_like_agent_gets_the_key_and_the_report_warns_of_the_missing_newline(
+    vm: AgentVm, workdir: Path
+) -> None:
+    block_agent_commands(vm, "guest-exec,guest-exec-status,guest-file-open,guest-file-read,guest-file-write")
+    result = run(vm, workdir)
+    assert result.code == 0, result.stderr
+    report = json.loads((workdir / "report.json").read_text())
+    assert any("may now end without a newline" in note for note in report["notes"])
+    assert ssh_run(vm, workdir / "id_new", "id -un").strip() == "debian"
+    # qemu-ga 7.2 splits the file on newlines and joins the lines back with none at the end: the old
+    # final newline becomes an empty line (harmless to sshd), the new key the unterminated last one.
+    lines = ssh_run(vm, vm.old_key, "cat .ssh/authorized_keys").split("\n")
+    new = workdir / "id_new.pub"
+    assert lines[0] == (IMAGE / "old_key.pub").read_text().strip(), lines
+    assert lines[-1] == new.read_text().strip(), lines
+    assert set(lines[1:-1]) <= {""}, lines
