@@ -115,18 +115,30 @@ class TerminalText:
         text = ("\r" if self._cr else "") + _ANSI.sub("", complete)
         self._cr = text.endswith("\r")
         text = text.removesuffix("\r").replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
-        text = _KERNEL_MESSAGE.sub("", self._line + text)
-        partial = _earliest(text, "[", _KERNEL_PARTIAL, _MAX_KERNEL_LINE)
+        text, settled = _without_kernel_messages(self._line + text)
+        partial = _earliest(text, "[", _KERNEL_PARTIAL, _MAX_KERNEL_LINE, settled)
         self._line = text[partial:]
         return text[:partial], complete.count(_CURSOR_QUERY)
 
 
-def _earliest(text: str, start: str, partial: re.Pattern[str], window: int) -> int:
-    """The first offset in the last `window` characters of `text` where `partial` matches to its end.
+def _without_kernel_messages(text: str) -> tuple[str, int]:
+    """`text` without its kernel messages, and the length of what precedes the last one removed:
+    that is settled, whatever follows."""
+    kept: list[str] = []
+    settled = last = 0
+    for found in _KERNEL_MESSAGE.finditer(text):
+        kept.append(text[last:found.start()])
+        settled += found.start() - last
+        last = found.end()
+    kept.append(text[last:])
+    return "".join(kept), settled
 
-    That is where something unfinished begins, to be held back; len(text) if nothing is.
+
+def _earliest(text: str, start: str, partial: re.Pattern[str], window: int, floor: int = 0) -> int:
+    """The first offset from `floor`, in the last `window` characters of `text`, where `partial` matches
+    to its end: where something unfinished begins, to be held back; len(text) if nothing is.
     """
-    position = text.find(start, max(0, len(text) - window))
+    position = text.find(start, max(floor, len(text) - window))
     while position >= 0:
         if partial.match(text, position):
             return position

@@ -645,13 +645,9 @@ class VncChannel:
                     self.qemu_keys = True
                 elif encoding == _ENC_QEMU_LED_STATE:
                     (self._leds,) = self._read(1, deadline)
-                elif encoding == _ENC_RAW:
-                    if x + width > self.width or y + height > self.height:
-                        raise ChannelError(
-                            f"the VNC server at {self._where} sent a {width}x{height} rectangle at ({x}, {y}), "
-                            f"outside its {self.width}x{self.height} screen"
-                        )
-                    self._paint(x, y, width, self._read(width * height * 4, deadline))
+                elif encoding == _ENC_RAW:  # read a row at a time: a rectangle may claim up to 17 GB
+                    for row in range(height):
+                        self._paint(x, y + row, self._read(width * 4, deadline))
                     self._updated.append((x, y, width, height))
                     pixels = True
                 else:
@@ -668,14 +664,12 @@ class VncChannel:
             raise ChannelError(f"the VNC server at {self._where} sent message type {kind}, which RFB does not define")
         return False
 
-    def _paint(self, x: int, y: int, width: int, pixels: bytes) -> None:
-        stride, row_bytes = self.width * 4, width * 4
-        width = min(width, self.width - x)
-        for row in range(len(pixels) // row_bytes if row_bytes else 0):
-            if y + row >= self.height:
-                break
-            start = (y + row) * stride + x * 4
-            self._framebuffer[start:start + width * 4] = pixels[row * row_bytes:row * row_bytes + width * 4]
+    def _paint(self, x: int, y: int, row: bytes) -> None:
+        """One row of pixels at (x, y), clipped to the screen (a server may paint past it after a resize)."""
+        width = min(len(row) // 4, self.width - x)
+        if y < self.height and width > 0:
+            start = (y * self.width + x) * 4
+            self._framebuffer[start:start + width * 4] = row[:width * 4]
 
     # -- bytes --------------------------------------------------------------------------------
 

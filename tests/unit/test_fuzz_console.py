@@ -79,6 +79,7 @@ class Pieces:
 @example("[ 1.000000] a [ 2.000000] b\nc", [16, 18])  # a kernel message holding a second `[`: once kept
 @example("\x1b]title\x1b\\x", [7])  # an OSC ended by ESC \\, cut inside its end
 @example("x[ 1.000000] " + "a" * 1200 + "\nz", [5, 300, 1000])  # longer than printk writes: not a kernel message
+@example("[[   12.345678] \n", [2])  # a `[` before a kernel message was shown or held depending on the cut
 def test_terminal_text_does_not_depend_on_where_the_output_was_cut(text: str, cuts: list[int]) -> None:
     whole = TerminalText().feed(text)
     screen = TerminalText()
@@ -226,11 +227,11 @@ def test_any_server_messages_are_handled_or_refused_with_our_error(data: bytes, 
 
 
 class Streaming(Transport):
-    """Sends a clipboard text of `size` bytes in 64 KiB pieces; records the most the channel held."""
+    """Sends `header` and then `size` zero bytes in 64 KiB pieces; records the most the channel held."""
 
-    def __init__(self, channel: VncChannel, size: int) -> None:
+    def __init__(self, channel: VncChannel, header: bytes, size: int) -> None:
         piece = bytes(65536)
-        super().__init__([struct.pack(">B3xI", 3, size), *[piece] * (size // len(piece))], closes=False)
+        super().__init__([header, *[piece] * (size // len(piece))], closes=False)
         self.channel = channel
         self.most_held = 0
 
@@ -239,14 +240,34 @@ class Streaming(Transport):
         return super().recv(timeout)
 
 
-def test_a_huge_clipboard_text_is_skipped_as_it_arrives() -> None:
-    """A server's clipboard message may announce 4 GiB: it was read whole into memory."""
+@pytest.mark.parametrize(
+    ("header", "size"),
+    [
+        (struct.pack(">B3xI", 3, 16 * 1024 * 1024), 16 * 1024 * 1024),  # clipboard text: up to 4 GiB
+        (b"\x00\x00" + struct.pack(">H", 1) + rect(0, 0, 4096, 1024, 0), 4096 * 1024 * 4),  # pixels off screen
+    ],
+    ids=["clipboard", "rectangle"],
+)
+def test_a_huge_server_message_is_taken_as_it_arrives(header: bytes, size: int) -> None:
+    """Both were read whole into memory before they were handled."""
     channel = channel_with(b"", [], closes=False)
-    transport = Streaming(channel, 16 * 1024 * 1024)
+    transport = Streaming(channel, header, size)
     channel._transport = transport
     assert channel.read(0.05) == ""
-    assert transport.most_held <= 65536 + 8
+    assert transport.most_held <= 2 * 65536
     assert not transport.pieces
+    assert len(channel._framebuffer) == 16 * 8 * 4
+
+
+def test_a_rectangle_past_the_screen_is_painted_where_it_is_on_it() -> None:
+    pixels = b"".join(bytes([column, row, 0, 0]) for row in range(10) for column in range(20))
+    channel = channel_with(b"\x00\x00" + struct.pack(">H", 1) + rect(4, 2, 20, 10, 0, pixels), [], closes=False)
+    assert channel.read(0.05) == ""
+    screen = channel._framebuffer
+    assert len(screen) == 16 * 8 * 4
+    assert screen[(2 * 16 + 4) * 4:(2 * 16 + 4) * 4 + 4] == bytes([0, 0, 0, 0])
+    assert screen[(7 * 16 + 15) * 4:(7 * 16 + 15) * 4 + 4] == bytes([11, 5, 0, 0])
+    assert not channel._buffer
 
 
 def test_a_screen_larger_than_any_console_is_refused_before_it_is_allocated() -> None:
