@@ -7,15 +7,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FLOORS_VENV ?= .cache/floors-venv
 FLOORS_BIN := $(FLOORS_VENV)/bin
-APT_PACKAGES := openssh-server openssh-client util-linux login passwd busybox dash wget curl xvfb x11vnc xterm tigervnc-standalone-server xauth qemu-system-x86 cpio openssl
-NEEDED_TOOLS := sshd ssh-keygen agetty login useradd busybox dash wget curl Xvfb x11vnc xterm Xtigervnc qemu-system-x86_64 cpio openssl
+APT_PACKAGES := openssh-server openssh-client util-linux login passwd busybox dash wget curl xvfb x11vnc xterm tigervnc-standalone-server xauth qemu-system-x86 cpio openssl debootstrap qemu-utils
+NEEDED_TOOLS := sshd ssh-keygen agetty login useradd busybox dash wget curl Xvfb x11vnc xterm Xtigervnc qemu-system-x86_64 cpio openssl debootstrap qemu-img
 
-.PHONY: demo test lint system-deps venv clean test-clouds test-vm test-floors
+.PHONY: demo test lint system-deps venv clean test-clouds test-vm test-agent-vm test-floors
 
 demo: system-deps venv
 	$(BIN)/recovery demo
 
-test: system-deps venv lint test-clouds test-vm test-floors
+test: system-deps venv lint test-clouds test-vm test-agent-vm test-floors
 	$(BIN)/python -m pytest
 
 # The dependency floors pyproject.toml promises, proven: a venv of its own with every direct
@@ -42,6 +42,11 @@ test-clouds:
 # The QEMU test VM's kernel and static busybox, unpacked from Debian packages (not installed).
 test-vm:
 	bash tests/qemu/ensure_vm_parts.sh
+
+# The guest-agent test VM (Debian 12, systemd, sshd, qemu-guest-agent), built once into .cache/agent-vm
+# from the apt mirror this machine uses (~90 s; debootstrap and qemu-img from apt).
+test-agent-vm: system-deps
+	bash tests/agentvm/build_image.sh
 
 lint: venv
 	$(BIN)/ruff check recovery tests benchmarks
