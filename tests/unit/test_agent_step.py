@@ -1,0 +1,238 @@
+"""agent.install against a fake guest agent: the real install script runs here, as the agent would run it.
+
+The fake is registered in the agent registry under `fake://` (the way a third-party driver would
+be). Its `exec` runs the command this machine's /bin/sh with HOME set to a temp home, standing in
+for `runuser -u USER -- /bin/sh` in the guest; its guest-ssh-* commands behave as qemu-ga 7.2's do
+(lines joined with no final newline). The real qemu-ga is tested in tests/e2e/test_agent_recovery.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from recovery import agent as agents
+from recovery.agent import ExecResult
+from recovery.config import Config
+from recovery.context import SharedState, StepContext
+from recovery.errors import AgentError, GuestCommandError
+from recovery.journal import Journal
+from recovery.keys import generate_keypair
+from recovery.playbook import load_playbook, resolve_inputs
+from recovery.preflight import PreflightError, check
+from recovery.report import RunReport
+from recovery.steps.agent import AgentInstallParams, install
+
+ROOT = Path(__file__).resolve().parents[2]
+OLD = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl old"
+
+
+@dataclass
+class FakeGuest:
+    home: Path
+    user: str = "debian"
+    blocked: set[str] = field(default_factory=set)
+    drops_keys: bool = False
+    argv: list[list[str]] = field(default_factory=list)
+    closed: int = 0
+
+    @property
+    def keys_file(self) -> Path:
+        return self.home / ".ssh" / "authorized_keys"
+
+    def _refuse(self, command: str) -> None:
+        if command in self.blocked:
+            raise AgentError(f"fake refuses {command}", command=command, blocked=True)
+
+    def exec(self, argv: Sequence[str], *, stdin: bytes = b"", timeout: float) -> ExecResult:
+        self._refuse("guest-exec")
+        self.argv.append(list(argv))
+        assert list(argv[:2]) == ["runuser", "-u"]
+        assert list(argv[3:]) == ["--", "/bin/sh"]
+        if argv[2] != self.user:
+            return ExecResult(1, b"", f"runuser: user {argv[2]} does not exist\n".encode())
+        done = subprocess.run(["/bin/sh"], input=stdin, capture_output=True, timeout=timeout, check=False,
+                              env={"HOME": str(self.home), "PATH": os.environ["PATH"]})
+        return ExecResult(done.returncode, done.stdout, done.stderr)
+
+    def get_authorized_keys(self, user: str, *, timeout: float) -> list[str]:
+        if not self.keys_file.exists():
+            return []
+        return [line for line in self.keys_file.read_text().split("\n") if line]
+
+    def add_authorized_keys(self, user: str, keys: Sequence[str], *, timeout: float) -> None:
+        present = [] if self.drops_keys else self.get_authorized_keys(user, timeout=timeout)
+        self.keys_file.parent.mkdir(mode=0o700, exist_ok=True)
+        self.keys_file.write_text("\n".join([*present, *(key for key in keys if key not in present)]))
+
+    def append_newline_if_missing(self, user: str, *, timeout: float) -> bool | None:
+        if "guest-file-open" in self.blocked:
+            return None  # as QgaAgent answers where the file commands are blocked
+        if self.keys_file.read_bytes().endswith(b"\n"):
+            return False
+        with self.keys_file.open("a") as file:
+            file.write("\n")
+        return True
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+GUEST: list[FakeGuest] = []
+
+
+class FakeAgentDriver:
+    @staticmethod
+    def url_problem(url: str) -> str | None:
+        return None
+
+    @classmethod
+    def from_url(cls, url: str, *, token: object = None) -> FakeGuest:
+        return GUEST[0]
+
+
+@pytest.fixture
+def guest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGuest]:
+    monkeypatch.setitem(agents.AGENTS, "fake", f"{__name__}:FakeAgentDriver")
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    (home / ".ssh" / "authorized_keys").write_text(OLD + "\n")
+    GUEST[:] = [FakeGuest(home)]
+    yield GUEST[0]
+    GUEST.clear()
+
+
+def context(tmp_path: Path) -> StepContext:
+    journal = Journal.create(tmp_path / "runs")
+    return StepContext(
+        run_id=journal.run_id, run_dir=journal.directory, journal=journal, config=Config(),
+        report=RunReport(journal.run_id, "test"), shared=SharedState(), deadline=time.monotonic() + 60,
+    )
+
+
+def new_key(tmp_path: Path) -> str:
+    return generate_keypair(tmp_path / "id_new", comment="new").public_line
+
+
+def params(key: str, user: str = "debian") -> AgentInstallParams:
+    return AgentInstallParams(agent="fake://vm", user=user, key=key)
+
+
+def test_the_install_script_runs_as_the_user_and_its_facts_reach_the_report(
+    guest: FakeGuest, tmp_path: Path
+) -> None:
+    ctx = context(tmp_path)
+    key = new_key(tmp_path)
+    outputs = install(ctx, params(key))
+    assert outputs["added"] is True
+    assert outputs["method"] == "guest-exec"
+    assert guest.argv == [["runuser", "-u", "debian", "--", "/bin/sh"]]
+    assert guest.keys_file.read_text() == f"{OLD}\n{key}\n"
+    assert "appended the new key to ~/.ssh/authorized_keys" in ctx.report.vm_changes
+    assert ctx.report.authorized_keys["before"]["lines"] == 1
+    assert ctx.report.authorized_keys["after"]["lines"] == 2
+    assert ctx.report.typed == []
+    assert ctx.report.notes[0].startswith("route: the guest agent (fake://vm) ran the install script as debian")
+    for cleanup in ctx.shared.cleanups:
+        cleanup.action()
+    assert guest.closed == 1
+
+
+def test_a_file_without_a_final_newline_gets_one_before_the_key(guest: FakeGuest, tmp_path: Path) -> None:
+    guest.keys_file.write_text(OLD)
+    ctx = context(tmp_path)
+    key = new_key(tmp_path)
+    install(ctx, params(key))
+    assert guest.keys_file.read_text() == f"{OLD}\n{key}\n"
+    assert "added the missing final newline to authorized_keys" in ctx.report.vm_changes
+
+
+def test_a_user_the_vm_does_not_have_is_named_in_the_error(guest: FakeGuest, tmp_path: Path) -> None:
+    with pytest.raises(GuestCommandError, match="is 'nosuch' a user on the VM") as caught:
+        install(context(tmp_path), params(new_key(tmp_path), user="nosuch"))
+    assert "runuser: user nosuch does not exist" in str(caught.value)
+    assert guest.keys_file.read_text() == OLD + "\n"
+
+
+def test_a_failing_script_is_explained(guest: FakeGuest, tmp_path: Path) -> None:
+    (guest.home / ".ssh" / "authorized_keys").unlink()
+    (guest.home / ".ssh").rmdir()
+    (guest.home / ".ssh").write_text("not a directory")
+    with pytest.raises(GuestCommandError, match=r"failed \(exit 10\): HOME is unset or missing, or ~/.ssh could not"):
+        install(context(tmp_path), params(new_key(tmp_path)))
+
+
+def test_where_guest_exec_is_blocked_the_ssh_command_adds_the_key_and_the_newline(
+    guest: FakeGuest, tmp_path: Path
+) -> None:
+    guest.blocked = {"guest-exec"}
+    ctx = context(tmp_path)
+    key = new_key(tmp_path)
+    outputs = install(ctx, params(key))
+    assert outputs["method"] == "guest-ssh-add-authorized-keys"
+    assert outputs["added"] is True
+    assert guest.keys_file.read_text() == f"{OLD}\n{key}\n"
+    assert "added the final newline qemu-ga leaves out, through guest-file-*" in ctx.report.vm_changes
+    assert ctx.report.authorized_keys["after"]["lines"] == 2
+    assert "blocks guest-exec" in ctx.report.notes[0]
+
+
+def test_where_file_commands_are_blocked_too_the_missing_newline_is_reported(
+    guest: FakeGuest, tmp_path: Path
+) -> None:
+    guest.blocked = {"guest-exec", "guest-file-open"}
+    ctx = context(tmp_path)
+    key = new_key(tmp_path)
+    install(ctx, params(key))
+    assert guest.keys_file.read_text() == f"{OLD}\n{key}"
+    assert any("may now end without a newline" in note for note in ctx.report.notes)
+
+
+def test_a_key_already_there_is_not_added_again(guest: FakeGuest, tmp_path: Path) -> None:
+    guest.blocked = {"guest-exec"}
+    key = new_key(tmp_path)
+    guest.keys_file.write_text(f"{OLD}\n{key}\n")
+    outputs = install(context(tmp_path), params(key))
+    assert outputs["added"] is False
+    assert guest.keys_file.read_text() == f"{OLD}\n{key}\n"
+
+
+def test_an_agent_that_loses_keys_on_the_fallback_fails_loudly(guest: FakeGuest, tmp_path: Path) -> None:
+    guest.blocked = {"guest-exec"}
+    guest.drops_keys = True
+    with pytest.raises(AgentError, match=r"dropped 1 key\(s\) from debian's authorized_keys"):
+        install(context(tmp_path), params(new_key(tmp_path)))
+
+
+def test_other_agent_errors_do_not_fall_back(guest: FakeGuest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def silent(*args: object, **kwargs: object) -> ExecResult:
+        raise AgentError("the guest agent did not answer guest-exec in time", command="guest-exec")
+
+    monkeypatch.setattr(guest, "exec", silent)
+    with pytest.raises(AgentError, match="did not answer guest-exec in time"):
+        install(context(tmp_path), params(new_key(tmp_path)))
+    assert guest.keys_file.read_text() == OLD + "\n"
+
+
+@pytest.mark.parametrize(
+    ("agent", "user", "problem"),
+    [
+        ("", "debian", "no guest agent to talk to: give -e agent=unix:///path/to/qga.sock"),
+        ("vnc://127.0.0.1:5900", "debian", "vnc:// is not a guest agent we can reach"),
+        ("unix://relative/qga.sock", "debian", "three slashes"),
+        ("unix:///run/qga.sock", "-root", "starts with '-'"),
+    ],
+)
+def test_the_preflight_refuses_before_a_key_is_made(agent: str, user: str, problem: str) -> None:
+    playbook = load_playbook(ROOT / "playbooks" / "restore-access-agent.yaml")
+    inputs = resolve_inputs(playbook, {"agent": agent, "user": user, "ssh_host": "127.0.0.1",
+                                       "trust_first_use": "true"})
+    with pytest.raises(PreflightError, match="step install") as caught:
+        check(playbook, inputs, {}, Config())
+    assert problem in str(caught.value)
