@@ -67,12 +67,21 @@ class AgentInstallParams:
                                default=None)
     timeout: float | None = doc("seconds for the script to finish (default: console.command_timeout)",
                                 default=None)
+    facts: bool = doc(
+        "false: the script reports no facts (about 60 fewer processes: ~2 s less on an emulated guest); its exit "
+        "status, which the agent returns, still says whether the key went in", default=True)
 
 
 def _argv(user: str) -> list[str]:
     # runuser (util-linux, on every systemd distribution) sets HOME, USER and LOGNAME and needs no PAM
     # session or password; the script then creates what it creates as the user.
     return ["runuser", "-u", user, "--", "/bin/sh"]
+
+
+# The agent's PATH is root's (with sbin); the script runs with a user's login PATH instead. Only root can
+# run `sshd -T` (it reads the host keys), so a user's script reads sshd's files anyway, and the failing
+# try cost 0.4-0.6 s on an emulated guest.
+USER_PATH = "PATH=/usr/local/bin:/usr/bin:/bin; export PATH"
 
 
 def preview(params: AgentInstallParams) -> list[str]:
@@ -83,9 +92,11 @@ def preview(params: AgentInstallParams) -> list[str]:
     from recovery.steps.authorized_keys import PREVIEW_KEY
 
     key = params.key if _public_key(params.key) is None else PREVIEW_KEY
-    script = build_install_script(key, sha256=hashlib.sha256(f"{key}\n".encode()).hexdigest(), nonce="0" * 8)
+    script = build_install_script(key, sha256=hashlib.sha256(f"{key}\n".encode()).hexdigest(), nonce="0" * 8,
+                                  facts=params.facts)
     where = describe_agent(reveal(params.agent)) if params.agent else "<agent>"
-    return [f"guest-exec through {where}: {' '.join(_argv(params.user))} <<script", *script.masked().splitlines()]
+    return [f"guest-exec through {where}: {' '.join(_argv(params.user))} <<script", USER_PATH,
+            *script.masked().splitlines()]
 
 
 @step(
@@ -116,10 +127,10 @@ def install(ctx: StepContext, params: AgentInstallParams) -> Outputs:
     timeout = min(params.timeout or ctx.config.console.command_timeout, ctx.remaining())
     nonce = secrets.token_hex(4)
     digest = hashlib.sha256(f"{params.key}\n".encode()).hexdigest()
-    script = build_install_script(params.key, sha256=digest, nonce=nonce)
+    script = build_install_script(params.key, sha256=digest, nonce=nonce, facts=params.facts)
     argv = _argv(params.user)
     try:
-        result = agent.exec(argv, stdin=script.raw().encode(), timeout=timeout)
+        result = agent.exec(argv, stdin=f"{USER_PATH}\n{script.raw()}".encode(), timeout=timeout)
     except AgentError as exc:
         if not (exc.blocked and exc.command == "guest-exec"):
             raise
@@ -129,6 +140,8 @@ def install(ctx: StepContext, params: AgentInstallParams) -> Outputs:
     errors = scrub_all(result.stderr.decode("utf-8", "replace").splitlines())
     ctx.journal.event("agent_exec", agent=where, argv=argv, exit_code=result.exit_code, signal=result.signal,
                       stdout=scrub_all(output.splitlines()), stderr=errors)
+    if not params.facts:
+        return _without_facts(ctx, params, result.exit_code, where, errors)
     try:
         facts = parse_report(output, nonce)
     except GuestCommandError as exc:
@@ -167,6 +180,24 @@ def install(ctx: StepContext, params: AgentInstallParams) -> Outputs:
         "after_sha256": facts.after_sha256,
         "method": "guest-exec",
     }
+
+
+def _without_facts(
+    ctx: StepContext, params: AgentInstallParams, exit_code: int | None, where: str, errors: list[str]
+) -> Outputs:
+    """The script's exit status alone: the agent returns it, unlike a console that shows no text."""
+    from recovery.guest import explain_exit
+
+    if exit_code != 0:
+        said = "; ".join(errors[-3:]) or "nothing on stderr"
+        raise GuestCommandError(
+            f"the install script run through the guest agent of {where} failed (exit {exit_code}, stderr: {said}): "
+            f"{explain_exit(exit_code) if exit_code is not None else 'killed by a signal'}", transcript_tail=errors)
+    ctx.report.notes.append(
+        f"route: the guest agent ({where}) ran the install script as {params.user} through guest-exec, without "
+        "facts; nothing was typed, nothing rebooted, no password touched")
+    ctx.report.vm_changes.append("the key install script exited 0 (no facts asked for): proven by the SSH login")
+    return {"added": None, "backup": None, "before_sha256": None, "after_sha256": None, "method": "guest-exec"}
 
 
 def _add_through_ssh_command(

@@ -144,6 +144,32 @@ def test_the_install_script_runs_as_the_user_and_its_facts_reach_the_report(
     assert guest.closed == 1
 
 
+def test_without_facts_the_exit_status_decides(guest: FakeGuest, tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    key = new_key(tmp_path)
+    outputs = install(ctx, AgentInstallParams(agent="fake://vm", user="debian", key=key, facts=False))
+    assert outputs == {"added": None, "backup": None, "before_sha256": None, "after_sha256": None,
+                       "method": "guest-exec"}
+    assert guest.keys_file.read_text() == f"{OLD}\n{key}\n"
+    assert ctx.report.vm_changes == ["the key install script exited 0 (no facts asked for): proven by the SSH login"]
+    with pytest.raises(GuestCommandError, match="exit 1, stderr: runuser: user nosuch does not exist"):
+        install(ctx, AgentInstallParams(agent="fake://vm", user="nosuch", key=key, facts=False))
+
+
+def test_the_script_runs_with_a_users_path(guest: FakeGuest, tmp_path: Path) -> None:
+    """Root's sbin is left out: `sshd -T` cannot run as the user, and trying costs ~0.5 s on a slow guest."""
+    seen: list[bytes] = []
+    real_exec = guest.exec
+
+    def spy(argv: Sequence[str], *, stdin: bytes = b"", timeout: float) -> ExecResult:
+        seen.append(stdin)
+        return real_exec(argv, stdin=stdin, timeout=timeout)
+
+    guest.exec = spy  # type: ignore[method-assign]
+    install(context(tmp_path), params(new_key(tmp_path)))
+    assert seen[0].startswith(b"PATH=/usr/local/bin:/usr/bin:/bin; export PATH\n{\n")
+
+
 def test_a_file_without_a_final_newline_gets_one_before_the_key(guest: FakeGuest, tmp_path: Path) -> None:
     guest.keys_file.write_text(OLD)
     ctx = context(tmp_path)
