@@ -90,7 +90,7 @@ def run(
     """
     config = config or Config()
     book = playbook if isinstance(playbook, Playbook) else load_playbook(Path(playbook))
-    root = journal_root or config.journal.dir
+    root = Path(journal_root or config.journal.dir).expanduser().absolute()  # reports name absolute paths
     journal, values, previous = _reopen(root, resume, book, _as_text(inputs or {}))
     resolved = resolve_inputs(book, values)
     wrapped = {name: value if isinstance(value, Secret) else Secret(value, f"<{name}>")
@@ -134,7 +134,7 @@ def dry_run(
 
     config = config or Config()
     book = playbook if isinstance(playbook, Playbook) else load_playbook(Path(playbook))
-    root = journal_root or config.journal.dir
+    root = Path(journal_root or config.journal.dir).expanduser().absolute()  # reports name absolute paths
     journal, values, _ = _reopen(root, resume, book, _as_text(inputs or {}))
     if journal is not None:
         journal.unlock()  # a plan only reads the run it would resume

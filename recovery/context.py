@@ -48,6 +48,11 @@ class StepContext:
     shared: SharedState
     step_id: str = ""
     deadline: float = float("inf")
+    waiting: str = ""  # what the step waits for now, for the progress line (see `waiting_for`)
+
+    def waiting_for(self, what: str) -> None:
+        """Name what the step is about to wait for ("the login prompt"); the progress line shows it."""
+        self.waiting = what
 
     def remaining(self) -> float:
         """Seconds left before this step's timeout; drivers bound their waits by it."""

@@ -41,7 +41,7 @@ class RunReport:
     global_request_id: str | None = None
     timeline: list[StepRecord] = field(default_factory=list)
     keys: list[dict[str, Any]] = field(default_factory=list)
-    typed: list[str] = field(default_factory=list)
+    typed: list[str] = field(default_factory=list)  # journal files holding what was typed (secrets masked)
     vm_changes: list[str] = field(default_factory=list)
     authorized_keys: dict[str, Any] = field(default_factory=dict)
     published: list[str] = field(default_factory=list)
@@ -107,10 +107,7 @@ def render_markdown(report: RunReport) -> str:
     _section(out, "Published", report.published)
     _section(out, "Withdrawn", report.withdrawn)
     _section(out, "Rolled back and cleaned up", report.rolled_back)
-    if report.typed:
-        out += ["## Typed into the console (secrets masked)", "", "```"]
-        out += report.typed
-        out += ["```", ""]
+    _section(out, "Typed into the console (secrets masked), in the journal", report.typed)
     _section(out, "Console screenshots", report.screenshots)
     _section(out, "Notes", report.notes)
     return "\n".join(out)
@@ -122,13 +119,15 @@ def _section(out: list[str], title: str, items: list[str]) -> None:
 
 
 def summary_line(report: RunReport) -> str:
+    """One line for the terminal: the outcome, and where the report is (to paste into the ticket)."""
+    where = f"; report: {report.journal}/report.md" if report.journal else ""
     if report.status == "succeeded":
         proof = report.proof or {}
         who = f" as {proof['remote_user']}@{proof['host']}:{proof['port']}" if proof else ""
-        return f"recovery {report.run_id} succeeded{who} in {report.seconds:.1f} s"
+        return f"recovery {report.run_id} succeeded{who} in {report.seconds:.1f} s{where}"
     if report.failed_step:
-        return f"recovery {report.run_id} {report.status} at step {report.failed_step}: {report.error}"
-    return f"recovery {report.run_id} {report.status}: {report.error or ''}".rstrip(": ")
+        return f"recovery {report.run_id} {report.status} at step {report.failed_step}: {report.error}{where}"
+    return f"recovery {report.run_id} {report.status}: {report.error or ''}".rstrip(": ") + where
 
 
 def exit_code(report: RunReport) -> int:

@@ -16,6 +16,7 @@ the step through its context; drivers bound every wait by them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -39,6 +40,7 @@ from recovery.catalog import step_types
 from recovery.config import Config
 from recovery.context import Cleanup, SharedState, StepContext
 from recovery.errors import JournalError, KeyGenerationError, RecoveryError, StepError, TemplateError, TransientError
+from recovery.heartbeat import Heartbeat
 from recovery.journal import (
     STATUS_FAILED,
     STATUS_INTERRUPTED,
@@ -64,6 +66,10 @@ class RunRequest:
     inputs: Mapping[str, object]
     secrets: Mapping[str, Secret]
     config: Config
+
+
+def _waiting_line(spec: StepSpec, context: StepContext) -> str:
+    return f"{spec.id}: waiting for {context.waiting or spec.title}"
 
 
 def _now() -> str:
@@ -379,7 +385,8 @@ class Runner:
                     step_id=spec.id,
                     deadline=deadline,
                 )
-                outputs = step_type.function(context, params)
+                with Heartbeat(self.progress, functools.partial(_waiting_line, spec, context)):
+                    outputs = step_type.function(context, params)
                 unknown = set(outputs) - set(step_type.outputs)
                 if unknown:
                     raise RuntimeError(f"{spec.uses} returned undeclared outputs {sorted(unknown)}")

@@ -33,11 +33,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from recovery.errors import LabError
 from recovery.files import write_atomic
+from recovery.hints import program
 from recovery.lab import console, processes, sshd, users, vnc
 from recovery.lab.commands import find_tool, fingerprint, generate_key
 from recovery.lab.directory import DIRECTORY_MODE, claim, create_exclusive, trusted
 from recovery.lab.layout import Layout
-from recovery.lab.summary import program
 from recovery.redact import Secret
 
 log = logging.getLogger(__name__)

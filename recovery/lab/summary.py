@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recovery.hints import program
 from recovery.lab import vnc
 from recovery.lab.layout import Layout
 
@@ -26,21 +25,6 @@ __all__ = ["SCHEMA", "document", "next_step", "program", "recovery_command", "re
 SCHEMA = 1
 # The port `lab status` checks for each part, to name the log that explains a closed port.
 _PORT_OWNERS = {"ssh": "sshd", "console": "websockify", "serial_port": "serial_port", "vnc": "x11vnc"}
-
-
-def program() -> str:
-    """The shell words that run this recovery: `recovery` if the one on PATH is this installation's, else
-    this interpreter with `-m recovery`.
-
-    After `make venv` the `recovery` script sits in .venv/bin, which is not on PATH
-    (and sudo resets PATH), so a bare `recovery` in a hint would fail or run
-    another installation; the interpreter's own path always runs this one.
-    """
-    found = shutil.which("recovery")
-    own = Path(sys.executable).parent / "recovery"
-    if found is not None and own.exists() and Path(found).samefile(own):
-        return "recovery"
-    return f"{shlex.quote(sys.executable)} -m recovery"
 
 
 def recovery_command(info: LabInfo, console: str, playbooks: Path) -> str:

@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 
 from recovery.context import StepContext
-from recovery.errors import GuestCommandError, KeyGenerationError
+from recovery.errors import GuestCommandError, JournalError, KeyGenerationError
 from recovery.redact import Secret
 from recovery.registry import Outputs, doc, step
 
@@ -76,6 +76,17 @@ def preview(params: InstallParams) -> list[str]:
     return [str(line) for line in heredoc_command(lines, delimiter=delimiter, nonce=nonce)]
 
 
+def _keep_typed(ctx: StepContext, lines: list[str]) -> None:
+    """What was typed (masked) goes into the journal, and the report links it: ~90 lines do not belong in a ticket."""
+    name = f"typed-{ctx.step_id or 'install'}.txt"
+    try:
+        ctx.journal.write_text(name, "\n".join(lines) + "\n")
+    except JournalError as exc:  # the VM has changed already: the run goes on, and says what is missing
+        ctx.report.notes.append(f"what was typed could not be kept in the journal: {exc}")
+        return
+    ctx.report.typed.append(str(ctx.journal.path(name)))
+
+
 @step(
     "authorized_keys.install",
     params=InstallParams,
@@ -100,8 +111,9 @@ def install(ctx: StepContext, params: InstallParams) -> Outputs:
     except ValueError as exc:  # a URL or checksum that cannot be typed safely
         raise GuestCommandError(f"cannot build the command to type into the console: {exc}") from exc
     timeout = min(params.timeout or ctx.config.console.command_timeout, ctx.remaining())
+    ctx.waiting_for("the install command to finish and print its marker")
     result = session.run_script(lines, delimiter=delimiter, nonce=nonce, timeout=timeout)
-    ctx.report.typed.extend(session.typed)
+    _keep_typed(ctx, session.typed)
     session.typed.clear()
     if result.status not in (None, 0):
         raise GuestCommandError(

@@ -80,6 +80,7 @@ def open_console(ctx: StepContext, params: OpenParams) -> Outputs:
         ctx.shared.console.channel.close()
         ctx.shared.console = None
     channel = channel_for(params.url, password=params.password)
+    ctx.waiting_for("the console to answer")
     channel.open(timeout=min(ctx.remaining(), 30.0))
     session = ConsoleSession(channel, ctx.journal.transcript)
     ctx.shared.console = session

@@ -52,7 +52,9 @@ def generate(ctx: StepContext, params: GenerateParams) -> Outputs:
     """Generate a new key pair locally (private key 0600, never logged)."""
     from recovery.keys import generate_keypair
 
-    path = Path(params.path).expanduser() if params.path else ctx.config.keys.dir / ctx.run_id / f"id_{params.type}"
+    # Absolute, so the report (and the ssh -i line it shows) works from any directory.
+    path = (Path(params.path).expanduser() if params.path else ctx.config.keys.dir / ctx.run_id / f"id_{params.type}")
+    path = path.absolute()
     comment = params.comment or f"recovery-{ctx.run_id}"
     pair = generate_keypair(
         path,

@@ -79,6 +79,7 @@ def verify(ctx: StepContext, params: VerifyParams) -> Outputs:
         trust_first_use=params.trust_first_use,
     )
     timeout = min(params.timeout or ctx.config.ssh.timeout, max(ctx.remaining(), 0.5))
+    ctx.waiting_for(f"an SSH login with the new key at {params.host}:{params.port}")
     try:
         result = ParamikoVerifier().verify(target, key, passphrase=params.passphrase, timeout=timeout)
     except AuthRejected as exc:

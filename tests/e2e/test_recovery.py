@@ -67,6 +67,12 @@ def test_inline_recovery_proves_the_new_key_and_keeps_the_old_one(start_lab, rec
     assert report["proof"]["remote_user"] == info.user
     assert report["proof"]["host_key_trust"] == "pinned"
     assert "SUCCEEDED" in result.stdout
+    assert f"report: {workdir / 'runs' / result.run_id}/report.md" in result.stderr  # the success line names it
+    # What was typed is kept in the journal (masked) and linked from the report, not pasted into it.
+    (typed,) = report["typed"]
+    assert "RECOVERY_SCRIPT" in Path(typed).read_text()
+    assert "RECOVERY_SCRIPT" not in incident.read_text()
+    assert Path(report["keys"][0]["private_key_path"]).is_absolute()
     journal = workdir / "runs" / result.run_id
     for name in ("run.json", "events.jsonl", "transcript.log", "report.json", "report.md"):
         assert (journal / name).stat().st_mode & 0o077 == 0, name
