@@ -7,7 +7,8 @@ or SIGTERM, after the partial report has been written.
 
 Everything is checked before the first connection: the inventory, the keys,
 the known_hosts file (and with `--accept-new` that it can be written), the
-remediation playbook and what the inventory gives it. The audit then either
+remediation playbook and what the inventory gives it, and the engine
+(`RECOVERY_AUDIT_ENGINE`, for comparing the two or testing the fallback). The audit then either
 finishes or is interrupted, and in both cases writes its report.
 """
 
@@ -20,36 +21,41 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from recovery.audit.api import MAX_CONCURRENCY, AuditInterrupted, check
 from recovery.audit.cloud_inventory import ConsoleProbe, FleetCloud, cloud_hosts, compile_filter
-from recovery.audit.engine import HostTrust, Libssh2Checker, load_keys
+from recovery.audit.engine import ENGINES, HostTrust, load_keys
 from recovery.audit.inventory import HostDefaults, load_inventory
-from recovery.audit.model import AuditReport, Host, HostResult, Remediation
+from recovery.audit.model import Host, Remediation
 from recovery.audit.progress import ProgressLine
 from recovery.audit.remediate import InProcessPlaybookRunner, confirm_on_terminal, remediate
 from recovery.audit.render import render, summary_line
-from recovery.audit.scheduler import run_checks
 from recovery.audit.shard import parse_shard
 from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED, UsageError
 from recovery.files import make_dirs, write_atomic
 from recovery.hostkeys import KnownHosts, KnownHostsAppender
 
-__all__ = ["MAX_CONCURRENCY", "run_audit"]
+__all__ = ["ENGINE_VARIABLE", "MAX_CONCURRENCY", "run_audit"]
 
-MAX_CONCURRENCY = 1000
+# Names the audit's engine (auto, libssh2, paramiko); unset is auto: libssh2 when it can be imported.
+ENGINE_VARIABLE = "RECOVERY_AUDIT_ENGINE"
 
 
 def run_audit(args: argparse.Namespace) -> int:
     """Run `recovery audit` as parsed by `recovery.cli`; returns the exit code.
 
+    The checks are `recovery.audit.check`; this adds the flags, the inventory or
+    cloud, the remediation, the report's file and the exit code.
+
     :raises UsageError: the command line, inventory, keys or playbook are unusable.
     :raises CloudError: the cloud could not list its servers.
     """
     _check_flags(args)
+    engine = _engine_choice()
     started_at = datetime.now(UTC)
     started = time.monotonic()
     shard = parse_shard(args.shard) if args.shard else None
@@ -58,41 +64,45 @@ def run_audit(args: argparse.Namespace) -> int:
         hosts, probe = _hosts(args, stack)
         if shard is not None:
             hosts = shard.select(hosts)
-        checker = Libssh2Checker(load_keys(path for host in hosts for path in host.keys), trust, args.timeout)
+        keys = load_keys(path for host in hosts for path in host.keys)
         runner = _runner(args) if args.remediate else None
         if runner is not None:
             runner.check_hosts(hosts)
-        trust.prepare(hosts)
-        check: Callable[[Host], HostResult] = checker.check
-        if probe is not None:
-            check = _with_console(checker.check, probe)
         interactive = sys.stderr.isatty()
         progress = ProgressLine(len(hosts), sys.stderr, enabled=interactive)
         with _sigterm_as_interrupt():
-            outcome = run_checks(hosts, check, concurrency=args.concurrency, on_result=progress.update)
+            try:
+                checked = check(
+                    hosts,
+                    keys=keys,
+                    trust=trust,
+                    concurrency=args.concurrency,
+                    timeout=args.timeout,
+                    engine=engine,
+                    console=probe.probe if probe is not None else None,
+                    on_result=progress.update,
+                )
+            except AuditInterrupted as exc:
+                checked = exc.report
             progress.clear()
             remediations: list[Remediation] = []
-            interrupted = outcome.interrupted
+            interrupted = checked.interrupted
             if runner is not None and not interrupted:
                 confirm = (lambda result: True) if args.yes else confirm_on_terminal(args.remediate)
                 try:
                     for item in remediate(
-                        [result for result in outcome.results if not result.ok],
-                        runner,
-                        limit=args.max_remediations,
-                        confirm=confirm,
+                        list(checked.failed), runner, limit=args.max_remediations, confirm=confirm
                     ):
                         remediations.append(item)
                         interrupted = interrupted or item.outcome == "interrupted"
                 except KeyboardInterrupt:
                     interrupted = True
-    report = AuditReport(
-        results=outcome.results,
+    report = dataclasses.replace(
+        checked,
         started_at=started_at,
         seconds=time.monotonic() - started,
         shard=str(shard) if shard else None,
         interrupted=interrupted,
-        not_checked=outcome.not_checked,
         remediations=tuple(remediations),
     )
     _write(render(report, args.format), args.output)
@@ -103,6 +113,14 @@ def run_audit(args: argparse.Namespace) -> int:
     # Only failed hosts are remediated, and a recovery adds a new key, not the audit's:
     # a run that failed, like one that succeeded, leaves the exit code at 1.
     return EXIT_STEP_FAILED if report.failed else EXIT_OK
+
+
+def _engine_choice() -> str:
+    """The engine `ENGINE_VARIABLE` asks for (auto when unset): to compare the two, or to test the fallback."""
+    name = os.environ.get(ENGINE_VARIABLE, "").strip() or "auto"
+    if name not in ("auto", *ENGINES):
+        raise UsageError(f"{ENGINE_VARIABLE}={name}: expected auto, {' or '.join(ENGINES)}")
+    return name
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -186,13 +204,6 @@ def _runner(args: argparse.Namespace) -> InProcessPlaybookRunner:
     return InProcessPlaybookRunner(
         args.remediate, config=config, journal_root=args.journal or config.journal.dir, network=args.network
     )
-
-
-def _with_console(check: Callable[[Host], HostResult], probe: ConsoleProbe) -> Callable[[Host], HostResult]:
-    def both(host: Host) -> HostResult:
-        return dataclasses.replace(check(host), console=probe.probe(host))
-
-    return both
 
 
 @contextlib.contextmanager

@@ -1,27 +1,39 @@
-"""One host's check over SSH with libssh2: resolve, connect, check the host key, authenticate.
+"""One host's SSH check, whichever SSH library makes it: the engine boundary and all the engines share.
 
-Why libssh2 (through ssh2-python) rather than paramiko, which the verifier uses:
-an audit makes hundreds of logins in a burst on a machine that also does other
-work. libssh2 does the key exchange and packet handling in C with the GIL
-released, costing ~1.2 ms of client CPU per login where paramiko costs ~3-5 ms
-(see benchmarks/audit_fleet.py), and it imports in milliseconds where paramiko
-takes ~150 ms. Both drivers share the host key decision (`recovery.hostkeys`)
-and the naming of failures (`recovery.diagnosis`), so they judge a host alike.
+Two engines check hosts: libssh2 through ssh2-python (`libssh2_engine`, the
+default) and paramiko (`paramiko_engine`, when ssh2-python cannot be imported).
+Why two: an audit makes hundreds of logins in a burst on a machine that also
+does other work. libssh2 does the key exchange and packet handling in C with
+the GIL released, costing ~1.2 ms of client CPU per login where paramiko costs
+~3-5 ms (benchmarks/audit_fleet.py), and it imports in milliseconds where
+paramiko takes ~150 ms. But ssh2-python has no wheel for every platform (musl),
+and an install with `--no-deps` or from a distribution's packages may lack it;
+paramiko is a dependency anyway (the verifier uses it), so the audit still runs,
+only slower, and its report says which engine made it (`choose_engine`).
+
+An engine drives one connection (`Session`: the key exchange, then one login per
+key); everything else is decided here, once, so that both engines judge a host
+alike: the deadline, resolving the name within it (`recovery.audit.resolve`),
+the TCP connection, telling a listener that is not an SSH server from one that
+hung up, the host key decision (`HostTrust`, `recovery.hostkeys`), the retry
+with other host key types when a bare pin does not match, the key order, and
+the naming of every failure (`recovery.diagnosis`).
 
 The check stops once authentication succeeds: no session, no shell, no command.
 A login that authenticates is what "the key still works" means, and an hourly
 audit of a thousand VMs should not fill their wtmp or run their login scripts.
 
-`--timeout` bounds the whole check of a host (not each phase), resolving its
+The deadline bounds the whole check of a host (not each phase), resolving its
 name included, so a tarpit or a hung resolver costs exactly one timeout and a
 fleet's worst case is predictable.
 
 A listener that is not an SSH server (a web server, a TLS port, a proxy) is
-`protocol_error`, not `refused`: what it said first is peeked at before libssh2
-starts, and a peer that stays silent until it hears the client's banner and then
-hangs up without an SSH banner of its own is one too. libssh2 alone cannot tell
-them apart: it skips lines that are not a banner and reports "failed getting
-banner" for an HTTP server's 400 and for sshd dropping an excess connection alike.
+`protocol_error`, not `refused`: what it said first is peeked at before the
+SSH library starts, and a peer that stays silent until it hears the client's
+banner and then hangs up without an SSH banner of its own is one too. The
+libraries alone cannot tell them apart: they skip lines that are not a banner
+and report a failed banner for an HTTP server's 400 and for sshd dropping an
+excess connection alike.
 """
 
 from __future__ import annotations
@@ -31,8 +43,9 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
@@ -44,9 +57,28 @@ from recovery.errors import HostKeyMismatch, KeyGenerationError, UsageError, Ver
 from recovery.hostkeys import Advice, HostKeyCheck, KnownHosts, KnownHostsAppender, KnownKey
 from recovery.keys import fingerprint_sha256
 
-__all__ = ["AUDIT_ADVICE", "AuditKey", "HostKeyDecision", "HostTrust", "Libssh2Checker", "load_keys"]
+__all__ = [
+    "AUDIT_ADVICE",
+    "ENGINES",
+    "AuditKey",
+    "CheckFailed",
+    "Connection",
+    "Engine",
+    "HandshakeEnd",
+    "HostKeyDecision",
+    "HostTrust",
+    "Session",
+    "check_host",
+    "choose_engine",
+    "handshake_failure",
+    "load_keys",
+    "with_timeout",
+]
 
 log = logging.getLogger(__name__)
+
+# The engines by the name a report gives them; "auto" is libssh2 when it can be imported, else paramiko.
+ENGINES = ("libssh2", "paramiko")
 
 AUDIT_ADVICE = Advice(
     pin="host_key: {fingerprint} in the inventory, or the key in a --known-hosts file", trust="--accept-new"
@@ -68,27 +100,66 @@ def _family(key_type: str) -> str:
     return "ecdsa" if key_type.startswith("ecdsa-") else key_type
 
 
-class _Session(Protocol):
-    """The part of ssh2-python's `Session` used here (ssh2-python ships no type hints)."""
+class Engine(Protocol):
+    """Checks one host before a deadline; many threads share one engine.
 
-    def set_timeout(self, timeout: int) -> None: ...
-    def method_pref(self, method_type: object, prefs: str) -> int: ...
-    def handshake(self, sock: socket.socket) -> int: ...
-    def hostkey(self) -> tuple[bytes, int]: ...
-    def userauth_publickey_frommemory(self, username: str, privatekeyfiledata: bytes) -> int: ...
-    def disconnect(self) -> int: ...
-    def last_error(self) -> str: ...
+    `name` is what the report calls it (one of `ENGINES`). `check` turns every
+    failure into a result, never an exception: `deadline` is a `time.monotonic()`
+    value, and the whole check (resolving, connecting, the handshake, every key)
+    ends by then.
+    """
+
+    name: str
+
+    def check(self, host: Host, deadline: float) -> HostResult: ...
+
+
+def with_timeout(engine: Engine, timeout: float) -> Callable[[Host], HostResult]:
+    """A check of one host that gets `timeout` seconds from the moment it starts (what a worker calls)."""
+
+    def check(host: Host) -> HostResult:
+        return engine.check(host, time.monotonic() + timeout)
+
+    return check
+
+
+def choose_engine(keys: Mapping[Path, AuditKey], trust: HostTrust, name: str = "auto") -> Engine:
+    """The engine called `name`; "auto" is libssh2 if ssh2-python can be imported, else paramiko.
+
+    :raises UsageError: `name` is none of "auto" and `ENGINES`, or "libssh2" cannot be imported.
+    """
+    if name not in ("auto", *ENGINES):
+        raise UsageError(f"audit engine {name!r}: expected auto, {' or '.join(ENGINES)}")
+    if name != "paramiko":
+        try:
+            from recovery.audit.libssh2_engine import Libssh2Engine
+        except ImportError as exc:
+            if not (exc.name or "").startswith("ssh2"):
+                raise  # not ssh2-python missing: a bug of ours
+            if name == "libssh2":
+                raise UsageError(
+                    f"the libssh2 audit engine needs ssh2-python, which cannot be imported ({exc}): "
+                    "install it (pip install ssh2-python), or let the audit use paramiko"
+                ) from exc
+            log.info("ssh2-python cannot be imported (%s): the audit runs through paramiko, at a higher CPU cost", exc)
+        else:
+            return Libssh2Engine(keys, trust)
+    from recovery.audit.paramiko_engine import ParamikoEngine
+
+    return ParamikoEngine(keys, trust)
 
 
 @dataclass(frozen=True)
 class AuditKey:
-    """A private key the audit logs in with: its path, its `SHA256:` fingerprint, its bytes.
+    """A private key the audit logs in with: its path, its `SHA256:` fingerprint, its type, its bytes.
 
-    The bytes are kept out of `repr`, so a key in a log line or a traceback shows only where it came from.
+    `key_type` is `ed25519` or `rsa` (`recovery.keys.KEY_TYPES`). The bytes are kept out
+    of `repr`, so a key in a log line or a traceback shows only where it came from.
     """
 
     path: Path
     fingerprint: str
+    key_type: str
     private_bytes: bytes = field(repr=False)
 
 
@@ -106,7 +177,7 @@ def load_keys(paths: Iterable[Path]) -> dict[Path, AuditKey]:
     for path in dict.fromkeys(paths):
         try:
             pair = load_keypair(path, None)
-            keys[path] = AuditKey(path, pair.sha256, path.read_bytes())
+            keys[path] = AuditKey(path, pair.sha256, pair.key_type, path.read_bytes())
         except (KeyGenerationError, OSError) as exc:
             raise UsageError(f"--key {path}: {exc}") from exc
     return keys
@@ -212,170 +283,9 @@ class HostTrust:
         )
 
 
-class Libssh2Checker:
-    """Checks hosts one at a time per thread; many threads may share one checker.
 
-    :param keys: every key any host may name, loaded by `load_keys`.
-    :param trust: the host key policy.
-    :param timeout: seconds for each host's whole check.
-    """
-
-    def __init__(self, keys: dict[Path, AuditKey], trust: HostTrust, timeout: float) -> None:
-        # Imported here, not at the top: `recovery --help` must not load a C library.
-        import ssh2.exceptions
-        import ssh2.session
-
-        self._session_class = ssh2.session.Session
-        self._method_hostkey = ssh2.session.LIBSSH2_METHOD_HOSTKEY
-        self._errors = ssh2.exceptions
-        self.keys = keys
-        self.trust = trust
-        self.timeout = timeout
-
-    def check(self, host: Host) -> HostResult:
-        """Check one host; every failure becomes a result, never an exception."""
-        started = time.monotonic()
-        if host.address is None:
-            return HostResult(host, Status.NO_ADDRESS, 0.0, "no address to connect to" + _note(host))
-        trust = self.trust.for_host(host)
-        try:
-            key = self._login(host, trust, deadline=started + self.timeout)
-        except _Failed as failed:
-            status, message = failed.status, failed.message
-        except VerifyError as exc:  # the host key decision
-            found = diagnosis.from_error(exc)
-            status, message = Status(found.failure.value), found.message
-        else:
-            return HostResult(
-                host,
-                Status.OK,
-                time.monotonic() - started,
-                key_fingerprint=key.fingerprint,
-                key_path=key.path,
-                host_key_fingerprint=trust.check.offered_sha256,
-                host_key_trusted_on_first_use=trust.check.trusted_on_first_use,
-            )
-        return HostResult(
-            host,
-            status,
-            time.monotonic() - started,
-            message + _note(host),
-            host_key_fingerprint=trust.check.offered_sha256 or None,
-        )
-
-    def _login(self, host: Host, trust: HostKeyDecision, *, deadline: float) -> AuditKey:
-        """Connect until the host key is accepted, then authenticate; returns the key that logged in.
-
-        A bare pin does not say which key type it is for, and a server has
-        several host keys (cloud-init prints ECDSA's first). So when an offered
-        key does not match, the other types are asked for, one connection each,
-        before the host is reported as changed.
-        """
-        untried = list(_FAMILIES)
-        mismatch: HostKeyMismatch | None = None
-        while True:
-            algorithms = trust.preferred or tuple(alg for family in untried for alg in _FAMILIES[family])
-            with self._connection(host, deadline) as (session, sock, greeting):
-                try:
-                    self._handshake(session, sock, host, algorithms, deadline, greeting)
-                except _Failed:
-                    if mismatch is not None:  # none of the other key types is on offer
-                        raise mismatch from None
-                    raise
-                key_type, public_line = _offered_key(session)
-                try:
-                    trust.decide(key_type, public_line)
-                except HostKeyMismatch as exc:
-                    mismatch = mismatch or exc
-                    untried = [family for family in untried if family != _family(key_type)]
-                    if trust.preferred is not None or not untried:
-                        raise mismatch from None
-                    log.debug("%s: its %s key is not the pin; asking for another key type", host.name, key_type)
-                    continue
-                return self._authenticate(session, host, deadline)
-
-    @contextlib.contextmanager
-    def _connection(self, host: Host, deadline: float) -> Iterator[tuple[_Session, socket.socket, bytes | None]]:
-        """A TCP connection, what the peer said first (None: nothing yet), and a fresh session on it.
-
-        The session is disconnected politely and the socket closed on exit.
-        """
-        sock = _connect(host, deadline)
-        try:
-            greeting = _greeting(sock, host, deadline)
-            # The socket keeps its timeout, which leaves it non-blocking: libssh2 then
-            # waits with poll() and its own timeout, so a silent peer cannot hang a thread.
-            sock.settimeout(_remaining(deadline, host))
-        except BaseException:
-            sock.close()
-            raise
-        session: _Session = self._session_class()
-        try:
-            yield session, sock, greeting
-        finally:
-            with contextlib.suppress(self._errors.SSH2Error):
-                session.disconnect()
-            sock.close()
-
-    def _handshake(
-        self,
-        session: _Session,
-        sock: socket.socket,
-        host: Host,
-        algorithms: Sequence[str],
-        deadline: float,
-        greeting: bytes | None,
-    ) -> None:
-        """libssh2's banner exchange and key exchange; a peer that is not an SSH server is named as one.
-
-        :param greeting: what the peer sent before the client said anything; None if it waited.
-        """
-        where = host.where
-        session.set_timeout(_milliseconds(deadline, host))
-        session.method_pref(self._method_hostkey, ",".join(algorithms))
-        try:
-            session.handshake(sock)
-        except self._errors.SSH2Error as exc:
-            if greeting is not None and not _is_ssh(greeting):
-                raise _Failed.of(Status.PROTOCOL_ERROR, _not_ssh(where, greeting)) from exc
-            if isinstance(exc, self._errors.BannerRecvError):  # a banner libssh2 refuses (a NUL, a line too long)
-                raise _Failed.of(Status.PROTOCOL_ERROR, _not_ssh(where, None)) from exc
-            if isinstance(exc, self._errors.Timeout):
-                raise _Failed(diagnosis.handshake_timeout(where)) from exc
-            if isinstance(exc, (self._errors.SocketRecvError, self._errors.SocketDisconnectError)):
-                if "banner" not in session.last_error().lower():
-                    raise _Failed(diagnosis.closed_during_handshake(where)) from exc
-                if greeting is None:  # it waited for the client to speak first, then hung up on its banner
-                    raise _Failed.of(Status.PROTOCOL_ERROR, _not_ssh(where, None)) from exc
-                raise _Failed(diagnosis.closed_before_banner(where)) from exc
-            raise _Failed(diagnosis.session_failed(where, session.last_error() or type(exc).__name__)) from exc
-
-    def _authenticate(self, session: _Session, host: Host, deadline: float) -> AuditKey:
-        where = host.where
-        tried = []
-        for path in host.keys:
-            key = self.keys[path]
-            session.set_timeout(_milliseconds(deadline, host))
-            try:
-                session.userauth_publickey_frommemory(host.user, key.private_bytes)
-            except (self._errors.AuthenticationError, self._errors.PublickeyUnverifiedError):
-                tried.append(key.fingerprint)
-                continue
-            except self._errors.Timeout as exc:
-                raise _Failed(diagnosis.auth_timeout(where)) from exc
-            except self._errors.FileError as exc:
-                raise _Failed(
-                    Diagnosis(Failure.ERROR, f"libssh2 cannot use the key {path}: {session.last_error()}")
-                ) from exc
-            except self._errors.SSH2Error as exc:
-                raise _Failed(diagnosis.session_failed(where, session.last_error() or type(exc).__name__)) from exc
-            return key
-        detail = "offered " + ", ".join(tried)
-        raise _Failed(diagnosis.auth_rejected(where, host.user, detail))
-
-
-class _Failed(Exception):
-    """Carries a host's status and its explanation out of the connection's `with` block."""
+class CheckFailed(Exception):
+    """Carries a host's status and its explanation out of an engine's connection."""
 
     def __init__(self, found: Diagnosis) -> None:
         super().__init__(found.message)
@@ -383,14 +293,164 @@ class _Failed(Exception):
         self.message = found.message
 
     @classmethod
-    def of(cls, status: Status, message: str) -> _Failed:
+    def of(cls, status: Status, message: str) -> CheckFailed:
         """A failure only the audit names (`protocol_error`), which `Diagnosis` has no kind for."""
         failed = cls(Diagnosis(Failure.ERROR, message))
         failed.status = status
         return failed
 
 
-# How long to wait for the server's banner before libssh2 sends the client's.
+@dataclass(frozen=True)
+class Connection:
+    """A TCP connection to a host, what the peer said first (None: nothing yet), and the check's deadline."""
+
+    host: Host
+    sock: socket.socket
+    greeting: bytes | None
+    deadline: float
+
+    def remaining(self) -> float:
+        """Seconds left; a check out of time fails as a timeout rather than wait zero seconds."""
+        return _remaining(self.deadline, self.host)
+
+
+class Session(Protocol):
+    """One connection as an engine drives it; every failure is raised as `CheckFailed`."""
+
+    def handshake(self, algorithms: Sequence[str]) -> bytes:
+        """The banner and key exchange, offering only these host key algorithms; returns the host key blob."""
+        ...
+
+    def authenticate(self, user: str, key: AuditKey) -> bool:
+        """One public key login; False when the server refuses the key (the next one may be tried)."""
+        ...
+
+
+class HandshakeEnd(Enum):
+    """How a handshake failed, as an engine can tell from its library's exceptions."""
+
+    TIMEOUT = "timeout"
+    CLOSED = "closed"  # the peer hung up (or reset the connection)
+    BAD_BANNER = "bad banner"  # a banner the library refuses (a NUL, a line too long)
+    OTHER = "other"  # no common algorithm, a protocol error
+
+
+def handshake_failure(
+    connection: Connection, end: HandshakeEnd, *, banner_received: bool, detail: str = ""
+) -> CheckFailed:
+    """Name a failed handshake alike for every engine; a peer that is not an SSH server is named as one.
+
+    :param banner_received: the server's SSH banner had arrived when it failed.
+    :param detail: the library's own words, for a failure of no other kind.
+    """
+    where, greeting = connection.host.where, connection.greeting
+    if greeting is not None and not _is_ssh(greeting):
+        return CheckFailed.of(Status.PROTOCOL_ERROR, _not_ssh(where, greeting))
+    if end is HandshakeEnd.BAD_BANNER:
+        return CheckFailed.of(Status.PROTOCOL_ERROR, _not_ssh(where, None))
+    if end is HandshakeEnd.TIMEOUT:
+        return CheckFailed(diagnosis.handshake_timeout(where))
+    if end is HandshakeEnd.CLOSED:
+        if banner_received:
+            return CheckFailed(diagnosis.closed_during_handshake(where))
+        if greeting is None:  # it waited for the client to speak first, then hung up on its banner
+            return CheckFailed.of(Status.PROTOCOL_ERROR, _not_ssh(where, None))
+        return CheckFailed(diagnosis.closed_before_banner(where))
+    return CheckFailed(diagnosis.session_failed(where, detail))
+
+
+SessionOpener = Callable[[Connection], contextlib.AbstractContextManager[Session]]
+
+
+def check_host(
+    host: Host, deadline: float, *, keys: Mapping[Path, AuditKey], trust: HostTrust, open_session: SessionOpener
+) -> HostResult:
+    """Check one host with the engine whose sessions `open_session` makes; every failure becomes a result."""
+    started = time.monotonic()
+    if host.address is None:
+        return HostResult(host, Status.NO_ADDRESS, 0.0, "no address to connect to" + _note(host))
+    decision = trust.for_host(host)
+    try:
+        key = _login(host, decision, keys, deadline, open_session)
+    except CheckFailed as failed:
+        status, message = failed.status, failed.message
+    except VerifyError as exc:  # the host key decision
+        found = diagnosis.from_error(exc)
+        status, message = Status(found.failure.value), found.message
+    else:
+        return HostResult(
+            host,
+            Status.OK,
+            time.monotonic() - started,
+            key_fingerprint=key.fingerprint,
+            key_path=key.path,
+            host_key_fingerprint=decision.check.offered_sha256,
+            host_key_trusted_on_first_use=decision.check.trusted_on_first_use,
+        )
+    return HostResult(
+        host,
+        status,
+        time.monotonic() - started,
+        message + _note(host),
+        host_key_fingerprint=decision.check.offered_sha256 or None,
+    )
+
+
+def _login(
+    host: Host,
+    trust: HostKeyDecision,
+    keys: Mapping[Path, AuditKey],
+    deadline: float,
+    open_session: SessionOpener,
+) -> AuditKey:
+    """Connect until the host key is accepted, then authenticate; returns the key that logged in.
+
+    A bare pin does not say which key type it is for, and a server has
+    several host keys (cloud-init prints ECDSA's first). So when an offered
+    key does not match, the other types are asked for, one connection each,
+    before the host is reported as changed.
+    """
+    untried = list(_FAMILIES)
+    mismatch: HostKeyMismatch | None = None
+    while True:
+        algorithms = trust.preferred or tuple(alg for family in untried for alg in _FAMILIES[family])
+        with _connected(host, deadline) as connection, open_session(connection) as session:
+            try:
+                blob = session.handshake(algorithms)
+            except CheckFailed:
+                if mismatch is not None:  # none of the other key types is on offer
+                    raise mismatch from None
+                raise
+            key_type, public_line = _public_line(blob)
+            try:
+                trust.decide(key_type, public_line)
+            except HostKeyMismatch as exc:
+                mismatch = mismatch or exc
+                untried = [family for family in untried if family != _family(key_type)]
+                if trust.preferred is not None or not untried:
+                    raise mismatch from None
+                log.debug("%s: its %s key is not the pin; asking for another key type", host.name, key_type)
+                continue
+            tried = []
+            for path in host.keys:
+                key = keys[path]
+                if session.authenticate(host.user, key):
+                    return key
+                tried.append(key.fingerprint)
+            raise CheckFailed(diagnosis.auth_rejected(host.where, host.user, "offered " + ", ".join(tried)))
+
+
+@contextlib.contextmanager
+def _connected(host: Host, deadline: float) -> Iterator[Connection]:
+    """A TCP connection and what the peer said first; the socket is closed on exit."""
+    sock = _connect(host, deadline)
+    try:
+        yield Connection(host, sock, _greeting(sock, host, deadline), deadline)
+    finally:
+        sock.close()
+
+
+# How long to wait for the server's banner before the SSH library sends the client's.
 # SSH servers speak first (RFC 4253 4.2 lets both sides send at once, and
 # OpenSSH and Dropbear send at accept), so an SSH server answers well within
 # this; a peer still silent after it may wait for its client (HTTP), and only
@@ -407,7 +467,7 @@ def _connect(host: Host, deadline: float) -> socket.socket:
         addresses = resolve(address, host.port, _remaining(deadline, host))
     except ResolveFailed as exc:
         status = Status.TIMEOUT if exc.timed_out else Status.DNS_ERROR
-        raise _Failed.of(status, exc.message) from exc
+        raise CheckFailed.of(status, exc.message) from exc
     error: OSError | None = None
     for family, sockaddr in addresses:
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -423,14 +483,14 @@ def _connect(host: Host, deadline: float) -> socket.socket:
             raise
         return sock
     if error is None:
-        raise _Failed.of(Status.DNS_ERROR, f"host name {address!r} resolves to no address")
-    raise _Failed(diagnosis.socket_failure(error, address, host.port)) from error
+        raise CheckFailed.of(Status.DNS_ERROR, f"host name {address!r} resolves to no address")
+    raise CheckFailed(diagnosis.socket_failure(error, address, host.port)) from error
 
 
 def _greeting(sock: socket.socket, host: Host, deadline: float) -> bytes | None:
-    """The first bytes the peer sends unasked, left in the socket for libssh2; None if it waits for the client.
+    """The first bytes the peer sends unasked, left in the socket for the library; None if it waits for the client.
 
-    :raises _Failed: the peer hung up before saying anything (sshd over its MaxStartups does).
+    :raises CheckFailed: the peer hung up before saying anything (sshd over its MaxStartups does).
     """
     sock.settimeout(min(_GREETING_WAIT, _remaining(deadline, host) / 2))
     try:
@@ -438,9 +498,9 @@ def _greeting(sock: socket.socket, host: Host, deadline: float) -> bytes | None:
     except TimeoutError:
         return None
     except OSError as exc:
-        raise _Failed(diagnosis.socket_failure(exc, host.address or "", host.port)) from exc
+        raise CheckFailed(diagnosis.socket_failure(exc, host.address or "", host.port)) from exc
     if not data:
-        raise _Failed(diagnosis.closed_before_banner(host.where))
+        raise CheckFailed(diagnosis.closed_before_banner(host.where))
     return data
 
 
@@ -459,24 +519,21 @@ def _not_ssh(where: str, greeting: bytes | None) -> str:
     return f"{where} answered, but not as an SSH server: {said}. Is the port right?"
 
 
-def _offered_key(session: _Session) -> tuple[str, str]:
-    """The server's host key as (type, OpenSSH public key line); the type is read from the blob itself."""
-    blob, _ = session.hostkey()
+def _public_line(blob: bytes) -> tuple[str, str]:
+    """The server's host key as (type, OpenSSH public key line); the type is read from the blob itself.
+
+    Read from the blob, an RSA key is `ssh-rsa` whichever signature algorithm was agreed, in both engines.
+    """
     length = int.from_bytes(blob[:4], "big")
     key_type = blob[4 : 4 + length].decode("ascii", errors="replace")
     return key_type, f"{key_type} {base64.b64encode(blob).decode('ascii')}"
 
 
 def _remaining(deadline: float, host: Host) -> float:
-    """Seconds left before `deadline`; a check out of time fails as a timeout rather than wait zero seconds."""
     left = deadline - time.monotonic()
     if left <= 0:
-        raise _Failed(Diagnosis(Failure.TIMEOUT, f"{host.where} did not complete the check in time"))
+        raise CheckFailed(Diagnosis(Failure.TIMEOUT, f"{host.where} did not complete the check in time"))
     return left
-
-
-def _milliseconds(deadline: float, host: Host) -> int:
-    return max(1, int(_remaining(deadline, host) * 1000))
 
 
 def _note(host: Host) -> str:

@@ -128,7 +128,9 @@ class Remediation:
 class AuditReport:
     """The whole audit, as every renderer sees it; results in inventory order.
 
-    `not_checked` lists the hosts an interrupted audit never reached.
+    `not_checked` lists the hosts an interrupted audit never reached. `engine` names
+    the SSH library that made the checks (`libssh2`, or `paramiko` where ssh2-python
+    cannot be imported: see `recovery.audit.engine`); None in a report made by hand.
     """
 
     results: tuple[HostResult, ...]
@@ -138,6 +140,7 @@ class AuditReport:
     interrupted: bool = False
     not_checked: tuple[Host, ...] = ()
     remediations: tuple[Remediation, ...] = field(default=())
+    engine: str | None = None
 
     def counts(self) -> dict[Status, int]:
         """How many hosts ended in each status; every status is present, zeros included."""

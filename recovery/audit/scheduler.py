@@ -5,9 +5,11 @@ threads run the handshakes truly in parallel with no event loop to feed, and a
 check is plain blocking code. Each worker takes the next host from a queue, so
 a slow host (a tarpit costs a whole timeout) holds up one worker, never the run.
 
-The workers are daemon threads. On Ctrl-C the main thread stops handing out
-hosts and returns at once with the results so far; a worker still blocked in a
-handshake cannot delay the exit (a `ThreadPoolExecutor` would join it first).
+The workers are daemon threads. On Ctrl-C, or when the caller's `CancelToken`
+is cancelled from another thread, the calling thread stops handing out hosts and
+returns at once with the results so far; a worker still blocked in a handshake
+cannot delay the exit (a `ThreadPoolExecutor` would join it first), and it ends
+by its host's deadline.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from recovery.audit.model import Host, HostResult
+from recovery.cancel import CancelToken
 
 __all__ = ["Outcome", "run_checks"]
 
@@ -41,13 +44,15 @@ def run_checks(
     *,
     concurrency: int,
     on_result: Callable[[HostResult], None] = lambda result: None,
+    cancel: CancelToken | None = None,
 ) -> Outcome:
     """Check every host, at most `concurrency` at a time.
 
     :param check: must turn every failure into a result; an exception it raises
         anyway ends the run and is re-raised here, since it is a bug.
     :param on_result: called in the calling thread as each result arrives (progress).
-    :returns: all results; after Ctrl-C, those finished and the hosts not checked.
+    :param cancel: seen within `_POLL` seconds of being cancelled; the run then ends as on Ctrl-C.
+    :returns: all results; after Ctrl-C or a cancel, those finished and the hosts not checked.
     """
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in range(len(hosts)):
@@ -77,6 +82,9 @@ def run_checks(
         for number in range(min(concurrency, len(hosts))):
             threading.Thread(target=work, name=f"audit-{number}", daemon=True).start()
         while reported < len(hosts):
+            if cancel is not None and cancel.cancelled:
+                stop.set()
+                return _outcome(hosts, dict(results), interrupted=True)
             try:
                 item = finished.get(timeout=_POLL)
             except queue.Empty:

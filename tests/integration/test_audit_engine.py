@@ -1,4 +1,7 @@
-"""The audit's checker against real sshd servers on 127.0.0.1: one host of every result kind.
+"""The audit's engines against real sshd servers on 127.0.0.1: one host of every result kind.
+
+Every test runs with each engine (libssh2, and paramiko, the fallback where
+ssh2-python cannot be imported), chosen by name: both must judge a host alike.
 
 The fleet: the lab's sshd (the good host, and with a stranger's key the rejected
 one), a second sshd with ECDSA and Ed25519 host keys of its own (a host whose
@@ -11,13 +14,13 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from recovery.audit.engine import HostTrust, Libssh2Checker, load_keys
-from recovery.audit.model import Host, Status
+from recovery.audit.engine import ENGINES, HostTrust, choose_engine, load_keys, with_timeout
+from recovery.audit.model import Host, HostResult, Status
 from recovery.audit.scheduler import run_checks
 from recovery.hostkeys import KnownHosts, KnownHostsAppender
 from recovery.keys import KeyPair, generate_keypair
@@ -70,12 +73,30 @@ def host(name: str, port: int, key: KeyPair, user: str, *, address: str | None =
     return Host(name, address, port, user, (key.private_path,), host_key=pin)
 
 
-def checker(keys: dict[str, KeyPair], trust: HostTrust, timeout: float = TIMEOUT) -> Libssh2Checker:
-    return Libssh2Checker(load_keys(pair.private_path for pair in keys.values()), trust, timeout)
+Checker = Callable[[Host], HostResult]
+MakeChecker = Callable[..., Checker]
+
+
+@pytest.fixture(params=ENGINES)
+def checker(request: pytest.FixtureRequest, keys: dict[str, KeyPair]) -> MakeChecker:
+    """Makes each test's check with each engine in turn: the paramiko fallback is held to the same results."""
+
+    def make(trust: HostTrust, timeout: float = TIMEOUT) -> Checker:
+        engine = choose_engine(load_keys(pair.private_path for pair in keys.values()), trust, request.param)
+        assert engine.name == request.param
+        return with_timeout(engine, timeout)
+
+    return make
 
 
 def test_every_result_kind_from_real_servers(
-    sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair], pit: Tarpit, closed: int, known_hosts: KnownHosts
+    sshd: SSHServer,
+    other: ExtraSSHD,
+    keys: dict[str, KeyPair],
+    pit: Tarpit,
+    closed: int,
+    known_hosts: KnownHosts,
+    checker: MakeChecker,
 ) -> None:
     good, stranger, user = keys["good"], keys["stranger"], sshd.user
     fleet = [
@@ -90,7 +111,7 @@ def test_every_result_kind_from_real_servers(
         host("no-address", 22, good, user, address=None),
     ]
 
-    outcome = run_checks(fleet, checker(keys, HostTrust(known_hosts)).check, concurrency=8)
+    outcome = run_checks(fleet, checker(HostTrust(known_hosts)), concurrency=8)
 
     statuses = {result.host.name: result.status for result in outcome.results}
     assert statuses == {
@@ -121,13 +142,13 @@ def test_every_result_kind_from_real_servers(
 
 
 def test_a_pin_of_another_key_type_is_asked_for_not_called_a_change(
-    sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair]
+    sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair], checker: MakeChecker,
 ) -> None:
     """cloud-init prints the ECDSA fingerprint first; the server prefers to offer Ed25519."""
     pinned = host("ecdsa-pin", other.ports[0], keys["good"], sshd.user, pin=other.fingerprint("ecdsa"))
     wrong = host("wrong-pin", other.ports[0], keys["good"], sshd.user, pin="SHA256:" + "A" * 43)
 
-    ok, changed = (checker(keys, HostTrust()).check(item) for item in (pinned, wrong))
+    ok, changed = (checker(HostTrust())(item) for item in (pinned, wrong))
 
     assert ok.status is Status.OK
     assert ok.host_key_fingerprint == other.fingerprint("ecdsa")
@@ -136,47 +157,53 @@ def test_a_pin_of_another_key_type_is_asked_for_not_called_a_change(
 
 
 def test_known_hosts_types_are_asked_for_first(
-    tmp_path: Path, sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair]
+    tmp_path: Path, sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair], checker: MakeChecker,
 ) -> None:
     path = tmp_path / "known_hosts"
     path.write_text("\n".join(other.known_hosts_lines("ecdsa")) + "\n")
 
-    result = checker(keys, HostTrust(KnownHosts.load(path))).check(host("h", other.ports[1], keys["good"], sshd.user))
+    result = checker(HostTrust(KnownHosts.load(path)))(host("h", other.ports[1], keys["good"], sshd.user))
 
     assert result.status is Status.OK
     assert result.host_key_fingerprint == other.fingerprint("ecdsa")
 
 
 def test_a_revoked_key_is_never_accepted(
-    tmp_path: Path, sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair]
+    tmp_path: Path, sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair], checker: MakeChecker,
 ) -> None:
     path = tmp_path / "known_hosts"
     lines = other.known_hosts_lines("ed25519")
     path.write_text(lines[0] + "\n@revoked * " + lines[0].split(" ", 1)[1] + "\n")
 
-    result = checker(keys, HostTrust(KnownHosts.load(path))).check(host("h", other.ports[0], keys["good"], sshd.user))
+    result = checker(HostTrust(KnownHosts.load(path)))(host("h", other.ports[0], keys["good"], sshd.user))
 
     assert result.status is Status.HOST_KEY_CHANGED
     assert "@revoked" in result.message
 
 
-def test_the_second_key_logs_in_when_the_first_is_refused(sshd: SSHServer, keys: dict[str, KeyPair]) -> None:
+def test_the_second_key_logs_in_when_the_first_is_refused(
+    sshd: SSHServer, keys: dict[str, KeyPair], checker: MakeChecker
+) -> None:
     both = Host("h", HOST, sshd.port, sshd.user, (keys["stranger"].private_path, keys["good"].private_path))
 
-    result = checker(keys, HostTrust(accept_new=True)).check(both)
+    result = checker(HostTrust(accept_new=True))(both)
 
     assert result.status is Status.OK
     assert result.key_path == keys["good"].private_path
     assert result.host_key_trusted_on_first_use is True
 
 
-def test_accept_new_still_enforces_a_pin(sshd: SSHServer, keys: dict[str, KeyPair]) -> None:
+def test_accept_new_still_enforces_a_pin(
+    sshd: SSHServer, keys: dict[str, KeyPair], checker: MakeChecker
+) -> None:
     pinned = host("h", sshd.port, keys["good"], sshd.user, pin="SHA256:" + "B" * 43)
 
-    assert checker(keys, HostTrust(accept_new=True)).check(pinned).status is Status.HOST_KEY_CHANGED
+    assert checker(HostTrust(accept_new=True))(pinned).status is Status.HOST_KEY_CHANGED
 
 
-def test_tarpits_do_not_serialise_the_run(sshd: SSHServer, keys: dict[str, KeyPair], pit: Tarpit) -> None:
+def test_tarpits_do_not_serialise_the_run(
+    sshd: SSHServer, keys: dict[str, KeyPair], pit: Tarpit, checker: MakeChecker
+) -> None:
     """Six silent hosts and twelve good ones at concurrency 8: about one timeout in all, not six.
 
     4 s per host: eight logins at once into one sshd on a busy 2-core machine have taken more than
@@ -188,7 +215,7 @@ def test_tarpits_do_not_serialise_the_run(sshd: SSHServer, keys: dict[str, KeyPa
     fleet += [host(f"good-{n}", sshd.port, keys["good"], sshd.user, pin=sshd.host_key_sha256) for n in range(12)]
     started = time.monotonic()
 
-    outcome = run_checks(fleet, checker(keys, HostTrust(), timeout).check, concurrency=8)
+    outcome = run_checks(fleet, checker(HostTrust(), timeout), concurrency=8)
 
     assert time.monotonic() - started < 3 * timeout
     statuses = [result.status for result in outcome.results]
@@ -197,7 +224,7 @@ def test_tarpits_do_not_serialise_the_run(sshd: SSHServer, keys: dict[str, KeyPa
 
 
 def test_a_listener_that_does_not_speak_ssh_is_a_protocol_error_not_refused(
-    sshd: SSHServer, keys: dict[str, KeyPair]
+    sshd: SSHServer, keys: dict[str, KeyPair], checker: MakeChecker,
 ) -> None:
     """Before, libssh2's "failed getting banner" made a web server on the port look like a refused connection."""
     timeout = 3.0
@@ -210,7 +237,7 @@ def test_a_listener_that_does_not_speak_ssh_is_a_protocol_error_not_refused(
             host(name, port, keys["good"], sshd.user)
             for name, port in (("web", web), ("smtp", smtp.port), ("garbage", garbage.port))
         ]
-        results = run_checks(fleet, checker(keys, HostTrust(), timeout).check, concurrency=3).results
+        results = run_checks(fleet, checker(HostTrust(), timeout), concurrency=3).results
 
     assert [(result.host.name, result.status) for result in results] == [
         ("web", Status.PROTOCOL_ERROR), ("smtp", Status.PROTOCOL_ERROR), ("garbage", Status.PROTOCOL_ERROR)
@@ -222,12 +249,14 @@ def test_a_listener_that_does_not_speak_ssh_is_a_protocol_error_not_refused(
     assert all(result.seconds < timeout + 3 for result in results)
 
 
-def test_a_banner_then_silence_is_a_timeout_within_the_timeout(sshd: SSHServer, keys: dict[str, KeyPair]) -> None:
+def test_a_banner_then_silence_is_a_timeout_within_the_timeout(
+    sshd: SSHServer, keys: dict[str, KeyPair], checker: MakeChecker
+) -> None:
     """An sshd that hangs after its banner (a stuck PAM module, a full process table) costs one timeout."""
     timeout = 2.0
     with speaker(b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n") as stalled:
         started = time.monotonic()
-        result = checker(keys, HostTrust(), timeout).check(host("stalled", stalled.port, keys["good"], sshd.user))
+        result = checker(HostTrust(), timeout)(host("stalled", stalled.port, keys["good"], sshd.user))
         elapsed = time.monotonic() - started
 
     assert result.status is Status.TIMEOUT
@@ -236,20 +265,20 @@ def test_a_banner_then_silence_is_a_timeout_within_the_timeout(sshd: SSHServer, 
 
 
 def test_a_pin_does_not_override_revoked(
-    tmp_path: Path, sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair]
+    tmp_path: Path, sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair], checker: MakeChecker,
 ) -> None:
     path = tmp_path / "known_hosts"
     path.write_text("".join(f"@revoked * {other.host_keys[kind]}\n" for kind in ("ed25519", "ecdsa")))
     pinned = host("h", other.ports[0], keys["good"], sshd.user, pin=other.fingerprint("ed25519"))
 
-    result = checker(keys, HostTrust(KnownHosts.load(path))).check(pinned)
+    result = checker(HostTrust(KnownHosts.load(path)))(pinned)
 
     assert result.status is Status.HOST_KEY_CHANGED
     assert "@revoked" in result.message
 
 
 def test_accept_new_adds_the_key_of_a_real_server_and_a_hashed_file_stays_hashed(
-    tmp_path: Path, sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair]
+    tmp_path: Path, sshd: SSHServer, other: ExtraSSHD, keys: dict[str, KeyPair], checker: MakeChecker,
 ) -> None:
     path = tmp_path / "known_hosts"
     path.write_text(known_hosts_line(sshd.port, sshd.host_public_key) + "\n")
@@ -259,7 +288,7 @@ def test_accept_new_adds_the_key_of_a_real_server_and_a_hashed_file_stays_hashed
     fleet = [host("old", sshd.port, keys["good"], sshd.user), host("new", other.ports[1], keys["good"], sshd.user)]
     trust.prepare(fleet)
 
-    results = run_checks(fleet, checker(keys, trust).check, concurrency=2).results
+    results = run_checks(fleet, checker(trust), concurrency=2).results
     record.close()
 
     assert [(result.status, result.host_key_trusted_on_first_use) for result in results] == [

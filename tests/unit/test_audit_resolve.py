@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from recovery.audit.engine import HostTrust, Libssh2Checker
+from recovery.audit.engine import ENGINES, Engine, HostTrust, choose_engine
 from recovery.audit.model import Host, Status
 from recovery.audit.resolve import ResolveFailed, check_name, resolve
 
@@ -61,13 +61,17 @@ def test_a_hung_resolver_costs_the_timeout_and_no_more() -> None:
     assert "took longer than the check's timeout" in str(caught.value)
 
 
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> Engine:
+    return choose_engine({}, HostTrust(), request.param)
+
+
 @pytest.mark.usefixtures("hung_resolver")
-def test_the_checks_timeout_covers_dns() -> None:
+def test_the_checks_timeout_covers_dns(engine: Engine) -> None:
     """Before, one host took 6 s at --timeout 1: create_connection's lookup had no bound."""
-    checker = Libssh2Checker({}, HostTrust(), timeout=0.5)
     started = time.monotonic()
 
-    result = checker.check(Host("web-1", "slow.example.com", 22, "ops", (Path("/k"),)))
+    result = engine.check(Host("web-1", "slow.example.com", 22, "ops", (Path("/k"),)), started + 0.5)
 
     assert result.status is Status.TIMEOUT
     assert time.monotonic() - started < 3
@@ -77,11 +81,9 @@ def test_the_checks_timeout_covers_dns() -> None:
     ("address", "status"),
     [("web-1..example.com", Status.DNS_ERROR), ("web\x1b]0;owned\x07", Status.DNS_ERROR)],
 )
-def test_a_bad_host_name_is_that_hosts_result_not_the_runs_crash(address: str, status: Status) -> None:
+def test_a_bad_host_name_is_that_hosts_result_not_the_runs_crash(address: str, status: Status, engine: Engine) -> None:
     """Before, `socket.create_connection` raised UnicodeError (not OSError) and the whole audit died."""
-    checker = Libssh2Checker({}, HostTrust(), timeout=2.0)
-
-    result = checker.check(Host("web-1", address, 22, "ops", (Path("/k"),)))
+    result = engine.check(Host("web-1", address, 22, "ops", (Path("/k"),)), time.monotonic() + 2.0)
 
     assert result.status is status
     assert "is not a valid host name" in result.message
