@@ -107,5 +107,6 @@ def test_a_broken_plugin_is_named_in_a_usage_error(tmp_path: Path, command: list
     result = subprocess.run([sys.executable, "-m", "recovery", *command], env=env, capture_output=True, text=True,
                             cwd=ROOT, check=False)
     assert result.returncode == 2
-    assert "plug-in 'broken' (recovery.steps = 'recplug.no_such_module', from recplug) cannot be loaded" in result.stderr
+    named = "plug-in 'broken' (recovery.steps = 'recplug.no_such_module', from recplug) cannot be loaded"
+    assert named in result.stderr
     assert "Traceback" not in result.stderr
