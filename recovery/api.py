@@ -40,7 +40,7 @@ from recovery.redact import Secret, too_short_to_mask
 from recovery.report import RunReport
 from recovery.runner import Runner, RunRequest
 
-__all__ = ["RunInterrupted", "dry_run", "run"]
+__all__ = ["RunInterrupted", "dry_run", "dry_run_plan", "run"]
 
 PlaybookSource = Playbook | str | os.PathLike[str]
 
@@ -139,6 +139,29 @@ def dry_run(
     if journal is not None:
         journal.unlock()  # a plan only reads the run it would resume
     return render_plan(book, resolve_inputs(book, values), config)
+
+
+def dry_run_plan(
+    playbook: PlaybookSource,
+    inputs: Mapping[str, object] | None = None,
+    *,
+    config: Config | None = None,
+    journal_root: Path | None = None,
+    resume: str | None = None,
+) -> dict[str, Any]:
+    """The plan `dry_run` shows, as one JSON-ready object for programs (`recovery.plan.plan_document`).
+
+    Raises:
+        UsageError: as `dry_run`.
+    """
+    from recovery.plan import plan_document
+
+    config = config or Config()
+    book = playbook if isinstance(playbook, Playbook) else load_playbook(Path(playbook))
+    journal, values, _ = _reopen(journal_root or config.journal.dir, resume, book, _as_text(inputs or {}))
+    if journal is not None:
+        journal.unlock()  # a plan only reads the run it would resume
+    return plan_document(book, resolve_inputs(book, values), config)
 
 
 def _run_locked(

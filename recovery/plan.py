@@ -6,11 +6,16 @@ outputs of earlier steps do not exist yet and appear as `<steps.ID.outputs.NAME>
 unless the step declares them in advance (typed inline, there is no URL, so the
 plan shows the inline command the real run types). Steps that type into the
 console show the exact lines they would type.
+
+`render_plan` writes it for people; `plan_document` gives the same plan as one JSON
+object (with a `schema` version) for programs. Both read one forecast, so they cannot
+disagree about a value, a `when` or a typed line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from recovery import preflight
 from recovery.config import Config
@@ -19,6 +24,9 @@ from recovery.redact import Secret
 from recovery.registry import InputTypeError, build_params, describe_type
 from recovery.templating import Unknown
 
+SCHEMA = 1
+"""Version of the JSON plan; raised when a key changes meaning or disappears."""
+
 
 def render_plan(playbook: Playbook, inputs: Mapping[str, object], config: Config) -> str:
     """The dry-run text: steps in the order they would run, cleanup and always phases included.
@@ -26,27 +34,77 @@ def render_plan(playbook: Playbook, inputs: Mapping[str, object], config: Config
     Raises:
         PreflightError: the same problems the real run would stop at, before changing anything.
     """
-    secrets = {name: Secret(f"<{name}>", f"<{name}>") for name in playbook.secrets}
-    forecasts = {item.spec.id: item for item in preflight.check(playbook, inputs, secrets, config)}
+    phases = _phases(playbook, inputs, config)
     lines = [f"Plan for {playbook.path} (dry run: nothing is changed)", ""]
-    main = [s for s in playbook.steps if not s.always]
-    always = [s for s in playbook.steps if s.always]
-    for number, spec in enumerate(main, start=1):
-        lines += _describe(number, forecasts[spec.id])
-    cleanup = [c for s in main for c in s.cleanup]
-    if cleanup:
+    for number, item in enumerate(phases["main"], start=1):
+        lines += _describe(number, item)
+    if phases["cleanup"]:
         lines.append("Cleanup, newest first, also after a failure:")
-        for spec in reversed(cleanup):
-            lines += _describe(None, forecasts[spec.id])
-    if always:
+        for item in phases["cleanup"]:
+            lines += _describe(None, item)
+    if phases["always"]:
         lines.append("Always, whatever happened:")
-        for spec in always:
-            lines += _describe(None, forecasts[spec.id])
+        for item in phases["always"]:
+            lines += _describe(None, item)
     return "\n".join(lines)
 
 
+def plan_document(playbook: Playbook, inputs: Mapping[str, object], config: Config) -> dict[str, Any]:
+    """The dry run as one JSON-ready object: the steps of each phase in the order they would run.
+
+    Each step has its `when` and the decision (`runs`: true, false, or null when decided at
+    run time), its rendered `with:` values (secrets and values not known yet as their labels,
+    as the text plan shows them) and, for a step that types into the console, `would_type`.
+
+    Raises:
+        PreflightError: as `render_plan`.
+    """
+    phases = _phases(playbook, inputs, config)
+    return {
+        "schema": SCHEMA,
+        "playbook": str(playbook.path),
+        "dry_run": True,
+        "steps": [_step_json(phase, item) for phase, items in phases.items() for item in items],
+    }
+
+
+def _phases(
+    playbook: Playbook, inputs: Mapping[str, object], config: Config
+) -> dict[str, list[preflight.StepForecast]]:
+    """Forecasts of the main steps, the cleanup steps (newest first) and the `always` steps, in run order."""
+    secrets = {name: Secret(f"<{name}>", f"<{name}>") for name in playbook.secrets}
+    forecasts = {item.spec.id: item for item in preflight.check(playbook, inputs, secrets, config)}
+    main = [s for s in playbook.steps if not s.always]
+    return {
+        "main": [forecasts[spec.id] for spec in main],
+        "cleanup": [forecasts[c.id] for c in reversed([c for s in main for c in s.cleanup])],
+        "always": [forecasts[spec.id] for spec in playbook.steps if spec.always],
+    }
+
+
+def _step_json(phase: str, item: preflight.StepForecast) -> dict[str, Any]:
+    spec = item.spec
+    data: dict[str, Any] = {
+        "id": spec.id, "uses": spec.uses, "title": spec.title, "phase": phase, "when": spec.when, "runs": item.runs,
+    }
+    if item.runs is False:
+        data.update({"with": {}, "would_type": None})
+        return data
+    shown = _shown_values(item)
+    data["with"] = {name: _json_value(shown[name]) for name in spec.params}
+    data["would_type"] = _typed(item, shown)
+    return data
+
+
+def _json_value(value: object) -> object:
+    """A value as JSON shows it: a secret or anything else not plain data by its text, which is masked."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
 def _describe(number: int | None, item: preflight.StepForecast) -> list[str]:
-    spec, step_type = item.spec, item.step_type
+    spec = item.spec
     head = f"{number}. " if number is not None else "- "
     out = [f"{head}{spec.id}: {spec.uses} — {spec.title}"]
     if spec.when:
@@ -55,19 +113,30 @@ def _describe(number: int | None, item: preflight.StepForecast) -> list[str]:
     if item.runs is False:
         out.append("")
         return out
-    annotations = {input_spec.name: input_spec.annotation for input_spec in step_type.inputs()}
-    shown = {name: _shown(item.values[name], annotations[name]) for name in item.values}
+    shown = _shown_values(item)
     for name in spec.params:
         out.append(f"     {name}: {shown[name]}")
-    if step_type.preview is not None:
-        try:
-            typed = step_type.preview(build_params(step_type, shown))
-        except (InputTypeError, ValueError) as exc:
-            typed = [f"<cannot show the typed lines: {exc}>"]
+    typed = _typed(item, shown)
+    if typed is not None:
         out.append("     would type:")
         out += [f"       | {line}" for line in typed]
     out.append("")
     return out
+
+
+def _shown_values(item: preflight.StepForecast) -> dict[str, object]:
+    annotations = {input_spec.name: input_spec.annotation for input_spec in item.step_type.inputs()}
+    return {name: _shown(item.values[name], annotations[name]) for name in item.values}
+
+
+def _typed(item: preflight.StepForecast, shown: Mapping[str, object]) -> list[str] | None:
+    """The lines the step would type into the console; None for a step that types nothing."""
+    if item.step_type.preview is None:
+        return None
+    try:
+        return item.step_type.preview(build_params(item.step_type, shown))
+    except (InputTypeError, ValueError) as exc:
+        return [f"<cannot show the typed lines: {exc}>"]
 
 
 def _shown(value: object, annotation: object) -> object:
