@@ -214,7 +214,7 @@ def load_keypair(private_path: Path, passphrase: Secret | None) -> KeyPair:
     :param passphrase: the passphrase the private key was encrypted with, if any.
     :returns: the `KeyPair` the files describe, comment taken from the `.pub` file.
     :raises KeyGenerationError: a file is missing or unreadable, the private key
-        is readable by group or others (ssh itself refuses such a key), the
+        is ours and readable by group or others (ssh itself refuses such a key), the
         passphrase is wrong or missing, the key is neither Ed25519 nor RSA, or
         the `.pub` file holds a different key.
     """
@@ -222,12 +222,7 @@ def load_keypair(private_path: Path, passphrase: Secret | None) -> KeyPair:
 
     public_path = _public_path(private_path)
     data = _read(private_path)
-    mode = stat.S_IMODE(private_path.stat().st_mode)
-    if mode & 0o077:
-        raise KeyGenerationError(
-            f"private key {private_path} has mode {mode:04o}: it must not be readable by "
-            f"group or others (ssh refuses such keys); run chmod 600 on it"
-        )
+    _check_protected(private_path)
     if data.lstrip().startswith(_OPENSSH_HEADER):
         private_format = "openssh"
     elif data.lstrip().startswith(_PEM_RSA_HEADER):
@@ -361,6 +356,22 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         raise KeyGenerationError(f"cannot write {path}: {exc.strerror}") from exc
     finally:
         os.close(fd)
+
+
+def _check_protected(private_path: Path) -> None:
+    """Refuse a key of ours that others may read, exactly where ssh refuses it.
+
+    OpenSSH (sshkey_perm_ok) checks only a key the running user owns: a key that
+    another user owns and lets this one read (a Kubernetes Secret mounted 0440 for a
+    runAsNonRoot pod, a key shared by a group) is theirs to protect, and ssh uses it.
+    """
+    info = private_path.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid == os.getuid() and mode & 0o077:
+        raise KeyGenerationError(
+            f"private key {private_path} has mode {mode:04o}: it must not be readable by "
+            f"group or others (ssh refuses such keys); run chmod 600 on it"
+        )
 
 
 def _read(path: Path) -> bytes:

@@ -318,3 +318,13 @@ def test_fingerprint_of_a_known_key() -> None:
 
     assert fingerprint_sha256(line) == "SHA256:CzV+fGEXttJ3k/l1BcPrCd9wbmpTZG0UbSlZ2t0xjZc"
     assert fingerprint_md5(line) == "6b:db:8b:e2:44:0a:d4:52:56:70:0a:19:41:1b:94:bc"
+
+
+def test_load_takes_a_key_another_user_owns_and_lets_us_read(tmp_path: Path) -> None:
+    # As ssh does: only a key the running user owns must be private to it (a Secret mounted 0440
+    # for a runAsNonRoot pod is owned by root, and ssh uses it).
+    pair = generate_keypair(tmp_path / "id")
+    pair.private_path.chmod(0o644)
+    os.chown(pair.private_path, 65534, 65534)  # nobody; the tests run as root, who can still read it
+
+    assert load_keypair(pair.private_path, None).sha256 == pair.sha256
