@@ -6,7 +6,8 @@ ends with `printf 'RCV-%s-%s\\n' NONCE "$?"`: the typed text holds `RCV-%s` and
 the nonce apart, and only the shell's *output* holds `RCV-<nonce>-<status>`.
 
 Everything received goes to the journal transcript, scrubbed of secrets;
-everything sent is recorded in its masked form.
+everything sent is recorded in its masked form. At `-vv` both also go, a line at a
+time and scrubbed, to the `recovery.console.io` logger at DEBUG.
 
 A console without text (VNC: `channel.has_output` is False) is driven blind: the
 same keys, typed after fixed pauses instead of prompts, and no status read back;
@@ -27,6 +28,7 @@ from recovery.errors import ChannelTimeout, GuestCommandError, LoginRejected
 from recovery.redact import Secret, Text, reveal, scrub
 
 log = logging.getLogger(__name__)
+io_log = logging.getLogger("recovery.console.io")  # recovery.log.CONSOLE_IO: shown from -vv
 
 # CSI (including bracketed-paste toggles such as ESC[?2004h), OSC and two-byte escapes; bounded, so
 # that one cut short can be held back (_ANSI_PARTIAL) until the next piece of output completes it.
@@ -38,6 +40,12 @@ _ANSI_PARTIAL = re.compile(r"\x1b(?:\[[0-9;?]{0,32}[ -/]{0,4}|\][^\x07\x1b\r\n]{
 _MAX_ESCAPE = 256  # longer than any sequence _ANSI matches
 _CURSOR_QUERY = "\x1b[6n"  # busybox ash asks where the cursor is; a terminal must answer
 _CURSOR_ANSWER = "\x1b[24;1R"
+_MAX_IO_LINE = 4096  # a longer line without a newline is logged in pieces
+
+
+def _visible(text: str) -> str:
+    """Console text for a terminal: control characters (the VM controls them) written as escapes."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
 # A kernel message printed on the console, `[   12.345678] text`: printk writes it wherever the cursor
 # is, in the middle of a prompt too, and the program that printed the prompt is still waiting. A
 # printk line holds at most 1024 characters; _KERNEL_PARTIAL matches every beginning of one.
@@ -210,6 +218,7 @@ class ConsoleSession:
         self._text = TerminalText()
         self._pending = ""  # normalized text not yet consumed by an expectation
         self.typed: list[str] = []  # masked lines we typed, for the report
+        self._io_line = ""  # output not yet logged to io_log: the line is not complete
         # True from the moment a shell may be open on the console (the password went, or a shell
         # prompt showed) until one is known not to be: only then has `logout` something to end.
         self.shell_may_be_open = False
@@ -220,6 +229,10 @@ class ConsoleSession:
         """Type `text`. `show` overrides what the transcript and report record (e.g. "<password>")."""
         shown = show if show is not None else str(text) if isinstance(text, Secret) else scrub(text)
         self._transcript(f"\n>>> {shown.rstrip()}\n")
+        if io_log.isEnabledFor(logging.DEBUG):
+            self._log_output("", flush=True)  # the prompt before what is typed at it
+            for line in shown.rstrip().splitlines():
+                io_log.debug(">>> %s", _visible(line))
         self.channel.send(text)
 
     def _receive(self, timeout: float) -> str:
@@ -227,10 +240,23 @@ class ConsoleSession:
         if chunk:
             self._transcript(chunk)
             text, queries = self._text.feed(chunk)
+            self._log_output(text)
             for _ in range(queries):
                 self.channel.send(_CURSOR_ANSWER)
             self._pending += text
         return chunk
+
+    def _log_output(self, text: str, *, flush: bool = False) -> None:
+        """Output to io_log whole lines at a time, so that a secret split across two reads is scrubbed."""
+        if not io_log.isEnabledFor(logging.DEBUG):
+            return
+        *lines, self._io_line = (self._io_line + text).split("\n")
+        if flush or len(self._io_line) > _MAX_IO_LINE:
+            lines.append(self._io_line)
+            self._io_line = ""
+        for line in lines:
+            if line.strip():
+                io_log.debug("<<< %s", _visible(scrub(line)))
 
     def expect(
         self,

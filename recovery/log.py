@@ -15,9 +15,14 @@ THIRD_PARTY = ("keystoneauth", "keystoneauth1", "openstack", "botocore", "boto3"
                "websocket", "s3transfer", "stevedore")
 
 
-def setup_logging(verbosity: int) -> None:
-    """-v: one line per step; -vv: masked console I/O; -vvv: third-party libraries too. Secrets are scrubbed."""
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+CONSOLE_IO = "recovery.console.io"
+"""The logger that carries every line typed into and read from a console, at DEBUG (shown from -vv)."""
+
+
+def setup_logging(verbosity: int, *, quiet: bool = False) -> None:
+    """-q: errors only; -v: what each part does; -vv: also the console I/O (`CONSOLE_IO`) and other debug
+    lines of recovery; -vvv: third-party libraries too. Secrets are scrubbed from every record."""
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
