@@ -4,7 +4,7 @@ Each renderer is a pure function of the `AuditReport` (no clock, no terminal),
 so the tests pin their exact output. Hosts appear in inventory order in all four.
 
 - table: one row per host, then remediations, then hosts not checked;
-- json: `{"hosts": [...], "summary": {...}}`, one object per host;
+- json: `{"schema": 1, "hosts": [...], "summary": {...}}`, one object per host;
 - junit: one testcase per host, so a CI dashboard shows each VM's access
   history as a test's: an `error` for a host that could not be checked, a
   `failure` for one that was checked and refused (`JUNIT_OUTCOMES`);
@@ -116,10 +116,14 @@ def _remediation_text(item: Remediation) -> str:
 
 # --- json ----------------------------------------------------------------------------------
 
+JSON_SCHEMA = 1
+"""Version of the JSON report (its `schema` key), as in every JSON document the CLI prints."""
+
 
 def render_json(report: AuditReport) -> str:
     """One object per host and a summary; stable key order, indented, newline-terminated."""
     document = {
+        "schema": JSON_SCHEMA,
         "hosts": [_host_json(result, report.remediation_for(result.host.name)) for result in report.results],
         "summary": {
             "hosts": len(report.results),
