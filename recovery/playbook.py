@@ -466,7 +466,9 @@ def resolve_inputs(playbook: Playbook, given: Mapping[str, str]) -> dict[str, ob
     for name in given:
         if name not in playbook.inputs:
             known = ", ".join(playbook.inputs)
-            problems.append(f"-e {name}: {playbook.path.name} has no input {name!r} (inputs: {known})")
+            close = difflib.get_close_matches(name, list(playbook.inputs), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            problems.append(f"-e {name}: {playbook.path.name} has no input {name!r} ({hint}inputs: {known})")
     for name, decl in playbook.inputs.items():
         if name not in given:
             if decl.required:
