@@ -13,6 +13,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import recovery
+
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "recovery", "playbooks")
 
@@ -33,9 +35,13 @@ def test_the_wheel_carries_every_module_and_playbook_and_finds_them_installed(tm
     (wheel,) = (tmp_path / "dist").glob("recovery-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         packed = set(archive.namelist())
+        metadata = archive.read(f"recovery-{recovery.__version__}.dist-info/METADATA").decode()
+    # One source for the version: the package's __version__ is what the wheel says it is.
+    assert f"\nVersion: {recovery.__version__}\n" in metadata
+    assert "Classifier: Typing :: Typed" in metadata
     sources = {path.relative_to(ROOT).as_posix() for path in (ROOT / "recovery").rglob("*.py")}
     playbooks = sorted(path.name for path in (ROOT / "playbooks").glob("*.yaml"))
-    assert len(playbooks) == 3
+    assert {"restore-access-serial.yaml", "restore-access-vnc.yaml", "rotate-keypair.yaml"} <= set(playbooks)
     assert sources - packed == set()
     assert {f"recovery/playbooks/{name}" for name in playbooks} - packed == set()
 
