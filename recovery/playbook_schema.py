@@ -1,0 +1,156 @@
+"""A JSON Schema (draft 2020-12) of playbooks, for editors: `recovery steps --schema`.
+
+With the yaml-language-server (VS Code's YAML extension, neovim, Helix), a playbook
+that starts with `# yaml-language-server: $schema=recovery-playbook.schema.json`
+gets completion and checks as it is typed: the top-level keys, the declarations of
+inputs and secrets, each step's keys, `uses` from the installed step types, and
+the `with:` parameters of the step type a step uses, with their descriptions.
+
+It is made from the same declarations as `recovery.playbook`'s validation and
+`recovery steps` (the registry), so it cannot drift from them. It is a first line
+of help, not the validator: templates (`"{{ inputs.port }}"`) are accepted wherever
+a value is, and whether a template refers to something that exists is for
+`recovery validate` to say.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, get_args, get_origin
+
+from recovery.redact import Secret
+from recovery.registry import InputSpec, StepType
+
+__all__ = ["SCHEMA", "playbook_schema"]
+
+SCHEMA = 1
+"""Version of the schema document (its `schema` key), as in every JSON document the CLI prints."""
+
+_TEMPLATE = {"type": "string", "pattern": r"\{\{", "description": "a template: {{ inputs.NAME }}, {{ secrets.NAME }}, "
+             "{{ steps.ID.outputs.NAME }} or {{ run.id }}"}
+_SECONDS = {"type": "number", "exclusiveMinimum": 0}
+
+
+def playbook_schema(step_types: Mapping[str, StepType]) -> dict[str, Any]:
+    """The schema of a playbook that may use `step_types` (`recovery.catalog.step_types()`)."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "schema": SCHEMA,
+        "title": "recovery playbook",
+        "description": "A recovery playbook: inputs (-e NAME=VALUE), secrets (never in the playbook text) and steps.",
+        "type": "object",
+        "required": ["steps"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "inputs": {"type": ["object", "null"], "additionalProperties": {"$ref": "#/$defs/input"}},
+            "secrets": {"type": ["object", "null"], "additionalProperties": {"$ref": "#/$defs/secret"}},
+            "steps": {"type": ["array", "null"], "items": {"$ref": "#/$defs/step"}},
+        },
+        "$defs": {"input": _INPUT, "secret": _SECRET, "step": _step(step_types)},
+    }
+
+
+_INPUT = {
+    "description": "an input, given with -e NAME=VALUE",
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"enum": ["string", "integer", "number", "boolean"], "default": "string"},
+        "required": {"type": "boolean", "description": "default: true when there is no default"},
+        "default": {"type": ["string", "integer", "number", "boolean"]},
+        "choices": {"type": "array"},
+        "description": {"type": "string"},
+        "sensitive": {"type": "boolean", "description": "a credential (a console token): masked, never saved"},
+        "env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+                "description": "environment variable the input may come from, to keep it out of `ps`"},
+    },
+}
+
+_SECRET = {
+    "description": "a secret: from --secret NAME=@FILE, its environment variable, or a prompt",
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "properties": {
+        "env": {"type": "string"},
+        "prompt": {"type": "string", "description": "asked for on a terminal when no other source gives it"},
+        "description": {"type": "string"},
+        "required": {"type": "boolean", "default": True},
+    },
+}
+
+
+def _step(step_types: Mapping[str, StepType]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["id", "uses"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+            "uses": {"enum": list(step_types), "description": "the step type (`recovery steps` lists them)"},
+            "name": {"type": "string"},
+            "with": {"type": ["object", "null"]},
+            "when": {"type": ["string", "boolean"], "description": "a condition: \"{{ inputs.publish == 'http' }}\""},
+            "timeout": {**_SECONDS, "description": "seconds for the whole step"},
+            "retry": {
+                "anyOf": [
+                    {"type": "integer", "minimum": 1},
+                    {"const": False},
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "attempts": {"type": "integer", "minimum": 1},
+                            "delay": _SECONDS,
+                            "max_delay": _SECONDS,
+                        },
+                    },
+                ],
+                "description": "only for retryable step types",
+            },
+            "always": {"type": "boolean", "description": "run whatever happened, after the cleanup"},
+            "cleanup": {"type": ["array", "null"], "items": {"$ref": "#/$defs/step"}},
+        },
+        "allOf": [_parameters(step_type) for step_type in step_types.values()],
+    }
+
+
+def _parameters(step_type: StepType) -> dict[str, Any]:
+    """`if uses is this type, then with: holds its parameters`: the editor completes them."""
+    specs = step_type.inputs()
+    required = [spec.name for spec in specs if spec.required]
+    with_: dict[str, Any] = {
+        "type": "object" if required else ["object", "null"],
+        "additionalProperties": False,
+        "properties": {spec.name: _parameter(spec) for spec in specs},
+    }
+    if required:
+        with_["required"] = required
+    then: dict[str, Any] = {"properties": {"with": with_}}
+    if required:
+        then["required"] = ["with"]
+    return {"if": {"properties": {"uses": {"const": step_type.name}}, "required": ["uses"]}, "then": then}
+
+
+def _parameter(spec: InputSpec) -> dict[str, Any]:
+    schema: dict[str, Any] = {"anyOf": [_type(spec.annotation), _TEMPLATE], "description": spec.description}
+    if not spec.required and isinstance(spec.default, (str, int, float, bool)):
+        schema["default"] = spec.default
+    return schema
+
+
+def _type(annotation: object) -> dict[str, Any]:
+    if annotation is Secret:
+        return _TEMPLATE  # a secret comes from secrets.*, never from playbook text
+    if get_origin(annotation) is Literal:
+        return {"enum": list(get_args(annotation))}
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        return {"anyOf": [_type(option) for option in get_args(annotation)]}
+    names: dict[object, str] = {str: "string", bool: "boolean", int: "integer", float: "number", type(None): "null"}
+    if annotation in names:
+        return {"type": names[annotation]}
+    return {}  # a type this schema does not know: anything, `recovery validate` checks it
