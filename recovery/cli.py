@@ -617,6 +617,7 @@ def _run(args: argparse.Namespace, cancel: CancelToken) -> int:
 
     import recovery.api
     from recovery.config import load_config
+    from recovery.hints import resume_command
     from recovery.journal import STATUS_INTERRUPTED, STATUS_SUCCEEDED
     from recovery.playbook import load_playbook
     from recovery.report import exit_code, summary_line
@@ -630,13 +631,12 @@ def _run(args: argparse.Namespace, cancel: CancelToken) -> int:
     for note in [] if args.quiet else notes:
         print(note, file=sys.stderr)
     journal_root = args.journal or config.journal.dir
+    # Every check the run makes before it changes anything, before any password prompt: a typo or an
+    # unknown run id is exit 2 at once, not after the password was typed.
+    plan = recovery.api.dry_run(playbook, given, config=config, journal_root=journal_root, resume=args.resume)
     if args.dry_run:
-        print(recovery.api.dry_run(playbook, given, config=config, journal_root=journal_root, resume=args.resume))
+        print(plan)
         return EXIT_OK
-    if args.resume:
-        from recovery.journal import Journal
-
-        Journal.open(journal_root, args.resume)  # an unknown run is exit 2 before any password prompt
     prompt = getpass.getpass if sys.stdin.isatty() else None
     secrets = secret_values(playbook, _pairs(args.secret, "--secret"), os.environ, prompt=prompt)
     _quiet_if_unmaskable(secrets.values())
@@ -648,14 +648,18 @@ def _run(args: argparse.Namespace, cancel: CancelToken) -> int:
     except recovery.api.RunInterrupted as interrupted:
         report = interrupted.report
     _print_report(report, args.json)
+    resume = resume_command(
+        playbook, report.run_id, journal_root=args.journal, cloud=args.cloud, config=args.config, given=given,
+        secret_files=args.secret,
+    )
     if report.status == STATUS_INTERRUPTED:
-        _print_interrupted(report)
+        _print_interrupted(report, resume)
     elif report.journal_error:
         print(f"error: {report.journal_error}", file=sys.stderr)
     else:
         print(summary_line(report), file=sys.stderr)
         if report.status != STATUS_SUCCEEDED:
-            print(f"journal and report: {report.journal}; resume with --resume {report.run_id}", file=sys.stderr)
+            print(f"to resume once the cause is fixed:\n  {resume}", file=sys.stderr)
     return exit_code(report)
 
 
@@ -669,14 +673,15 @@ def _quiet_if_unmaskable(secrets: Iterable[Secret]) -> None:
         without_debug_output("a secret shorter than 4 characters is held and could not be masked")
 
 
-def _print_interrupted(report: RunReport) -> None:
+def _print_interrupted(report: RunReport, resume: str) -> None:
     """What an interrupted operator needs at once: what the cleanup did, where the report is, how to go on."""
     lines = [f"interrupted{f' during step {report.failed_step}' if report.failed_step else ''}."]
     lines += [f"  {change}" for change in report.vm_changes if "cut off mid-way" in change]
     done = report.rolled_back
     lines.append("cleanup done (newest first): " + ("; ".join(done) if done else "nothing was left to clean up"))
     lines += [f"  {note}" for note in report.notes if note.startswith("cleanup")]
-    lines.append(f"report: {Path(report.journal) / 'report.md'}; resume with: --resume {report.run_id}")
+    lines.append(f"report: {Path(report.journal) / 'report.md'}")
+    lines.append(f"resume with:\n  {resume}")
     print("\n".join(lines), file=sys.stderr)
 
 

@@ -94,7 +94,8 @@ def assert_cleaned_up_and_reported(workdir: Path, result: Result) -> dict:
     assert len(report["withdrawn"]) == 1, "the published key must be withdrawn"
     assert "closed the http publisher" in report["rolled_back"]
     assert "cleanup done (newest first): " in result.stderr
-    assert f"report: {journal / 'report.md'}; resume with: --resume {result.run_id}" in result.stderr
+    assert f"report: {journal / 'report.md'}\n" in result.stderr
+    assert f"run {PLAYBOOK} --resume {result.run_id} --journal {workdir / 'runs'}" in result.stderr
     return report
 
 

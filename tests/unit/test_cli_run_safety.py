@@ -74,6 +74,10 @@ def test_a_second_run_against_the_same_server_in_the_same_cloud_is_refused(
     first = Journal.create(root)
     first.lock_target(root, "server:mycloud:web-1", "server web-1 in cloud mycloud")
     monkeypatch.setenv("RECOVERY_CONSOLE_PASSWORD", "unused-here")
+    # The pre-flight reads clouds.yaml before any lock is taken: the cloud must exist there.
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text("clouds:\n  mycloud:\n    auth_type: none\n    compute_endpoint_override: http://127.0.0.1:9\n")
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
     try:
         code = main(["run", str(SERIAL), "--journal", str(root), "--cloud", "mycloud", "-e", "server=web-1",
                      "-e", "user=ops"])
@@ -168,7 +172,10 @@ def test_a_stop_signal_cleans_up_writes_the_report_and_exits_130(signum: signal.
     assert report["status"] == "interrupted"
     assert report["failed_step"] == "console"
     assert "INTERRUPTED" in out
-    assert f"report: {run_dir / 'report.md'}; resume with: --resume {run_dir.name}" in err
+    assert f"report: {run_dir / 'report.md'}\n" in err
+    # A complete command, to paste: this playbook, this run, this journal (the console URL comes from
+    # RECOVERY_CONSOLE_URL again, so it is not asked for).
+    assert f" run {SERIAL} --resume {run_dir.name} --journal {tmp_path / 'runs'}\n" in err
     assert "cleanup done (newest first): " in err
     assert TOKEN not in err + out + "".join(p.read_text() for p in run_dir.rglob("*") if p.is_file())
 
@@ -201,3 +208,20 @@ def test_a_secret_too_short_to_mask_turns_debug_output_and_the_transcript_off(
     assert not (run_dir / "transcript.log").exists()
     notes = json.loads((run_dir / "report.json").read_text())["notes"]
     assert any("no transcript and no debug output were kept" in note and "secrets.pw" in note for note in notes)
+
+
+def test_the_resume_hint_asks_again_for_a_sensitive_input_given_on_the_command_line(tmp_path: Path) -> None:
+    from recovery.hints import resume_command
+    from recovery.playbook import load_playbook
+
+    secret_file = tmp_path / "pw"
+    command = resume_command(
+        load_playbook(SERIAL), "20261206T000000Z-abcdef", journal_root=Path("runs"), cloud="mycloud", config=None,
+        given={"console_url": "ws://h/?token=t0k3n", "user": "ops"}, secret_files=[f"console_password=@{secret_file}"],
+        environ={},
+    )
+    assert command.endswith(
+        f"run {SERIAL} --resume 20261206T000000Z-abcdef --journal {Path('runs').absolute()} --cloud mycloud "
+        f"-e console_url=@FILE --secret console_password=@{secret_file}"
+    )
+    assert "t0k3n" not in command
