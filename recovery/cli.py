@@ -106,7 +106,7 @@ _VERBOSE_HELP = (
     "-v what each part does; -vv also the console I/O, secrets masked; -vvv also the libraries' debug logs "
     "(paramiko, openstacksdk, keystoneauth, botocore, urllib3); before or after the command"
 )
-_QUIET_HELP = "errors only: no progress lines or notes on stderr; the report still goes to stdout"
+_QUIET_HELP = "errors only: no progress lines or notes on stderr (run, audit); the report still goes to stdout"
 
 
 def _wrap(text: str) -> str:

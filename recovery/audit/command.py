@@ -68,7 +68,7 @@ def run_audit(args: argparse.Namespace) -> int:
         runner = _runner(args) if args.remediate else None
         if runner is not None:
             runner.check_hosts(hosts)
-        interactive = sys.stderr.isatty()
+        interactive = sys.stderr.isatty() and not args.quiet  # -q: no progress line, no summary line
         progress = ProgressLine(len(hosts), sys.stderr, enabled=interactive)
         with _sigterm_as_interrupt():
             try:

@@ -10,6 +10,7 @@ import logging
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -23,6 +24,7 @@ from recovery.catalog import step_types
 from recovery.cli import build_parser, main, parse_arguments, subcommands
 from recovery.console import ConsoleSession
 from recovery.errors import UsageError
+from recovery.keys import generate_keypair
 from recovery.log import CONSOLE_IO, setup_logging, without_debug_output
 from recovery.redact import Secret
 from tests.unit import fake_steps
@@ -123,6 +125,20 @@ def test_quiet_run_prints_no_progress_or_notes_but_the_report(
     assert "Plan for" in out
     assert err == ""  # no "visible in the process list" note
     assert logging.getLogger().level == logging.ERROR
+
+
+def test_quiet_audit_prints_no_progress_or_summary_on_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = generate_keypair(tmp_path / "audit_key")
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(f"defaults: {{user: ops, key: {key.private_path}}}\nhosts:\n  - name: pending\n")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, out, err = run_main(capsys, "audit", "--inventory", str(inventory))
+    assert (code, "1 host" in err) == (1, True)  # the summary line, on a terminal
+    code, out, err = run_main(capsys, "audit", "--inventory", str(inventory), "-q")
+    assert (code, err) == (1, "")
+    assert "pending" in out  # the report
 
 
 # --- -vv shows the console I/O, masked -------------------------------------------------------
