@@ -341,7 +341,13 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         UsageError: bad arguments; an unknown flag comes with the flag probably meant.
     """
     parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
+    try:
+        args, extras = parser.parse_known_args(argv)
+    except UsageError as exc:  # `recovery --verison`: "COMMAND is required" is not the whole story
+        known = _every_flag(parser)
+        words = sys.argv[1:] if argv is None else argv
+        unknown = [word for word in words if word.startswith("--") and word.partition("=")[0] not in known]
+        raise UsageError(f"{exc}{_flag_hint(parser, unknown, known)}") from None
     if extras:
         command = _command_parser(parser, args)
         command.print_usage(sys.stderr)
@@ -374,9 +380,15 @@ def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     return parser
 
 
-def _flag_hint(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+def _every_flag(parser: argparse.ArgumentParser) -> list[str]:
+    """The flags of a parser and of all its commands."""
+    flags = [flag for action in parser._actions for flag in action.option_strings]
+    return flags + [flag for sub in subcommands(parser).values() for flag in _every_flag(sub)]
+
+
+def _flag_hint(parser: argparse.ArgumentParser, extras: Sequence[str], known: Sequence[str] = ()) -> str:
     """`--dryrun`: did you mean --dry-run?"""
-    known = [flag for action in parser._actions for flag in action.option_strings]
+    known = known or [flag for action in parser._actions for flag in action.option_strings]
     hints = []
     for word in extras:
         if word.startswith("-"):

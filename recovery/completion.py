@@ -65,8 +65,9 @@ def completion_script(shell: str, parser: argparse.ArgumentParser) -> str:
         return _fish(commands)
     script = _bash(commands)
     if shell == "zsh":
-        # zsh runs bash completion functions through bashcompinit (it needs compinit first).
-        return "#compdef recovery\nautoload -U +X bashcompinit && bashcompinit\n" + script
+        # zsh runs bash completion functions through bashcompinit (compinit must have run first):
+        # `source <(recovery completion zsh)` in ~/.zshrc.
+        return "autoload -U +X bashcompinit && bashcompinit\n" + script
     return script
 
 

@@ -258,6 +258,12 @@ def test_a_mistyped_flag_names_the_flag_meant(capsys: pytest.CaptureFixture[str]
     assert (code, "did you mean --json?" in err) == (2, True)
 
 
+def test_a_mistyped_flag_before_a_missing_argument_is_still_named(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(capsys, "--verison")
+    assert code == 2
+    assert "required: COMMAND (--verison: did you mean --version?)" in err
+
+
 def test_a_mistyped_command_names_the_command_meant(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_main(capsys, "valdiate", str(SERIAL))
     assert code == 2
@@ -441,7 +447,7 @@ def test_bash_completes_commands_flags_choices_and_playbooks(
 
 def test_zsh_and_fish_scripts_cover_the_same_commands(capsys: pytest.CaptureFixture[str]) -> None:
     zsh = printed(capsys, "zsh")
-    assert zsh.startswith("#compdef recovery\n")
+    assert zsh.startswith("autoload -U +X bashcompinit && bashcompinit\n")
     assert "complete -F _recovery recovery" in zsh
     fish = printed(capsys, "fish")
     commands = " ".join(subcommands(build_parser()))
