@@ -3,7 +3,7 @@
 ssh2-python has no wheel for musl (Alpine) and is absent from an install made
 with `--no-deps` or from a distribution's packages; paramiko is a dependency
 anyway (the verifier logs in with it). It costs ~3-5 ms of client CPU per login
-where libssh2 costs ~1.2 ms (benchmarks/audit_fleet.py --engines), so it is
+where libssh2 costs ~1.2 ms (benchmarks/audit_fleet.py, its paramiko row), so it is
 chosen only when libssh2 cannot be (`recovery.audit.engine.choose_engine`), and
 the report names it.
 

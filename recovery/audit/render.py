@@ -3,7 +3,7 @@
 Each renderer is a pure function of the `AuditReport` (no clock, no terminal),
 so the tests pin their exact output. Hosts appear in inventory order in all four.
 
-- table: one row per host, then remediations, then hosts not checked;
+- table: one row per host, then remediations, then hosts not checked, then the engine;
 - json: `{"schema": 1, "hosts": [...], "summary": {...}}`, one object per host;
 - junit: one testcase per host, so a CI dashboard shows each VM's access
   history as a test's: an `error` for a host that could not be checked, a
@@ -14,6 +14,11 @@ so the tests pin their exact output. Hosts appear in inventory order in all four
   an audit that stopped running. The audit-wide series carry a `shard` label
   (`0/1` when not sharded): the shards' files share one textfile directory, and
   node_exporter refuses two files with the same series.
+
+Each format names the SSH library that made the checks (`AuditReport.engine`:
+libssh2, or paramiko where ssh2-python cannot be imported), so a report that
+is slower or differs can be traced to it: the table's last line, the JSON
+summary's `engine`, a JUnit suite property, a Prometheus info series.
 
 Names come from inventories and clouds, so they are escaped for each format:
 the table shows control characters as `\x1b`-style escapes (never raw on a
@@ -97,6 +102,8 @@ def render_table(report: AuditReport) -> str:
     if report.not_checked:
         names = ", ".join(printable(host.name) for host in report.not_checked)
         lines += ["", f"not checked (interrupted): {names}"]
+    if report.engine:
+        lines += ["", f"engine: {report.engine}"]
     return "\n".join(lines) + "\n"
 
 
@@ -135,6 +142,7 @@ def render_json(report: AuditReport) -> str:
             "shard": report.shard,
             "interrupted": report.interrupted,
             "not_checked": [host.name for host in report.not_checked],
+            "engine": report.engine,
         },
     }
     return json.dumps(document, indent=2) + "\n"
@@ -208,6 +216,9 @@ def render_junit(report: AuditReport) -> str:
     suite = ElementTree.SubElement(
         root, "testsuite", {**attributes, "timestamp": report.started_at.strftime("%Y-%m-%dT%H:%M:%S")}
     )
+    if report.engine:
+        properties = ElementTree.SubElement(suite, "properties")
+        ElementTree.SubElement(properties, "property", {"name": "engine", "value": report.engine})
     for result, outcome in zip(report.results, outcomes, strict=True):
         case = ElementTree.SubElement(
             suite,
@@ -301,6 +312,12 @@ def render_prometheus(report: AuditReport) -> str:
         "When the last audit started, in seconds since the Unix epoch.",
         [(shard, report.started_at.timestamp())],
     )
+    if report.engine:
+        metric(
+            "recovery_audit_engine_info",
+            "The SSH library that made the last audit's checks, as the engine label (always 1).",
+            [({**shard, "engine": report.engine}, 1)],
+        )
     return "\n".join(out) + "\n"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import stat
 import subprocess
@@ -13,6 +14,7 @@ from xml.etree import ElementTree
 
 import pytest
 
+from recovery.audit.engine import ENGINES
 from recovery.keys import KeyPair
 from tests.integration.sshd_fixture import HOST, SSHServer
 from tests.integration.sshd_fleet import Tarpit, known_hosts_line, tarpit
@@ -39,10 +41,10 @@ def audit_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "recovery", "audit", *args]
 
 
-def audit(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def audit(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         audit_argv(*args),
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False,
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False, env={**os.environ, **(env or {})},
     )
 
 
@@ -63,8 +65,9 @@ def test_all_good_is_exit_zero(tmp_path: Path, sshd: SSHServer, audit_key: KeyPa
     done = audit("--inventory", str(inventory), "--known-hosts", str(known_hosts))
 
     assert done.returncode == 0, done.stderr
-    rows = [line.split()[:3] for line in done.stdout.splitlines()[1:]]
+    rows = [line.split()[:3] for line in done.stdout.splitlines()[1:3]]
     assert rows == [["a", f"{HOST}:{sshd.port}", "ok"], ["b", f"{HOST}:{sshd.port}", "ok"]]
+    assert done.stdout.endswith("\n\nengine: libssh2\n")
     assert done.stderr == ""  # not a terminal: nothing but the report
 
 
@@ -79,6 +82,24 @@ def test_json_reports_each_host_and_a_summary(mixed: Path, known_hosts: Path) ->
     }
     assert report["summary"]["ok"] == 2
     assert report["summary"]["failed"] == 4
+
+
+def test_both_engines_report_alike_and_each_report_names_its_engine(mixed: Path, known_hosts: Path) -> None:
+    """RECOVERY_AUDIT_ENGINE=paramiko is what a machine without ssh2-python runs (it chooses it by itself)."""
+    reports = {}
+    for engine in ENGINES:
+        done = audit("--inventory", str(mixed), "--known-hosts", str(known_hosts), "--format", "json",
+                     env={"RECOVERY_AUDIT_ENGINE": engine})
+        assert done.returncode == 1, done.stderr
+        reports[engine] = json.loads(done.stdout)
+
+    assert [report["summary"]["engine"] for report in reports.values()] == list(ENGINES)
+    libssh2, paramiko = ([(host["name"], host["status"], host["key"], host["host_key"]) for host in report["hosts"]]
+                         for report in reports.values())
+    assert paramiko == libssh2
+    prometheus = audit("--inventory", str(mixed), "--known-hosts", str(known_hosts), "--format", "prometheus",
+                       env={"RECOVERY_AUDIT_ENGINE": "paramiko"})
+    assert 'recovery_audit_engine_info{shard="0/1",engine="paramiko"} 1\n' in prometheus.stdout
 
 
 def test_junit_has_one_testcase_per_host(mixed: Path, known_hosts: Path) -> None:

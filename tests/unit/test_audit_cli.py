@@ -140,3 +140,13 @@ def test_help_stays_light() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_an_unknown_engine_is_exit_two(
+    inventory: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RECOVERY_AUDIT_ENGINE", "libssh3")
+
+    assert main(["audit", "--inventory", str(inventory)]) == 2
+
+    assert "RECOVERY_AUDIT_ENGINE=libssh3: expected auto, libssh2 or paramiko" in capsys.readouterr().err

@@ -6,6 +6,7 @@ cloud audit with console checks and a label value that needs escaping.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,7 @@ FINISHED = AuditReport(
     started_at=datetime(2026, 11, 28, 3, 15, 0, tzinfo=UTC),
     seconds=5.0217,
     shard="1/4",
+    engine="libssh2",
     remediations=(
         Remediation("web-2", "succeeded", "restore-access-serial.yaml exited 0; its report is in the journal",
                     run_id="20261128T031505Z-a1b2c3", journal=Path("/var/lib/recovery/runs/20261128T031505Z-a1b2c3"),
@@ -66,6 +68,7 @@ INTERRUPTED = AuditReport(
     seconds=1.5,
     interrupted=True,
     not_checked=(host("late-1", "10.0.0.7"), host("late-2", "10.0.0.8")),
+    engine="paramiko",
 )
 
 REPORTS = {"finished": FINISHED, "interrupted": INTERRUPTED}
@@ -128,10 +131,23 @@ def test_audit_wide_prometheus_series_say_which_shard_they_are() -> None:
     """Two shards' files in one textfile directory must not define the same series."""
     unsharded = [line for line in render(INTERRUPTED, "prometheus").splitlines() if line.startswith("recovery_audit_")]
 
-    assert len(unsharded) == 13  # hosts by status (10), complete, duration, timestamp
+    assert len(unsharded) == 14  # hosts by status (10), complete, duration, timestamp, engine
     assert all('shard="0/1"' in line for line in unsharded)
 
 
 def test_summary_line() -> None:
     assert summary_line(FINISHED) == "5 hosts in 5.0 s: 1 ok, 1 auth_rejected, 1 timeout, 1 dns_error, 1 no_address"
     assert summary_line(INTERRUPTED).endswith("1 ok, 1 refused, 1 protocol_error; interrupted, 2 not checked")
+
+
+@pytest.mark.parametrize("engine", ["libssh2", "paramiko"])
+def test_every_format_names_the_engine(engine: str) -> None:
+    """A report made where ssh2-python is missing says it ran through paramiko, in each format."""
+    report = dataclasses.replace(FINISHED, engine=engine)
+
+    assert render(report, "table").endswith(f"\n\nengine: {engine}\n")
+    assert json.loads(render(report, "json"))["summary"]["engine"] == engine
+    suite = ElementTree.fromstring(render(report, "junit")).find("testsuite")
+    assert suite is not None
+    assert [(item.get("name"), item.get("value")) for item in suite.iter("property")] == [("engine", engine)]
+    assert f'recovery_audit_engine_info{{shard="1/4",engine="{engine}"}} 1\n' in render(report, "prometheus")
