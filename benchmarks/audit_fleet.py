@@ -14,7 +14,9 @@ Every tool checks every host with host keys verified against the same
 known_hosts file, and runs as a child process of this one, in alternating order
 each round:
 
-- recovery audit (libssh2, 50 at a time; authenticates, runs no command);
+- recovery audit (libssh2, 50 at a time; authenticates, runs no command), and
+  the same with its paramiko engine (`RECOVERY_AUDIT_ENGINE=paramiko`: what a
+  machine without ssh2-python runs), a row beside it, not counted as a peer;
 - a paramiko thread pool and an asyncssh semaphore script, 50 at a time, doing
   the same as the audit (connect, verify the host key, authenticate);
 - OpenSSH `ssh HOST echo ok` under `xargs -P20`, with its default key exchange
@@ -64,6 +66,8 @@ PORTS_PER_SSHD = 16
 GOOD_SSHDS = 4
 PYTHON_CONCURRENCY = 50
 SSH_PARALLEL = 20
+AUDIT = "recovery audit"
+AUDIT_PARAMIKO = "recovery audit (paramiko)"
 
 
 # --- the peers that are Python scripts: run as `audit_fleet.py --peer NAME TARGETS` --------------
@@ -269,13 +273,16 @@ def tools(fleet: Fleet, timeout: float, ansible: str | None) -> list[Tool]:
         ssh = f"ssh {' '.join(ssh_options + list(extra))} -p $0 {fleet.user}@{HOST} echo ok; exit 0"
         return lambda p: ["sh", "-c", f"xargs -P{SSH_PARALLEL} -n1 sh -c '{ssh}' < {p.files['ports']}"]
 
+    def audit(p: Plan) -> list[str]:
+        return [recovery, "audit", "--inventory", str(p.files["inventory"]), "--known-hosts", str(fleet.known_hosts),
+                "--timeout", f"{timeout:g}", "--format", "json"]
+
+    def audit_ok(out: str) -> int:
+        return int(json.loads(out)["summary"]["ok"])
+
     chosen = [
-        Tool(
-            "recovery audit",
-            lambda p: [recovery, "audit", "--inventory", str(p.files["inventory"]), "--known-hosts",
-                       str(fleet.known_hosts), "--timeout", f"{timeout:g}", "--format", "json"],
-            lambda out: int(json.loads(out)["summary"]["ok"]),
-        ),
+        Tool(AUDIT, audit, audit_ok, env={"RECOVERY_AUDIT_ENGINE": "libssh2"}),
+        Tool(AUDIT_PARAMIKO, audit, audit_ok, env={"RECOVERY_AUDIT_ENGINE": "paramiko"}),
         Tool("paramiko pool", lambda p: [python, __file__, "--peer", "paramiko", str(p.files["targets"]), config],
              int),
         Tool("asyncssh", lambda p: [python, __file__, "--peer", "asyncssh", str(p.files["targets"]), config], int),
@@ -320,20 +327,20 @@ def run_tool(tool: Tool, fleet_plan: Plan) -> Run:
 # --- the report --------------------------------------------------------------------------------
 
 
-def table(title: str, results: dict[str, list[Run]], plan_: Plan, audit: str) -> dict[str, float]:
+def table(title: str, results: dict[str, list[Run]], plan_: Plan) -> dict[str, float]:
     """Print one fleet's figures; returns median walls by tool."""
     walls = {name: statistics.median(run.wall for run in runs) for name, runs in results.items()}
-    peers = {name: wall for name, wall in walls.items() if name != audit}
+    peers = {name: wall for name, wall in walls.items() if name not in (AUDIT, AUDIT_PARAMIKO)}
     best = min(peers.values())
     hosts = len(plan_.targets)
     print(f"\n{title}: {hosts} hosts, {plan_.expected_ok} good; medians of {len(next(iter(results.values())))} runs")
-    print(f"{'tool':24} {'wall s':>8} {'vs best':>8} {'hosts/s':>8} {'CPU ms/host':>12} {'max RSS MB':>11}  counts")
+    print(f"{'tool':26} {'wall s':>8} {'vs best':>8} {'hosts/s':>8} {'CPU ms/host':>12} {'max RSS MB':>11}  counts")
     for name, runs in results.items():
         cpu = statistics.median(run.cpu for run in runs) / hosts * 1000
         rss = max(run.max_rss_mb for run in runs)
         counts = {run.ok for run in runs}
         exact = "exact" if counts == {plan_.expected_ok} else f"WRONG {sorted(counts)}"
-        print(f"{name:24} {walls[name]:8.2f} {walls[name] / best:7.2f}x {hosts / walls[name]:8.0f} {cpu:12.1f} "
+        print(f"{name:26} {walls[name]:8.2f} {walls[name] / best:7.2f}x {hosts / walls[name]:8.0f} {cpu:12.1f} "
               f"{rss:11.1f}  {exact}")
     return walls
 
@@ -366,7 +373,7 @@ def report(fleet: Fleet, args: argparse.Namespace) -> int:
     all_tools = tools(fleet, args.timeout, args.ansible)
     if not args.ansible:
         print("ansible is not installed: its row is missing (pip install ansible-core into a venv, pass --ansible)")
-    audit = all_tools[0].name
+    audit = AUDIT
     good = plan(fleet, "good", fleet_kinds(args.hosts, mixed=False))
     mixed = plan(fleet, "mixed", fleet_kinds(args.hosts, mixed=True))
     results: dict[str, dict[str, list[Run]]] = {good.name: {}, mixed.name: {}}
@@ -378,8 +385,8 @@ def report(fleet: Fleet, args: argparse.Namespace) -> int:
                 results[fleet_plan.name].setdefault(tool.name, []).append(run_tool(tool, fleet_plan))
         print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
     order = [tool.name for tool in all_tools]
-    good_walls = table("all good", {name: results["good"][name] for name in order}, good, audit)
-    mixed_walls = table("mixed", {name: results["mixed"][name] for name in order}, mixed, audit)
+    good_walls = table("all good", {name: results["good"][name] for name in order}, good)
+    mixed_walls = table("mixed", {name: results["mixed"][name] for name in order}, mixed)
 
     # A closed port answers at once, so this is the tool's own cost: start, load, report, exit.
     one = plan(fleet, "one", ["closed"])
@@ -395,7 +402,7 @@ def report(fleet: Fleet, args: argparse.Namespace) -> int:
         print(f"\n{audit} at {args.big} hosts: wall {big_run.wall:.2f} s, peak RSS {big_run.max_rss_mb:.1f} MB, "
               f"CPU {big_run.cpu / args.big * 1000:.1f} ms/host, ok {big_run.ok}/{big.expected_ok}")
 
-    peers = {name: wall for name, wall in good_walls.items() if name != audit}
+    peers = {name: wall for name, wall in good_walls.items() if name not in (AUDIT, AUDIT_PARAMIKO)}
     best_name = min(peers, key=peers.__getitem__)
     audit_cpu = statistics.median(run.cpu for run in results["good"][audit]) / args.hosts * 1000
     goals = [
