@@ -114,6 +114,7 @@ def login(ctx: StepContext, params: LoginParams) -> Outputs:
     """
     session = ctx.require_console()
     timeout = min(params.timeout or ctx.config.console.login_timeout, ctx.remaining())
+    ctx.waiting_for("a shell on the console (login prompt, password, shell prompt)")
     if params.logout:
         ctx.defer("logged out of the console", session.logout)
     screenshot(ctx, "before-login")
@@ -123,4 +124,7 @@ def login(ctx: StepContext, params: LoginParams) -> Outputs:
         ctx.report.notes.append(f"the console was logged in as {result.logged_out_other_user}; logged it out")
     if result.user != params.user:
         ctx.report.notes.append(f"the console shell's user is {result.user!r}, the same account as {params.user!r}")
+    if result.already_logged_in:
+        # Someone left a shell open on the console: worth knowing in an incident, and no password was used.
+        ctx.report.notes.append(f"the console was found already logged in as {result.user}: no password was typed")
     return {"user": result.user, "already_logged_in": result.already_logged_in}

@@ -328,3 +328,10 @@ def test_the_login_step_reports_a_directory_name_for_the_same_account(tmp_path: 
     outputs = login_step(ctx, LoginParams(user="alice", password=PASSWORD))
     assert outputs["user"] == "alice@corp.example"
     assert any("same account as 'alice'" in note for note in ctx.report.notes)
+
+
+def test_the_login_step_reports_a_console_found_already_logged_in(tmp_path: Path) -> None:
+    ctx = step_context(tmp_path, FakeConsole(state="shell"))
+    outputs = login_step(ctx, LoginParams(user="ops", password=PASSWORD))
+    assert outputs["already_logged_in"] is True
+    assert "the console was found already logged in as ops: no password was typed" in ctx.report.notes
