@@ -447,7 +447,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _print_json(document: dict[str, Any]) -> None:
     """Every JSON document the CLI prints starts with its `schema` version."""
-    print(json.dumps({"schema": SCHEMA, **document}, indent=2, default=str))
+    print(json.dumps({"schema": SCHEMA, **document}, indent=2))
 
 
 # --- validate, steps and inputs --------------------------------------------------------------

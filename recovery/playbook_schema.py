@@ -61,7 +61,7 @@ _INPUT = {
     "properties": {
         "type": {"enum": ["string", "integer", "number", "boolean"], "default": "string"},
         "required": {"type": "boolean", "description": "default: true when there is no default"},
-        "default": {"type": ["string", "integer", "number", "boolean"]},
+        "default": {"type": ["string", "integer", "number", "boolean", "null"]},
         "choices": {"type": "array"},
         "description": {"type": "string"},
         "sensitive": {"type": "boolean", "description": "a credential (a console token): masked, never saved"},

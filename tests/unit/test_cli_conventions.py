@@ -373,9 +373,18 @@ def test_steps_schema_prints_the_schema(schema: dict[str, object], capsys: pytes
     assert (code, json.loads(out)) == (0, schema)
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=[path.name for path in SHIPPED])
-def test_every_shipped_playbook_fits_the_schema(path: Path, schema: dict[str, object]) -> None:
+VALID = [*SHIPPED, *sorted((ROOT / "tests" / "cases" / "valid").glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("path", VALID, ids=[path.name for path in VALID])
+def test_every_shipped_and_valid_playbook_fits_the_schema(path: Path, schema: dict[str, object]) -> None:
     jsonschema.validate(yaml.safe_load(path.read_text()), schema, cls=jsonschema.Draft202012Validator)
+
+
+@pytest.mark.parametrize("name", ["many-problems", "bad-when", "empty"])
+def test_invalid_playbook_cases_do_not_fit_the_schema(name: str, schema: dict[str, object]) -> None:
+    document = yaml.safe_load((ROOT / "tests" / "cases" / "invalid" / f"{name}.yaml").read_text())
+    assert not jsonschema.Draft202012Validator(schema).is_valid(document)
 
 
 @pytest.mark.parametrize(
