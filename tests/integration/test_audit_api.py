@@ -46,8 +46,11 @@ def test_check_logs_in_to_a_real_sshd_and_names_what_failed(
     tmp_path: Path, sshd: SSHServer, audit_key: KeyPair, closed: int, engine: str
 ) -> None:
     stranger = generate_keypair(tmp_path / "stranger")
+    rsa = generate_keypair(tmp_path / "rsa", key_type="rsa", bits=3072)
+    sshd.authorize(rsa.public_line)
     hosts = [
         Host("good", HOST, sshd.port, sshd.user, (audit_key.private_path,), host_key=sshd.host_key_sha256),
+        Host("rsa", HOST, sshd.port, sshd.user, (rsa.private_path,), host_key=sshd.host_key_sha256),
         Host("rejected", HOST, sshd.port, sshd.user, (stranger.private_path,), host_key=sshd.host_key_sha256),
         Host("unknown", HOST, sshd.port, sshd.user, (audit_key.private_path,)),
         Host("closed", HOST, closed, sshd.user, (audit_key.private_path,)),
@@ -57,8 +60,8 @@ def test_check_logs_in_to_a_real_sshd_and_names_what_failed(
 
     assert report.engine == engine
     assert [(result.host.name, result.status) for result in report.results] == [
-        ("good", Status.OK), ("rejected", Status.AUTH_REJECTED), ("unknown", Status.HOST_KEY_UNKNOWN),
-        ("closed", Status.REFUSED),
+        ("good", Status.OK), ("rsa", Status.OK), ("rejected", Status.AUTH_REJECTED),
+        ("unknown", Status.HOST_KEY_UNKNOWN), ("closed", Status.REFUSED),
     ]
     good = report.results[0]
     assert good.key_fingerprint == audit_key.sha256

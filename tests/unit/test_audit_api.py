@@ -155,6 +155,7 @@ def test_keys_loaded_once_may_serve_several_audits(key: Path, closed_port: int) 
     assert first.results[0].status is second.results[0].status is Status.REFUSED
 
 
-def test_each_engine_has_the_name_it_is_chosen_by(key: Path) -> None:
+def test_each_engine_has_the_name_it_is_chosen_by_and_takes_ed25519_and_rsa_keys(key: Path, tmp_path: Path) -> None:
+    rsa = generate_keypair(tmp_path / "rsa_key", key_type="rsa", bits=3072).private_path
     for name in ENGINES:
-        assert choose_engine(load_keys([key]), HostTrust(), name).name == name
+        assert choose_engine(load_keys([key, rsa]), HostTrust(), name).name == name
