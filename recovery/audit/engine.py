@@ -139,7 +139,7 @@ def choose_engine(keys: Mapping[Path, AuditKey], trust: HostTrust, name: str = "
             if name == "libssh2":
                 raise UsageError(
                     f"the libssh2 audit engine needs ssh2-python, which cannot be imported ({exc}): "
-                    "install it (pip install ssh2-python), or let the audit use paramiko"
+                    "install it (pip install ssh2-python), or choose the engine auto or paramiko"
                 ) from exc
             log.info("ssh2-python cannot be imported (%s): the audit runs through paramiko, at a higher CPU cost", exc)
         else:
