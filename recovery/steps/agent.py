@@ -33,6 +33,11 @@ NO_AGENT = (
     "libvirt://[URI/]DOMAIN or proxmox://HOST/NODE/VMID (or set RECOVERY_AGENT)"
 )
 
+PROXMOX_NEEDS_CREDENTIAL = (
+    "with.token: a proxmox:// agent needs an API token (USER@REALM!NAME=SECRET): set RECOVERY_AGENT_TOKEN or "
+    "pass --secret agent_token=@FILE"
+)
+
 
 def _public_key(value: str) -> str | None:
     from recovery.keys import parse_public_line
@@ -51,8 +56,16 @@ def _agent_url(value: Text) -> str | None:
 
 
 def _agent_given(values: Mapping[str, object], config: Config) -> list[str]:
-    agent = values.get("agent")
-    return [NO_AGENT] if not agent and not isinstance(agent, Unknown) else []
+    from recovery.redact import reveal
+
+    agent, token = values.get("agent"), values.get("token")
+    if isinstance(agent, Unknown):
+        return []
+    if not agent:
+        return [NO_AGENT]
+    if token is None and isinstance(agent, (str, Secret)) and reveal(agent).startswith("proxmox://"):
+        return [PROXMOX_NEEDS_CREDENTIAL]
+    return []
 
 
 @dataclass(frozen=True)
@@ -127,7 +140,7 @@ def install(ctx: StepContext, params: AgentInstallParams) -> Outputs:
     timeout = min(params.timeout or ctx.config.console.command_timeout, ctx.remaining())
     nonce = secrets.token_hex(4)
     digest = hashlib.sha256(f"{params.key}\n".encode()).hexdigest()
-    script = build_install_script(params.key, sha256=digest, nonce=nonce, facts=params.facts)
+    script = build_install_script(params.key, sha256=digest, nonce=nonce, facts=params.facts, run_tag=ctx.run_id)
     argv = _argv(params.user)
     try:
         result = agent.exec(argv, stdin=f"{USER_PATH}\n{script.raw()}".encode(), timeout=timeout)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,7 +21,9 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from recovery.agent.qga import UnixSocketTransport
 from recovery.errors import AgentError
+from tests.agentvm.fake_proxmox import serving
 from tests.agentvm.vm import IMAGE, AgentVm, running_vm
 from tests.e2e.conftest import ROOT, Result, recovery
 
@@ -46,7 +50,8 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def run(vm: AgentVm, workdir: Path, *extra: str, agent: str | None = None, user: str = "debian") -> Result:
+def run(vm: AgentVm, workdir: Path, *extra: str, agent: str | None = None, user: str = "debian",
+        env: dict[str, str] | None = None) -> Result:
     return recovery(
         "run", str(PLAYBOOK),
         "-e", f"agent={agent or vm.agent_url}",
@@ -58,6 +63,7 @@ def run(vm: AgentVm, workdir: Path, *extra: str, agent: str | None = None, user:
         "-e", f"report={workdir / 'report.json'}",
         "--journal", str(workdir / "runs"),
         *extra,
+        env=env,
     )
 
 
@@ -105,6 +111,45 @@ def test_the_agent_alone_recovers_a_locked_password_vm(vm: AgentVm, workdir: Pat
     assert after.startswith(keys_before + new_public + "\n"), after  # the old line kept, byte for byte
     assert after.endswith("debian:debian 600\ndebian:debian 700\n"), after
     assert guest(vm, "getent shadow debian | cut -d: -f2") == shadow_before == "*\n"
+
+
+def test_libvirt_urls_go_through_virsh_qemu_agent_command(vm: AgentVm, workdir: Path) -> None:
+    """virsh here is tests/agentvm/fake_virsh.py, relaying to the VM's socket (no libvirtd on our machines)."""
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir()
+    virsh = bin_dir / "virsh"
+    virsh.write_text(f"#!/bin/sh\nexec {sys.executable} {ROOT / 'tests' / 'agentvm' / 'fake_virsh.py'} \"$@\"\n")
+    virsh.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_VIRSH_DOMAINS": json.dumps({"web-1": str(vm.qga_socket)}),
+           "FAKE_VIRSH_LOG": str(workdir / "virsh.log")}
+    result = run(vm, workdir, agent="libvirt://qemu:///system/web-1", env=env)
+    assert result.code == 0, result.stderr
+    calls = [json.loads(line) for line in (workdir / "virsh.log").read_text().splitlines()]
+    assert calls[0][:4] == ["-c", "qemu:///system", "qemu-agent-command", "web-1"]
+    assert json.loads(calls[0][4])["execute"] == "guest-exec"
+    assert ssh_run(vm, workdir / "id_new", "id -un").strip() == "debian"
+    (workdir / "report.json").unlink()
+    (workdir / "id_new").unlink()
+    (workdir / "id_new.pub").unlink()
+    missing = run(vm, workdir, agent="libvirt://qemu:///system/web-2", env=env)
+    assert missing.code == 1
+    assert "libvirt knows no libvirt domain web-2 (qemu:///system): check the name with `virsh list --all`" in (
+        missing.stderr)
+
+
+def test_proxmox_urls_go_through_its_api_with_the_token_as_a_secret(vm: AgentVm, workdir: Path) -> None:
+    """The API is tests/agentvm/fake_proxmox.py over HTTPS, relaying to the VM's real qemu-ga."""
+    token = "root@pam!recovery=0b7e5c1a-63f2-4d0e-8c39-5a1f2e9d7b44"
+    transport = UnixSocketTransport(str(vm.qga_socket))
+    with serving(transport, token) as fake:
+        result = run(vm, workdir, agent=fake.url, env={"RECOVERY_AGENT_TOKEN": token})
+    transport.close()
+    assert result.code == 0, result.stderr
+    assert [request["path"].rsplit("/", 1)[1] for request in fake.requests][:2] == ["exec", "exec-status"]
+    assert ssh_run(vm, workdir / "id_new", "id -un").strip() == "debian"
+    for text in [result.stdout, result.stderr, (workdir / "report.json").read_text(),
+                 *(path.read_text() for path in (workdir / "runs").rglob("*") if path.is_file())]:
+        assert "0b7e5c1a-63f2" not in text
 
 
 def test_a_missing_agent_socket_is_refused_and_nothing_changes(vm: AgentVm, workdir: Path) -> None:

@@ -253,6 +253,7 @@ def test_other_agent_errors_do_not_fall_back(guest: FakeGuest, tmp_path: Path, m
         ("vnc://127.0.0.1:5900", "debian", "vnc:// is not a guest agent we can reach"),
         ("unix://relative/qga.sock", "debian", "three slashes"),
         ("unix:///run/qga.sock", "-root", "starts with '-'"),
+        ("proxmox://pve1.example/pve/100", "debian", "a proxmox:// agent needs an API token"),
     ],
 )
 def test_the_preflight_refuses_before_a_key_is_made(agent: str, user: str, problem: str) -> None:
