@@ -7,6 +7,7 @@ address, a closed port on 127.0.0.1 and a listener that never answers.
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -159,3 +160,15 @@ def test_each_engine_has_the_name_it_is_chosen_by_and_takes_ed25519_and_rsa_keys
     rsa = generate_keypair(tmp_path / "rsa_key", key_type="rsa", bits=3072).private_path
     for name in ENGINES:
         assert choose_engine(load_keys([key, rsa]), HostTrust(), name).name == name
+
+
+def test_the_libssh2_engine_does_not_load_paramiko(key: Path) -> None:
+    """paramiko takes ~150 ms to import: an audit that has libssh2 must not pay for the fallback."""
+    code = (
+        "import sys; from pathlib import Path; from recovery.audit import Host, check; "
+        f"report = check([Host('pending', None, 22, 'ops', (Path({str(key)!r}),))]); "
+        "print(report.engine, 'paramiko' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["libssh2", "False"]
+    assert done.stderr == ""
