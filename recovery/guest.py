@@ -69,9 +69,19 @@ __all__ = [
     "ExitCode",
     "GuestScript",
     "InstallReport",
+    "KeyLine",
+    "RemoveExitCode",
+    "RemoveReport",
+    "RemoveSpec",
+    "blob_fingerprints",
     "build_install_script",
+    "build_remove_script",
     "explain_exit",
+    "explain_remove_exit",
     "heredoc_delimiter",
+    "key_blob",
+    "normalize_fingerprint",
+    "parse_remove_report",
     "parse_report",
 ]
 
@@ -666,3 +676,413 @@ def _check_wire_safe(lines: Iterable[str | Secret], nonce: str) -> None:
         )
         if problem:
             raise ValueError(f"script line {number} {problem}: {line}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Removal: the script that takes keys OUT of authorized_keys (`authorized_keys.remove`, `revoke`).
+#
+# Same wire rules as the install (POSIX sh, printable ASCII, no `!`, short lines, facts tagged
+# with the nonce from a variable), and the same promise never to lose data, kept differently:
+# the file is rewritten, not appended to, so the kept lines go to a temporary file in the same
+# directory, which takes the original's owner, mode and SELinux context before an atomic `mv`
+# over it (rename(2): sshd sees the old file or the new one, never half of one). A backup is made
+# first (`cp -p`), and the new file is read back: a line still matching is a failure.
+#
+# How keys are matched, and why the controller sends key blobs: a fingerprint cannot be turned
+# back into a key, and only `ssh-keygen` computes one on the guest (busybox VMs have none). So
+# when the controller has the public key (a key line, a `.pub` file, or the line it read from the
+# VM over SSH), it sends the key's base64 blob, which the script compares as text on any guest.
+# A SHA256/MD5 fingerprint is sent as such only when the controller has nothing better; the
+# script then needs ssh-keygen and refuses (`no-fingerprint-tool`, nothing changed) without it.
+# Lines that hold no key (comments, blank lines, garbage) are always kept, byte for byte, as
+# are kept key lines (options, comments and CR line ends included); a last line without a final
+# newline gains one.
+#
+# Facts: ``file``, one ``removed_key`` and ``kept_key`` per key line (``<line> <type> <blob>
+# [comment]``: the controller computes fingerprints from the blob, so the report lists them on
+# guests without ssh-keygen too), ``removed`` and ``kept`` counts, ``backup``, ``selinux``,
+# ``status`` (absent|nothing-to-remove|removed) and ``exit``; a failure prints ``error=`` and
+# ``exit=``. Run as root with `user` set, it reads the home from the passwd database and gives
+# the new file the old one's owner (``chown --reference``, else the passwd uid:gid); run as the
+# user it never chowns.
+# ---------------------------------------------------------------------------------------------
+
+_FINGERPRINT_SHA256 = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+_FINGERPRINT_MD5 = re.compile(r"(?:MD5:)?((?:[0-9a-f]{2}:){15}[0-9a-f]{2})")
+_BLOB = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+# Key types a line may carry, old and certificate ones included: a stolen DSA key or certificate
+# still has to be found to be removed.
+_LINE_KEY_TYPES = (
+    *sorted(KEY_TYPES),
+    "ssh-dss",
+    "ssh-ed25519-cert-v01@openssh.com",
+    "ssh-rsa-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+    "sk-ssh-ed25519-cert-v01@openssh.com",
+    "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
+)
+
+
+class RemoveExitCode(IntEnum):
+    """Exit status of the removal script; 30 and up, clear of the install's and the shell's."""
+
+    OK = 0
+    NO_HOME = 30
+    NO_TEMP_FILE = 31
+    NO_FINGERPRINT_TOOL = 32
+    LAST_PROVEN_KEY = 33
+    BACKUP_FAILED = 34
+    WRITE_FAILED = 35
+    STILL_PRESENT = 36
+    NO_SUCH_USER = 37
+    NOT_THAT_USER = 38
+    UNREADABLE = 39
+
+    @property
+    def slug(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+
+_REMOVE_UNCHANGED = "authorized_keys was not changed"
+_REMOVE_EXPLANATIONS: dict[int, str] = {
+    RemoveExitCode.OK: "the matching keys are gone from authorized_keys (or none was there)",
+    RemoveExitCode.NO_HOME: f"the user's home directory is unknown or missing; {_REMOVE_UNCHANGED}",
+    RemoveExitCode.NO_TEMP_FILE: (
+        f"mktemp could not create a temporary file in ~/.ssh (disk full or read-only?); {_REMOVE_UNCHANGED}"
+    ),
+    RemoveExitCode.NO_FINGERPRINT_TOOL: (
+        "a fingerprint was asked for but the VM has no ssh-keygen to compute one: give the public key "
+        f"(its blob is matched as text on any VM); {_REMOVE_UNCHANGED}"
+    ),
+    RemoveExitCode.LAST_PROVEN_KEY: (
+        "the change would remove every key this run has proven to log in, locking the way back in out; "
+        f"add another working key first, or say force: true; {_REMOVE_UNCHANGED}"
+    ),
+    RemoveExitCode.BACKUP_FAILED: f"authorized_keys could not be copied to a backup (disk full?); {_REMOVE_UNCHANGED}",
+    RemoveExitCode.WRITE_FAILED: (
+        "writing the new authorized_keys or renaming it into place failed (disk full, read-only, owner "
+        "or mode not settable); the backup printed as backup= holds the previous content"
+    ),
+    RemoveExitCode.STILL_PRESENT: (
+        "authorized_keys was rewritten but a matching key is still in it when read back (did something "
+        "else write to it at the same time?); the backup printed as backup= holds the previous content"
+    ),
+    RemoveExitCode.NO_SUCH_USER: f"the user is not in the passwd database; {_REMOVE_UNCHANGED}",
+    RemoveExitCode.NOT_THAT_USER: (
+        f"the script runs as another user, and not as root, so it cannot change this user's keys; {_REMOVE_UNCHANGED}"
+    ),
+    RemoveExitCode.UNREADABLE: f"authorized_keys exists but cannot be read; {_REMOVE_UNCHANGED}",
+    2: "sh reported a syntax error: the script probably arrived damaged through the console",
+    127: "a command the script needs was not found in the VM",
+}
+
+
+def explain_remove_exit(code: int) -> str:
+    """One sentence about what the removal script's exit status means."""
+    if code in _REMOVE_EXPLANATIONS:
+        return _REMOVE_EXPLANATIONS[code]
+    if code > 128:
+        return f"the script was killed by signal {code - 128} before it finished"
+    return f"the script failed with unexpected exit status {code}; read its output"
+
+
+@dataclass(frozen=True)
+class RemoveSpec:
+    """Which keys to take out (or, `exclusive`, to keep), and the guards around it.
+
+    `blobs` are base64 key blobs (the second field of a key line: `key_blob`); `fingerprints`
+    are ``SHA256:...`` or ``MD5:aa:bb:...`` (need ssh-keygen on the guest); `lines` match a whole
+    line exactly (a CR line end ignored); `comments` match a key's comment exactly. `protect`
+    holds the blobs of keys the run has proven to log in: the script refuses to remove the last
+    of them unless `force`. `user`: whose file, when run as root; None means the running user.
+    """
+
+    blobs: tuple[str, ...] = ()
+    fingerprints: tuple[str, ...] = ()
+    lines: tuple[str, ...] = ()
+    comments: tuple[str, ...] = ()
+    exclusive: bool = False
+    protect: tuple[str, ...] = ()
+    force: bool = False
+    user: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.blobs or self.fingerprints or self.lines or self.comments):
+            raise ValueError("nothing to match: give at least one key, fingerprint, line or comment")
+        for blob in (*self.blobs, *self.protect):
+            if not _BLOB.fullmatch(blob):
+                raise ValueError(f"not a base64 key blob: {blob[:60]!r}")
+        for value in self.fingerprints:
+            normalize_fingerprint(value)
+        for text in (*self.lines, *self.comments):
+            if not text or not _printable(text):
+                raise ValueError(f"a line or comment to match must be non-empty printable ASCII: {text[:60]!r}")
+        if self.user is not None and not _USER.fullmatch(self.user):
+            raise ValueError(f"not a user name: {self.user!r}")
+
+
+def normalize_fingerprint(value: str) -> str:
+    """``SHA256:...`` as is, MD5 as ``MD5:aa:bb:...`` (how ``ssh-keygen -E md5 -l`` prints it).
+
+    Raises:
+        ValueError: neither form.
+    """
+    text = value.strip()
+    if _FINGERPRINT_SHA256.fullmatch(text):
+        return text
+    md5 = _FINGERPRINT_MD5.fullmatch(text.lower() if not text.startswith("MD5:") else "MD5:" + text[4:].lower())
+    if md5:
+        return f"MD5:{md5.group(1)}"
+    raise ValueError(f"not a SHA256:... or MD5 aa:bb:... fingerprint: {value[:70]!r}")
+
+
+def key_blob(public_line: str) -> str:
+    """The base64 blob of a public key line (options before the key type allowed)."""
+    fields = public_line.split()
+    for index, word in enumerate(fields[:-1]):
+        if word in _LINE_KEY_TYPES and _BLOB.fullmatch(fields[index + 1]):
+            return fields[index + 1]
+    raise KeyGenerationError(f"no public key found in {public_line[:60]!r}")
+
+
+def blob_fingerprints(blob: str) -> tuple[str, str]:
+    """(``SHA256:...``, ``MD5:aa:...``) of a base64 key blob, as ssh-keygen prints them."""
+    raw = base64.b64decode(blob)
+    sha = "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
+    md5 = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+    return sha, "MD5:" + ":".join(md5[i : i + 2] for i in range(0, 32, 2))
+
+
+@dataclass(frozen=True)
+class KeyLine:
+    """One key line the removal script saw: where, which key, and its comment."""
+
+    line: int
+    key_type: str
+    blob: str
+    comment: str
+
+    @property
+    def sha256(self) -> str:
+        return blob_fingerprints(self.blob)[0]
+
+
+@dataclass(frozen=True)
+class RemoveReport:
+    """What the removal script reported; a field is None where it did not get that far."""
+
+    exit_code: int | None
+    error: str | None
+    status: str | None
+    file: str | None
+    removed: tuple[KeyLine, ...]
+    kept: tuple[KeyLine, ...]
+    backup: str | None
+    selinux: str | None
+    facts: tuple[tuple[str, str], ...] = field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == RemoveExitCode.OK
+
+    @property
+    def explanation(self) -> str:
+        if self.exit_code is None:
+            return "the script stopped without reporting an exit status; read its output"
+        return explain_remove_exit(self.exit_code)
+
+    def summary(self) -> dict[str, object]:
+        """For the run report: fingerprints only, never whole key lines."""
+        return {
+            "file": self.file,
+            "status": self.status,
+            "backup": self.backup,
+            "removed": [f"{key.sha256} {key.comment}".rstrip() for key in self.removed],
+            "kept": [f"{key.sha256} {key.comment}".rstrip() for key in self.kept],
+        }
+
+
+def build_remove_script(spec: RemoveSpec, *, nonce: str, facts: bool = True) -> GuestScript:
+    """Build the script that removes the keys `spec` matches from authorized_keys.
+
+    Args:
+        spec: what to match and the guards; see `RemoveSpec`.
+        nonce: as for `build_install_script`: tags facts, names the backup.
+        facts: False for a console that shows no text: the facts become no-ops.
+    Returns:
+        the script; facts come back through `parse_remove_report`.
+    """
+    _check_nonce(nonce)
+    fingerprints = [normalize_fingerprint(value) for value in spec.fingerprints]
+    sha = [value for value in fingerprints if value.startswith("SHA256:")]
+    md5 = [value for value in fingerprints if value.startswith("MD5:")]
+    texts = (*spec.lines, *spec.comments)
+    lines: list[str | Secret] = [
+        "{",
+        f"n={nonce}",
+        *(["bang=$(printf '\\041')"] if any("!" in text for text in texts) else []),
+        "set -f",
+        "cr=$(printf '\\r'); tab=$(printf '\\t')",
+        "fact() { printf 'RCV-%s %s=%s\\n' \"$n\" \"$1\" \"$2\"; }" if facts else "fact() { :; }",
+        "fail() { fact error \"$2\"; fact exit \"$1\"; exit \"$1\"; }",
+    ]
+    lines += _assign("ty", " " + " ".join(_LINE_KEY_TYPES) + " ", secret=False)
+    lines += _assign("mb", " " + " ".join(spec.blobs) + " ", secret=False)
+    lines += _assign("m2", f" {' '.join(sha)} ", secret=False) if sha else ["m2="]
+    lines += _assign("m5", f" {' '.join(md5)} ", secret=False) if md5 else ["m5="]
+    lines += _assign("mp", " " + " ".join(spec.protect) + " ", secret=False)
+    lines.append(f"nx={len(spec.lines)}")
+    for index, text in enumerate(spec.lines, 1):
+        lines += _assign(f"x{index}", text, secret=False)
+    lines.append(f"ny={len(spec.comments)}")
+    for index, text in enumerate(spec.comments, 1):
+        lines += _assign(f"y{index}", text, secret=False)
+    lines += [
+        f"ex={int(spec.exclusive)}",
+        f"fo={int(spec.force)}",
+        f"uu={spec.user or ''}",
+        *_REMOVE,
+    ]
+    return GuestScript(lines=tuple(lines), nonce=nonce)
+
+
+def parse_remove_report(output: str, nonce: str) -> RemoveReport:
+    """Collect the removal script's facts from its output (console or SSH), noise ignored.
+
+    Raises:
+        GuestCommandError: no fact line carries this nonce: the script did not run.
+    """
+    marker = re.compile(rf"RCV-{re.escape(_check_nonce(nonce))} ([a-z0-9_]+)=(.*)")
+    facts: list[tuple[str, str]] = []
+    for line in re.split(r"\r\n|\r|\n", _ANSI.sub("", output)):
+        found = marker.search(line)
+        if found:
+            facts.append((found.group(1), found.group(2).rstrip()))
+    if not facts:
+        raise GuestCommandError(
+            f"the key removal script printed no report line (RCV-{nonce}): it did not run, or its output was lost",
+            transcript_tail=scrub_all(output.splitlines()),
+        )
+    last = dict(facts)
+
+    def keys(name: str) -> tuple[KeyLine, ...]:
+        found: list[KeyLine] = []
+        for key, value in facts:
+            parts = value.split(" ", 3)
+            if key == name and len(parts) >= 3 and parts[0].isdigit() and _BLOB.fullmatch(parts[2]):
+                found.append(KeyLine(int(parts[0]), parts[1], parts[2], parts[3] if len(parts) > 3 else ""))
+        return tuple(found)
+
+    code = last.get("exit", "")
+    return RemoveReport(
+        exit_code=int(code) if code.isascii() and code.isdigit() else None,
+        error=last.get("error"),
+        status=last.get("status"),
+        file=last.get("file"),
+        removed=keys("removed_key"),
+        kept=keys("kept_key"),
+        backup=last.get("backup"),
+        selinux=last.get("selinux"),
+        facts=tuple(facts),
+    )
+
+
+def _rfail(code: RemoveExitCode) -> str:
+    return f"fail {code.value} {code.slug}"
+
+
+# parse LINE: kt/kb are the key type and blob (empty: no key on the line). hit: does the key in
+# kt/kb/c/cm match a matcher. judge LINE: h=0 remove, 1 keep, 2 not a key line.
+_REMOVE: tuple[str, ...] = (
+    "kg=; command -v ssh-keygen >/dev/null 2>&1 && kg=ssh-keygen",
+    "parse() {",
+    "kt=; kb=",
+    "set -- $1",
+    "while [ $# -gt 1 ]; do",
+    "case \"$ty\" in *\" $1 \"*) kt=$1; kb=$2; return 0;; esac",
+    "shift",
+    "done",
+    "}",
+    "fp() {",
+    "p=$(printf '%s %s\\n' \"$kt\" \"$kb\" | $kg -E \"$1\" -lf - 2>/dev/null) || return 1",
+    "set -- $p; [ -n \"$2\" ] && printf '%s' \"$2\"",
+    "}",
+    "hit() {",
+    "case \"$mb\" in *\" $kb \"*) return 0;; esac",
+    "if [ -n \"$m2\" ]; then case \"$m2\" in *\" $(fp sha256) \"*) return 0;; esac; fi",
+    "if [ -n \"$m5\" ]; then case \"$m5\" in *\" $(fp md5) \"*) return 0;; esac; fi",
+    "i=1; while [ $i -le $nx ]; do eval \"v=\\$x$i\"; [ \"$c\" = \"$v\" ] && return 0; i=$((i+1)); done",
+    "i=1; while [ $i -le $ny ]; do eval \"v=\\$y$i\"; [ \"$cm\" = \"$v\" ] && return 0; i=$((i+1)); done",
+    "return 1",
+    "}",
+    "judge() {",
+    "c=${1%\"$cr\"}",
+    "parse \"$c\"",
+    "if [ -z \"$kb\" ]; then h=2; return 0; fi",
+    "cm=${c#*\"$kb\"}",
+    "while :; do case \"$cm\" in \" \"*|\"$tab\"*) cm=${cm#?};; *) break;; esac; done",
+    "if hit; then h=0; else h=1; fi",
+    "if [ \"$ex\" = 1 ]; then h=$((1-h)); fi",
+    "}",
+    "umask 077",
+    "trap 'exit 130' HUP INT TERM",
+    "own=; hd=",
+    "if [ -n \"$uu\" ] && [ \"$(id -u)\" = 0 ]; then",
+    "pw=$( { getent passwd \"$uu\" || awk -F: -v u=\"$uu\" '$1==u' /etc/passwd; } 2>/dev/null | head -n 1)",
+    f"[ -n \"$pw\" ] || {_rfail(RemoveExitCode.NO_SUCH_USER)}",
+    "IFS=:; set -- $pw; unset IFS",
+    "own=$3:$4; hd=$6",
+    "elif [ -z \"$uu\" ] || [ \"$(id -un)\" = \"$uu\" ]; then hd=$HOME",
+    f"else {_rfail(RemoveExitCode.NOT_THAT_USER)}",
+    "fi",
+    f"[ -n \"$hd\" ] && [ -d \"$hd\" ] || {_rfail(RemoveExitCode.NO_HOME)}",
+    "d=$hd/.ssh; f=$d/authorized_keys",
+    "fact file \"$f\"",
+    "if [ -e \"$f\" ]; then :; else fact status absent; fact exit 0; exit 0; fi",
+    f"[ -r \"$f\" ] || {_rfail(RemoveExitCode.UNREADABLE)}",
+    f"[ -z \"$m2$m5\" ] || [ -n \"$kg\" ] || {_rfail(RemoveExitCode.NO_FINGERPRINT_TOOL)}",
+    "t=",
+    "trap 'rm -f \"$t\"' EXIT",
+    f"t=$(mktemp \"$d/.recovery-XXXXXX\") || {_rfail(RemoveExitCode.NO_TEMP_FILE)}",
+    "r=0; k=0; pb=0; pa=0; ln=0",
+    "while IFS= read -r l || [ -n \"$l\" ]; do",
+    "ln=$((ln+1)); judge \"$l\"",
+    "if [ $h = 2 ]; then printf '%s\\n' \"$l\" >>\"$t\" || "
+    + _rfail(RemoveExitCode.WRITE_FAILED) + "; continue; fi",
+    "case \"$mp\" in *\" $kb \"*) pb=$((pb+1)); [ $h = 0 ] || pa=$((pa+1));; esac",
+    "if [ $h = 0 ]; then r=$((r+1)); fact removed_key \"$ln $kt $kb $cm\"",
+    "else k=$((k+1)); fact kept_key \"$ln $kt $kb $cm\"",
+    f"printf '%s\\n' \"$l\" >>\"$t\" || {_rfail(RemoveExitCode.WRITE_FAILED)}",
+    "fi",
+    "l=",
+    "done <\"$f\"",
+    "fact removed \"$r\"; fact kept \"$k\"",
+    "if [ $r = 0 ]; then fact status nothing-to-remove; fact exit 0; exit 0; fi",
+    "if [ $pb -gt 0 ] && [ $pa = 0 ] && [ \"$fo\" = 0 ]; then "
+    + _rfail(RemoveExitCode.LAST_PROVEN_KEY) + "; fi",
+    "b=$f.recovery-$(date -u +%Y%m%dT%H%M%SZ)-$n",
+    "while [ -e \"$b\" ]; do b=$b-1; done",
+    f"cp -p \"$f\" \"$b\" || {_rfail(RemoveExitCode.BACKUP_FAILED)}",
+    "fact backup \"$b\"",
+    "if [ -n \"$own\" ]; then chown --reference=\"$f\" \"$t\" 2>/dev/null || chown \"$own\" \"$t\" || "
+    + _rfail(RemoveExitCode.WRITE_FAILED) + "; fi",
+    "chmod --reference=\"$f\" \"$t\" 2>/dev/null || { m=$(stat -c %a \"$f\" 2>/dev/null) && chmod \"$m\" \"$t\"; } || "
+    + "chmod 600 \"$t\" || " + _rfail(RemoveExitCode.WRITE_FAILED),
+    "command -v chcon >/dev/null 2>&1 && chcon --reference=\"$f\" \"$t\" 2>/dev/null",
+    f"mv -f \"$t\" \"$f\" || {_rfail(RemoveExitCode.WRITE_FAILED)}",
+    "t=; q=0",
+    "while IFS= read -r l || [ -n \"$l\" ]; do judge \"$l\"; [ $h = 0 ] && q=$((q+1)); l=; done <\"$f\"",
+    f"[ $q = 0 ] || {_rfail(RemoveExitCode.STILL_PRESENT)}",
+    "e=no-restorecon",
+    "for z in restorecon /usr/sbin/restorecon /sbin/restorecon; do",
+    "command -v \"$z\" >/dev/null 2>&1 || continue",
+    "if \"$z\" \"$f\" 2>/dev/null; then e=restored; else e=restorecon-failed; fi; break",
+    "done",
+    "fact selinux \"$e\"",
+    "fact status removed",
+    "fact exit 0",
+    "} </dev/null",
+)
