@@ -299,8 +299,17 @@ class InstallReport:
         return explain_exit(self.exit_code)
 
 
+_RUN_TAG = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
 def build_install_script(
-    public_line: str, *, sha256: str, nonce: str, url: Secret | None = None, facts: bool = True
+    public_line: str,
+    *,
+    sha256: str,
+    nonce: str,
+    url: Secret | None = None,
+    facts: bool = True,
+    run_tag: str | None = None,
 ) -> GuestScript:
     """Build the script that installs `public_line` into the user's authorized_keys.
 
@@ -314,6 +323,8 @@ def build_install_script(
         url: where the VM downloads the key (``http://`` or ``https://``); None types the
             key into the script instead.
         facts: print the facts `parse_report` reads; False for a console nobody can read.
+        run_tag: names the backup (``authorized_keys.recovery-<run_tag>``), so every attempt of one
+            run shares one backup: the file as it was before the run. None: the nonce names it.
     Returns:
         the script; facts come back as ``RCV-<nonce> name=value`` (`parse_report`).
     Raises:
@@ -335,10 +346,13 @@ def build_install_script(
     if url is not None:
         _check_url(url)
     value = public_line if url is None else url.reveal()
+    if run_tag is not None and not _RUN_TAG.fullmatch(run_tag):
+        raise ValueError(f"run_tag must be 1-64 characters of [A-Za-z0-9_.-], got {run_tag!r}")
     lines: list[str | Secret | _Fact] = [
         "{",
         f"n={nonce}",
         f"w={digest}",
+        f"r={run_tag or nonce}",
         *(["bang=$(printf '\\041')"] if "!" in value else []),
         *_PRELUDE,
     ]
@@ -560,15 +574,15 @@ _DOWNLOAD: tuple[str | _Fact, ...] = (
     _Fact("fact source \"$s\""),
 )
 
-# From here on the key in $k (and in $t) is verified. Backup names never collide: an
-# existing name grows a suffix rather than being overwritten with already-changed content.
+# From here on the key in $k (and in $t) is verified. One backup per run ($r names the run): an
+# earlier attempt of the same run made it, and it holds the file as it was before the run, so it
+# is kept rather than replaced with already-changed content or joined by one more copy.
 _INSTALL: tuple[str | _Fact, ...] = (
     _Fact("[ -n \"$kg\" ] && fact new_key \"$($kg -lf \"$t\" 2>/dev/null)\""),
     _Fact("b=none"),
     "if [ -e \"$f\" ]; then",
-    "b=$f.recovery-$(date -u +%Y%m%dT%H%M%SZ)-$n",
-    "while [ -e \"$b\" ]; do b=$b-1; done",
-    f"cp -p \"$f\" \"$b\" || {_fail(ExitCode.BACKUP_FAILED)}",
+    "b=$f.recovery-$r",
+    f"[ -e \"$b\" ] || cp -p \"$f\" \"$b\" || {_fail(ExitCode.BACKUP_FAILED)}",
     "fi",
     _Fact("fact backup \"$b\""),
     "if [ -s \"$f\" ] && [ -n \"$(tail -c 1 \"$f\")\" ]; then",

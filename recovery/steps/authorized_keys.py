@@ -41,12 +41,16 @@ class InstallParams:
         "console that shows no text (VNC); default: whether the console shows text", default=None)
 
 
-def _script(params: InstallParams, nonce: str, *, facts: bool) -> tuple[list[str | Secret], str]:
+def _script(
+    params: InstallParams, nonce: str, *, facts: bool, run_tag: str | None = None
+) -> tuple[list[str | Secret], str]:
     from recovery.guest import build_install_script, heredoc_delimiter
     from recovery.steps.publish import key_bytes
 
     expected = params.sha256 or hashlib.sha256(key_bytes(params.key)).hexdigest()
-    script = build_install_script(params.key, sha256=expected, nonce=nonce, url=params.url, facts=facts)
+    script = build_install_script(
+        params.key, sha256=expected, nonce=nonce, url=params.url, facts=facts, run_tag=run_tag
+    )
     return list(script.lines), heredoc_delimiter(nonce)
 
 
@@ -107,7 +111,7 @@ def install(ctx: StepContext, params: InstallParams) -> Outputs:
     nonce = secrets.token_hex(4)
     facts = params.facts if params.facts is not None else session.channel.has_output
     try:
-        lines, delimiter = _script(params, nonce, facts=facts)
+        lines, delimiter = _script(params, nonce, facts=facts, run_tag=ctx.run_id)  # one backup per run
     except ValueError as exc:  # a URL or checksum that cannot be typed safely
         raise GuestCommandError(f"cannot build the command to type into the console: {exc}") from exc
     timeout = min(params.timeout or ctx.config.console.command_timeout, ctx.remaining())

@@ -216,7 +216,7 @@ class Box:
         return Run(proc.returncode, proc.stdout, proc.stderr)
 
     def backups(self) -> list[Path]:
-        return sorted(self.ssh.glob(f"authorized_keys.recovery-*-{NONCE}*"))
+        return sorted(self.ssh.glob("authorized_keys.recovery-*"))
 
 
 @contextmanager
@@ -331,10 +331,24 @@ def test_running_twice_leaves_one_copy_and_keeps_the_first_backup(box: Box) -> N
 
     assert box.ak.read_text() == f"{OLD}\n{NEW}\n"
     assert (first.added, second.added) == (True, False)
-    backups = box.backups()
-    assert len(backups) == 2  # same nonce, maybe the same second: the name must not collide
-    assert sorted(b.read_text() for b in backups) == sorted([OLD + "\n", f"{OLD}\n{NEW}\n"])
-    assert first.backup != second.backup
+    # One backup per run, whatever the attempts: the file as it was before the run, never the changed one.
+    [backup] = box.backups()
+    assert backup.read_text() == OLD + "\n"
+    assert first.backup == second.backup == str(backup)
+
+
+def test_every_attempt_of_one_run_shares_its_backup_and_other_runs_get_their_own(box: Box) -> None:
+    box.seed(OLD + "\n")
+    attempt = build_install_script(NEW, sha256=sha(NEW + "\n"), nonce=NONCE, run_tag="20261206T000000Z-abc")
+    retry = build_install_script(NEW, sha256=sha(NEW + "\n"), nonce=NONCE, run_tag="20261206T000000Z-abc")
+    other_run = build_install_script(NEW, sha256=sha(NEW + "\n"), nonce=NONCE, run_tag="20261206T000100Z-def")
+    for script in (attempt, retry, other_run):
+        assert_ok(box.run(script))
+    assert [b.name for b in box.backups()] == [
+        "authorized_keys.recovery-20261206T000000Z-abc",
+        "authorized_keys.recovery-20261206T000100Z-def",
+    ]
+    assert (box.ssh / "authorized_keys.recovery-20261206T000000Z-abc").read_text() == OLD + "\n"
 
 
 def test_other_lines_and_their_duplicates_are_left_alone(box: Box) -> None:
