@@ -1,7 +1,7 @@
 """Why an SSH login check failed: named and worded once, whichever SSH library made the check.
 
 The verifier (paramiko, one login at the end of a recovery) and the audit
-(libssh2, thousands of logins at once) meet the same failures: a refused port,
+(libssh2, or paramiko where ssh2-python is missing; thousands of logins at once) meet the same failures: a refused port,
 a peer that accepts TCP and never speaks, a name that does not resolve, a
 rejected key, a host key that is unknown or has changed. Each library reports
 them with exceptions of its own; each driver translates those into a
