@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from recovery.redact import Secret
 
-__all__ = ["ParamikoVerifier", "SSHTarget", "Verifier", "VerifyResult"]
+__all__ = ["Connection", "ParamikoVerifier", "SSHTarget", "Verifier", "VerifyResult", "connect"]
 
 log = logging.getLogger(__name__)
 
@@ -125,25 +125,11 @@ class ParamikoVerifier:
             another user.
         """
         started = time.monotonic()
-        pins = [pin.strip() for pin in (target.host_key_fingerprint or "").split(",") if pin.strip()]
-        check = HostKeyCheck(f"{target.host}:{target.port}", pins, trust_first_use=target.trust_first_use)
-        pkey = _load_private_key(key, passphrase)
+        log.debug("verifying ssh login to %s@%s:%s with key %s", target.user, target.host, target.port, key.sha256)
+        with connect(target, key, passphrase=passphrase, timeout=timeout) as connection:
+            remote_user = _run_id(connection.client, target, timeout)
+        check = connection.check
         where = f"{target.user}@{target.host}:{target.port}"
-        log.debug("verifying ssh login to %s with key %s", where, key.sha256)
-        with _map_errors(target), _client(check) as client:
-            client.connect(
-                hostname=target.host,
-                port=target.port,
-                username=target.user,
-                pkey=pkey,
-                timeout=timeout,
-                banner_timeout=timeout,
-                auth_timeout=timeout,
-                channel_timeout=timeout,
-                look_for_keys=False,
-                allow_agent=False,
-            )
-            remote_user = _run_id(client, target, timeout)
         if remote_user != target.user:
             raise VerifyError(
                 f"logged in to {where}, but `{_COMMAND}` says {remote_user!r}: "
@@ -157,6 +143,43 @@ class ParamikoVerifier:
             key_fingerprint=key.sha256,
             seconds=time.monotonic() - started,
         )
+
+
+@dataclass(frozen=True)
+class Connection:
+    """An SSH login that `connect` made: the client to run commands on, and the host key decision."""
+
+    client: SSHClient
+    check: HostKeyCheck
+
+
+@contextmanager
+def connect(
+    target: SSHTarget, key: KeyPair, *, passphrase: Secret | None = None, timeout: float = 10.0
+) -> Iterator[Connection]:
+    """Log in to `target` with `key` alone (no agent, no ~/.ssh keys), the host key checked against the pin.
+
+    The verifier's one `id -un` and the remote runner's scripts (`recovery.remote`) share it, so both
+    check host keys and name failures the same way: paramiko and socket errors raised inside the
+    `with` block come out as the `VerifyError` family too. Raises what `ParamikoVerifier.verify` lists.
+    """
+    pins = [pin.strip() for pin in (target.host_key_fingerprint or "").split(",") if pin.strip()]
+    check = HostKeyCheck(f"{target.host}:{target.port}", pins, trust_first_use=target.trust_first_use)
+    pkey = _load_private_key(key, passphrase)
+    with _map_errors(target), _client(check) as client:
+        client.connect(
+            hostname=target.host,
+            port=target.port,
+            username=target.user,
+            pkey=pkey,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            channel_timeout=timeout,
+            look_for_keys=False,
+            allow_agent=False,
+        )
+        yield Connection(client=client, check=check)
 
 
 @contextmanager

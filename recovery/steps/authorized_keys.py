@@ -5,12 +5,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
+from recovery import checks
+from recovery.config import Config
 from recovery.context import StepContext
 from recovery.errors import GuestCommandError, JournalError, KeyGenerationError
 from recovery.redact import Secret
 from recovery.registry import Outputs, doc, step
+from recovery.templating import Unknown
+
+if TYPE_CHECKING:
+    from recovery.guest import RemoveSpec
 
 
 def _public_key(value: str) -> str | None:
@@ -153,4 +162,216 @@ def install(ctx: StepContext, params: InstallParams) -> Outputs:
         "backup": facts_seen.backup,
         "before_sha256": facts_seen.before_sha256,
         "after_sha256": facts_seen.after_sha256,
+    }
+
+
+# --- authorized_keys.remove ------------------------------------------------------------------------
+# The guest-side rules live in recovery.guest (build_remove_script); this step picks the channel.
+
+
+def _key_lines(value: str | None) -> str | None:
+    from recovery.guest import key_blob
+
+    for line in (value or "").splitlines():
+        if line.strip():
+            try:
+                key_blob(line)
+            except KeyGenerationError as exc:
+                return str(exc)
+    return None
+
+
+def _fingerprint_list(value: str | None) -> str | None:
+    from recovery.guest import normalize_fingerprint
+
+    try:
+        for item in (value or "").split(","):
+            if item.strip():
+                normalize_fingerprint(item)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class RemoveParams:
+    keys: str | None = doc(
+        "public key lines to remove, one per line: matched by the key itself, on any VM (busybox included)",
+        default=None, check=_key_lines)
+    fingerprints: str | None = doc(
+        "SHA256:... or MD5 fingerprints to remove, comma-separated; the VM needs ssh-keygen for these (give keys "
+        "where you can)", default=None, check=_fingerprint_list)
+    lines: str | None = doc("exact authorized_keys lines to remove, one per line", default=None)
+    comments: str | None = doc("remove the keys whose comment is exactly one of these, one per line", default=None)
+    exclusive: bool = doc("keep ONLY the keys matched above and remove every other key", default=False)
+    protect: str | None = doc(
+        "public key lines the run proved to log in: the last of them is never removed (the SSH key used by "
+        "via: ssh is protected anyway)", default=None, check=_key_lines)
+    force: bool = doc("remove even the last key proven to log in", default=False)
+    user: str | None = doc(
+        "whose authorized_keys, when the channel runs as root (agent, boot loader, ssh as root); default: the "
+        "logged-in user", default=None)
+    via: Literal["console", "ssh"] = doc(
+        "console: typed into the open console (serial or VNC); ssh: run over SSH with a key that works",
+        default="console")
+    host: str | None = doc("via ssh: SSH host name or address", default=None)
+    port: int = doc("via ssh: SSH port", default=22, check=checks.port)
+    ssh_user: str | None = doc("via ssh: the user to log in as (default: user)", default=None)
+    private_key_path: str | None = doc("via ssh: a private key that logs in", default=None)
+    passphrase: Secret | None = doc("via ssh: the private key's passphrase, if any", default=None)
+    host_key_fingerprint: str | None = doc(
+        "via ssh: pinned host key, SHA256:... or MD5; several separated by commas", default=None,
+        check=checks.host_key_pins)
+    trust_first_use: bool = doc("via ssh: accept an unpinned host key (recorded in the report)", default=False)
+    timeout: float | None = doc("seconds for the command to finish (default: console.command_timeout)", default=None)
+    facts: bool | None = doc(
+        "false: no facts printed, for a console that shows no text (VNC); default: whether the channel shows text",
+        default=None)
+
+
+def _remove_check(values: Mapping[str, object], config: Config) -> list[str]:
+    """Pre-flight across parameters: something to match, and what an SSH run needs."""
+    if any(isinstance(value, Unknown) for value in values.values()):
+        return []
+    problems = []
+    if not any(values.get(name) for name in ("keys", "fingerprints", "lines", "comments")):
+        problems.append("nothing to remove: give keys, fingerprints, lines or comments")
+    if values.get("via") == "ssh":
+        if not values.get("host"):
+            problems.append("via ssh needs host")
+        if not values.get("private_key_path"):
+            problems.append("via ssh needs private_key_path, a key that logs in")
+        if not values.get("ssh_user") and not values.get("user"):
+            problems.append("via ssh needs ssh_user (or user)")
+        if not values.get("host_key_fingerprint") and not values.get("trust_first_use"):
+            from recovery.steps.ssh import NO_PIN
+
+            problems.append(NO_PIN)
+    return problems
+
+
+def _split(value: str | None, separator: str | None = None) -> tuple[str, ...]:
+    items = (value or "").split(separator) if separator else (value or "").splitlines()
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def _remove_spec(params: RemoveParams, ctx: StepContext, login_blob: str | None) -> RemoveSpec:
+    from recovery.guest import RemoveSpec, blob_fingerprints, key_blob
+
+    blobs = tuple(key_blob(line) for line in _split(params.keys))
+    protect = [key_blob(line) for line in _split(params.protect)]
+    if login_blob is not None:
+        protect.append(login_blob)
+    proven = ctx.report.proof.get("key_fingerprint") if ctx.report.proof else None
+    if not params.force and not params.exclusive and proven in {blob_fingerprints(blob)[0] for blob in blobs}:
+        raise GuestCommandError(
+            f"refusing to remove {proven}: it is the key this run proved to log in (ssh.verify); say force: true "
+            "if that is really meant"
+        )
+    try:
+        return RemoveSpec(
+            blobs=blobs, fingerprints=_split(params.fingerprints, ","), lines=_split(params.lines),
+            comments=_split(params.comments), exclusive=params.exclusive, protect=tuple(protect),
+            force=params.force, user=params.user,
+        )
+    except ValueError as exc:
+        raise GuestCommandError(f"cannot build the key removal command: {exc}") from exc
+
+
+@step(
+    "authorized_keys.remove",
+    params=RemoveParams,
+    outputs={
+        "status": "removed, nothing-to-remove or absent (no authorized_keys), or null on a blind console",
+        "removed": "SHA256 fingerprints of the key lines removed, comma-separated",
+        "kept": "SHA256 fingerprints of the key lines kept, comma-separated",
+        "backup": "path of the backup of authorized_keys on the VM, or null",
+    },
+    repeatable=True,  # removing what is gone already is a no-op
+    check=_remove_check,
+)
+def remove(ctx: StepContext, params: RemoveParams) -> Outputs:
+    """Remove keys from ~/.ssh/authorized_keys (a stolen key), backup first, every other byte kept."""
+    from recovery.guest import build_remove_script, explain_remove_exit, heredoc_delimiter
+
+    nonce = secrets.token_hex(4)
+    timeout = min(params.timeout or ctx.config.console.command_timeout, ctx.remaining())
+    if params.via == "ssh":
+        return _remove_over_ssh(ctx, params, nonce, timeout)
+    session = ctx.require_console()
+    facts = params.facts if params.facts is not None else session.channel.has_output
+    spec = _remove_spec(params, ctx, None)
+    script = build_remove_script(spec, nonce=nonce, facts=facts)
+    ctx.waiting_for("the key removal command to finish and print its marker")
+    result = session.run_script(
+        list(script.lines), delimiter=heredoc_delimiter(nonce), nonce=nonce, timeout=timeout
+    )
+    _keep_typed(ctx, session.typed)
+    session.typed.clear()
+    if result.status not in (None, 0):
+        raise GuestCommandError(
+            f"the key removal command typed into the VM failed (exit {result.status}): "
+            f"{explain_remove_exit(result.status)}",
+            transcript_tail=session.tail(),
+        )
+    if result.status is None or not facts:
+        ctx.report.vm_changes.append(
+            "typed the key removal command; its result was not read back (blind console): prove it with a login "
+            "that must fail"
+        )
+        return {"status": None, "removed": None, "kept": None, "backup": None}
+    return _removal_outputs(ctx, result.output, nonce)
+
+
+def _remove_over_ssh(ctx: StepContext, params: RemoveParams, nonce: str, timeout: float) -> Outputs:
+    from recovery.errors import StepError
+    from recovery.guest import build_remove_script, explain_remove_exit, key_blob
+    from recovery.keys import load_keypair
+    from recovery.remote import remote_shell
+    from recovery.verifier import SSHTarget
+
+    if not params.host or not params.private_key_path or not (params.ssh_user or params.user):
+        raise StepError("via ssh needs host, private_key_path and ssh_user (or user)")
+    if not params.host_key_fingerprint and not params.trust_first_use:
+        from recovery.errors import HostKeyUnknown
+        from recovery.steps.ssh import NO_PIN
+
+        raise HostKeyUnknown(f"{params.host}:{params.port}: {NO_PIN}")
+    login_user = params.ssh_user or params.user or ""
+    key = load_keypair(Path(params.private_key_path), params.passphrase)
+    same_file = params.user in (None, login_user)
+    spec = _remove_spec(params, ctx, key_blob(key.public_line) if same_file else None)
+    target = SSHTarget(host=params.host, port=params.port, user=login_user,
+                       host_key_fingerprint=params.host_key_fingerprint, trust_first_use=params.trust_first_use)
+    script = build_remove_script(spec, nonce=nonce, facts=True)
+    ctx.waiting_for(f"the key removal over SSH at {params.host}:{params.port}")
+    with remote_shell(target, key, passphrase=params.passphrase, timeout=min(timeout, ctx.config.ssh.timeout)) as shell:
+        result = shell.run_script(script, timeout=timeout)
+    if result.status != 0:
+        raise GuestCommandError(
+            f"the key removal over SSH at {params.host}:{params.port} failed (exit {result.status}): "
+            f"{explain_remove_exit(result.status)}",
+            transcript_tail=result.output.splitlines()[-20:],
+        )
+    return _removal_outputs(ctx, result.output, nonce)
+
+
+def _removal_outputs(ctx: StepContext, output: str, nonce: str) -> Outputs:
+    from recovery.guest import parse_remove_report
+
+    report = parse_remove_report(output, nonce)
+    ctx.report.authorized_keys["removal"] = report.summary()
+    if report.backup:
+        ctx.report.vm_changes.append(f"backed up authorized_keys to {report.backup}")
+    ctx.report.vm_changes.append(
+        f"removed {len(report.removed)} key line(s) from {report.file}: "
+        + (", ".join(sorted({key.sha256 for key in report.removed})) or "none matched")
+        if report.status == "removed"
+        else f"no key line matched in {report.file} ({report.status}): nothing changed"
+    )
+    return {
+        "status": report.status,
+        "removed": ",".join(key.sha256 for key in report.removed),
+        "kept": ",".join(key.sha256 for key in report.kept),
+        "backup": report.backup,
     }

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from recovery.config import Config
+from recovery.console import ConsoleSession
+from recovery.context import SharedState, StepContext
 from recovery.errors import GuestCommandError
 from recovery.guest import (
     GuestScript,
@@ -27,7 +31,13 @@ from recovery.guest import (
     normalize_fingerprint,
     parse_remove_report,
 )
+from recovery.journal import Journal
+from recovery.redact import Text, reveal
+from recovery.report import RunReport
+from recovery.steps.authorized_keys import RemoveParams, _remove_check
+from recovery.steps.authorized_keys import remove as remove_step
 from tests.unit import test_guest_script as install
+from tests.unit.fake_console import FakeConsole
 from tests.unit.test_guest_script import NOBODY, NONCE, Box, ed25519_line, fingerprint, new_box, rsa_line
 
 busybox_bin = install.busybox_bin  # the module-scoped directory of busybox applets
@@ -318,3 +328,75 @@ def test_key_blob_skips_options() -> None:
 def test_no_fact_line_means_the_script_did_not_run() -> None:
     with pytest.raises(GuestCommandError, match="printed no report line"):
         parse_remove_report("$ sh\nsh: syntax error\n", NONCE)
+
+
+class ShellConsole(FakeConsole):
+    """A fake console whose shell really runs the typed here-document, in a throwaway HOME."""
+
+    def __init__(self, home: Path) -> None:
+        super().__init__(state="shell")
+        self.home = home
+        self.body: list[str] = []
+
+    def send(self, data: Text) -> None:
+        text = reveal(data)
+        if self.state == "heredoc" and not text.strip().startswith("RECOVERY_SCRIPT_"):
+            self.body.append(text.rstrip("\r"))
+        elif self.state == "heredoc":
+            proc = subprocess.run(["/usr/bin/dash", "-s"], input="\n".join(self.body) + "\n", capture_output=True,
+                                  text=True, env={"HOME": str(self.home), "PATH": "/usr/bin:/bin"}, timeout=60)
+            self.script_output = proc.stdout.replace("\n", "\r\n")
+            self.script_status = proc.returncode
+        super().send(data)
+
+
+def console_context(tmp_path: Path, console: FakeConsole) -> StepContext:
+    journal = Journal.create(tmp_path / "runs")
+    return StepContext(run_id=journal.run_id, run_dir=journal.directory, journal=journal, config=Config(),
+                       report=RunReport(journal.run_id, "test"), shared=SharedState(console=ConsoleSession(console)),
+                       deadline=time.monotonic() + 30)
+
+
+def test_the_step_types_the_removal_into_the_console(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "authorized_keys").write_text(f"{ADMIN}\n{STOLEN}\n")
+    ctx = console_context(tmp_path, ShellConsole(home))
+
+    outputs = remove_step(ctx, RemoveParams(keys=STOLEN))
+
+    assert outputs["status"] == "removed"
+    assert outputs["removed"] == fingerprint(STOLEN)
+    assert (home / ".ssh" / "authorized_keys").read_text() == f"{ADMIN}\n"
+    assert any("removed 1 key line(s)" in change for change in ctx.report.vm_changes)
+    assert ctx.report.typed  # what was typed is kept in the journal
+
+
+def test_the_step_refuses_to_remove_the_key_the_run_proved(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "authorized_keys").write_text(f"{ADMIN}\n")
+    ctx = console_context(tmp_path, ShellConsole(home))
+    ctx.report.proof = {"key_fingerprint": fingerprint(ADMIN)}
+
+    with pytest.raises(GuestCommandError, match="proved to log in"):
+        remove_step(ctx, RemoveParams(keys=ADMIN))
+
+    assert (home / ".ssh" / "authorized_keys").read_text() == f"{ADMIN}\n"
+
+
+def test_the_step_reports_a_failing_removal_with_its_explanation(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "authorized_keys").write_text(f"{ADMIN}\n")
+    ctx = console_context(tmp_path, ShellConsole(home))
+
+    with pytest.raises(GuestCommandError, match="proven to log in"):
+        remove_step(ctx, RemoveParams(keys=ADMIN, protect=ADMIN))
+
+
+def test_preflight_of_the_step_names_what_is_missing() -> None:
+    problems = _remove_check({"via": "ssh", "keys": None}, Config())
+    assert "nothing to remove: give keys, fingerprints, lines or comments" in problems
+    assert "via ssh needs host" in problems
+    assert _remove_check({"keys": STOLEN, "via": "console"}, Config()) == []
