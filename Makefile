@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FLOORS_VENV ?= .cache/floors-venv
 FLOORS_BIN := $(FLOORS_VENV)/bin
-APT_PACKAGES := openssh-server openssh-client util-linux login passwd busybox dash wget curl xvfb x11vnc xterm tigervnc-standalone-server xauth qemu-system-x86 cpio openssl debootstrap qemu-utils
+APT_PACKAGES := openssh-server openssh-client util-linux login passwd busybox dash wget curl xvfb x11vnc xterm tigervnc-standalone-server xauth qemu-system-x86 cpio openssl debootstrap qemu-utils console-data console-setup-linux xfonts-base
 NEEDED_TOOLS := sshd ssh-keygen agetty login useradd busybox dash wget curl Xvfb x11vnc xterm Xtigervnc qemu-system-x86_64 cpio openssl debootstrap qemu-img
 
 .PHONY: demo test lint system-deps venv clean test-clouds test-vm test-agent-vm test-floors
@@ -56,6 +56,8 @@ system-deps:
 	@missing=""; for tool in $(NEEDED_TOOLS); do \
 	  command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || missing="$$missing $$tool"; done; \
 	dpkg-query -W -f='$${Status}' busybox 2>/dev/null | grep -q 'ok installed' || missing="$$missing busybox(not-static)"; \
+	for font in consolefonts/iso01a-8x16.psf.gz consolefonts/Lat15-Fixed16.psf.gz fonts/X11/misc/6x13-ISO8859-1.pcf.gz; do \
+	  [ -e /usr/share/$$font ] || missing="$$missing $$font(the VNC screen reader's fonts)"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing system packages for:$$missing"; \
