@@ -4,7 +4,7 @@
 
 It uses the agent test VM (tests/agentvm/: a Debian 12 guest with systemd, sshd and qemu-ga, built
 once into .cache/agent-vm by `make test-agent-vm`), boots it once under QEMU (software emulation),
-saves it with savevm when the agent and sshd answer, and before each run puts it back with loadvm.
+saves it to a file when the agent and sshd answer, and resumes a fresh copy of that moment per run.
 Each run is the whole `python -m recovery run playbooks/restore-access-agent.yaml` through the
 agent's unix socket, ending in the SSH login with the host key pinned. Printed: the boot, save and
 restore costs of the test bed, then per run the wall time of the command (interpreter start
@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.peers import require_programs
-from tests.agentvm.vm import running_vm
+from tests.agentvm.vm import saved_vm
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOK = ROOT / "playbooks" / "restore-access-agent.yaml"
@@ -40,11 +40,11 @@ def main() -> int:
     args = parser.parse_args()
     require_programs("qemu-system-x86_64")
     worst = {True: 0.0, False: 0.0}
-    with running_vm() as vm:
-        print(f"test bed: boot to agent and sshd {vm.boot_seconds:.1f} s, savevm {vm.save_seconds:.2f} s")
+    with saved_vm() as saved:
+        print(f"test bed: boot to agent and sshd {saved.boot_seconds:.1f} s, saved in {saved.save_seconds:.2f} s")
         for number, facts in enumerate([True, False] * args.runs, 1):
-            print(f"  loadvm {vm.restore():.2f} s")
-            with tempfile.TemporaryDirectory() as scratch:
+            with saved.start() as vm, tempfile.TemporaryDirectory() as scratch:
+                print(f"  resumed to agent and sshd in {vm.start_seconds:.2f} s")
                 report = Path(scratch) / "report.json"
                 argv = [sys.executable, "-m", "recovery", "run", str(PLAYBOOK), "-e", f"agent={vm.agent_url}",
                         "-e", f"user={vm.user}", "-e", "ssh_host=127.0.0.1", "-e", f"ssh_port={vm.ssh_port}",

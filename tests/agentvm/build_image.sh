@@ -31,8 +31,16 @@ start=$(date +%s)
 scratch=${TMPDIR:-/tmp}
 [ "$(df --output=avail -k /dev/shm 2>/dev/null | tail -1)" -gt 4000000 ] 2>/dev/null && scratch=/dev/shm
 work=$(mktemp -d "$scratch/agent-vm.XXXXXX")
-trap 'rm -rf "$work"' EXIT
 root=$work/root
+# A debootstrap that failed half-way can leave /proc, /sys or /dev mounted in the root: unmount
+# those first, and never let rm cross into another file system.
+cleanup() {
+  awk -v root="$root/" 'index($2 "/", root) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+  rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
 include=systemd-sysv,udev,openssh-server,qemu-guest-agent,linux-image-amd64,iproute2,netbase,sudo,kmod,dbus
 # debootstrap fetches one package per connection (~2 minutes here); apt-get download fetches the same
 # ~150 packages over one pipelined connection in seconds. debootstrap takes each from --cache-dir when
@@ -41,7 +49,10 @@ mkdir -p "$work/debs"
 chown _apt "$work/debs" 2>/dev/null || chmod 777 "$work/debs"
 if debootstrap --print-debs --variant=minbase --include="$include" bookworm "$work/resolve" "$mirror" \
      >"$work/debs.list" 2>"$work/resolve.log"; then
-  (cd "$work/debs" && apt-get download -qq $(cat "$work/debs.list") >/dev/null 2>&1) || true
+  # Without package lists (a fresh machine), apt knows no versions: read them once, then try again.
+  (cd "$work/debs" && apt-get download -qq $(cat "$work/debs.list") >/dev/null 2>&1) \
+    || { apt-get update -qq >/dev/null 2>&1 && (cd "$work/debs" && apt-get download -qq $(cat "$work/debs.list") >/dev/null 2>&1); } \
+    || true
 fi
 # No fsync per file while unpacking (the image is rebuilt from scratch if anything breaks), and no
 # initramfs with every module in it: one with the few modules a virtio guest needs is built below.

@@ -7,9 +7,13 @@ sshd with a known ed25519 host key, qemu-ga, and a user `debian` whose password 
 socket nobody reads would stall the guest), user-mode networking restricted to the SSH forward
 on 127.0.0.1.
 
-A boot costs ~25 s, so a test session boots once, waits for the agent and sshd, and saves the
-running VM in its qcow2 overlay (`savevm`); each test then starts from that moment with
-`loadvm` (a few seconds) instead of a boot. Everything lives in a temp dir of its own.
+A boot costs ~25 s (30-50 s on a busy machine), so a test module boots once, waits for the agent
+and sshd, stops the VM and saves it to a file with QEMU's migration (`migrate exec:cat > state`,
+~1 s, ~150 MB); the overlay it booted on is frozen from then on. Each test resumes its own copy:
+a new overlay on that one and `-incoming exec:cat state` (~1.5 s to agent and sshd), so no test
+sees another's changes and a wedged guest ends with its test. (`savevm`/`loadvm` in one QEMU took
+about as long, ~1 s, but leaves every test on the same QEMU process and overlay.) Everything lives
+in a temp dir of its own.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ IMAGE = Path(os.environ.get("AGENT_VM_DIR", ROOT / ".cache" / "agent-vm"))
 BUILD = ROOT / "tests" / "agentvm" / "build_image.sh"
 USER = "debian"
 BOOT_TIMEOUT = 240.0  # ~25 s alone; a busy 2-core machine running other VMs is slower
-SNAPSHOT = "ready"
 
 
 def ensure_image() -> Path:
@@ -48,12 +51,21 @@ def ensure_image() -> Path:
 
 
 class Qmp:
-    """Just enough QMP to save and restore the VM: one command at a time, events skipped."""
+    """Just enough QMP to save and resume the VM: one command at a time, events skipped."""
 
     def __init__(self, path: Path, timeout: float = 30.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
+        deadline = time.monotonic() + timeout
+        while True:  # the socket file appears a moment before QEMU listens on it
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.connect(str(path))
+                break
+            except ConnectionRefusedError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         self.file = self.sock.makefile("rwb")
         self._read()  # the greeting
         self.execute("qmp_capabilities")
@@ -78,14 +90,6 @@ class Qmp:
             raise RuntimeError(f"QMP {command}: {reply['error']}")
         return reply.get("return")
 
-    def hmp(self, command_line: str, timeout: float = 120.0) -> str:
-        """An HMP command (savevm, loadvm); its text output is empty on success."""
-        self.sock.settimeout(timeout)
-        output = str(self.execute("human-monitor-command", **{"command-line": command_line}))
-        if output.strip():
-            raise RuntimeError(f"{command_line}: {output.strip()}")
-        return output
-
     def close(self) -> None:
         self.file.close()
         self.sock.close()
@@ -104,23 +108,11 @@ class AgentVm:
     host_key_fingerprint: str
     old_key: Path
     user: str = USER
-    boot_seconds: float = 0.0
-    save_seconds: float = 0.0
+    start_seconds: float = 0.0  # from QEMU's start to agent and sshd answering
 
     @property
     def agent_url(self) -> str:
         return f"unix://{self.qga_socket}"
-
-    def restore(self) -> float:
-        """Back to the moment the session saved (agent and sshd up); returns the seconds it took."""
-        started = time.monotonic()
-        qmp = Qmp(self.qmp_socket)
-        try:
-            qmp.hmp(f"loadvm {SNAPSHOT}")
-        finally:
-            qmp.close()
-        wait_ready(self, deadline=time.monotonic() + 60)
-        return time.monotonic() - started
 
     def agent(self, command: str, arguments: dict[str, object] | None = None, timeout: float = 30.0) -> Any:
         """One agent command, straight through the socket (for tests to look at the guest)."""
@@ -140,6 +132,46 @@ class AgentVm:
         finally:
             agent.close()
         return result.exit_code, result.stdout.decode()
+
+
+@dataclass
+class SavedVm:
+    """A VM saved the moment its agent and sshd answered: `start()` resumes a copy of that moment."""
+
+    directory: Path
+    disk: Path  # the session's overlay, frozen at the save; each VM gets an overlay of its own on it
+    state: Path  # QEMU's migration stream: RAM and devices
+    host_key_fingerprint: str
+    old_key: Path
+    boot_seconds: float
+    save_seconds: float
+    started: int = 0
+
+    @contextmanager
+    def start(self) -> Iterator[AgentVm]:
+        """A VM resumed from the saved moment, on its own overlay and ports; stopped and removed afterwards."""
+        self.started += 1
+        directory = self.directory / f"vm{self.started}"
+        directory.mkdir()
+        overlay = directory / "disk.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.disk), "-F", "qcow2",
+                        str(overlay)], check=True)
+        began = time.monotonic()
+        vm = _launch(directory, overlay, self.host_key_fingerprint, self.old_key, incoming=self.state)
+        try:
+            qmp = Qmp(vm.qmp_socket)
+            try:
+                while qmp.execute("query-status")["status"] == "inmigrate":
+                    time.sleep(0.05)
+                qmp.execute("cont")
+            finally:
+                qmp.close()
+            wait_ready(vm, deadline=time.monotonic() + 60)
+            vm.start_seconds = time.monotonic() - began
+            yield vm
+        finally:
+            stop_child(vm.process)
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def host_key_fingerprint(image: Path) -> str:
@@ -174,53 +206,75 @@ def tail(path: Path, lines: int = 15) -> str:
         return "(none)"
 
 
-@contextmanager
-def running_vm(*, memory_mb: int = 512) -> Iterator[AgentVm]:
-    """Boot the VM once, wait for agent and sshd, save that moment (`loadvm` returns to it)."""
-    if shutil.which("qemu-system-x86_64") is None:
-        raise RuntimeError("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
-    image = ensure_image()
-    directory = Path(tempfile.mkdtemp(prefix="rcv-agentvm-"))
-    overlay = directory / "disk.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image / "base.qcow2"), "-F", "qcow2",
-                    str(overlay)], check=True)
-    old_key = directory / "old_key"
-    shutil.copy(image / "old_key", old_key)
-    old_key.chmod(0o600)
+def _launch(directory: Path, disk: Path, fingerprint: str, old_key: Path, *, incoming: Path | None = None,
+            memory_mb: int = 512) -> AgentVm:
+    """QEMU on `disk`, booting the image's kernel, or resuming the migration stream `incoming`."""
     port = free_port()
     qga, qmp, serial = directory / "qga.sock", directory / "qmp.sock", directory / "serial.log"
     argv = [
         "qemu-system-x86_64", "-accel", "tcg", "-m", str(memory_mb), "-smp", "1",
         "-nodefaults", "-display", "none", "-vga", "none",
-        "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initrd.img"),
+        "-kernel", str(IMAGE / "vmlinuz"), "-initrd", str(IMAGE / "initrd.img"),
         "-append", "root=/dev/vda rw console=ttyS0 quiet",
-        "-drive", f"file={overlay},if=virtio,format=qcow2",
+        "-drive", f"file={disk},if=virtio,format=qcow2",
         "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
         "-device", "virtio-net-pci,netdev=n0",
         "-chardev", f"socket,path={qga},server=on,wait=off,id=qga0",
         "-device", "virtio-serial", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
         "-serial", f"file:{serial}",
         "-qmp", f"unix:{qmp},server=on,wait=off",
+        *(["-incoming", f"exec:cat {incoming}"] if incoming is not None else []),
     ]
     started = time.monotonic()
     with open(directory / "qemu.log", "wb") as log:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
-    vm = AgentVm(directory, process, qga, qmp, serial, port, host_key_fingerprint(image), old_key)
+    vm = AgentVm(directory, process, qga, qmp, serial, port, fingerprint, old_key)
+    while not qmp.exists() or not qga.exists():
+        if process.poll() is not None or time.monotonic() - started > 30:
+            stop_child(process)
+            raise RuntimeError(f"QEMU did not start: {tail(directory / 'qemu.log')}")
+        time.sleep(0.02)
+    return vm
+
+
+@contextmanager
+def saved_vm() -> Iterator[SavedVm]:
+    """Boot the VM once, wait for agent and sshd, and save that moment to a file (QEMU migration).
+
+    Each test then resumes its own copy with `SavedVm.start()` (~1.5 s) instead of booting (~30 s).
+    """
+    if shutil.which("qemu-system-x86_64") is None:
+        raise RuntimeError("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
+    image = ensure_image()
+    directory = Path(tempfile.mkdtemp(prefix="rcv-agentvm-"))
     try:
-        while not qmp.exists() or not qga.exists():
-            if process.poll() is not None or time.monotonic() - started > 30:
-                raise RuntimeError(f"QEMU did not start: {tail(directory / 'qemu.log')}")
-            time.sleep(0.05)
-        wait_ready(vm, deadline=started + BOOT_TIMEOUT)
-        vm.boot_seconds = time.monotonic() - started
-        saved = time.monotonic()
-        qmp_client = Qmp(qmp)
+        disk = directory / "session.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image / "base.qcow2"), "-F", "qcow2",
+                        str(disk)], check=True)
+        old_key = directory / "old_key"
+        shutil.copy(image / "old_key", old_key)
+        old_key.chmod(0o600)
+        boot = directory / "boot"
+        boot.mkdir()
+        started = time.monotonic()
+        vm = _launch(boot, disk, host_key_fingerprint(image), old_key)
         try:
-            qmp_client.hmp(f"savevm {SNAPSHOT}")
+            wait_ready(vm, deadline=started + BOOT_TIMEOUT)
+            booted = time.monotonic()
+            state = directory / "state"
+            qmp = Qmp(vm.qmp_socket)
+            try:
+                qmp.execute("stop")
+                qmp.execute("migrate", uri=f"exec:cat > {state}")
+                while (status := qmp.execute("query-migrate").get("status")) != "completed":
+                    if status == "failed":
+                        raise RuntimeError(f"saving the VM failed: {qmp.execute('query-migrate')}")
+                    time.sleep(0.05)
+            finally:
+                qmp.close()
         finally:
-            qmp_client.close()
-        vm.save_seconds = time.monotonic() - saved
-        yield vm
+            stop_child(vm.process)
+        yield SavedVm(directory, disk, state, vm.host_key_fingerprint, old_key, booted - started,
+                      time.monotonic() - booted)
     finally:
-        stop_child(process)
         shutil.rmtree(directory, ignore_errors=True)

@@ -1,7 +1,7 @@
 """The guest-agent route (issue 10, route 2) against a real Debian 12 VM with qemu-ga: no console.
 
-One VM per module (tests/agentvm/vm.py): booted once, saved with `savevm` when the agent and sshd
-answer, and put back with `loadvm` before each test, so every test starts from the same guest.
+One boot per module (tests/agentvm/vm.py): the VM is saved to a file when its agent and sshd
+answer, and each test resumes its own copy of that moment (its own overlay and QEMU process).
 Each recovery is proven by an SSH login with the host key pinned (RejectPolicy), the old key must
 still log in, and the user's password field must still be `*` (no usable password, none set).
 """
@@ -24,7 +24,7 @@ import pytest
 from recovery.agent.qga import UnixSocketTransport
 from recovery.errors import AgentError
 from tests.agentvm.fake_proxmox import serving
-from tests.agentvm.vm import IMAGE, AgentVm, running_vm
+from tests.agentvm.vm import IMAGE, AgentVm, SavedVm, saved_vm
 from tests.e2e.conftest import ROOT, Result, recovery
 
 PLAYBOOK = ROOT / "playbooks" / "restore-access-agent.yaml"
@@ -32,15 +32,15 @@ KEYS = "/home/debian/.ssh/authorized_keys"
 
 
 @pytest.fixture(scope="module")
-def session_vm() -> Iterator[AgentVm]:
-    with running_vm() as machine:
+def saved() -> Iterator[SavedVm]:
+    with saved_vm() as machine:
         yield machine
 
 
 @pytest.fixture
-def vm(session_vm: AgentVm) -> AgentVm:
-    session_vm.restore()
-    return session_vm
+def vm(saved: SavedVm) -> Iterator[AgentVm]:
+    with saved.start() as machine:
+        yield machine
 
 
 @pytest.fixture
