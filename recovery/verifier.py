@@ -30,8 +30,9 @@ from recovery.hostkeys import HostKeyCheck
 from recovery.keys import KeyPair
 
 if TYPE_CHECKING:
-    from paramiko import PKey, SSHClient
+    from paramiko import Channel, PKey, SSHClient
 
+    from recovery.jump import JumpHop
     from recovery.redact import Secret
 
 __all__ = ["Connection", "ParamikoVerifier", "SSHTarget", "Verifier", "VerifyResult", "connect"]
@@ -63,6 +64,7 @@ class SSHTarget:
     user: str
     host_key_fingerprint: str | None = None
     trust_first_use: bool = False
+    jumps: tuple[JumpHop, ...] = ()  # bastions on the way, first hop first (recovery.jump)
 
 
 @dataclass(frozen=True)
@@ -166,12 +168,13 @@ def connect(
     pins = [pin.strip() for pin in (target.host_key_fingerprint or "").split(",") if pin.strip()]
     check = HostKeyCheck(f"{target.host}:{target.port}", pins, trust_first_use=target.trust_first_use)
     pkey = _load_private_key(key, passphrase)
-    with _map_errors(target), _client(check) as client:
+    with _through_jumps(target, key, passphrase, timeout) as sock, _map_errors(target), _client(check) as client:
         client.connect(
             hostname=target.host,
             port=target.port,
             username=target.user,
             pkey=pkey,
+            sock=sock,
             timeout=timeout,
             banner_timeout=timeout,
             auth_timeout=timeout,
@@ -180,6 +183,20 @@ def connect(
             allow_agent=False,
         )
         yield Connection(client=client, check=check)
+
+
+@contextmanager
+def _through_jumps(
+    target: SSHTarget, key: KeyPair, passphrase: Secret | None, timeout: float
+) -> Iterator[Channel | None]:
+    """The channel through the jump hosts to `target`, or None to connect directly."""
+    if not target.jumps:
+        yield None
+        return
+    from recovery.jump import tunnel
+
+    with tunnel(target.jumps, (target.host, target.port), key, passphrase=passphrase, timeout=timeout) as channel:
+        yield channel
 
 
 @contextmanager

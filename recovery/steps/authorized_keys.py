@@ -14,6 +14,7 @@ from recovery import checks
 from recovery.config import Config
 from recovery.context import StepContext
 from recovery.errors import GuestCommandError, JournalError, KeyGenerationError
+from recovery.jump import check_jump, check_jump_lists, check_jump_pins
 from recovery.redact import Secret
 from recovery.registry import Outputs, doc, step
 from recovery.templating import Unknown
@@ -223,6 +224,12 @@ class RemoveParams:
         "via ssh: pinned host key, SHA256:... or MD5; several separated by commas", default=None,
         check=checks.host_key_pins)
     trust_first_use: bool = doc("via ssh: accept an unpinned host key (recorded in the report)", default=False)
+    jump: str | None = doc("via ssh: jump hosts, as ssh -J: user@host:port[,user@host:port]", default=None,
+                           check=check_jump)
+    jump_keys: str | None = doc("via ssh: jump host private keys, comma-separated in order (default: private_key_path)",
+                                default=None)
+    jump_host_keys: str | None = doc("via ssh: jump host key pins, comma-separated in order", default=None,
+                                     check=check_jump_pins)
     timeout: float | None = doc("seconds for the command to finish (default: console.command_timeout)", default=None)
     facts: bool | None = doc(
         "false: no facts printed, for a console that shows no text (VNC); default: whether the channel shows text",
@@ -247,6 +254,7 @@ def _remove_check(values: Mapping[str, object], config: Config) -> list[str]:
             from recovery.steps.ssh import NO_PIN
 
             problems.append(NO_PIN)
+        problems += check_jump_lists(values)
     return problems
 
 
@@ -326,6 +334,7 @@ def remove(ctx: StepContext, params: RemoveParams) -> Outputs:
 def _remove_over_ssh(ctx: StepContext, params: RemoveParams, nonce: str, timeout: float) -> Outputs:
     from recovery.errors import StepError
     from recovery.guest import build_remove_script, explain_remove_exit, key_blob
+    from recovery.jump import parse_jumps
     from recovery.keys import load_keypair
     from recovery.remote import remote_shell
     from recovery.verifier import SSHTarget
@@ -341,8 +350,14 @@ def _remove_over_ssh(ctx: StepContext, params: RemoveParams, nonce: str, timeout
     key = load_keypair(Path(params.private_key_path), params.passphrase)
     same_file = params.user in (None, login_user)
     spec = _remove_spec(params, ctx, key_blob(key.public_line) if same_file else None)
+    try:
+        hops = parse_jumps(params.jump or "", keys=params.jump_keys or "", host_keys=params.jump_host_keys or "",
+                           default_user=login_user, trust_first_use=params.trust_first_use)
+    except ValueError as exc:
+        raise StepError(str(exc)) from exc
     target = SSHTarget(host=params.host, port=params.port, user=login_user,
-                       host_key_fingerprint=params.host_key_fingerprint, trust_first_use=params.trust_first_use)
+                       host_key_fingerprint=params.host_key_fingerprint, trust_first_use=params.trust_first_use,
+                       jumps=hops)
     script = build_remove_script(spec, nonce=nonce, facts=True)
     ctx.waiting_for(f"the key removal over SSH at {params.host}:{params.port}")
     with remote_shell(target, key, passphrase=params.passphrase, timeout=min(timeout, ctx.config.ssh.timeout)) as shell:

@@ -10,6 +10,7 @@ from recovery import checks
 from recovery.config import Config
 from recovery.context import StepContext
 from recovery.errors import AuthRejected, HostKeyUnknown, StepError
+from recovery.jump import JumpHop, check_jump, check_jump_lists, check_jump_pins
 from recovery.redact import Secret
 from recovery.registry import Outputs, doc, step
 from recovery.templating import Unknown
@@ -33,6 +34,10 @@ def _pinned_or_trusted(values: Mapping[str, object], config: Config) -> list[str
     return [NO_PIN] if not pin and not trust else []
 
 
+def _verify_checks(values: Mapping[str, object], config: Config) -> list[str]:
+    return _pinned_or_trusted(values, config) + check_jump_lists(values)
+
+
 @dataclass(frozen=True)
 class VerifyParams:
     host: str = doc("SSH host name or address", check=_host)
@@ -45,6 +50,25 @@ class VerifyParams:
         check=checks.host_key_pins)
     trust_first_use: bool = doc("accept an unpinned host key (recorded in the report)", default=False)
     timeout: float | None = doc("connect/banner/auth timeout (default: ssh.timeout)", default=None)
+    jump: str | None = doc(
+        "jump hosts (bastions) on the way, as ssh -J: user@host:port[,user@host:port], first hop first",
+        default=None, check=check_jump)
+    jump_keys: str | None = doc(
+        "private keys for the jump hosts, comma-separated in the same order (one for all; default: the new key)",
+        default=None)
+    jump_host_keys: str | None = doc(
+        "host key pins of the jump hosts (SHA256:... or MD5), comma-separated in the same order", default=None,
+        check=check_jump_pins)
+
+
+def _hops(params: VerifyParams) -> tuple[JumpHop, ...]:
+    from recovery.jump import parse_jumps
+
+    try:
+        return parse_jumps(params.jump or "", keys=params.jump_keys or "", host_keys=params.jump_host_keys or "",
+                           default_user=params.user, trust_first_use=params.trust_first_use)
+    except ValueError as exc:
+        raise StepError(str(exc)) from exc
 
 
 @step(
@@ -58,7 +82,7 @@ class VerifyParams:
     repeatable=True,
     retryable=True,  # sshd may be restarting, or reading the file we just wrote
     changes=False,
-    check=_pinned_or_trusted,
+    check=_verify_checks,
 )
 def verify(ctx: StepContext, params: VerifyParams) -> Outputs:
     """Log in over SSH with the new key and run `id -un`."""
@@ -77,6 +101,7 @@ def verify(ctx: StepContext, params: VerifyParams) -> Outputs:
         user=params.user,
         host_key_fingerprint=params.host_key_fingerprint,
         trust_first_use=params.trust_first_use,
+        jumps=_hops(params),
     )
     timeout = min(params.timeout or ctx.config.ssh.timeout, max(ctx.remaining(), 0.5))
     ctx.waiting_for(f"an SSH login with the new key at {params.host}:{params.port}")
@@ -99,6 +124,7 @@ def verify(ctx: StepContext, params: VerifyParams) -> Outputs:
         "host_key_type": result.host_key_type,
         "host_key_trust": trust,
         "seconds": round(result.seconds, 3),
+        **({"jumps": [hop.where for hop in target.jumps]} if target.jumps else {}),
     }
     return {
         "remote_user": result.remote_user,
