@@ -715,7 +715,7 @@ def _check_wire_safe(lines: Iterable[str | Secret], nonce: str) -> None:
 # Facts: ``file``, one ``removed_key`` and ``kept_key`` per key line (``<line> <type> <blob>
 # [comment]``: the controller computes fingerprints from the blob, so the report lists them on
 # guests without ssh-keygen too), ``removed`` and ``kept`` counts, ``backup``, ``selinux``,
-# ``status`` (absent|nothing-to-remove|removed) and ``exit``; a failure prints ``error=`` and
+# ``status`` (absent|nothing-to-remove|would-remove|removed) and ``exit``; a failure prints ``error=`` and
 # ``exit=``. Run as root with `user` set, it reads the home from the passwd database and gives
 # the new file the old one's owner (``chown --reference``, else the passwd uid:gid); run as the
 # user it never chowns.
@@ -812,6 +812,9 @@ class RemoveSpec:
     line exactly (a CR line end ignored); `comments` match a key's comment exactly. `protect`
     holds the blobs of keys the run has proven to log in: the script refuses to remove the last
     of them unless `force`. `user`: whose file, when run as root; None means the running user.
+    `dry_run` reads and reports (status ``would-remove``) and changes nothing; a fingerprint then
+    matches only where ssh-keygen exists, but every key line is listed with its blob, for the
+    controller to match.
     """
 
     blobs: tuple[str, ...] = ()
@@ -822,6 +825,7 @@ class RemoveSpec:
     protect: tuple[str, ...] = ()
     force: bool = False
     user: str | None = None
+    dry_run: bool = False
 
     def __post_init__(self) -> None:
         if not (self.blobs or self.fingerprints or self.lines or self.comments):
@@ -957,6 +961,7 @@ def build_remove_script(spec: RemoveSpec, *, nonce: str, facts: bool = True) -> 
     lines += [
         f"ex={int(spec.exclusive)}",
         f"fo={int(spec.force)}",
+        f"dr={int(spec.dry_run)}",
         f"uu={spec.user or ''}",
         *_REMOVE,
     ]
@@ -1057,7 +1062,7 @@ _REMOVE: tuple[str, ...] = (
     "fact file \"$f\"",
     "if [ -e \"$f\" ]; then :; else fact status absent; fact exit 0; exit 0; fi",
     f"[ -r \"$f\" ] || {_rfail(RemoveExitCode.UNREADABLE)}",
-    f"[ -z \"$m2$m5\" ] || [ -n \"$kg\" ] || {_rfail(RemoveExitCode.NO_FINGERPRINT_TOOL)}",
+    f"[ -z \"$m2$m5\" ] || [ -n \"$kg\" ] || [ \"$dr\" = 1 ] || {_rfail(RemoveExitCode.NO_FINGERPRINT_TOOL)}",
     "t=",
     "trap 'rm -f \"$t\"' EXIT",
     f"t=$(mktemp \"$d/.recovery-XXXXXX\") || {_rfail(RemoveExitCode.NO_TEMP_FILE)}",
@@ -1075,6 +1080,7 @@ _REMOVE: tuple[str, ...] = (
     "done <\"$f\"",
     "fact removed \"$r\"; fact kept \"$k\"",
     "if [ $r = 0 ]; then fact status nothing-to-remove; fact exit 0; exit 0; fi",
+    "if [ \"$dr\" = 1 ]; then fact status would-remove; fact exit 0; exit 0; fi",
     "if [ $pb -gt 0 ] && [ $pa = 0 ] && [ \"$fo\" = 0 ]; then "
     + _rfail(RemoveExitCode.LAST_PROVEN_KEY) + "; fi",
     "b=$f.recovery-$(date -u +%Y%m%dT%H%M%SZ)-$n",

@@ -400,3 +400,22 @@ def test_preflight_of_the_step_names_what_is_missing() -> None:
     assert "nothing to remove: give keys, fingerprints, lines or comments" in problems
     assert "via ssh needs host" in problems
     assert _remove_check({"keys": STOLEN, "via": "console"}, Config()) == []
+
+
+def test_a_dry_run_lists_what_it_would_remove_and_changes_nothing(box: Box) -> None:
+    content = f"{ADMIN}\n{STOLEN}\n"
+    box.seed(content)
+    sha, _ = blob_fingerprints(blob(STOLEN))
+
+    report = removed(box, spec(fingerprints=(sha,), dry_run=True))
+
+    assert box.ak.read_bytes().decode() == content
+    assert box.backups() == []
+    # without ssh-keygen (busybox) nothing matches a fingerprint, but every key is listed for the controller
+    seen = {key.sha256 for key in (*report.removed, *report.kept)}
+    assert seen == {fingerprint(ADMIN), fingerprint(STOLEN)}
+    if box.name == "busybox":
+        assert report.status == "nothing-to-remove"
+    else:
+        assert report.status == "would-remove"
+        assert [key.sha256 for key in report.removed] == [fingerprint(STOLEN)]
