@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--console", choices=("serial", "vnc"), default="serial", help="the console to recover through")
     _add_audit_parser(commands)
+    _add_revoke_parser(commands)
     completion = _command(
         commands, "completion", "print a shell completion script",
         "Print a completion script for bash, zsh or fish: commands, flags, their choices, and file names "
@@ -282,6 +283,25 @@ def _add_lab_parsers(commands: Any) -> None:
         if name == "up":
             sub.add_argument("--console", choices=("serial", "vnc"), default="serial",
                              help="vnc adds a VNC console (x11vnc showing an xterm running login)")
+
+
+def _add_revoke_parser(commands: Any) -> None:
+    """`recovery revoke`; its flags live in recovery.revoke.command (standard library only at import)."""
+    from recovery.revoke.command import add_arguments
+
+    revoke = _command(
+        commands, "revoke", "remove a stolen key from every host of a fleet, and prove it no longer logs in",
+        "For every host, concurrently: log in with the admin key, remove the lines holding the key from the "
+        "user's authorized_keys (every user's with --all-users; a backup first, owner and modes kept), read the "
+        "file back, and with --stolen-key prove the stolen key is now rejected (auth_rejected). Hosts that are "
+        "down or reject the admin key are reported and the run goes on. No prompt: --dry-run looks first.",
+        "recovery revoke --public-key stolen.pub --inventory hosts.yaml --key ~/.ssh/ops --dry-run\n"
+        "recovery revoke --fingerprint SHA256:... --inventory hosts.yaml --key ~/.ssh/ops \\\n"
+        "    --known-hosts known_hosts --stolen-key stolen_ed25519 --format json --output revoke.json",
+        "0    every host is proven clean\n1    a host still holds the key, accepts the stolen key, or could not be "
+        "checked\n2    usage errors (nothing was changed)\n" + _INTERRUPTED + "; the partial report was written",
+    )
+    add_arguments(revoke)
 
 
 def _add_audit_parser(commands: Any) -> None:
@@ -429,6 +449,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from recovery.audit.command import run_audit
 
         return run_audit(args)
+    if args.command == "revoke":
+        from recovery.revoke.command import run_revoke
+
+        return run_revoke(args)
     if args.command == "validate":
         return command_validate(args.playbooks, as_json=args.json)
     if args.command == "steps":

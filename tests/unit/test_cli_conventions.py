@@ -442,7 +442,7 @@ def test_bash_completes_commands_flags_choices_and_playbooks(
 ) -> None:
     script = printed(capsys, "bash")
     assert complete(tmp_path, script, "") == sorted(subcommands(build_parser()))
-    assert complete(tmp_path, script, "r") == ["run"]
+    assert complete(tmp_path, script, "r") == ["revoke", "run"]
     assert complete(tmp_path, script, "run", "--dr") == ["--dry-run"]
     assert complete(tmp_path, script, "-v", "run", "-e", "user=x", "--jso") == ["--json"]
     assert complete(tmp_path, script, "run", "") == ["restore.yaml"]  # playbooks, not other files

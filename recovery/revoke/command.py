@@ -1,0 +1,224 @@
+"""`recovery revoke`: the CLI contract around `recovery.revoke.engine`.
+
+Exit codes (a contract): 0 every host is proven clean; 1 any host still holds the key, or
+could not be checked, or accepts the stolen key; 2 a usage error (flags, inventory, keys, the
+admin key being the stolen one), found before any connection; 130 Ctrl-C or SIGTERM, after the
+partial report has been written.
+
+Removing a stolen key is the safe direction, so there is no prompt: ``--dry-run`` looks first.
+``--cloud`` (the fleet from Nova, and deleting Nova key pairs with ``--yes``) is not built yet and
+is refused as a usage error naming ``--inventory``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED, KeyGenerationError, UsageError
+
+if TYPE_CHECKING:
+    from recovery.hostkeys import KnownHosts, KnownHostsAppender
+    from recovery.keys import KeyPair
+    from recovery.revoke.engine import StolenKey
+
+__all__ = ["MAX_CONCURRENCY", "add_arguments", "run_revoke"]
+
+MAX_CONCURRENCY = 500
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `recovery revoke` (the parser itself is made by `recovery.cli`)."""
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--fingerprint", metavar="SHA256:...", help="the stolen key's fingerprint (SHA256 or MD5)")
+    what.add_argument("--public-key", type=Path, metavar="FILE", help="the stolen key's public key (.pub)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--inventory", type=Path, metavar="FILE", help="YAML inventory (the audit's format)")
+    where.add_argument("--cloud", metavar="NAME", help="every server of this cloud (not available yet)")
+    parser.add_argument("--key", action="append", default=[], metavar="ADMIN_KEY",
+                        help="private key that logs in to make the change (repeatable; never the stolen one)")
+    parser.add_argument("--user", help="login user, and whose authorized_keys, for hosts whose inventory names none")
+    parser.add_argument("--all-users", action="store_true",
+                        help="every user's authorized_keys (needs root or passwordless sudo on the hosts)")
+    parser.add_argument("--stolen-key", type=Path, metavar="PATH",
+                        help="the stolen private key: prove afterwards that it is rejected everywhere")
+    parser.add_argument("--concurrency", type=int, default=50, metavar="N", help="hosts at once (default 50)")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="for each connection and command (default 10)")
+    parser.add_argument("--max-changes", type=int, metavar="N", help="change at most N hosts (default: no limit)")
+    parser.add_argument("--dry-run", action="store_true", help="list the hosts that hold the key; change nothing")
+    trust = parser.add_mutually_exclusive_group()
+    trust.add_argument("--known-hosts", type=Path, metavar="FILE", help="OpenSSH known_hosts file vouching for hosts")
+    trust.add_argument("--accept-new", action="store_true",
+                       help="accept the key of hosts not otherwise pinned, and add it to ~/.ssh/known_hosts")
+    parser.add_argument("--format", choices=("table", "json", "junit"), default="table", help="report format")
+    parser.add_argument("--output", type=Path, metavar="FILE", help="write the report here (atomically), not stdout")
+    parser.add_argument("--yes", action="store_true", help="with --cloud: delete Nova key pairs without asking")
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    """Run `recovery revoke` as parsed by `recovery.cli`; returns the exit code.
+
+    Raises:
+        UsageError: flags, inventory or keys are unusable, or the stolen key is an admin key.
+    """
+    from recovery.audit.inventory import HostDefaults, load_inventory
+    from recovery.revoke.engine import RevokeRequest, revoke_fleet
+    from recovery.revoke.render import RevokeReport, render, summary_line
+
+    _check_flags(args)
+    stolen = _stolen(args)
+    admin_paths = tuple(Path(os.path.expanduser(path)) for path in args.key)
+    hosts = load_inventory(args.inventory, HostDefaults(user=args.user, keys=admin_paths))
+    admin_keys = _admin_keys({str(path) for host in hosts for path in host.keys})
+    for path, key in admin_keys.items():
+        if stolen.sha256 == key.sha256 or stolen.md5 == f"MD5:{key.md5}":
+            raise UsageError(
+                f"the stolen key {stolen.name} is the admin key {path} this run would log in with: rotate the "
+                "admin key first (add a new one everywhere), then revoke this one with the new key"
+            )
+    stolen_private = _stolen_private(args.stolen_key, stolen) if args.stolen_key else None
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        known, record = _trust(args, stack)
+        request = RevokeRequest(
+            stolen=stolen, admin_keys=admin_keys, user=args.user, all_users=args.all_users, dry_run=args.dry_run,
+            max_changes=args.max_changes, timeout=args.timeout, concurrency=args.concurrency,
+            stolen_private=stolen_private, known_hosts=known, accept_new=args.accept_new, record=record,
+        )
+        interrupted = False
+        with _sigterm_as_interrupt():
+            try:
+                outcomes = revoke_fleet(hosts, request)
+            except KeyboardInterrupt as exc:
+                outcomes = getattr(exc, "partial", [])
+                interrupted = True
+    report = RevokeReport(stolen.name, args.dry_run, outcomes, time.monotonic() - started, interrupted)
+    _write(render(report, args.format), args.output)
+    if not args.quiet and (args.output is not None or sys.stderr.isatty() or interrupted):
+        print(summary_line(report), file=sys.stderr)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_STEP_FAILED if report.not_clean else EXIT_OK
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if args.cloud is not None:
+        raise UsageError(
+            "--cloud is not available yet for revoke (nor Nova key pair deletion): list the servers in an "
+            "--inventory file, and delete the key pair with `openstack keypair delete`"
+        )
+    if not 1 <= args.concurrency <= MAX_CONCURRENCY:
+        raise UsageError(f"--concurrency {args.concurrency}: expected 1 to {MAX_CONCURRENCY}")
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout {args.timeout:g}: expected a positive number of seconds")
+    if args.max_changes is not None and args.max_changes < 1:
+        raise UsageError(f"--max-changes {args.max_changes}: expected 1 or more")
+    if args.yes:
+        raise UsageError("--yes only confirms deleting Nova key pairs, with --cloud; revoke itself never asks")
+
+
+def _stolen(args: argparse.Namespace) -> StolenKey:
+    from recovery import readers
+    from recovery.guest import normalize_fingerprint
+    from recovery.revoke.engine import StolenKey
+
+    if args.public_key is not None:
+        text = readers.read_text(args.public_key, what="public key", limit=64 * 1024)
+        lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        if len(lines) != 1:
+            raise UsageError(f"--public-key {args.public_key}: expected one public key line, found {len(lines)}")
+        try:
+            return StolenKey.from_public_line(lines[0])
+        except KeyGenerationError as exc:
+            raise UsageError(f"--public-key {args.public_key}: {exc}") from exc
+    try:
+        value = normalize_fingerprint(args.fingerprint)
+    except ValueError as exc:
+        raise UsageError(f"--fingerprint: {exc}") from exc
+    if value.startswith("MD5:"):
+        return StolenKey(sha256="", md5=value)
+    return StolenKey(sha256=value, md5="")
+
+
+def _admin_keys(paths: set[str]) -> dict[str, KeyPair]:
+    from recovery.keys import load_keypair
+
+    keys = {}
+    for path in sorted(paths):
+        try:
+            keys[path] = load_keypair(Path(path), None)
+        except KeyGenerationError as exc:
+            raise UsageError(f"admin key {path}: {exc}") from exc
+    if not keys:
+        raise UsageError("no admin key: pass --key ADMIN_KEY, or set key: in the inventory")
+    return keys
+
+
+def _stolen_private(path: Path, stolen: StolenKey) -> KeyPair:
+    from recovery.keys import load_keypair
+
+    try:
+        key = load_keypair(path, None)
+    except KeyGenerationError as exc:
+        raise UsageError(f"--stolen-key {path}: {exc}") from exc
+    if key.sha256 != stolen.sha256 and f"MD5:{key.md5}" != stolen.md5:
+        raise UsageError(f"--stolen-key {path} is {key.sha256}, not the key being revoked ({stolen.name})")
+    return key
+
+
+def _trust(
+    args: argparse.Namespace, stack: contextlib.ExitStack
+) -> tuple[KnownHosts | None, KnownHostsAppender | None]:
+    from recovery.files import make_dirs
+    from recovery.hostkeys import KnownHosts, KnownHostsAppender
+
+    if args.accept_new:
+        ssh_dir = Path(os.path.expanduser("~")) / ".ssh"
+        try:
+            make_dirs(ssh_dir)
+        except OSError as exc:
+            raise UsageError(f"--accept-new records host keys in {ssh_dir}/known_hosts, which cannot be made: "
+                             f"{exc.strerror or exc}") from exc
+        known = KnownHosts.load(ssh_dir / "known_hosts", missing_ok=True)
+        record = KnownHostsAppender(ssh_dir / "known_hosts", hashed=known.hashes_names)
+        stack.callback(record.close)
+        return known, record
+    if args.known_hosts is not None:
+        return KnownHosts.load(args.known_hosts), None
+    return None, None
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _write(text: str, output: Path | None) -> None:
+    from recovery.files import write_atomic
+
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        write_atomic(output, text, mode=0o666 & ~umask)
+    except OSError as exc:
+        raise UsageError(f"--output {output}: cannot write in {output.parent}: {exc.strerror or exc}") from exc

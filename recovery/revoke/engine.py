@@ -1,0 +1,363 @@
+"""Revoke one key on every host of a fleet, concurrently, and prove each host clean.
+
+For each host: log in with the admin key (host key checked as the audit checks it: the
+inventory's pin, else the known_hosts file, else ``--accept-new``), read each
+authorized_keys concerned with the removal script in dry-run mode (`recovery.guest`), match
+the stolen key in Python by its fingerprint (so a busybox VM without ssh-keygen is handled
+too: the script lists every key's blob), remove the matching lines by blob, read the file
+back, and, given the stolen private key, try to log in with it: only ``auth_rejected``
+proves the key no longer opens the host.
+
+A host that cannot be checked (down, rejecting the admin key, an unknown host key) is
+reported with the audit's failure name and the run goes on; so is a host where the removal
+failed. Only ``clean`` and ``removed`` hosts are proven clean.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from recovery import diagnosis
+from recovery.errors import AuthRejected, GuestCommandError, VerifyError
+from recovery.guest import (
+    KeyLine,
+    RemoveReport,
+    RemoveSpec,
+    blob_fingerprints,
+    build_remove_script,
+    explain_remove_exit,
+    key_blob,
+    parse_remove_report,
+)
+
+if TYPE_CHECKING:
+    from recovery.audit.model import Host
+    from recovery.hostkeys import KnownHosts, KnownHostsAppender
+    from recovery.keys import KeyPair
+    from recovery.remote import RemoteShell
+    from recovery.verifier import SSHTarget
+
+__all__ = ["FileOutcome", "HostOutcome", "RevokeRequest", "Status", "StolenKey", "revoke_fleet"]
+
+# Users whose ~/.ssh/authorized_keys exists, one per line; run as root (or through sudo).
+_LIST_USERS = (
+    "awk -F: '{print $1\":\"$6}' /etc/passwd | while IFS=: read -r u h; do "
+    "[ -n \"$h\" ] && [ -e \"$h/.ssh/authorized_keys\" ] && printf '%s\\n' \"$u\"; done"
+)
+
+
+class Status(StrEnum):
+    """A host's result; besides these, a host that could not be checked carries the audit's failure name."""
+
+    CLEAN = "clean"  # the key was not there
+    REMOVED = "removed"  # it was, and is gone when read back
+    HOLDS_KEY = "holds_key"  # --dry-run: it is there
+    NOT_CHANGED = "not_changed"  # it is there, but --max-changes was reached
+    REMOVE_FAILED = "remove_failed"  # the removal script failed or the key was still there afterwards
+    STOLEN_KEY_ACCEPTED = "stolen_key_accepted"  # the stolen key still logs in
+    NO_ADDRESS = "no_address"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class StolenKey:
+    """The key to revoke: its fingerprints, and its blob when the public key was given."""
+
+    sha256: str
+    md5: str
+    blob: str | None = None
+
+    @classmethod
+    def from_public_line(cls, line: str) -> StolenKey:
+        blob = key_blob(line)
+        sha256, md5 = blob_fingerprints(blob)
+        return cls(sha256, md5, blob)
+
+    @property
+    def name(self) -> str:
+        return self.sha256 or self.md5
+
+    def matches(self, key: KeyLine) -> bool:
+        sha256, md5 = blob_fingerprints(key.blob)
+        return key.blob == self.blob or sha256 == self.sha256 or md5 == self.md5
+
+
+@dataclass(frozen=True)
+class RevokeRequest:
+    stolen: StolenKey
+    admin_keys: dict[str, KeyPair]  # by the path the inventory names
+    user: str | None = None  # whose file; default the login user
+    all_users: bool = False
+    dry_run: bool = False
+    max_changes: int | None = None
+    timeout: float = 10.0
+    concurrency: int = 50
+    stolen_private: KeyPair | None = None
+    known_hosts: KnownHosts | None = None
+    accept_new: bool = False
+    record: KnownHostsAppender | None = None
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    user: str
+    file: str | None
+    status: str  # absent, nothing-to-remove, would-remove, removed
+    removed: tuple[str, ...] = ()  # "SHA256:... comment"
+    backup: str | None = None
+
+
+@dataclass
+class HostOutcome:
+    name: str
+    where: str
+    status: str
+    message: str = ""
+    files: list[FileOutcome] = field(default_factory=list)
+    proof: str | None = None  # with --stolen-key: auth_rejected, or how else the login ended
+    seconds: float = 0.0
+
+    @property
+    def clean(self) -> bool:
+        """Proven clean: the key is gone (or never was) and, when tried, the stolen key is rejected."""
+        return self.status in (Status.CLEAN, Status.REMOVED) and self.proof in (None, "auth_rejected")
+
+    @property
+    def changed(self) -> bool:
+        return any(item.status == "removed" for item in self.files)
+
+
+class _Budget:
+    """--max-changes: how many more hosts may be changed; shared by the workers."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.left = limit
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            if self.left is None:
+                return True
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True
+
+
+def revoke_fleet(
+    hosts: Sequence[Host], request: RevokeRequest, *, on_result: Callable[[HostOutcome], None] = lambda _: None
+) -> list[HostOutcome]:
+    """Revoke the key on every host, `request.concurrency` at once; results in inventory order.
+
+    On KeyboardInterrupt the hosts not finished are reported as interrupted and the partial list is
+    attached to the re-raised exception as ``partial``.
+    """
+    budget = _Budget(request.max_changes)
+    results: dict[int, HostOutcome] = {}
+    pool = ThreadPoolExecutor(max_workers=request.concurrency, thread_name_prefix="revoke")
+    futures: dict[Future[HostOutcome], int] = {}
+    try:
+        for index, host in enumerate(hosts):
+            futures[pool.submit(_one_host, host, request, budget)] = index
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in done:
+                results[futures[future]] = future.result()
+                on_result(results[futures[future]])
+    except KeyboardInterrupt as exc:
+        pool.shutdown(wait=False, cancel_futures=True)
+        exc.partial = _ordered(hosts, results)  # type: ignore[attr-defined]
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return _ordered(hosts, results)
+
+
+def _ordered(hosts: Sequence[Host], results: dict[int, HostOutcome]) -> list[HostOutcome]:
+    return [
+        results.get(index) or HostOutcome(host.name, host.where, Status.INTERRUPTED, "not finished: interrupted")
+        for index, host in enumerate(hosts)
+    ]
+
+
+def _one_host(host: Host, request: RevokeRequest, budget: _Budget) -> HostOutcome:
+    started = time.monotonic()
+    outcome = HostOutcome(host.name, host.where, Status.CLEAN)
+    if host.address is None:
+        outcome.status, outcome.message = Status.NO_ADDRESS, "the inventory gives no address for this host"
+        return outcome
+    try:
+        _revoke_on(host, request, budget, outcome)
+        if request.stolen_private is not None and not request.dry_run and outcome.status in (
+            Status.CLEAN, Status.REMOVED
+        ):
+            _prove(host, request, outcome)
+    except VerifyError as exc:
+        found = diagnosis.from_error(exc)
+        outcome.status, outcome.message = found.failure.value, found.message
+    except GuestCommandError as exc:
+        outcome.status, outcome.message = Status.REMOVE_FAILED, str(exc)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _target(host: Host, request: RevokeRequest, user: str) -> SSHTarget:
+    from recovery.verifier import SSHTarget
+
+    pins = [host.host_key] if host.host_key else []
+    if not pins and request.known_hosts is not None and host.address is not None:
+        pins = [key.fingerprint for key in request.known_hosts.lookup(host.address, host.port) if not key.revoked]
+    return SSHTarget(host.address or "", host.port, user, host_key_fingerprint=",".join(pins) or None,
+                     trust_first_use=request.accept_new and not pins)
+
+
+def _revoke_on(host: Host, request: RevokeRequest, budget: _Budget, outcome: HostOutcome) -> None:
+    from recovery.remote import remote_shell
+
+    target = _target(host, request, host.user)
+    last_error: AuthRejected | None = None
+    for path in host.keys:
+        admin = request.admin_keys[str(path)]
+        try:
+            with remote_shell(target, admin, timeout=request.timeout) as shell:
+                if target.trust_first_use and request.record is not None:
+                    server_key = shell.connection.client.get_transport().get_remote_server_key()  # type: ignore[union-attr]
+                    request.record.add(target.host, target.port, f"{server_key.get_name()} {server_key.get_base64()}")
+                _revoke_with(shell, host, request, budget, outcome, key_blob(admin.public_line))
+                return
+        except AuthRejected as exc:  # the next admin key may get in
+            last_error = exc
+    if last_error is not None:
+        raise last_error
+
+
+def _revoke_with(
+    shell: RemoteShell, host: Host, request: RevokeRequest, budget: _Budget, outcome: HostOutcome, admin_blob: str
+) -> None:
+    root = shell.run("id -u", timeout=request.timeout).output.strip() == "0"
+    wanted_user = request.user or host.user
+    needs_root = request.all_users or wanted_user != host.user
+    command = "sh -s" if root or not needs_root else "sudo -n sh -s"
+    if request.all_users:
+        listed = shell.run(_LIST_USERS if root else f"sudo -n sh -c {_shell_quote(_LIST_USERS)}",
+                           timeout=request.timeout)
+        if listed.status != 0:
+            raise GuestCommandError(f"could not list the users (as root or through sudo -n): {listed.output[-200:]}")
+        users = sorted(set(listed.output.split()) | {wanted_user})
+    else:
+        users = [wanted_user]
+    holding: list[tuple[str, RemoveReport, list[KeyLine]]] = []
+    for user in users:
+        report = _scan(shell, command, request, user, host.user, root)
+        matching = [key for key in (*report.removed, *report.kept) if request.stolen.matches(key)]
+        if not matching:
+            outcome.files.append(FileOutcome(user, report.file, report.status or "absent"))
+        else:
+            holding.append((user, report, matching))
+    if not holding:
+        outcome.status = Status.CLEAN
+        return
+    if request.dry_run:
+        for user, report, matching in holding:
+            outcome.files.append(FileOutcome(user, report.file, "would-remove", _named(matching)))
+        outcome.status, outcome.message = Status.HOLDS_KEY, _holders(holding)
+        return
+    if not budget.take():
+        for user, report, matching in holding:
+            outcome.files.append(FileOutcome(user, report.file, "would-remove", _named(matching)))
+        outcome.status = Status.NOT_CHANGED
+        outcome.message = f"--max-changes reached: not changed; {_holders(holding)}"
+        return
+    for user, _, matching in holding:
+        removed = _remove(shell, command, request, user, host.user, root, matching, admin_blob)
+        outcome.files.append(FileOutcome(user, removed.file, removed.status or "", _named(removed.removed),
+                                         removed.backup))
+        after = _scan(shell, command, request, user, host.user, root)
+        if any(request.stolen.matches(key) for key in (*after.removed, *after.kept)):
+            outcome.status = Status.REMOVE_FAILED
+            outcome.message = f"{after.file} still holds the key when read back"
+            return
+    outcome.status = Status.REMOVED
+    outcome.message = f"removed from {_holders(holding)}"
+
+
+def _scan(shell: RemoteShell, command: str, request: RevokeRequest, user: str, login: str, root: bool) -> RemoveReport:
+    stolen = request.stolen
+    spec = RemoveSpec(blobs=(stolen.blob,) if stolen.blob else (), fingerprints=() if stolen.blob else (stolen.name,),
+                      user=_as(user, login, root), dry_run=True)
+    return _run(shell, command, spec, request.timeout)
+
+
+def _remove(
+    shell: RemoteShell, command: str, request: RevokeRequest, user: str, login: str, root: bool,
+    matching: list[KeyLine], admin_blob: str,
+) -> RemoveReport:
+    spec = RemoveSpec(blobs=tuple(dict.fromkeys(key.blob for key in matching)), user=_as(user, login, root),
+                      protect=(admin_blob,) if user == login else ())
+    return _run(shell, command, spec, request.timeout)
+
+
+def _as(user: str, login: str, root: bool) -> str | None:
+    """The script's `user`: None for the login user's own file, unless it runs as root."""
+    return user if root or user != login else None
+
+
+def _run(shell: RemoteShell, command: str, spec: RemoveSpec, timeout: float) -> RemoveReport:
+    nonce = secrets.token_hex(4)
+    result = shell.run(command, build_remove_script(spec, nonce=nonce).raw(), timeout=timeout)
+    if result.status != 0:
+        try:
+            error = parse_remove_report(result.output, nonce).error
+        except GuestCommandError:
+            error = None
+        tail = result.output.strip().splitlines()[-1:] if not error else []
+        raise GuestCommandError(
+            f"the removal script failed (exit {result.status}"
+            + (f", {error}" if error else "") + f"): {explain_remove_exit(result.status)}"
+            + (f"; it said: {tail[0][:200]}" if tail else "")
+        )
+    return parse_remove_report(result.output, nonce)
+
+
+def _prove(host: Host, request: RevokeRequest, outcome: HostOutcome) -> None:
+    """Log in with the stolen key as every user whose file held it (and the login user): each must be rejected."""
+    from recovery.verifier import ParamikoVerifier
+
+    assert request.stolen_private is not None
+    users = dict.fromkeys([host.user, *(item.user for item in outcome.files if item.status == "removed")])
+    for user in users:
+        try:
+            ParamikoVerifier().verify(_target(host, request, user), request.stolen_private, timeout=request.timeout)
+        except VerifyError as exc:
+            outcome.proof = diagnosis.from_error(exc).failure.value
+            if outcome.proof != "auth_rejected":
+                outcome.message = f"{outcome.message}; not proven: the login with the stolen key as {user} ended " \
+                                  f"{outcome.proof}: {exc}".lstrip("; ")
+                return
+            continue
+        outcome.status, outcome.proof = Status.STOLEN_KEY_ACCEPTED, "logged_in"
+        outcome.message = (
+            f"the stolen key still logs in as {user}: sshd reads keys elsewhere too (AuthorizedKeysFile, "
+            "AuthorizedKeysCommand, a certificate authority)"
+        )
+        return
+
+
+def _named(keys: Sequence[KeyLine]) -> tuple[str, ...]:
+    return tuple(f"{key.sha256} {key.comment}".rstrip() for key in keys)
+
+
+def _holders(holding: Sequence[tuple[str, RemoveReport, list[KeyLine]]]) -> str:
+    return ", ".join(f"{report.file} ({len(matching)} line(s))" for _, report, matching in holding)
+
+
+def _shell_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
