@@ -15,11 +15,11 @@ failed. Only ``clean`` and ``removed`` hosts are proven clean.
 
 from __future__ import annotations
 
+import queue
 import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -156,28 +156,43 @@ def revoke_fleet(
 ) -> list[HostOutcome]:
     """Revoke the key on every host, `request.concurrency` at once; results in inventory order.
 
-    On KeyboardInterrupt the hosts not finished are reported as interrupted and the partial list is
-    attached to the re-raised exception as ``partial``.
+    The workers are daemon threads: on Ctrl-C the run reports at once rather than wait for hosts
+    stuck in a handshake (a change in flight is safe to cut: the guest script is atomic and
+    cleans up on hang-up). On KeyboardInterrupt the hosts not finished are reported as
+    interrupted, in the list attached to the re-raised exception as ``partial``.
     """
     budget = _Budget(request.max_changes)
     results: dict[int, HostOutcome] = {}
-    pool = ThreadPoolExecutor(max_workers=request.concurrency, thread_name_prefix="revoke")
-    futures: dict[Future[HostOutcome], int] = {}
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    finished: queue.SimpleQueue[int] = queue.SimpleQueue()
+    stop = threading.Event()
+    for index in range(len(hosts)):
+        todo.put(index)
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                index = todo.get_nowait()
+            except queue.Empty:
+                return
+            results[index] = _one_host(hosts[index], request, budget)
+            finished.put(index)
+
+    for number in range(min(request.concurrency, len(hosts))):
+        threading.Thread(target=work, name=f"revoke-{number}", daemon=True).start()
     try:
-        for index, host in enumerate(hosts):
-            futures[pool.submit(_one_host, host, request, budget)] = index
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            for future in done:
-                results[futures[future]] = future.result()
-                on_result(results[futures[future]])
+        for _ in range(len(hosts)):
+            while True:
+                try:
+                    index = finished.get(timeout=0.2)  # short waits: Ctrl-C is seen at once
+                    break
+                except queue.Empty:
+                    continue
+            on_result(results[index])
     except KeyboardInterrupt as exc:
-        pool.shutdown(wait=False, cancel_futures=True)
-        exc.partial = _ordered(hosts, results)  # type: ignore[attr-defined]
+        stop.set()
+        exc.partial = _ordered(hosts, dict(results))  # type: ignore[attr-defined]
         raise
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
     return _ordered(hosts, results)
 
 
