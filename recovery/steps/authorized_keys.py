@@ -21,6 +21,8 @@ from recovery.templating import Unknown
 
 if TYPE_CHECKING:
     from recovery.guest import RemoveSpec
+    from recovery.keys import KeyPair
+    from recovery.verifier import SSHTarget
 
 
 def _public_key(value: str) -> str | None:
@@ -332,32 +334,13 @@ def remove(ctx: StepContext, params: RemoveParams) -> Outputs:
 
 
 def _remove_over_ssh(ctx: StepContext, params: RemoveParams, nonce: str, timeout: float) -> Outputs:
-    from recovery.errors import StepError
     from recovery.guest import build_remove_script, explain_remove_exit, key_blob
-    from recovery.jump import parse_jumps
-    from recovery.keys import load_keypair
     from recovery.remote import remote_shell
-    from recovery.verifier import SSHTarget
 
-    if not params.host or not params.private_key_path or not (params.ssh_user or params.user):
-        raise StepError("via ssh needs host, private_key_path and ssh_user (or user)")
-    if not params.host_key_fingerprint and not params.trust_first_use:
-        from recovery.errors import HostKeyUnknown
-        from recovery.steps.ssh import NO_PIN
-
-        raise HostKeyUnknown(f"{params.host}:{params.port}: {NO_PIN}")
     login_user = params.ssh_user or params.user or ""
-    key = load_keypair(Path(params.private_key_path), params.passphrase)
+    target, key = _ssh_login(params, login_user)
     same_file = params.user in (None, login_user)
     spec = _remove_spec(params, ctx, key_blob(key.public_line) if same_file else None)
-    try:
-        hops = parse_jumps(params.jump or "", keys=params.jump_keys or "", host_keys=params.jump_host_keys or "",
-                           default_user=login_user, trust_first_use=params.trust_first_use)
-    except ValueError as exc:
-        raise StepError(str(exc)) from exc
-    target = SSHTarget(host=params.host, port=params.port, user=login_user,
-                       host_key_fingerprint=params.host_key_fingerprint, trust_first_use=params.trust_first_use,
-                       jumps=hops)
     script = build_remove_script(spec, nonce=nonce, facts=True)
     ctx.waiting_for(f"the key removal over SSH at {params.host}:{params.port}")
     with remote_shell(target, key, passphrase=params.passphrase, timeout=min(timeout, ctx.config.ssh.timeout)) as shell:
@@ -390,3 +373,96 @@ def _removal_outputs(ctx: StepContext, output: str, nonce: str) -> Outputs:
         "kept": ",".join(key.sha256 for key in report.kept),
         "backup": report.backup,
     }
+
+
+# --- authorized_keys.install_ssh --------------------------------------------------------------------
+# The install script of authorized_keys.install, run over SSH with a key that still works: for a key
+# rotation where the VM is still reachable (playbooks/replace-stolen-key.yaml).
+
+
+@dataclass(frozen=True)
+class InstallSSHParams:
+    key: str = doc("the public key line to add", check=_public_key)
+    host: str = doc("SSH host name or address")
+    user: str = doc("the user to log in as; the key goes into this user's authorized_keys", check=checks.login_name)
+    private_key_path: str = doc("a private key that logs in now (the one being replaced may do)")
+    port: int = doc("SSH port", default=22, check=checks.port)
+    passphrase: Secret | None = doc("the private key's passphrase, if any", default=None)
+    host_key_fingerprint: str | None = doc(
+        "pinned host key, SHA256:... or MD5; several separated by commas", default=None, check=checks.host_key_pins)
+    trust_first_use: bool = doc("accept an unpinned host key (recorded in the report)", default=False)
+    jump: str | None = doc("jump hosts, as ssh -J: user@host:port[,user@host:port]", default=None, check=check_jump)
+    jump_keys: str | None = doc("jump host private keys, comma-separated in order (default: private_key_path)",
+                                default=None)
+    jump_host_keys: str | None = doc("jump host key pins, comma-separated in order", default=None,
+                                     check=check_jump_pins)
+    timeout: float | None = doc("seconds for the command to finish (default: console.command_timeout)", default=None)
+
+
+def _install_ssh_check(values: Mapping[str, object], config: Config) -> list[str]:
+    from recovery.steps.ssh import _pinned_or_trusted
+
+    return _pinned_or_trusted(values, config) + check_jump_lists(values)
+
+
+@step(
+    "authorized_keys.install_ssh",
+    params=InstallSSHParams,
+    outputs={
+        "added": "true if the key was appended, false if it was already there",
+        "backup": "path of the backup of authorized_keys on the VM, or null",
+    },
+    repeatable=True,  # idempotent: the key is appended only if absent
+    check=_install_ssh_check,
+)
+def install_ssh(ctx: StepContext, params: InstallSSHParams) -> Outputs:
+    """Append the key to ~/.ssh/authorized_keys over SSH, with a key that still logs in."""
+    from recovery.guest import build_install_script, explain_exit, parse_report
+    from recovery.remote import remote_shell
+    from recovery.steps.publish import key_bytes
+
+    target, key = _ssh_login(params, params.user)
+    nonce = secrets.token_hex(4)
+    script = build_install_script(params.key, sha256=hashlib.sha256(key_bytes(params.key)).hexdigest(), nonce=nonce)
+    timeout = min(params.timeout or ctx.config.console.command_timeout, ctx.remaining())
+    ctx.waiting_for(f"the key install over SSH at {params.host}:{params.port}")
+    with remote_shell(target, key, passphrase=params.passphrase, timeout=min(timeout, ctx.config.ssh.timeout)) as shell:
+        result = shell.run_script(script, timeout=timeout)
+    if result.status != 0:
+        raise GuestCommandError(
+            f"the key install over SSH at {params.host}:{params.port} failed (exit {result.status}): "
+            f"{explain_exit(result.status)}",
+            transcript_tail=result.output.splitlines()[-20:],
+        )
+    facts = parse_report(result.output, nonce)
+    ctx.report.authorized_keys["install"] = {"before": facts.before_summary(), "after": facts.after_summary()}
+    if facts.backup:
+        ctx.report.vm_changes.append(f"backed up authorized_keys to {facts.backup}")
+    ctx.report.vm_changes.append(
+        "appended the new key to ~/.ssh/authorized_keys over SSH" if facts.added
+        else "the new key was already in authorized_keys"
+    )
+    return {"added": facts.added, "backup": facts.backup}
+
+
+def _ssh_login(params: InstallSSHParams | RemoveParams, login_user: str) -> tuple[SSHTarget, KeyPair]:
+    """The SSH target (jump hosts included) and the working key a `via: ssh` step logs in with."""
+    from recovery.errors import HostKeyUnknown, StepError
+    from recovery.jump import parse_jumps
+    from recovery.keys import load_keypair
+    from recovery.steps.ssh import NO_PIN
+    from recovery.verifier import SSHTarget
+
+    if not params.host or not params.private_key_path or not login_user:
+        raise StepError("an SSH step needs host, private_key_path and a user")
+    if not params.host_key_fingerprint and not params.trust_first_use:
+        raise HostKeyUnknown(f"{params.host}:{params.port}: {NO_PIN}")
+    try:
+        hops = parse_jumps(params.jump or "", keys=params.jump_keys or "", host_keys=params.jump_host_keys or "",
+                           default_user=login_user, trust_first_use=params.trust_first_use)
+    except ValueError as exc:
+        raise StepError(str(exc)) from exc
+    key = load_keypair(Path(params.private_key_path), params.passphrase)
+    return SSHTarget(host=params.host, port=params.port, user=login_user,
+                     host_key_fingerprint=params.host_key_fingerprint, trust_first_use=params.trust_first_use,
+                     jumps=hops), key

@@ -10,7 +10,7 @@ from recovery import checks
 from recovery.config import Config
 from recovery.context import StepContext
 from recovery.errors import AuthRejected, HostKeyUnknown, StepError
-from recovery.jump import JumpHop, check_jump, check_jump_lists, check_jump_pins
+from recovery.jump import JumpHop, check_jump, check_jump_lists, check_jump_pins, parse_jumps
 from recovery.redact import Secret
 from recovery.registry import Outputs, doc, step
 from recovery.templating import Unknown
@@ -62,8 +62,6 @@ class VerifyParams:
 
 
 def _hops(params: VerifyParams) -> tuple[JumpHop, ...]:
-    from recovery.jump import parse_jumps
-
     try:
         return parse_jumps(params.jump or "", keys=params.jump_keys or "", host_keys=params.jump_host_keys or "",
                            default_user=params.user, trust_first_use=params.trust_first_use)
@@ -131,3 +129,61 @@ def verify(ctx: StepContext, params: VerifyParams) -> Outputs:
         "host_key_fingerprint": result.host_key_fingerprint,
         "host_key_trust": trust,
     }
+
+
+@dataclass(frozen=True)
+class RejectedParams:
+    host: str = doc("SSH host name or address", check=_host)
+    user: str = doc("user to try to log in as", check=checks.login_name)
+    private_key_path: str = doc("the key that must no longer log in (a stolen or retired key)")
+    port: int = doc("SSH port", default=22, check=checks.port)
+    passphrase: Secret | None = doc("the private key's passphrase, if any", default=None)
+    host_key_fingerprint: str | None = doc(
+        "pinned host key, SHA256:... or MD5 hex; several separated by commas", default=None,
+        check=checks.host_key_pins)
+    trust_first_use: bool = doc("accept an unpinned host key (recorded in the report)", default=False)
+    timeout: float | None = doc("connect/banner/auth timeout (default: ssh.timeout)", default=None)
+    jump: str | None = doc("jump hosts, as ssh -J: user@host:port[,user@host:port]", default=None, check=check_jump)
+    jump_keys: str | None = doc("jump host private keys, comma-separated in order", default=None)
+    jump_host_keys: str | None = doc("jump host key pins, comma-separated in order", default=None,
+                                     check=check_jump_pins)
+
+
+@step(
+    "ssh.rejected",
+    params=RejectedParams,
+    outputs={"result": "auth_rejected: the server refused the key (the only success)"},
+    repeatable=True,
+    retryable=False,  # a login that succeeds is an answer, not a hiccup
+    changes=False,
+    check=_verify_checks,
+)
+def rejected(ctx: StepContext, params: RejectedParams) -> Outputs:
+    """Prove a key no longer logs in: the server must refuse it (auth_rejected), with its host key checked."""
+    from recovery.keys import load_keypair
+    from recovery.verifier import ParamikoVerifier, SSHTarget
+
+    if not params.host_key_fingerprint and not params.trust_first_use:
+        raise HostKeyUnknown(f"{params.host}:{params.port}: {NO_PIN}")
+    try:
+        hops = parse_jumps(params.jump or "", keys=params.jump_keys or "", host_keys=params.jump_host_keys or "",
+                           default_user=params.user, trust_first_use=params.trust_first_use)
+    except ValueError as exc:
+        raise StepError(str(exc)) from exc
+    key = load_keypair(Path(params.private_key_path), params.passphrase)
+    target = SSHTarget(host=params.host, port=params.port, user=params.user,
+                       host_key_fingerprint=params.host_key_fingerprint, trust_first_use=params.trust_first_use,
+                       jumps=hops)
+    timeout = min(params.timeout or ctx.config.ssh.timeout, max(ctx.remaining(), 0.5))
+    ctx.waiting_for(f"an SSH login with the retired key at {params.host}:{params.port}, which must be refused")
+    try:
+        result = ParamikoVerifier().verify(target, key, passphrase=params.passphrase, timeout=timeout)
+    except AuthRejected:
+        ctx.report.notes.append(
+            f"the retired key {key.sha256} is refused by {params.host}:{params.port} (auth_rejected)"
+        )
+        return {"result": "auth_rejected"}
+    raise StepError(
+        f"the key {key.sha256} still logs in to {params.host}:{params.port} as {result.remote_user}: sshd reads keys "
+        "from more than ~/.ssh/authorized_keys (AuthorizedKeysFile, AuthorizedKeysCommand, a certificate authority)"
+    )
