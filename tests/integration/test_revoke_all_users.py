@@ -1,6 +1,6 @@
 """`recovery revoke --all-users` logged in as root: every user's authorized_keys, owners kept.
 
-The sshd runs in a private mount namespace whose /etc/passwd lists only the test's users (root,
+The sshd runs in a private mount namespace whose /etc (an overlay) has a passwd listing only the test's users (root,
 alice, bob, each with a home under the test's directory), so the revoke run, which reads the passwd
 database on the host, sees and changes those homes only, never this machine's real ones.
 """
@@ -20,6 +20,7 @@ from recovery.keys import KeyPair, generate_keypair
 from recovery.lab import commands, processes, sshd
 
 ALICE, BOB = 65534, 65533
+OVERLAY_ETC = '/usr/bin/mount -t overlay overlay -o "lowerdir=/etc,upperdir=$0,workdir=$1" /etc && shift && exec "$@"'
 OTHER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBF9u7Q3vUMKTGjzHVZP1bzUXXOCVHTBTvjXwcoxnP0v other@ops"
 
 
@@ -61,8 +62,12 @@ def host(tmp_path: Path) -> Iterator[Host]:
         "bob": _home(root, "bob", BOB, f'command="true" {stolen.public_line}'),
     }
     sshd_line = next(line for line in Path("/etc/passwd").read_text().splitlines() if line.startswith("sshd:"))
-    passwd = tmp_path / "passwd"
-    passwd.write_text(
+    # /etc overlaid, not /etc/passwd bound: useradd elsewhere on this machine renames over /etc/passwd,
+    # which would detach a bind mount on it (Linux >= 3.18) and show sshd the real users again.
+    upper, work = tmp_path / "etc-upper", tmp_path / "etc-work"
+    upper.mkdir()
+    work.mkdir()
+    (upper / "passwd").write_text(
         f"root:x:0:0:root:{homes['root']}:/bin/sh\n{sshd_line}\n"
         f"alice:x:{ALICE}:{ALICE}::{homes['alice']}:/bin/sh\nbob:x:{BOB}:{BOB}::{homes['bob']}:/bin/sh\n"
     )
@@ -77,8 +82,8 @@ def host(tmp_path: Path) -> Iterator[Host]:
     ]))
     log = tmp_path / "sshd.log"
     binary = commands.find_tool("sshd", "openssh-server")
-    argv = ["/usr/bin/unshare", "--mount", "/bin/sh", "-c", '/usr/bin/mount --bind "$0" /etc/passwd && exec "$@"',
-            str(passwd), binary, "-D", "-f", str(config), "-E", str(log)]
+    argv = ["/usr/bin/unshare", "--mount", "/bin/sh", "-c", OVERLAY_ETC, str(upper), str(work), binary, "-D", "-f",
+            str(config), "-E", str(log)]
     pid = processes.spawn(argv, log_path=log)
     try:
         if not processes.poll_until(lambda: sshd.answers(port), 20.0):

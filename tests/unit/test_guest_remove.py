@@ -247,13 +247,17 @@ def test_as_the_user_no_chown_is_needed(box: Box) -> None:
 
 
 def _run_as_root_with_passwd(box: Box, value: RemoveSpec, passwd: str) -> tuple[int, str, str]:
-    """Run as root with /etc/passwd replaced, for this process only (a private mount namespace)."""
-    fake = box.root / "passwd"
-    fake.write_text(passwd)
+    """Run as root with another /etc/passwd, for this process only (a private mount namespace)."""
+    upper, work = box.root / "etc-upper", box.root / "etc-work"
+    upper.mkdir()
+    work.mkdir()
+    (upper / "passwd").write_text(passwd)
     delimiter = heredoc_delimiter(NONCE)
     typed = f"sh <<'{delimiter}'\n{script(value).raw()}{delimiter}\n"
-    argv = ["/usr/bin/unshare", "--mount", "/bin/sh", "-c", '/usr/bin/mount --bind "$0" /etc/passwd && exec "$@"',
-            str(fake), *box.argv, "-s"]
+    # /etc overlaid rather than /etc/passwd bound: a useradd elsewhere renames over /etc/passwd, which
+    # detaches a bind mount on it (Linux >= 3.18).
+    overlay = '/usr/bin/mount -t overlay overlay -o "lowerdir=/etc,upperdir=$0,workdir=$1" /etc && shift && exec "$@"'
+    argv = ["/usr/bin/unshare", "--mount", "/bin/sh", "-c", overlay, str(upper), str(work), *box.argv, "-s"]
     proc = subprocess.run(argv, input=typed, capture_output=True, text=True, timeout=60,
                           env={"HOME": "/nonexistent", "PATH": box.path}, cwd=box.root)
     return proc.returncode, proc.stdout, proc.stderr
