@@ -708,7 +708,8 @@ def _check_wire_safe(lines: Iterable[str | Secret], nonce: str) -> None:
 # VM over SSH), it sends the key's base64 blob, which the script compares as text on any guest.
 # A SHA256/MD5 fingerprint is sent as such only when the controller has nothing better; the
 # script then needs ssh-keygen and refuses (`no-fingerprint-tool`, nothing changed) without it.
-# Lines that hold no key (comments, blank lines, garbage) are always kept, byte for byte, as
+# Lines that hold no key (comments, a commented-out key included: sshd ignores it, blank lines,
+# garbage) are always kept, byte for byte, as
 # are kept key lines (options, comments and CR line ends included); a last line without a final
 # newline gains one.
 #
@@ -1020,6 +1021,7 @@ _REMOVE: tuple[str, ...] = (
     "parse() {",
     "kt=; kb=",
     "set -- $1",
+    "case \"$1\" in \"#\"*) return 0;; esac",
     "while [ $# -gt 1 ]; do",
     "case \"$ty\" in *\" $1 \"*) kt=$1; kb=$2; return 0;; esac",
     "shift",

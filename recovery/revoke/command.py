@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--cloud", metavar="NAME", help="every server of this cloud (not available yet)")
     parser.add_argument("--key", action="append", default=[], metavar="ADMIN_KEY",
                         help="private key that logs in to make the change (repeatable; never the stolen one)")
-    parser.add_argument("--user", help="login user, and whose authorized_keys, for hosts whose inventory names none")
+    parser.add_argument("--user", help="login user for hosts whose inventory names none; the key is removed from "
+                        "the login user's authorized_keys (every user's with --all-users)")
     parser.add_argument("--all-users", action="store_true",
                         help="every user's authorized_keys (needs root or passwordless sudo on the hosts)")
     parser.add_argument("--stolen-key", type=Path, metavar="PATH",
@@ -90,7 +91,7 @@ def run_revoke(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         known, record = _trust(args, stack)
         request = RevokeRequest(
-            stolen=stolen, admin_keys=admin_keys, user=args.user, all_users=args.all_users, dry_run=args.dry_run,
+            stolen=stolen, admin_keys=admin_keys, all_users=args.all_users, dry_run=args.dry_run,
             max_changes=args.max_changes, timeout=args.timeout, concurrency=args.concurrency,
             stolen_private=stolen_private, known_hosts=known, accept_new=args.accept_new, record=record,
         )

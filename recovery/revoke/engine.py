@@ -93,7 +93,6 @@ class StolenKey:
 class RevokeRequest:
     stolen: StolenKey
     admin_keys: dict[str, KeyPair]  # by the path the inventory names
-    user: str | None = None  # whose file; default the login user
     all_users: bool = False
     dry_run: bool = False
     max_changes: int | None = None
@@ -258,17 +257,15 @@ def _revoke_with(
     shell: RemoteShell, host: Host, request: RevokeRequest, budget: _Budget, outcome: HostOutcome, admin_blob: str
 ) -> None:
     root = shell.run("id -u", timeout=request.timeout).output.strip() == "0"
-    wanted_user = request.user or host.user
-    needs_root = request.all_users or wanted_user != host.user
-    command = "sh -s" if root or not needs_root else "sudo -n sh -s"
+    command = "sudo -n sh -s" if request.all_users and not root else "sh -s"
     if request.all_users:
         listed = shell.run(_LIST_USERS if root else f"sudo -n sh -c {_shell_quote(_LIST_USERS)}",
                            timeout=request.timeout)
         if listed.status != 0:
             raise GuestCommandError(f"could not list the users (as root or through sudo -n): {listed.output[-200:]}")
-        users = sorted(set(listed.output.split()) | {wanted_user})
+        users = sorted(set(listed.output.split()) | {host.user})
     else:
-        users = [wanted_user]
+        users = [host.user]
     holding: list[tuple[str, RemoveReport, list[KeyLine]]] = []
     for user in users:
         report = _scan(shell, command, request, user, host.user, root)

@@ -423,3 +423,13 @@ def test_a_dry_run_lists_what_it_would_remove_and_changes_nothing(box: Box) -> N
     else:
         assert report.status == "would-remove"
         assert [key.sha256 for key in report.removed] == [fingerprint(STOLEN)]
+
+
+def test_a_commented_out_key_is_a_comment_even_in_exclusive_mode(box: Box) -> None:
+    content = f"#{STOLEN}\n  # {OTHER}\n{ADMIN}\n{STOLEN}\n"
+    box.seed(content)
+
+    report = removed(box, spec(blobs=(blob(ADMIN),), exclusive=True))
+
+    assert box.ak.read_bytes().decode() == f"#{STOLEN}\n  # {OTHER}\n{ADMIN}\n"
+    assert [key.line for key in report.removed] == [4]
