@@ -183,10 +183,13 @@ class QgaAgent:
 class UnixSocketTransport:
     """QEMU's agent chardev (`-chardev socket,path=...,server=on`), one JSON line each way."""
 
-    def __init__(self, path: str, *, connect_timeout: float = 10.0) -> None:
+    def __init__(self, path: str, *, connect_timeout: float = 10.0, sync_timeout: float = 15.0) -> None:
+        """`sync_timeout` bounds the wait for the first answer: a running qemu-ga syncs in milliseconds, and a
+        silent one (not installed, stopped, the VM still booting) must not hold a run for a whole step timeout."""
         self.path = path
         self.where = path
         self.connect_timeout = connect_timeout
+        self.sync_timeout = sync_timeout
         self._sock: socket.socket | None = None
         self._buffer = b""
 
@@ -236,7 +239,7 @@ class UnixSocketTransport:
             raise AgentError(f"cannot connect to the guest agent socket {self.path}: {exc}") from exc
         self._sock, self._buffer = sock, b""
         try:
-            self._sync(sock, deadline)
+            self._sync(sock, min(deadline, time.monotonic() + self.sync_timeout))
         except BaseException:
             self.close()
             raise

@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -159,6 +160,23 @@ def test_a_missing_agent_socket_is_refused_and_nothing_changes(vm: AgentVm, work
     assert f"there is no guest agent socket at {workdir}/no-such-qga.sock" in result.stderr
     assert "org.qemu.guest_agent.0" in result.stderr
     assert guest(vm, f"cat {KEYS}") == keys_before
+
+
+def test_a_silent_agent_fails_in_seconds_with_a_clear_message(workdir: Path) -> None:
+    """A socket that takes the connection and never answers: no qemu-ga behind it (no VM needed)."""
+    path = workdir / "silent.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    try:
+        result = recovery(
+            "run", str(PLAYBOOK), "-e", f"agent=unix://{path}", "-e", "user=debian", "-e", "ssh_host=127.0.0.1",
+            "-e", "trust_first_use=true", "-e", f"key_path={workdir / 'id_new'}", "--journal", str(workdir / "runs"))
+    finally:
+        listener.close()
+    assert result.code == 1
+    assert f"the guest agent of {path} did not answer guest-sync-delimited in time: qemu-ga is not running" in (
+        result.stderr)
 
 
 def test_an_agent_url_of_no_known_kind_is_refused_before_a_key_is_made(vm: AgentVm, workdir: Path) -> None:

@@ -187,6 +187,17 @@ def test_a_silent_agent_times_out_with_a_message(serve: Callable[..., FakeAgent]
     assert time.monotonic() - started < 5
 
 
+def test_a_silent_agent_does_not_hold_the_run_for_the_whole_command_timeout(
+    serve: Callable[..., FakeAgent]
+) -> None:
+    fake = serve(lambda request: [])
+    transport = UnixSocketTransport(str(fake.path), sync_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(AgentError, match="did not answer guest-sync-delimited in time"):
+        transport.command("guest-exec", {"path": "/bin/true"}, 60)
+    assert time.monotonic() - started < 10
+
+
 def test_after_a_timeout_the_next_command_reconnects_and_syncs_again(serve: Callable[..., FakeAgent]) -> None:
     answers: list[Answer] = [[], [reply({})]]  # the first guest-ping is never answered
     fake = serve(synced(lambda request: answers.pop(0)))
