@@ -52,7 +52,7 @@ def _public_key(value: str) -> str | None:
 def _agent_url(value: Text) -> str | None:
     from recovery.agent import agent_url_problem
 
-    return agent_url_problem(value) if value else NO_AGENT
+    return agent_url_problem(value) if value else None  # an empty one: the step's check says it, once
 
 
 def _agent_given(values: Mapping[str, object], config: Config) -> list[str]:

@@ -263,3 +263,4 @@ def test_the_preflight_refuses_before_a_key_is_made(agent: str, user: str, probl
     with pytest.raises(PreflightError, match="step install") as caught:
         check(playbook, inputs, {}, Config())
     assert problem in str(caught.value)
+    assert len(caught.value.problems) == 1, caught.value.problems
