@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -302,56 +302,94 @@ def _remove_spec(params: RemoveParams, ctx: StepContext, login_blob: str | None)
 )
 def remove(ctx: StepContext, params: RemoveParams) -> Outputs:
     """Remove keys from ~/.ssh/authorized_keys (a stolen key), backup first, every other byte kept."""
-    from recovery.guest import build_remove_script, explain_remove_exit, heredoc_delimiter
+    from recovery.guest import build_remove_script, heredoc_delimiter, key_blob
 
-    nonce = secrets.token_hex(4)
     timeout = min(params.timeout or ctx.config.console.command_timeout, ctx.remaining())
     if params.via == "ssh":
-        return _remove_over_ssh(ctx, params, nonce, timeout)
+        from recovery.remote import remote_shell
+
+        login_user = params.ssh_user or params.user or ""
+        target, key = _ssh_login(params, login_user)
+        spec = _remove_spec(params, ctx, key_blob(key.public_line) if params.user in (None, login_user) else None)
+        ctx.waiting_for(f"the key removal over SSH at {params.host}:{params.port}")
+        login_timeout = min(timeout, ctx.config.ssh.timeout)
+        with remote_shell(target, key, passphrase=params.passphrase, timeout=login_timeout) as shell:
+
+            def over_ssh(spec: RemoveSpec, nonce: str) -> tuple[int | None, str]:
+                result = shell.run_script(build_remove_script(spec, nonce=nonce), timeout=timeout)
+                return result.status, result.output
+
+            return _remove_with(ctx, over_ssh, spec, f"over SSH at {params.host}:{params.port}",
+                                lambda output: output.splitlines()[-20:])
     session = ctx.require_console()
     facts = params.facts if params.facts is not None else session.channel.has_output
+
+    def typed(spec: RemoveSpec, nonce: str) -> tuple[int | None, str]:
+        script = build_remove_script(spec, nonce=nonce, facts=facts)
+        ctx.waiting_for("the key removal command to finish and print its marker")
+        result = session.run_script(list(script.lines), delimiter=heredoc_delimiter(nonce), nonce=nonce,
+                                    timeout=timeout)
+        _keep_typed(ctx, session.typed)
+        session.typed.clear()
+        return result.status, result.output
+
     spec = _remove_spec(params, ctx, None)
-    script = build_remove_script(spec, nonce=nonce, facts=facts)
-    ctx.waiting_for("the key removal command to finish and print its marker")
-    result = session.run_script(
-        list(script.lines), delimiter=heredoc_delimiter(nonce), nonce=nonce, timeout=timeout
-    )
-    _keep_typed(ctx, session.typed)
-    session.typed.clear()
-    if result.status not in (None, 0):
+    if facts:
+        return _remove_with(ctx, typed, spec, "typed into the VM", lambda output: session.tail())
+    status, _ = typed(spec, secrets.token_hex(4))  # blind: the script checks itself; a login that must fail proves it
+    if status not in (None, 0):
+        from recovery.guest import explain_remove_exit
+
         raise GuestCommandError(
-            f"the key removal command typed into the VM failed (exit {result.status}): "
-            f"{explain_remove_exit(result.status)}",
+            f"the key removal command typed into the VM failed (exit {status}): {explain_remove_exit(status)}",
             transcript_tail=session.tail(),
         )
-    if result.status is None or not facts:
-        ctx.report.vm_changes.append(
-            "typed the key removal command; its result was not read back (blind console): prove it with a login "
-            "that must fail"
-        )
-        return {"status": None, "removed": None, "kept": None, "backup": None}
-    return _removal_outputs(ctx, result.output, nonce)
+    ctx.report.vm_changes.append(
+        "typed the key removal command; its result was not read back (blind console): prove it with a login "
+        "that must fail"
+    )
+    return {"status": None, "removed": None, "kept": None, "backup": None}
 
 
-def _remove_over_ssh(ctx: StepContext, params: RemoveParams, nonce: str, timeout: float) -> Outputs:
-    from recovery.guest import build_remove_script, explain_remove_exit, key_blob
-    from recovery.remote import remote_shell
+RunRemoval = Callable[["RemoveSpec", str], tuple[int | None, str]]
 
-    login_user = params.ssh_user or params.user or ""
-    target, key = _ssh_login(params, login_user)
-    same_file = params.user in (None, login_user)
-    spec = _remove_spec(params, ctx, key_blob(key.public_line) if same_file else None)
-    script = build_remove_script(spec, nonce=nonce, facts=True)
-    ctx.waiting_for(f"the key removal over SSH at {params.host}:{params.port}")
-    with remote_shell(target, key, passphrase=params.passphrase, timeout=min(timeout, ctx.config.ssh.timeout)) as shell:
-        result = shell.run_script(script, timeout=timeout)
-    if result.status != 0:
+
+def _remove_with(ctx: StepContext, run: RunRemoval, spec: RemoveSpec, where: str,
+                 tail: Callable[[str], list[str]]) -> Outputs:
+    from recovery.guest import explain_remove_exit
+
+    spec = _protect_proven(ctx, run, spec)
+    nonce = secrets.token_hex(4)
+    status, output = run(spec, nonce)
+    if status != 0:
         raise GuestCommandError(
-            f"the key removal over SSH at {params.host}:{params.port} failed (exit {result.status}): "
-            f"{explain_remove_exit(result.status)}",
-            transcript_tail=result.output.splitlines()[-20:],
+            f"the key removal {where} failed (exit {status}): "
+            + (explain_remove_exit(status) if status is not None else "no status came back"),
+            transcript_tail=tail(output),
         )
-    return _removal_outputs(ctx, result.output, nonce)
+    return _removal_outputs(ctx, output, nonce)
+
+
+def _protect_proven(ctx: StepContext, run: RunRemoval, spec: RemoveSpec) -> RemoveSpec:
+    """Add the key ssh.verify proved (known by its fingerprint only) to the keys the script protects.
+
+    A dry run lists every key line with its blob; the proven key's blob then guards it whatever matched
+    it (a comment, a line, a fingerprint, exclusive). Skipped with force, or when nothing was proven.
+    """
+    import dataclasses
+
+    from recovery.guest import parse_remove_report
+
+    proven = ctx.report.proof.get("key_fingerprint") if ctx.report.proof else None
+    if not proven or spec.force:
+        return spec
+    nonce = secrets.token_hex(4)
+    status, output = run(dataclasses.replace(spec, dry_run=True), nonce)
+    if status != 0:
+        return spec  # the change itself fails the same way, and says why
+    scan = parse_remove_report(output, nonce)
+    blobs = [key.blob for key in (*scan.removed, *scan.kept) if key.sha256 == proven]
+    return dataclasses.replace(spec, protect=tuple(dict.fromkeys((*spec.protect, *blobs))))
 
 
 def _removal_outputs(ctx: StepContext, output: str, nonce: str) -> Outputs:

@@ -351,6 +351,7 @@ class ShellConsole(FakeConsole):
                                   text=True, env={"HOME": str(self.home), "PATH": "/usr/bin:/bin"}, timeout=60)
             self.script_output = proc.stdout.replace("\n", "\r\n")
             self.script_status = proc.returncode
+            self.body = []
         super().send(data)
 
 
@@ -433,3 +434,21 @@ def test_a_commented_out_key_is_a_comment_even_in_exclusive_mode(box: Box) -> No
 
     assert box.ak.read_bytes().decode() == f"#{STOLEN}\n  # {OTHER}\n{ADMIN}\n"
     assert [key.line for key in report.removed] == [4]
+
+
+def test_the_step_protects_the_proven_key_whatever_matches_it(tmp_path: Path) -> None:
+    """ssh.verify proved ADMIN (known by its fingerprint only): a removal by comment that would take it
+    out is refused on the VM, after a dry run found the proven key's line."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "authorized_keys").write_text(f"{ADMIN}\n{STOLEN}\n")
+    ctx = console_context(tmp_path, ShellConsole(home))
+    ctx.report.proof = {"key_fingerprint": fingerprint(ADMIN)}
+
+    with pytest.raises(GuestCommandError, match="every key this run has proven to log in"):
+        remove_step(ctx, RemoveParams(comments="admin@bastion\nstolen@laptop"))
+    assert (home / ".ssh" / "authorized_keys").read_text() == f"{ADMIN}\n{STOLEN}\n"
+
+    outputs = remove_step(ctx, RemoveParams(comments="stolen@laptop"))  # the proven key stays: fine
+    assert outputs["removed"] == fingerprint(STOLEN)
+    assert (home / ".ssh" / "authorized_keys").read_text() == f"{ADMIN}\n"
