@@ -9,9 +9,11 @@ Everything received goes to the journal transcript, scrubbed of secrets;
 everything sent is recorded in its masked form. At `-vv` both also go, a line at a
 time and scrubbed, to the `recovery.console.io` logger at DEBUG.
 
-A console without text (VNC: `channel.has_output` is False) is driven blind: the
-same keys, typed after fixed pauses instead of prompts, and no status read back;
-the SSH login that follows is the proof.
+A VNC console whose screen is read (recovery.screen) has text too: its channel reports what
+appears on the screen as a serial console would print it, and the dialogue is the same. A console
+without text (`channel.has_output` is False: a VNC screen in a font no reader knows) is driven
+blind: the same keys, typed after fixed pauses instead of prompts, and no status read back; the SSH
+login that follows is the proof.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from recovery.channels import Channel
+from recovery.channels import Channel, Screen
 from recovery.errors import ChannelTimeout, GuestCommandError, LoginRejected
 from recovery.redact import Secret, Text, reveal, scrub
 
@@ -65,7 +67,7 @@ LOGIN_PROMPT = re.compile(rf"(?:{_HOST} )?(?:login|Login|connexion|nombre(?: de 
 PASSWORD_PROMPT = re.compile(
     r"(?:\S+'s )?(?:[Pp]assword|Passwort|Mot de passe|Contrase\u00f1a)(?: for \S+)? ?:[ \t]*"
 )
-CONTINUATION_PROMPT = re.compile(r"> ")
+CONTINUATION_PROMPT = re.compile(r"> ?")  # a screen shows no trailing space: a bare `>` too
 SHELL_PROMPT = re.compile(r"[^\n]{0,200}[$#%>][ \t]?")
 # Lines that look like a prompt when cut short, and never are one: pam_lastlog's and login's own
 # last-login lines (`Last login: Mon ... on ttyS0`), as they are printed right after a password.
@@ -346,10 +348,15 @@ class ConsoleSession:
             "shell prompt": SHELL_PROMPT,
         }
         self._pending = ""
-        self.send("\r", show="<Enter>")
-        wakes = 1
+        wakes = 0
+        if not isinstance(self.channel, Screen):  # a screen shows its prompt already: an Enter would be an answer
+            self.send("\r", show="<Enter>")
+            wakes = 1
         sent_user = sent_password = False
         logged_out: str | None = None
+        # When we last answered a prompt: login may pause (FAILED_LOGIN_PAUSE) before its next one, and
+        # an Enter typed to wake it meanwhile would be taken as the next user name.
+        answered = -FAILED_LOGIN_PAUSE
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -365,7 +372,9 @@ class ConsoleSession:
                         "running a getty/login on this serial port?",
                         transcript_tail=self.tail(),
                     ) from None
-                if not sent_password:
+                # Never after the user name: an Enter at the password prompt fails the attempt, and
+                # the password would then be typed, visible, while login pauses.
+                if not (sent_user or sent_password) and time.monotonic() - answered >= FAILED_LOGIN_PAUSE:
                     self.send("\r", show="<Enter>")
                     wakes += 1
                 continue
@@ -374,8 +383,8 @@ class ConsoleSession:
             if name == "login incorrect":
                 self.shell_may_be_open = False
                 raise LoginRejected(
-                    f"the console rejected the login for {user!r} (\"Login incorrect\"): the console "
-                    "password is wrong, or the user does not exist on this VM. Nothing was typed after it. "
+                    f"the console refused the password: it rejected the login for {user!r} (\"Login incorrect\"): "
+                    "the console password is wrong, or the user does not exist on this VM. Nothing was typed after it. "
                     "Check RECOVERY_CONSOLE_PASSWORD or --secret console_password=@FILE",
                     transcript_tail=self.tail(),
                 )
@@ -383,6 +392,7 @@ class ConsoleSession:
                 # Someone else's (or an interrupted) login is waiting for its password: never type
                 # ours into it. An empty answer ends it; login then asks for a user name again.
                 self.send("\r", show="<Enter>")
+                answered = time.monotonic()
                 continue
             if name == "password prompt":
                 if sent_password or password is None:
@@ -399,12 +409,13 @@ class ConsoleSession:
                 self.shell_may_be_open = False
                 if sent_password:
                     raise LoginRejected(
-                        f"the console went back to the login prompt after the password for {user!r}: "
-                        "the password is wrong or the account is locked. Nothing was typed after it.",
+                        f"the console refused the password: it went back to the login prompt after the password "
+                        f"for {user!r}: the password is wrong or the account is locked. Nothing was typed after it.",
                         transcript_tail=self.tail(),
                     )
                 self.send(user + "\r")
                 sent_user = True
+                answered = time.monotonic()
             elif name == "continuation prompt":
                 # An interrupted earlier run left a heredoc open: abandon it, it never executed.
                 self.shell_may_be_open = True

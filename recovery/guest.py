@@ -49,7 +49,10 @@ status is one of `ExitCode` (`explain_exit`).
 A console that shows no text (VNC) cannot give the facts back, and there every character is
 typed at the keyboard's pace. So `build_install_script(..., facts=False)` leaves out the lines
 that only report (`_Fact`): the script is less than half as long and does exactly the same to the
-files, with the same exit statuses.
+files, with the same exit statuses. A VNC console whose screen is read gets `facts="compact"`: the
+short script plus the few facts a report needs (``ssh_dir_created`` when it was, ``checksum``,
+``backup``, ``newline_added`` when it was, ``added``, and ``error``/``exit`` on a failure), a
+handful of lines that fit on one screen; the status marker says the rest.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Literal
 
 from recovery.errors import GuestCommandError, KeyGenerationError
 from recovery.redact import MASK, Secret, reveal, scrub_all
@@ -308,7 +312,7 @@ def build_install_script(
     sha256: str,
     nonce: str,
     url: Secret | None = None,
-    facts: bool = True,
+    facts: bool | Literal["compact"] = True,
     run_tag: str | None = None,
 ) -> GuestScript:
     """Build the script that installs `public_line` into the user's authorized_keys.
@@ -322,7 +326,8 @@ def build_install_script(
             and the here-document delimiter and tags every fact line.
         url: where the VM downloads the key (``http://`` or ``https://``); None types the
             key into the script instead.
-        facts: print the facts `parse_report` reads; False for a console nobody can read.
+        facts: print the facts `parse_report` reads; False for a console nobody can read;
+            "compact" for only those a report needs (a read VNC screen: fewer characters to type).
         run_tag: names the backup (``authorized_keys.recovery-<run_tag>``), so every attempt of one
             run shares one backup: the file as it was before the run. None: the nonce names it.
     Returns:
@@ -365,8 +370,8 @@ def build_install_script(
             _Fact("fact source typed"),
             "if digest \"$t\"; then",
             f"[ \"$h\" = \"$w\" ] || {_fail(ExitCode.TYPED_KEY_ALTERED)}",
-            _Fact("fact checksum verified"),
-            _Fact("else fact checksum unavailable"),
+            _Fact("fact checksum verified", compact=True),
+            _Fact("else fact checksum unavailable", compact=True),
             "fi",
         ]
     else:
@@ -377,11 +382,14 @@ def build_install_script(
             f"digest \"$t\" || {_fail(ExitCode.NO_CHECKSUM_TOOL)}",
             _Fact("fact received_sha256 \"$h\""),
             f"[ \"$h\" = \"$w\" ] || {_fail(ExitCode.CHECKSUM_MISMATCH)}",
-            _Fact("fact checksum verified"),
+            _Fact("fact checksum verified", compact=True),
             "k=$(cat \"$t\")",
         ]
     lines += _INSTALL
-    chosen = ((line.line if facts else line.blind) if isinstance(line, _Fact) else line for line in lines)
+    def pick(line: _Fact) -> str | None:
+        return line.line if facts is True or (facts == "compact" and line.compact) else line.blind
+
+    chosen = (pick(line) if isinstance(line, _Fact) else line for line in lines)
     return GuestScript(lines=tuple(line for line in chosen if line is not None), nonce=nonce)
 
 
@@ -470,10 +478,12 @@ def _fail(code: ExitCode) -> str:
 
 @dataclass(frozen=True)
 class _Fact:
-    """A script line that only reports: without facts, `blind` takes its place (or nothing)."""
+    """A script line that only reports: without facts, `blind` takes its place (or nothing); `compact`
+    ones are kept in the compact variant."""
 
     line: str
     blind: str | None = None
+    compact: bool = False
 
 
 # Facts only: `kg` is ssh-keygen if there is one; `snapshot before|after` reports the state of
@@ -519,8 +529,9 @@ _SSHD: tuple[str, ...] = (
 # (the EXIT trap then removes the temp file). `digest FILE` sets h to FILE's sha256 with
 # the first tool that gives a 64-hex answer, reading stdin so no tool echoes a file name.
 _PRELUDE: tuple[str | _Fact, ...] = (
-    _Fact("fact() { printf 'RCV-%s %s=%s\\n' \"$n\" \"$1\" \"$2\"; }"),
-    _Fact("fail() { fact error \"$2\"; fact exit \"$1\"; exit \"$1\"; }", blind="fail() { exit \"$1\"; }"),
+    _Fact("fact() { printf 'RCV-%s %s=%s\\n' \"$n\" \"$1\" \"$2\"; }", compact=True),
+    _Fact("fail() { fact error \"$2\"; fact exit \"$1\"; exit \"$1\"; }", blind="fail() { exit \"$1\"; }",
+          compact=True),
     "digest() {",
     "for c in sha256sum 'busybox sha256sum' 'shasum -a 256' 'openssl dgst -sha256 -r'; do",
     "h=$($c <\"$1\" 2>/dev/null) || continue",
@@ -538,7 +549,7 @@ _PRELUDE: tuple[str | _Fact, ...] = (
     "if [ -d \"$d\" ]; then",
     _Fact("fact ssh_dir_created no", blind=":"),
     f"else mkdir \"$d\" || {_fail(ExitCode.NO_SSH_DIR)}",
-    _Fact("fact ssh_dir_created yes"),
+    _Fact("fact ssh_dir_created yes", compact=True),
     "fi",
     _Fact("if [ -n \"$(find \"$HOME/\" -prune \\( -perm -020 -o -perm -002 \\) 2>/dev/null)\" ]"),
     _Fact("then fact home_writable_by_others yes; else fact home_writable_by_others no; fi"),
@@ -579,22 +590,22 @@ _DOWNLOAD: tuple[str | _Fact, ...] = (
 # is kept rather than replaced with already-changed content or joined by one more copy.
 _INSTALL: tuple[str | _Fact, ...] = (
     _Fact("[ -n \"$kg\" ] && fact new_key \"$($kg -lf \"$t\" 2>/dev/null)\""),
-    _Fact("b=none"),
+    _Fact("b=none", compact=True),
     "if [ -e \"$f\" ]; then",
     "b=$f.recovery-$r",
     f"[ -e \"$b\" ] || cp -p \"$f\" \"$b\" || {_fail(ExitCode.BACKUP_FAILED)}",
     "fi",
-    _Fact("fact backup \"$b\""),
+    _Fact("fact backup \"$b\"", compact=True),
     "if [ -s \"$f\" ] && [ -n \"$(tail -c 1 \"$f\")\" ]; then",
     f"printf '\\n' >>\"$f\" || {_fail(ExitCode.WRITE_FAILED)}",
-    _Fact("fact newline_added yes"),
+    _Fact("fact newline_added yes", compact=True),
     _Fact("else fact newline_added no"),
     "fi",
     "if grep -qxF -e \"$k\" \"$f\" 2>/dev/null; then",
-    _Fact("fact added already-present", blind=":"),
+    _Fact("fact added already-present", blind=":", compact=True),
     f"else printf '%s\\n' \"$k\" >>\"$f\" || {_fail(ExitCode.WRITE_FAILED)}",
     f"grep -qxF -e \"$k\" \"$f\" || {_fail(ExitCode.WRITE_FAILED)}",
-    _Fact("fact added yes"),
+    _Fact("fact added yes", compact=True),
     "fi",
     f"chmod 700 \"$d\" && chmod 600 \"$f\" || {_fail(ExitCode.CHMOD_FAILED)}",
     _Fact("e=no-restorecon"),

@@ -20,7 +20,9 @@ How a screen is read (`GlyphReader`):
   rows only is a text cursor over an empty cell: a space.
 
 `read` returns None when no font reads the screen (an unknown font, or nothing on it yet): the
-caller then drives the console blind, as before, and says so.
+caller then drives the console blind, as before, and says so. RECOVERY_SCREEN_FONTS (font files,
+separated by `:`) replaces FONT_PATHS: a guest's own console font can be added, and an empty value
+turns reading off.
 
 `news` turns two successive screens into the text that appeared between them, the way a serial
 console would have printed it, so the dialogue logic written for serial consoles reads a screen.
@@ -29,6 +31,7 @@ console would have printed it, so the dialogue logic written for serial consoles
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,10 +49,11 @@ FONT_PATHS = (
     Path("/usr/share/consolefonts/Lat15-Fixed16.psf.gz"),
     Path("/usr/share/fonts/X11/misc/6x13-ISO8859-1.pcf.gz"),
 )
-READABLE = 0.9  # share of a screen's non-blank cells that must be known glyphs
+READABLE = 0.9  # share of a screen's non-blank cells that must be known glyphs,
+POINTER_CELLS = 4  # or all but this many: a mouse pointer some servers draw into the screen hides a few
 NEAREST_LIMIT = 0.08  # a cell may differ from its glyph in this share of its pixels, at most
 _GRID_SAMPLE = 24  # non-blank cells, from the first text rows, that judge a grid origin
-_MIN_GLYPHS = 3  # a screen with fewer known characters does not prove a font
+_MIN_GLYPHS = 1  # a fresh shell shows only its prompt: `$` read exactly, in the only grid that reads it
 
 
 @dataclass(frozen=True)
@@ -263,8 +267,12 @@ def load_font(path: Path) -> Font:
     return load_pcf(path) if data[:4] == b"\x01fcp" else load_psf(path)
 
 
-def system_fonts(paths: Iterable[Path] = FONT_PATHS) -> list[Font]:
-    """The fonts in `paths` that are installed and load; the rest are skipped."""
+def system_fonts(paths: Iterable[Path] | None = None) -> list[Font]:
+    """The fonts in `paths` (default: RECOVERY_SCREEN_FONTS, else FONT_PATHS) that are installed and load;
+    the rest are skipped."""
+    if paths is None:
+        chosen = os.environ.get("RECOVERY_SCREEN_FONTS")
+        paths = FONT_PATHS if chosen is None else [Path(part) for part in chosen.split(os.pathsep) if part]
     fonts = []
     for path in paths:
         try:
@@ -338,13 +346,13 @@ class GlyphReader:
         grid = self._grids.get((frame.width, frame.height))
         if grid is not None:
             text = _read_grid(frame, mask, grid)
-            if text.unknown <= (1 - READABLE) * (text.known + text.unknown):
+            if _readable(text) or not text.unknown:  # a blank screen is read as blank
                 return text
         grid = self._find_grid(frame, mask)
         if grid is None:
             return None
         text = _read_grid(frame, mask, grid)
-        if text.known < _MIN_GLYPHS or text.unknown > (1 - READABLE) * (text.known + text.unknown):
+        if not _readable(text):
             return None
         self._grids[(frame.width, frame.height)] = grid
         return text
@@ -362,7 +370,7 @@ class GlyphReader:
             for dy in range(ch):
                 first = top - (top - dy) % ch  # the row of this phase holding the first ink
                 for dx in range(cw):
-                    scores = [score for y in range(first, min(first + 3 * ch, frame.height - ch + 1), ch)
+                    scores = [score for y in range(max(first, dy), min(first + 3 * ch, frame.height - ch + 1), ch)
                               if (score := _score(mask, width, layout, y, dx, width)) is not None]
                     if scores and (best is None or sum(scores) > best[0]):
                         grid_y = first % ch
@@ -371,13 +379,18 @@ class GlyphReader:
         return best[1] if best is not None else None
 
 
+def _readable(text: ScreenText) -> bool:
+    cells = text.known + text.unknown
+    return text.known >= max(_MIN_GLYPHS, text.unknown) and text.unknown <= max(POINTER_CELLS, (1 - READABLE) * cells)
+
+
 def _score(mask: bytes, width: int, layout: Layout, y: int, x0: int, limit: int) -> int | None:
     """Known minus unknown among the first _GRID_SAMPLE non-blank cells of the text row at (x0, y)."""
     cw, ch = layout.cell_width, layout.cell_height
     known = unknown = 0
     for x in range(x0, limit - cw + 1, cw):
         key = b"".join(mask[(y + row) * width + x:(y + row) * width + x + cw] for row in range(ch))
-        char = layout.keys.get(key)
+        char = layout.keys.get(key) or _cursor(key, cw)
         if char == " ":
             continue
         if char is None:

@@ -31,8 +31,15 @@ Typing never loses or changes a character:
   advertises scancodes too, but feeds X: it needs none of this.
 - On connecting, every key we type with is released: a connection cut mid-typing can leave one down.
 
-VNC carries no text back: `read` only services the connection and returns "". `screenshot` saves
-the screen as PNG, the evidence a VNC console can give.
+VNC carries pixels, not text: a `ScreenReader` (recovery.screen: exact glyph matching against the
+console fonts the system ships) reads them. On opening, the screen is read; if a font reads it,
+`has_output` is True and `read` returns the text that appeared on the screen since the last read
+(`recovery.screen.news`), as a serial console would have printed it, so `recovery.console` waits for
+prompts and reads markers as on a serial console. If no font reads it (an unknown font), `has_output`
+stays False and `read` only services the connection: `recovery.console` drives the console blind.
+The Cursor pseudo-encoding keeps the server from drawing the mouse pointer into the screen (x11vnc
+does otherwise), where it would hide characters. `screenshot` saves the screen as PNG, the evidence
+a VNC console can give, and the text read from it beside it (`.txt`, scrubbed).
 
 URLs (all Secrets: the token or password is in them):
 - `vnc://[:PASSWORD@]HOST[:PORT]`: plain TCP, port 5900 by default (libvirt, QEMU, Proxmox).
@@ -62,7 +69,8 @@ from urllib.parse import parse_qs, urlsplit
 from recovery.channels import connection_refusals
 from recovery.errors import ChannelClosed, ChannelError, ChannelTimeout, LoginRejected
 from recovery.files import write_atomic
-from recovery.redact import Secret, Text, masked_url, reveal
+from recovery.redact import Secret, Text, masked_url, reveal, scrub
+from recovery.screen import Frame, GlyphReader, ScreenReader, ScreenText, news
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,7 @@ SCREEN_QUIET = 0.5  # a screenshot waits until the screen has not changed for th
 SCREEN_SETTLE_LIMIT = 2.0  # or this long at most: a blinking cursor (QEMU's text mode) is never quiet
 MAX_PIXELS = 16 * 1024 * 1024  # a larger screen is no VM console (4K is 8.3 million): refused, not allocated
 MAX_TEXT = 4096  # bytes of a desktop name or refusal reason kept; the rest is skipped as it arrives
+SCREEN_READ_WAIT = 3.0  # on opening, seconds for the screen to show text a font reads (a console waking up)
 
 # RFB constants (RFC 6143), and QEMU's extension (qemu/docs/rfb: "QEMU Extended Key Event").
 _SYNC_SLOTS = 2 * SYNCS_IN_FLIGHT  # barrier k asks for pixel (k % _SYNC_SLOTS, 0)
@@ -89,6 +98,7 @@ _SEC_INVALID, _SEC_NONE, _SEC_VNC_AUTH = 0, 1, 2
 _ENC_RAW = 0
 _ENC_QEMU_EXT_KEY = -258
 _ENC_QEMU_LED_STATE = -261  # one byte: bit 0 Scroll Lock, bit 1 Num Lock, bit 2 Caps Lock
+_ENC_CURSOR = -239  # the pointer's shape comes apart, not drawn into the screen
 _LED_NUM_LOCK = 0x02
 _MSG_SET_PIXEL_FORMAT, _MSG_SET_ENCODINGS, _MSG_FB_REQUEST, _MSG_KEY_EVENT, _MSG_QEMU = 0, 2, 3, 4, 255
 _SRV_FB_UPDATE, _SRV_COLOURMAP, _SRV_BELL, _SRV_CUT_TEXT = 0, 1, 2, 3
@@ -299,10 +309,16 @@ class _WebSocketTransport:
 class VncChannel:
     """Implements `recovery.channels.Channel` for VNC consoles, plus `screenshot`."""
 
-    has_output = False  # the screen is pixels: recovery.console types blind and proves results by SSH
     takes_password = True
 
-    def __init__(self, url: Secret, *, password: Secret | None = None) -> None:
+    def __init__(self, url: Secret, *, password: Secret | None = None, reader: ScreenReader | None = None) -> None:
+        # True once the screen has been read on opening: recovery.console then waits for prompts and
+        # reads markers; False (no font reads the screen) and it types blind, proving results by SSH.
+        self.has_output = False
+        self._reader = reader
+        self.screen: ScreenText | None = None  # the screen as last read
+        self._seen: list[str] | None = None  # its lines, as `read` last reported them; None before the first
+        self._painted = False  # pixels arrived since the screen was last read (also while typing: barriers)
         self.url = url
         self._where = masked_url(url)
         self._endpoint = endpoint(url.reveal())
@@ -340,6 +356,28 @@ class VncChannel:
                  "scancodes (QEMU extended key events)" if self.qemu_keys else "keysyms",
                  "" if not self.slow_keyboard else ", typing acknowledged by the guest" if self.guest_acks
                  else ", the guest does not acknowledge keys: typing one key per barrier")
+        self._read_screen(deadline)
+
+    def _read_screen(self, deadline: float) -> None:
+        """Read the screen for up to SCREEN_READ_WAIT: `has_output` says whether a font read it."""
+        reader = self._reader if self._reader is not None else GlyphReader()
+        self._reader = reader
+        until = min(deadline, time.monotonic() + SCREEN_READ_WAIT)
+        with self._errors():
+            self._send(_update_request(0, 0, self.width, self.height))
+            self._await_update(max(until, time.monotonic() + SYNC_TIMEOUT))
+            while (text := reader.read(self.frame())) is None and time.monotonic() < until:
+                self._send(_update_request(0, 0, self.width, self.height, incremental=True))
+                try:
+                    self._await_update(until)
+                except TimeoutError:
+                    break
+        if text is None:
+            log.warning("VNC console %s: no font we know reads its screen; typing blind (after pauses), "
+                        "and the SSH login will be the only proof", self._where)
+            return
+        self.has_output, self.screen, self._seen = True, text, None
+        log.info("VNC console %s: reading the screen (%s, %d columns)", self._where, text.font, text.columns)
 
     def _connect(self, deadline: float) -> None:
         timeout = max(deadline - time.monotonic(), 0.1)
@@ -351,7 +389,8 @@ class VncChannel:
             self._handshake(deadline)
             self._handshake_done = True
             self._send(struct.pack(">B3x", _MSG_SET_PIXEL_FORMAT) + _PIXEL_FORMAT)
-            encodings = (_ENC_RAW, _ENC_QEMU_EXT_KEY, *((_ENC_QEMU_LED_STATE,) if self.slow_keyboard else ()))
+            encodings = (_ENC_RAW, _ENC_QEMU_EXT_KEY, _ENC_CURSOR,
+                         *((_ENC_QEMU_LED_STATE,) if self.slow_keyboard else ()))
             self._send(struct.pack(f">BxH{len(encodings)}i", _MSG_SET_ENCODINGS, len(encodings), *encodings))
             self._sync(deadline)
             self._send(self._release_all())
@@ -426,21 +465,49 @@ class VncChannel:
             self._settle(pending, time.monotonic() + SYNC_TIMEOUT)
 
     def read(self, timeout: float) -> str:
-        """Service the connection for `timeout` seconds; always "" (VNC carries no text).
+        """The text that appeared on the screen within `timeout` seconds ("" if none); always "" on a
+        screen no font reads (the connection is only serviced then).
 
         Raises:
             ChannelClosed: the server went away.
         """
         self._require()
         deadline = time.monotonic() + timeout
+        if self.has_output and (self._seen is None or self._painted):  # servers send only changes: what
+            text = self._screen_news()  # came with the answers to typing's barriers is read here
+            if text:
+                return text
         with self._errors():
             while (remaining := deadline - time.monotonic()) > 0:
+                if self.has_output:  # servers keep one request pending per client: asking again is free
+                    self._send(_update_request(0, 0, self.width, self.height, incremental=True))
                 try:
                     self._fill(1, time.monotonic() + remaining)
                 except TimeoutError:
                     break
                 self._dispatch(time.monotonic() + SYNC_TIMEOUT)
+                if self._painted and self.has_output:
+                    text = self._screen_news()
+                    if text:
+                        return text
         return ""
+
+    def _screen_news(self) -> str:
+        """Read the screen; the text new since the last read (`recovery.screen.news`)."""
+        assert self._reader is not None  # has_output is set only with a reader
+        self._painted = False
+        text = self._reader.read(self.frame())
+        if text is None:  # mid-change (a mode switch): the next update tells
+            return ""
+        self.screen = text
+        lines = text.lines
+        new = news(self._seen or [], lines)
+        self._seen = lines
+        return new
+
+    def frame(self) -> Frame:
+        """The screen as last received."""
+        return Frame(self.width, self.height, bytes(self._framebuffer))
 
     def close(self) -> None:
         transport, self._transport = self._transport, None
@@ -476,6 +543,8 @@ class VncChannel:
         rgb = bytearray(self.width * self.height * 3)
         rgb[0::3], rgb[1::3], rgb[2::3] = fb[2::4], fb[1::4], fb[0::4]
         write_atomic(path, png_bytes(self.width, self.height, bytes(rgb)))  # 0600, whatever the umask
+        if self.has_output and self._reader is not None and (text := self._reader.read(self.frame())) is not None:
+            write_atomic(path.with_suffix(".txt"), (scrub(text.text) + "\n").encode())
         return self.width, self.height
 
     # -- RFB ----------------------------------------------------------------------------------
@@ -645,11 +714,13 @@ class VncChannel:
                     self.qemu_keys = True
                 elif encoding == _ENC_QEMU_LED_STATE:
                     (self._leds,) = self._read(1, deadline)
+                elif encoding == _ENC_CURSOR:  # the pointer's pixels and mask: not the screen's
+                    self._skip(width * height * 4 + (width + 7) // 8 * height, deadline)
                 elif encoding == _ENC_RAW:  # read a row at a time: a rectangle may claim up to 17 GB
                     for row in range(height):
                         self._paint(x, y + row, self._read(width * 4, deadline))
                     self._updated.append((x, y, width, height))
-                    pixels = True
+                    pixels = self._painted = True
                 else:
                     raise ChannelError(f"the VNC server at {self._where} sent encoding {encoding}, "
                                        "which we did not ask for")

@@ -48,13 +48,15 @@ class InstallParams:
                              check=_download_url)
     sha256: str | None = doc("expected sha256 of the key line plus newline (publish.* output)", default=None)
     timeout: float | None = doc("seconds for the command to finish (default: console.command_timeout)", default=None)
-    facts: bool | None = doc(
+    facts: bool | Literal["compact"] | None = doc(
         "true: the command prints facts for the report; false: a command less than half as long without them, for a "
-        "console that shows no text (VNC); default: whether the console shows text", default=None)
+        "console that shows no text; compact: the short command plus the facts a report needs (backup, added, "
+        "checksum, exit) where the console shows text (a VNC screen that is read), none where it does not; "
+        "default: whether the console shows text", default=None)
 
 
 def _script(
-    params: InstallParams, nonce: str, *, facts: bool, run_tag: str | None = None
+    params: InstallParams, nonce: str, *, facts: bool | Literal["compact"], run_tag: str | None = None
 ) -> tuple[list[str | Secret], str]:
     from recovery.guest import build_install_script, heredoc_delimiter
     from recovery.steps.publish import key_bytes
@@ -88,7 +90,7 @@ def preview(params: InstallParams) -> list[str]:
 
     stand_in = InstallParams(key=key, url=url, sha256=None if key != params.key else params.sha256)
     nonce = "0" * 8
-    lines, delimiter = _script(stand_in, nonce, facts=params.facts is not False)
+    lines, delimiter = _script(stand_in, nonce, facts=True if params.facts is None else params.facts)
     return [str(line) for line in heredoc_command(lines, delimiter=delimiter, nonce=nonce)]
 
 
@@ -121,7 +123,9 @@ def install(ctx: StepContext, params: InstallParams) -> Outputs:
 
     session = ctx.require_console()
     nonce = secrets.token_hex(4)
-    facts = params.facts if params.facts is not None else session.channel.has_output
+    facts: bool | Literal["compact"] = session.channel.has_output if params.facts is None else params.facts
+    if facts == "compact" and not session.channel.has_output:
+        facts = False  # nobody could read them
     try:
         lines, delimiter = _script(params, nonce, facts=facts, run_tag=ctx.run_id)  # one backup per run
     except ValueError as exc:  # a URL or checksum that cannot be typed safely
@@ -131,23 +135,25 @@ def install(ctx: StepContext, params: InstallParams) -> Outputs:
     result = session.run_script(lines, delimiter=delimiter, nonce=nonce, timeout=timeout)
     _keep_typed(ctx, session.typed)
     session.typed.clear()
+    from recovery.steps.console import screenshot
+
+    screenshot(ctx, "after-install")  # a console with pixels (VNC) only: its evidence
     if result.status not in (None, 0):
         raise GuestCommandError(
             f"the command typed into the VM failed (exit {result.status}): {explain_exit(result.status)}",
             transcript_tail=session.tail(),
         )
-    if result.status is None or not facts:  # the script checks itself; the SSH login proves it
-        from recovery.steps.console import screenshot
-
-        screenshot(ctx, "after-install")
+    if result.status is None or facts is False:  # the script checks itself; the SSH login proves it
         ctx.report.vm_changes.append(
-            "typed the key install command; its result was not read back (VNC): proven by the SSH login"
+            "typed the key install command; its result was not read back (a VNC screen in a font no reader "
+            "knows: typed blind): proven by the SSH login"
             if result.status is None
             else "the key install command exited 0 (no facts asked for): proven by the SSH login"
         )
         return {"added": None, "backup": None, "before_sha256": None, "after_sha256": None}
     facts_seen = parse_report(result.output, nonce)
-    ctx.report.authorized_keys = {"before": facts_seen.before_summary(), "after": facts_seen.after_summary()}
+    if facts is True:  # the compact facts have no snapshots
+        ctx.report.authorized_keys = {"before": facts_seen.before_summary(), "after": facts_seen.after_summary()}
     if (sshd := facts_seen.sshd_summary()) is not None:
         ctx.report.authorized_keys["sshd"] = sshd  # ssh.verify names a key sshd never reads (diagnosis.key_lookup)
     if facts_seen.ssh_dir_created:

@@ -1,7 +1,12 @@
-"""A whole recovery through the lab's VNC console (x11vnc showing an xterm running login), via the CLI."""
+"""A whole recovery through the lab's VNC console (x11vnc showing an xterm running login), via the CLI.
+
+The screen is read (recovery.screen): login waits for its prompts, a wrong password ends the run at
+login, and the install command's facts come back. The tests check it was read, not fallen back on.
+"""
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 from collections.abc import Callable
@@ -43,11 +48,41 @@ def test_recovery_through_the_vnc_console(vnc_lab: lab.LabInfo, recover_vnc: Rec
     assert_recovered(info, workdir, result)
     report = report_of(workdir, result)
     install = next(record for record in report["timeline"] if record["id"] == "install")
-    print(f"VNC recovery: {elapsed:.1f} s in all, install step (typing ~1.5 KB) {install['seconds']:.1f} s")
-    assert any("not read back (VNC): proven by the SSH login" in change for change in report["vm_changes"])
+    print(f"VNC recovery: {elapsed:.1f} s in all, install step (typing ~1.8 KB) {install['seconds']:.1f} s")
+    assert "appended the new key to ~/.ssh/authorized_keys" in report["vm_changes"], "the facts were read"
+    assert any(change.startswith("backed up authorized_keys to ") for change in report["vm_changes"])
+    assert "key checksum on the VM: verified" in report["vm_changes"]
     for png in assert_screenshots(report):
         assert struct.unpack(">II", png[16:24]) == (1024, 768)
-    assert info.console_password().reveal() not in (workdir / "runs" / result.run_id / "report.md").read_text()
+    run = workdir / "runs" / result.run_id
+    screens = sorted(run.glob("screen-*.txt"))
+    assert [path.name.split("-", 2)[2] for path in screens] == ["before-login.txt", "after-login.txt",
+                                                                "after-install.txt"]
+    assert re.search(r"^RCV-[0-9a-f]{8}-0$", screens[-1].read_text(), re.MULTILINE), "the marker is on the screen"
+    password = info.console_password().reveal()
+    for written in run.rglob("*"):
+        if written.is_file() and written.suffix != ".png":
+            assert password not in written.read_text(errors="replace"), written
+
+
+def test_a_wrong_password_on_the_vnc_console_ends_the_run_at_login(
+    vnc_lab: lab.LabInfo, recover: Callable[..., Result], workdir: Path
+) -> None:
+    info = vnc_lab
+    before = lab.read_authorized_keys(info)
+    started = time.monotonic()
+    result = recover(info, console_url=info.vnc_console_url, playbook=VNC_PLAYBOOK, password="not-the-password")
+    elapsed = time.monotonic() - started
+    assert result.code == 1, result.stderr
+    assert "the console refused the password" in result.stderr
+    assert report_of(workdir, result)["failed_step"] == "login"
+    assert lab.read_authorized_keys(info) == before, "byte-identical"
+    transcript = (workdir / "runs" / result.run_id / "transcript.log").read_text()
+    typed = re.findall(r"^>>> (.*)$", transcript, re.MULTILINE)
+    assert typed[-1] == "<password>", typed  # nothing typed after it
+    assert "Login incorrect" in transcript
+    assert "not-the-password" not in transcript + result.stdout + result.stderr
+    print(f"VNC wrong password: the run ended {elapsed:.1f} s after it started")
 
 
 # On plain TCP the client's bytes are RFB KeyEvents (8 bytes each: type 4, down flag, 2 padding, keysym).

@@ -69,14 +69,14 @@ def test_dry_run_masks_the_console_token_and_changes_nothing(
     assert not (tmp_path / "runs").exists()
 
 
-def test_dry_run_of_the_vnc_playbook_shows_the_shorter_command_without_facts(
+def test_dry_run_of_the_vnc_playbook_shows_the_shorter_command_with_compact_facts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     vnc = ["-e", "console_url=vnc://127.0.0.1:5999", "-e", "ssh_host=127.0.0.1", "-e", "user=ops",
            "-e", "trust_first_use=true"]
     assert main(["run", str(VNC), "--dry-run", "--journal", str(tmp_path / "runs"), *vnc]) == 0
     out = capsys.readouterr().out
-    assert 'fail() { exit "$1"; }' in out
+    assert 'fact backup "$b"' in out
     assert "snapshot" not in out
     assert main(["run", str(SERIAL), "--dry-run", "--journal", str(tmp_path / "runs"), *DIRECT]) == 0
     assert "snapshot before" in capsys.readouterr().out

@@ -121,6 +121,14 @@ def test_a_font_file_that_is_no_font_is_skipped(tmp_path: Path) -> None:
     assert system_fonts([bogus, tmp_path / "missing.pcf.gz"]) == []
 
 
+def test_recovery_screen_fonts_chooses_the_fonts(monkeypatch: pytest.MonkeyPatch, fonts: list[Font]) -> None:
+    monkeypatch.setenv("RECOVERY_SCREEN_FONTS", "")
+    assert system_fonts() == []
+    assert GlyphReader().read(captured("qemu-vga-text-wrong-password")) is None
+    monkeypatch.setenv("RECOVERY_SCREEN_FONTS", f"{FONT_PATHS[0]}:/nonexistent/font.psf")
+    assert [font.name for font in system_fonts()] == ["iso01a-8x16"]
+
+
 def test_wrapped_rows_are_one_line() -> None:
     text = ScreenText(("a" * 10, "bc", "", "x $", "", ""), columns=10, font="f")
     assert text.lines == ["a" * 10 + "bc", "", "x $"]
