@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from paramiko import Channel
 
     from recovery.guest import GuestScript
+    from recovery.jump import JumpPool
     from recovery.keys import KeyPair
     from recovery.redact import Secret
 
@@ -98,11 +99,13 @@ class RemoteShell:
 
 @contextmanager
 def remote_shell(
-    target: SSHTarget, key: KeyPair, *, passphrase: Secret | None = None, timeout: float = 10.0
+    target: SSHTarget, key: KeyPair, *, passphrase: Secret | None = None, timeout: float = 10.0,
+    jump_pool: JumpPool | None = None,
 ) -> Iterator[RemoteShell]:
     """Log in to `target` with `key` and hand out a `RemoteShell`; logs out on exit.
 
-    Raises the `VerifyError` family (`recovery.verifier.connect`) for a login that fails.
+    Raises the `VerifyError` family (`recovery.verifier.connect`) for a login that fails. `jump_pool`
+    shares the jump host logins of a fleet (`recovery.jump.JumpPool`).
     """
-    with connect(target, key, passphrase=passphrase, timeout=timeout) as connection:
+    with connect(target, key, passphrase=passphrase, timeout=timeout, jump_pool=jump_pool) as connection:
         yield RemoteShell(connection, target)

@@ -27,6 +27,7 @@ from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED, KeyGene
 
 if TYPE_CHECKING:
     from recovery.hostkeys import KnownHosts, KnownHostsAppender
+    from recovery.jump import JumpHop
     from recovery.keys import KeyPair
     from recovery.revoke.engine import StolenKey
 
@@ -60,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     trust.add_argument("--known-hosts", type=Path, metavar="FILE", help="OpenSSH known_hosts file vouching for hosts")
     trust.add_argument("--accept-new", action="store_true",
                        help="accept the key of hosts not otherwise pinned, and add it to ~/.ssh/known_hosts")
+    parser.add_argument("--jump", metavar="USER@HOST:PORT[,...]",
+                        help="jump hosts (bastions) before every host, as ssh -J; one login to them for the whole run")
+    parser.add_argument("--jump-keys", metavar="PATH[,...]",
+                        help="private keys for the jump hosts, in the same order (default: the admin key)")
+    parser.add_argument("--jump-host-keys", metavar="SHA256:...[,...]",
+                        help="host key pins of the jump hosts, in the same order")
     parser.add_argument("--format", choices=("table", "json", "junit"), default="table", help="report format")
     parser.add_argument("--output", type=Path, metavar="FILE", help="write the report here (atomically), not stdout")
     parser.add_argument("--yes", action="store_true", help="with --cloud: delete Nova key pairs without asking")
@@ -94,6 +101,7 @@ def run_revoke(args: argparse.Namespace) -> int:
             stolen=stolen, admin_keys=admin_keys, all_users=args.all_users, dry_run=args.dry_run,
             max_changes=args.max_changes, timeout=args.timeout, concurrency=args.concurrency,
             stolen_private=stolen_private, known_hosts=known, accept_new=args.accept_new, record=record,
+            jumps=_jumps(args),
         )
         interrupted = False
         with _sigterm_as_interrupt():
@@ -148,6 +156,22 @@ def _stolen(args: argparse.Namespace) -> StolenKey:
     if value.startswith("MD5:"):
         return StolenKey(sha256="", md5=value)
     return StolenKey(sha256=value, md5="")
+
+
+def _jumps(args: argparse.Namespace) -> tuple[JumpHop, ...]:
+    """The --jump hops, each naming its user (user@host): the hosts behind may log in as different users."""
+    from recovery.jump import check_jump_inputs, parse_jumps
+
+    jump, keys, pins = args.jump or "", args.jump_keys or "", args.jump_host_keys or ""
+    if not jump and (keys or pins):
+        raise UsageError("--jump-keys and --jump-host-keys need --jump")
+    problem = check_jump_inputs(jump, keys, pins)
+    if problem is not None:
+        raise UsageError(f"--jump: {problem}")
+    try:
+        return parse_jumps(jump, keys=keys, host_keys=pins, trust_first_use=args.accept_new)
+    except ValueError as exc:
+        raise UsageError(f"--jump: {exc}") from exc
 
 
 def _admin_keys(paths: set[str]) -> dict[str, KeyPair]:
