@@ -129,13 +129,14 @@ def pack_initramfs(root: Path, archive: Path) -> None:
 
 
 def start_qemu(
-    kernel: Path, initrd: Path, serial: Path, display: int, *extra: str, stderr: int | IO[str] = subprocess.DEVNULL
+    kernel: Path, initrd: Path, serial: Path, display: int, *extra: str, stderr: int | IO[str] = subprocess.DEVNULL,
+    append: str = "console=ttyS0 quiet",
 ) -> subprocess.Popen[bytes]:
     """QEMU booting `kernel` with `initrd`: its serial port written to the file `serial`, its VNC server on
     127.0.0.1 at `display`, with the `extra` arguments (network); stop it with tests.processes.stop_child."""
     return subprocess.Popen(
         ["qemu-system-x86_64", "-m", "256", "-kernel", str(kernel), "-initrd", str(initrd),
-         "-append", "console=ttyS0 quiet", "-serial", f"file:{serial}", "-vnc", f"127.0.0.1:{display}",
+         "-append", append, "-serial", f"file:{serial}", "-vnc", f"127.0.0.1:{display}",
          *extra, "-monitor", "none", "-no-reboot"],
         stdout=subprocess.DEVNULL, stderr=stderr,
     )
@@ -152,13 +153,23 @@ def wait_for_text(path: Path, text: str, timeout: float) -> str:
     raise TimeoutError(f"{text!r} did not appear in {path} within {timeout:.0f} s; it ends: {content[-600:]!r}")
 
 
+# Kernel messages on the VGA console every KERNEL_NOISE seconds, printed wherever the cursor is (over a prompt).
+KERNEL_NOISE = 2
+NOISE_LOOP = f"(while sleep {KERNEL_NOISE}; do echo '<3>recovery-test: kernel noise' >/dev/kmsg; done) &\n"
+
+
 @contextmanager
-def running_vm(password: str = "vm-Passw0rd") -> Iterator[Vm]:
-    """Boot the VM and wait for its console and sshd; stops QEMU (by PID) afterwards."""
+def running_vm(password: str = "vm-Passw0rd", *, kernel_noise: bool = False) -> Iterator[Vm]:
+    """Boot the VM and wait for its console and sshd; stops QEMU (by PID) afterwards. With `kernel_noise`,
+    the kernel also prints to the VGA console, a message every KERNEL_NOISE seconds."""
     with tempfile.TemporaryDirectory(prefix="recovery-qemu-") as scratch:
         work = Path(scratch)
         found = parts()
         initrd, fingerprint = build_initramfs(work, password, found)
+        if kernel_noise:
+            init = work / "root" / "init"
+            init.write_text(init.read_text().replace("echo VM-READY", NOISE_LOOP + "echo VM-READY"))
+            pack_initramfs(work / "root", initrd)
         serial = work / "serial.log"
         display, ssh_port = free_vnc_display(), free_port()
         with (work / "qemu.log").open("w") as qemu_log:  # QEMU has its own copy
@@ -167,6 +178,7 @@ def running_vm(password: str = "vm-Passw0rd") -> Iterator[Vm]:
                 "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
                 "-device", "e1000,netdev=net0",
                 stderr=qemu_log,
+                append="console=tty0 console=ttyS0 quiet" if kernel_noise else "console=ttyS0 quiet",
             )
         try:
             wait_for_text(serial, "VM-READY", BOOT_TIMEOUT)

@@ -1,13 +1,18 @@
 """A whole recovery through QEMU's own VNC server (the console libvirt and Nova VMs have) into a real VM.
 
 The VM (tests/e2e/qemu_vm.py) runs under software emulation: busybox getty and login on its VGA
-console, OpenSSH's sshd behind a loopback port forward. QEMU feeds the guest keyboard one key event
-per 10 ms and drops what overflows, so this is where typing pace and the blind login really get
-tested; the same VM then takes every printable ASCII character, read back over SSH.
+console, OpenSSH's sshd behind a loopback port forward, and the kernel printing a message on the
+console every 2 s, over whatever prompt is there (a screen that keeps changing, with QEMU's blinking
+cursor). QEMU feeds the guest keyboard one key event per 10 ms and drops what overflows, so this is
+where typing pace gets tested. The screen is read (recovery.screen): the tests check it really was,
+that a wrong password ends the run at login, and that a reader with no font still recovers, blind.
+The same VM then takes every printable ASCII character, read back over SSH.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +21,7 @@ import pytest
 
 from recovery.console import ConsoleSession
 from recovery.redact import Secret
-from tests.e2e.conftest import VNC_PLAYBOOK, assert_screenshots, recovery
+from tests.e2e.conftest import VNC_PLAYBOOK, Result, assert_screenshots, recovery
 from tests.e2e.qemu_vm import Vm, running_vm
 from tests.e2e.test_recovery import report_of
 from tests.integration.vnc_fixture import PRINTABLE, opened
@@ -24,8 +29,22 @@ from tests.integration.vnc_fixture import PRINTABLE, opened
 
 @pytest.fixture(scope="module")
 def vm() -> Iterator[Vm]:
-    with running_vm() as machine:
+    with running_vm(kernel_noise=True) as machine:
         yield machine
+
+
+def recover(vm: Vm, workdir: Path, password: str, **env: str) -> Result:
+    return recovery(
+        "run", str(VNC_PLAYBOOK),
+        "-e", f"console_url={vm.vnc_url}",
+        "-e", "ssh_host=127.0.0.1",
+        "-e", f"ssh_port={vm.ssh_port}",
+        "-e", f"user={vm.user}",
+        "-e", f"host_key_fingerprint={vm.host_key_fingerprint}",
+        "--journal", str(workdir / "runs"),
+        env={"RECOVERY_CONSOLE_PASSWORD": password, "RECOVERY_KEYS_DIR": str(workdir / "keys"), **env},
+        timeout=400,
+    )
 
 
 def ssh_read(vm: Vm, private_key: Path, path: str) -> str:
@@ -40,25 +59,35 @@ def ssh_read(vm: Vm, private_key: Path, path: str) -> str:
         client.close()
 
 
-def test_recovery_through_qemus_vnc_console_into_a_real_vm(vm: Vm, workdir: Path) -> None:
-    result = recovery(
-        "run", str(VNC_PLAYBOOK),
-        "-e", f"console_url={vm.vnc_url}",
-        "-e", "ssh_host=127.0.0.1",
-        "-e", f"ssh_port={vm.ssh_port}",
-        "-e", f"user={vm.user}",
-        "-e", f"host_key_fingerprint={vm.host_key_fingerprint}",
-        "--journal", str(workdir / "runs"),
-        env={"RECOVERY_CONSOLE_PASSWORD": vm.password, "RECOVERY_KEYS_DIR": str(workdir / "keys")},
-        timeout=400,
-    )
+def test_a_wrong_password_ends_the_run_at_login_then_the_right_one_recovers(vm: Vm, workdir: Path) -> None:
+    started = time.monotonic()
+    refused = recover(vm, workdir, "not-the-password")
+    refused_after = time.monotonic() - started
+    assert refused.code == 1, refused.stderr
+    assert "the console refused the password" in refused.stderr
+    assert report_of(workdir, refused)["failed_step"] == "login"
+    transcript = (workdir / "runs" / refused.run_id / "transcript.log").read_text()
+    typed = re.findall(r"^>>> (.*)$", transcript, re.MULTILINE)
+    assert typed[-1] == "<password>", typed  # nothing typed after it
+
+    started = time.monotonic()
+    result = recover(vm, workdir, vm.password)
+    elapsed = time.monotonic() - started
     assert result.code == 0, result.stderr
     report = report_of(workdir, result)
     seconds = {record["id"]: record["seconds"] for record in report["timeline"]}
-    print(f"QEMU VNC recovery: login {seconds['login']:.1f} s, install {seconds['install']:.1f} s")
+    print(f"QEMU VNC: wrong password refused {refused_after:.1f} s after the start; recovery {elapsed:.1f} s "
+          f"(login {seconds['login']:.1f} s, install {seconds['install']:.1f} s)")
     key = report["keys"][0]
+    # Only this run's key: the refused run changed nothing (the VM had no authorized_keys).
     assert ssh_read(vm, Path(key["private_key_path"]), ".ssh/authorized_keys") == key["public_key"] + "\n"
+    assert "appended the new key to ~/.ssh/authorized_keys" in report["vm_changes"], "the screen was read"
+    assert "created ~/.ssh (0700)" in report["vm_changes"]
+    assert "key checksum on the VM: verified" in report["vm_changes"]
     assert_screenshots(report)
+    screens = sorted((workdir / "runs" / result.run_id).glob("screen-*.txt"))
+    assert len(screens) == 3
+    assert "login:" in screens[0].read_text()
     for written in (workdir / "runs" / result.run_id).rglob("*"):
         if written.is_file() and written.suffix != ".png":
             assert vm.password.encode() not in written.read_bytes(), written
@@ -74,3 +103,14 @@ def test_recovery_through_qemus_vnc_console_into_a_real_vm(vm: Vm, workdir: Path
     finally:
         channel.close()
     assert ssh_read(vm, Path(key["private_key_path"]), "typed.txt") == f"{PRINTABLE}\n{PRINTABLE[::-1]}\n"
+
+
+def test_a_screen_no_font_reads_is_driven_blind_and_still_recovers(vm: Vm, workdir: Path) -> None:
+    result = recover(vm, workdir, vm.password, RECOVERY_SCREEN_FONTS="")
+    assert result.code == 0, result.stderr
+    report = report_of(workdir, result)
+    assert any("typed blind" in change for change in report["vm_changes"]), report["vm_changes"]
+    assert not list((workdir / "runs" / result.run_id).glob("screen-*.txt"))
+    key = report["keys"][0]
+    lines = ssh_read(vm, Path(key["private_key_path"]), ".ssh/authorized_keys").splitlines()
+    assert lines.count(key["public_key"]) == 1
