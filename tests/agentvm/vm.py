@@ -260,6 +260,9 @@ def saved_vm() -> Iterator[SavedVm]:
         vm = _launch(boot, disk, host_key_fingerprint(image), old_key)
         try:
             wait_ready(vm, deadline=started + BOOT_TIMEOUT)
+            # Saved once the boot's jobs are done, so each copy resumes an idle guest, as on call.
+            vm.shell("systemctl is-system-running --wait >/dev/null", timeout=max(started + BOOT_TIMEOUT
+                                                                                  - time.monotonic(), 10))
             booted = time.monotonic()
             state = directory / "state"
             qmp = Qmp(vm.qmp_socket)
