@@ -264,3 +264,14 @@ def test_the_preflight_refuses_before_a_key_is_made(agent: str, user: str, probl
         check(playbook, inputs, {}, Config())
     assert problem in str(caught.value)
     assert len(caught.value.problems) == 1, caught.value.problems
+
+
+def test_the_dry_run_shows_the_command_and_the_script_it_would_feed_it() -> None:
+    from recovery.steps.agent import preview
+
+    lines = preview(AgentInstallParams(agent="unix:///run/qga.sock", user="debian", key="<not made yet>"))
+    assert lines[0] == "guest-exec through unix:///run/qga.sock: runuser -u debian -- /bin/sh <<script"
+    assert lines[1] == "PATH=/usr/local/bin:/usr/bin:/bin; export PATH"
+    assert lines[2] == "{"
+    assert lines[-1] == "} </dev/null"
+    assert any(line.startswith("k='ssh-ed25519 ") for line in lines)  # a stand-in key of the real shape
