@@ -1,7 +1,7 @@
 """`recovery revoke` across a fleet of real SSH logins on loopback, each with its own authorized_keys.
 
     .venv/bin/python benchmarks/revoke_fleet.py [--hosts 200] [--holding 0.5] [--concurrency 50]
-                                                [--rounds 3] [--stolen-key]          (root: it starts sshd)
+                                                [--rounds 3] [--stolen-key] [--bastion]   (root: it starts sshd)
 
 The fleet: one sshd per 16 ports in a private mount namespace whose /etc (an overlay) has a passwd listing --hosts
 users, each with its own home and authorized_keys (the admin key, one other key, and the stolen
@@ -11,6 +11,9 @@ real users are never seen. Each round re-seeds the files, then runs `recovery re
 process (JSON report), and checks every count is exact: the holding hosts `removed`, the others
 `clean`, the stolen key gone from exactly the holding files, every other line kept. With
 --stolen-key each host is also proven by a login with the stolen key (auth_rejected).
+
+With --bastion each round also runs through a jump host (one more sshd; a login to it per host,
+and a direct-tcpip channel through it) and prints the ratio to the direct run.
 
 Prints the median wall time, hosts per second, and whether the counts were exact. If `ansible` is
 on PATH, `ansible all -m authorized_key -a "... state=absent" -f 20` runs on the same fleet beside
@@ -50,6 +53,7 @@ class Fleet:
     host_key: str
     admin: KeyPair
     stolen: KeyPair
+    bastion_port: int
 
     def home(self, user: str) -> Path:
         return self.directory / "homes" / user
@@ -82,6 +86,9 @@ def fleet(hosts: int) -> Iterator[Fleet]:
         (directory / "homes").mkdir(mode=0o755)
         entries = [f"root:x:0:0:root:{directory / 'root'}:/bin/sh"]
         entries += [line for line in Path("/etc/passwd").read_text().splitlines() if line.startswith("sshd:")]
+        bastion_home = directory / "homes" / "bastion"
+        (bastion_home / ".ssh").mkdir(parents=True, mode=0o700)
+        entries.append(f"bastion:x:{FIRST_UID - 1}:{FIRST_UID - 1}::{bastion_home}:/bin/sh")
         for index, user in enumerate(users):
             home = directory / "homes" / user
             (home / ".ssh").mkdir(parents=True, mode=0o700)
@@ -95,11 +102,13 @@ def fleet(hosts: int) -> Iterator[Fleet]:
         key_path = directory / "host_key"
         public = commands.generate_key(key_path, comment="revoke-bench")
         ports = [processes.free_port() for _ in range(min(hosts, 4 * PORTS_PER_SSHD))]
+        bastion_port = processes.free_port()
         binary = commands.find_tool("sshd", "openssh-server")
-        for number, start in enumerate(range(0, len(ports), PORTS_PER_SSHD)):
+        groups = [ports[start:start + PORTS_PER_SSHD] for start in range(0, len(ports), PORTS_PER_SSHD)]
+        for number, group in enumerate([*groups, [bastion_port]]):
             config = directory / f"sshd_config_{number}"
             config.write_text("\n".join([
-                *(f"Port {port}" for port in ports[start:start + PORTS_PER_SSHD]),
+                *(f"Port {port}" for port in group),
                 "ListenAddress 127.0.0.1", f'HostKey "{key_path}"', "PidFile none",
                 "AuthorizedKeysFile .ssh/authorized_keys", "PasswordAuthentication no",
                 "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes yes", "LogLevel ERROR",
@@ -113,23 +122,28 @@ def fleet(hosts: int) -> Iterator[Fleet]:
             argv = ["/usr/bin/unshare", "--mount", "/bin/sh", "-c", OVERLAY_ETC, str(upper), str(work), binary, "-D",
                     "-f", str(config), "-E", str(log)]
             pids.append(processes.spawn(argv, log_path=log))
-        if not processes.poll_until(lambda: all(sshd.answers(port) for port in ports), 30.0):
+        if not processes.poll_until(lambda: all(sshd.answers(port) for port in [*ports, bastion_port]), 30.0):
             raise RuntimeError("the benchmark's sshd did not answer on every port")
         admin = generate_keypair(directory / "admin", comment="admin")
         stolen = generate_keypair(directory / "stolen", comment="stolen@laptop")
-        yield Fleet(directory, users, ports, commands.fingerprint(public), admin, stolen)
+        (bastion_home / ".ssh" / "authorized_keys").write_text(admin.public_line + "\n")
+        for path in (bastion_home, bastion_home / ".ssh", bastion_home / ".ssh" / "authorized_keys"):
+            os.chown(path, FIRST_UID - 1, FIRST_UID - 1)
+        yield Fleet(directory, users, ports, commands.fingerprint(public), admin, stolen, bastion_port)
     finally:
         for pid in pids:
             processes.stop(pid)
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def run_revoke(fleet: Fleet, concurrency: int, prove: bool) -> tuple[float, dict[str, str]]:
+def run_revoke(fleet: Fleet, concurrency: int, prove: bool, *, jump: bool = False) -> tuple[float, dict[str, str]]:
     argv = [sys.executable, "-m", "recovery", "revoke", "--public-key", str(fleet.stolen.public_path),
             "--inventory", str(fleet.inventory()), "--concurrency", str(concurrency), "--format", "json",
             "--timeout", "30"]
     if prove:
         argv += ["--stolen-key", str(fleet.stolen.private_path)]
+    if jump:  # every host through the bastion (which shares the fleet's host key)
+        argv += ["--jump", f"bastion@127.0.0.1:{fleet.bastion_port}", "--jump-host-keys", fleet.host_key]
     started = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
@@ -175,6 +189,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stolen-key", action="store_true", help="also prove each host with the stolen key")
+    parser.add_argument("--bastion", action="store_true", help="also revoke through a jump host, beside direct")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root: the benchmark starts sshd with its own passwd database", file=sys.stderr)
@@ -182,12 +197,17 @@ def main() -> int:
     ansible = shutil.which("ansible")
     with fleet(args.hosts) as hosts:
         holding = {user for index, user in enumerate(hosts.users) if index < round(args.holding * args.hosts)}
-        times, ansible_times, all_exact = [], [], True
+        times, bastion_times, ansible_times, all_exact = [], [], [], True
         for _ in range(args.rounds):
             hosts.seed(holding)
             seconds, statuses = run_revoke(hosts, args.concurrency, args.stolen_key)
             times.append(seconds)
             all_exact = all_exact and exact(hosts, holding, statuses)
+            if args.bastion:
+                hosts.seed(holding)
+                seconds, statuses = run_revoke(hosts, args.concurrency, args.stolen_key, jump=True)
+                bastion_times.append(seconds)
+                all_exact = all_exact and exact(hosts, holding, statuses)
             if ansible:
                 hosts.seed(holding)
                 ansible_times.append(run_ansible(hosts, ansible))
@@ -196,6 +216,9 @@ def main() -> int:
               f"{args.concurrency}{', proven with the stolen key' if args.stolen_key else ''}: median "
               f"{median:.2f} s over {args.rounds} rounds ({args.hosts / median:.0f} hosts/s); every count exact: "
               f"{'yes' if all_exact else 'NO'}")
+        if bastion_times:
+            through = statistics.median(bastion_times)
+            print(f"through one jump host: median {through:.2f} s, {through / median:.2f}x direct (goal: within 1.5x)")
         if ansible_times:
             other = statistics.median(ansible_times)
             print(f"ansible -m authorized_key state=absent -f 20: median {other:.2f} s; revoke is "

@@ -20,9 +20,8 @@ for all hops, or empty: the VM's key, and no pin).
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,21 +29,13 @@ from typing import TYPE_CHECKING
 from recovery.errors import ConnectionRefused, KeyGenerationError, VerifyError
 
 if TYPE_CHECKING:
-    from paramiko import Channel, Transport
+    from paramiko import Channel
 
     from recovery.keys import KeyPair
     from recovery.redact import Secret
-    from recovery.verifier import Connection
 
 __all__ = [
-    "JumpHop",
-    "JumpPool",
-    "check_jump",
-    "check_jump_inputs",
-    "check_jump_lists",
-    "check_jump_pins",
-    "parse_jumps",
-    "tunnel",
+    "JumpHop", "check_jump", "check_jump_inputs", "check_jump_lists", "check_jump_pins", "parse_jumps", "tunnel",
 ]
 
 _HOP = re.compile(
@@ -163,124 +154,54 @@ def check_jump_lists(values: Mapping[str, object]) -> list[str]:
     return [problem] if problem else []
 
 
-class JumpPool:
-    """Bastion logins shared by every VM reached through them: one login per chain of hops, not one per VM.
-
-    A fleet run behind one bastion then costs the bastion one SSH login (and the key exchange with it)
-    and a ``direct-tcpip`` channel per VM, as OpenSSH's ``ControlMaster`` would. Thread-safe: the first
-    worker to need a chain logs in while others needing the same chain wait for it. `close` logs out.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._chain_locks: dict[tuple[JumpHop, ...], threading.Lock] = {}
-        self._connections: dict[tuple[JumpHop, ...], Connection] = {}
-        self._stack = ExitStack()
-
-    def transport(
-        self, hops: tuple[JumpHop, ...], key: KeyPair, passphrase: Secret | None, timeout: float
-    ) -> Transport:
-        """The logged-in transport of the last hop of `hops`, made once and then shared.
-
-        Raises:
-            VerifyError family: the login to a hop failed (named after the hop), as `tunnel`.
-        """
-        with self._lock:
-            chain_lock = self._chain_locks.setdefault(hops, threading.Lock())
-        with chain_lock:
-            connection = self._connections.get(hops)
-            transport = connection.client.get_transport() if connection is not None else None
-            if transport is not None and transport.is_active():
-                return transport
-            with _named_after(hops[-1]):
-                connection = self._stack.enter_context(_login(hops, key, passphrase, timeout))
-                transport = connection.client.get_transport()
-                if transport is None:
-                    raise VerifyError(f"the SSH connection to {hops[-1].host}:{hops[-1].port} closed")
-            self._connections[hops] = connection
-            return transport
-
-    def close(self) -> None:
-        with self._lock:
-            self._connections.clear()
-            self._stack.close()
-
-
 @contextmanager
-def _named_after(hop: JumpHop) -> Iterator[None]:
-    """A hop's own failure, named after the hop (an earlier hop's is named already)."""
-    try:
-        yield
-    except VerifyError as exc:
-        if str(exc).startswith(PREFIX):
-            raise
-        raise type(exc)(f"{PREFIX}{hop.where}: {exc}") from exc
-    except KeyGenerationError as exc:  # the hop's key file cannot be read
-        raise VerifyError(f"{PREFIX}{hop.where}: {exc}") from exc
+def tunnel(
+    hops: tuple[JumpHop, ...], destination: tuple[str, int], key: KeyPair, *,
+    passphrase: Secret | None = None, timeout: float = 10.0,
+) -> Iterator[Channel]:
+    """A channel to `destination` through `hops` (the last hop opens it), for paramiko's ``sock=``.
 
+    The hops stay logged in until the `with` block ends. Errors raised inside the block are the
+    caller's (the VM's) and come out unchanged; a hop's own failure is named after the hop.
 
-def _login(
-    hops: tuple[JumpHop, ...], key: KeyPair, passphrase: Secret | None, timeout: float
-) -> AbstractContextManager[Connection]:
-    """The login to the last of `hops` (through the ones before it), with its own key or the VM's."""
+    Raises:
+        VerifyError family: a hop refused the login, its host key, or the channel to the next hop.
+    """
+    import paramiko
+
     from recovery.keys import load_keypair
     from recovery.verifier import SSHTarget, connect
 
     last = hops[-1]
     target = SSHTarget(last.host, last.port, last.user, host_key_fingerprint=last.host_key_fingerprint,
                        trust_first_use=last.trust_first_use, jumps=hops[:-1])
-    hop_key = load_keypair(Path(last.private_key_path).expanduser(), None) if last.private_key_path else key
-    return connect(target, hop_key, passphrase=None if last.private_key_path else passphrase, timeout=timeout)
-
-
-def _open(transport: Transport, last: JumpHop, destination: tuple[str, int], timeout: float) -> Channel:
-    import paramiko
-
-    try:
-        return transport.open_channel("direct-tcpip", destination, ("127.0.0.1", 0), timeout=timeout)
-    except paramiko.ChannelException as exc:
-        raise ConnectionRefused(
-            f"{PREFIX}{last.where}: {last.host}:{last.port} could not open a connection to "
-            f"{destination[0]}:{destination[1]} ({exc.text}): the VM is down, not listening, or the bastion may "
-            "not forward there (AllowTcpForwarding, PermitOpen)"
-        ) from exc
-    except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise VerifyError(f"{PREFIX}{last.where}: the connection to the jump host failed: {exc}") from exc
-
-
-@contextmanager
-def tunnel(
-    hops: tuple[JumpHop, ...], destination: tuple[str, int], key: KeyPair, *,
-    passphrase: Secret | None = None, timeout: float = 10.0, pool: JumpPool | None = None,
-) -> Iterator[Channel]:
-    """A channel to `destination` through `hops` (the last hop opens it), for paramiko's ``sock=``.
-
-    Without `pool` the hops are logged in for this channel alone, until the `with` block ends; with
-    it, the pool's shared login is used and stays. Errors raised inside the block are the caller's
-    (the VM's) and come out unchanged; a hop's own failure is named after the hop.
-
-    Raises:
-        VerifyError family: a hop refused the login, its host key, or the channel to the next hop.
-    """
-    last = hops[-1]
-    if pool is not None:
-        channel = _open(pool.transport(hops, key, passphrase, timeout), last, destination, timeout)
-        try:
-            yield channel
-        finally:
-            channel.close()
-        return
     caller_error: BaseException | None = None
-    with _named_after(last), _login(hops, key, passphrase, timeout) as connection:
-        transport = connection.client.get_transport()
-        if transport is None:
-            raise VerifyError(f"the SSH connection to {last.host}:{last.port} closed")
-        channel = _open(transport, last, destination, timeout)
-        try:
-            yield channel
-        except BaseException as exc:  # the VM's failure, raised again below, after the hop logged out
-            caller_error = exc
-        finally:
-            channel.close()
+    try:
+        hop_key = load_keypair(Path(last.private_key_path).expanduser(), None) if last.private_key_path else key
+        with connect(target, hop_key, passphrase=None if last.private_key_path else passphrase,
+                     timeout=timeout) as connection:
+            transport = connection.client.get_transport()
+            if transport is None:
+                raise VerifyError(f"the SSH connection to {last.host}:{last.port} closed")
+            try:
+                channel = transport.open_channel("direct-tcpip", destination, ("127.0.0.1", 0), timeout=timeout)
+            except paramiko.ChannelException as exc:
+                raise ConnectionRefused(
+                    f"{last.host}:{last.port} could not open a connection to {destination[0]}:{destination[1]} "
+                    f"({exc.text}): the VM is down, not listening, or the bastion may not forward there "
+                    "(AllowTcpForwarding, PermitOpen)"
+                ) from exc
+            try:
+                yield channel
+            except BaseException as exc:  # the VM's failure, raised again below, after the hop logged out
+                caller_error = exc
+            finally:
+                channel.close()
+    except VerifyError as exc:
+        if str(exc).startswith(PREFIX):  # an earlier hop, already named
+            raise
+        raise type(exc)(f"{PREFIX}{last.where}: {exc}") from exc
+    except KeyGenerationError as exc:  # the hop's key file cannot be read
+        raise VerifyError(f"{PREFIX}{last.where}: {exc}") from exc
     if caller_error is not None:
         raise caller_error

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from paramiko import Channel
 
     from recovery.guest import GuestScript
-    from recovery.jump import JumpPool
     from recovery.keys import KeyPair
     from recovery.redact import Secret
 
@@ -99,13 +98,11 @@ class RemoteShell:
 
 @contextmanager
 def remote_shell(
-    target: SSHTarget, key: KeyPair, *, passphrase: Secret | None = None, timeout: float = 10.0,
-    jump_pool: JumpPool | None = None,
+    target: SSHTarget, key: KeyPair, *, passphrase: Secret | None = None, timeout: float = 10.0
 ) -> Iterator[RemoteShell]:
     """Log in to `target` with `key` and hand out a `RemoteShell`; logs out on exit.
 
-    Raises the `VerifyError` family (`recovery.verifier.connect`) for a login that fails. `jump_pool`
-    shares the jump host logins of a fleet (`recovery.jump.JumpPool`).
+    Raises the `VerifyError` family (`recovery.verifier.connect`) for a login that fails.
     """
-    with connect(target, key, passphrase=passphrase, timeout=timeout, jump_pool=jump_pool) as connection:
+    with connect(target, key, passphrase=passphrase, timeout=timeout) as connection:
         yield RemoteShell(connection, target)

@@ -32,7 +32,7 @@ from recovery.keys import KeyPair
 if TYPE_CHECKING:
     from paramiko import Channel, PKey, SSHClient
 
-    from recovery.jump import JumpHop, JumpPool
+    from recovery.jump import JumpHop
     from recovery.redact import Secret
 
 __all__ = ["Connection", "ParamikoVerifier", "SSHTarget", "Verifier", "VerifyResult", "connect"]
@@ -93,13 +93,7 @@ class Verifier(Protocol):
 
 
 class ParamikoVerifier:
-    """`Verifier` over paramiko: one connection, one `id -un`, then close.
-
-    `jump_pool` shares the jump host logins between the verifications of a fleet (`recovery.jump.JumpPool`).
-    """
-
-    def __init__(self, *, jump_pool: JumpPool | None = None) -> None:
-        self.jump_pool = jump_pool
+    """`Verifier` over paramiko: one connection, one `id -un`, then close."""
 
     def verify(
         self,
@@ -134,7 +128,7 @@ class ParamikoVerifier:
         """
         started = time.monotonic()
         log.debug("verifying ssh login to %s@%s:%s with key %s", target.user, target.host, target.port, key.sha256)
-        with connect(target, key, passphrase=passphrase, timeout=timeout, jump_pool=self.jump_pool) as connection:
+        with connect(target, key, passphrase=passphrase, timeout=timeout) as connection:
             remote_user = _run_id(connection.client, target, timeout)
         check = connection.check
         where = f"{target.user}@{target.host}:{target.port}"
@@ -163,8 +157,7 @@ class Connection:
 
 @contextmanager
 def connect(
-    target: SSHTarget, key: KeyPair, *, passphrase: Secret | None = None, timeout: float = 10.0,
-    jump_pool: JumpPool | None = None,
+    target: SSHTarget, key: KeyPair, *, passphrase: Secret | None = None, timeout: float = 10.0
 ) -> Iterator[Connection]:
     """Log in to `target` with `key` alone (no agent, no ~/.ssh keys), the host key checked against the pin.
 
@@ -175,11 +168,7 @@ def connect(
     pins = [pin.strip() for pin in (target.host_key_fingerprint or "").split(",") if pin.strip()]
     check = HostKeyCheck(f"{target.host}:{target.port}", pins, trust_first_use=target.trust_first_use)
     pkey = _load_private_key(key, passphrase)
-    with (
-        _through_jumps(target, key, passphrase, timeout, jump_pool) as sock,
-        _map_errors(target),
-        _client(check) as client,
-    ):
+    with _through_jumps(target, key, passphrase, timeout) as sock, _map_errors(target), _client(check) as client:
         client.connect(
             hostname=target.host,
             port=target.port,
@@ -198,7 +187,7 @@ def connect(
 
 @contextmanager
 def _through_jumps(
-    target: SSHTarget, key: KeyPair, passphrase: Secret | None, timeout: float, pool: JumpPool | None
+    target: SSHTarget, key: KeyPair, passphrase: Secret | None, timeout: float
 ) -> Iterator[Channel | None]:
     """The channel through the jump hosts to `target`, or None to connect directly."""
     if not target.jumps:
@@ -206,8 +195,7 @@ def _through_jumps(
         return
     from recovery.jump import tunnel
 
-    with tunnel(target.jumps, (target.host, target.port), key, passphrase=passphrase, timeout=timeout,
-                pool=pool) as channel:
+    with tunnel(target.jumps, (target.host, target.port), key, passphrase=passphrase, timeout=timeout) as channel:
         yield channel
 
 

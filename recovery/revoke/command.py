@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     trust.add_argument("--accept-new", action="store_true",
                        help="accept the key of hosts not otherwise pinned, and add it to ~/.ssh/known_hosts")
     parser.add_argument("--jump", metavar="USER@HOST:PORT[,...]",
-                        help="jump hosts (bastions) before every host, as ssh -J; one login to them for the whole run")
+                        help="jump hosts (bastions) before every host, as ssh -J")
     parser.add_argument("--jump-keys", metavar="PATH[,...]",
                         help="private keys for the jump hosts, in the same order (default: the admin key)")
     parser.add_argument("--jump-host-keys", metavar="SHA256:...[,...]",

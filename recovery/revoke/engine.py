@@ -40,7 +40,7 @@ from recovery.guest import (
 if TYPE_CHECKING:
     from recovery.audit.model import Host
     from recovery.hostkeys import KnownHosts, KnownHostsAppender
-    from recovery.jump import JumpHop, JumpPool
+    from recovery.jump import JumpHop
     from recovery.keys import KeyPair
     from recovery.remote import RemoteShell
     from recovery.verifier import SSHTarget
@@ -103,7 +103,7 @@ class RevokeRequest:
     known_hosts: KnownHosts | None = None
     accept_new: bool = False
     record: KnownHostsAppender | None = None
-    jumps: tuple[JumpHop, ...] = ()  # the bastions before every host; one shared login to them (JumpPool)
+    jumps: tuple[JumpHop, ...] = ()  # the bastions before every host (a login to them per host)
 
 
 @dataclass(frozen=True)
@@ -162,10 +162,7 @@ def revoke_fleet(
     cleans up on hang-up). On KeyboardInterrupt the hosts not finished are reported as
     interrupted, in the list attached to the re-raised exception as ``partial``.
     """
-    from recovery.jump import JumpPool
-
     budget = _Budget(request.max_changes)
-    pool = JumpPool()
     results: dict[int, HostOutcome] = {}
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     finished: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -179,7 +176,7 @@ def revoke_fleet(
                 index = todo.get_nowait()
             except queue.Empty:
                 return
-            results[index] = _one_host(hosts[index], request, budget, pool)
+            results[index] = _one_host(hosts[index], request, budget)
             finished.put(index)
 
     for number in range(min(request.concurrency, len(hosts))):
@@ -197,7 +194,6 @@ def revoke_fleet(
         stop.set()
         exc.partial = _ordered(hosts, dict(results))  # type: ignore[attr-defined]
         raise
-    pool.close()  # not on Ctrl-C: workers may still hold its channels; the process ends anyway
     return _ordered(hosts, results)
 
 
@@ -208,18 +204,18 @@ def _ordered(hosts: Sequence[Host], results: dict[int, HostOutcome]) -> list[Hos
     ]
 
 
-def _one_host(host: Host, request: RevokeRequest, budget: _Budget, pool: JumpPool) -> HostOutcome:
+def _one_host(host: Host, request: RevokeRequest, budget: _Budget) -> HostOutcome:
     started = time.monotonic()
     outcome = HostOutcome(host.name, host.where, Status.CLEAN)
     if host.address is None:
         outcome.status, outcome.message = Status.NO_ADDRESS, "the inventory gives no address for this host"
         return outcome
     try:
-        _revoke_on(host, request, budget, outcome, pool)
+        _revoke_on(host, request, budget, outcome)
         if request.stolen_private is not None and not request.dry_run and outcome.status in (
             Status.CLEAN, Status.REMOVED
         ):
-            _prove(host, request, outcome, pool)
+            _prove(host, request, outcome)
     except VerifyError as exc:
         found = diagnosis.from_error(exc)
         outcome.status, outcome.message = found.failure.value, found.message
@@ -239,7 +235,7 @@ def _target(host: Host, request: RevokeRequest, user: str) -> SSHTarget:
                      trust_first_use=request.accept_new and not pins, jumps=request.jumps)
 
 
-def _revoke_on(host: Host, request: RevokeRequest, budget: _Budget, outcome: HostOutcome, pool: JumpPool) -> None:
+def _revoke_on(host: Host, request: RevokeRequest, budget: _Budget, outcome: HostOutcome) -> None:
     from recovery.remote import remote_shell
 
     target = _target(host, request, host.user)
@@ -247,7 +243,7 @@ def _revoke_on(host: Host, request: RevokeRequest, budget: _Budget, outcome: Hos
     for path in host.keys:
         admin = request.admin_keys[str(path)]
         try:
-            with remote_shell(target, admin, timeout=request.timeout, jump_pool=pool) as shell:
+            with remote_shell(target, admin, timeout=request.timeout) as shell:
                 if target.trust_first_use and request.record is not None:
                     server_key = shell.connection.client.get_transport().get_remote_server_key()  # type: ignore[union-attr]
                     request.record.add(target.host, target.port, f"{server_key.get_name()} {server_key.get_base64()}")
@@ -345,7 +341,7 @@ def _run(shell: RemoteShell, command: str, spec: RemoveSpec, timeout: float) -> 
     return parse_remove_report(result.output, nonce)
 
 
-def _prove(host: Host, request: RevokeRequest, outcome: HostOutcome, pool: JumpPool) -> None:
+def _prove(host: Host, request: RevokeRequest, outcome: HostOutcome) -> None:
     """Log in with the stolen key as every user whose file held it (and the login user): each must be rejected."""
     from recovery.verifier import ParamikoVerifier
 
@@ -353,8 +349,7 @@ def _prove(host: Host, request: RevokeRequest, outcome: HostOutcome, pool: JumpP
     users = dict.fromkeys([host.user, *(item.user for item in outcome.files if item.status == "removed")])
     for user in users:
         try:
-            ParamikoVerifier(jump_pool=pool).verify(_target(host, request, user), request.stolen_private,
-                                                    timeout=request.timeout)
+            ParamikoVerifier().verify(_target(host, request, user), request.stolen_private, timeout=request.timeout)
         except VerifyError as exc:
             outcome.proof = diagnosis.from_error(exc).failure.value
             if outcome.proof != "auth_rejected":
