@@ -452,3 +452,24 @@ def test_the_step_protects_the_proven_key_whatever_matches_it(tmp_path: Path) ->
     outputs = remove_step(ctx, RemoveParams(comments="stolen@laptop"))  # the proven key stays: fine
     assert outputs["removed"] == fingerprint(STOLEN)
     assert (home / ".ssh" / "authorized_keys").read_text() == f"{ADMIN}\n"
+
+
+class BlindShellConsole(ShellConsole):
+    """A console that shows no text (VNC read blind): the script runs, nothing comes back."""
+
+    has_output = False
+
+
+def test_on_a_blind_console_the_removal_is_typed_without_facts(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "authorized_keys").write_text(f"{ADMIN}\n{STOLEN}\n")
+    console = BlindShellConsole(home)
+    ctx = console_context(tmp_path, console)
+
+    outputs = remove_step(ctx, RemoveParams(keys=STOLEN))
+
+    assert outputs == {"status": None, "removed": None, "kept": None, "backup": None}
+    assert (home / ".ssh" / "authorized_keys").read_text() == f"{ADMIN}\n"
+    assert "fact() { :; }" in "\n".join(console.sent)
+    assert any("not read back" in change for change in ctx.report.vm_changes)
