@@ -362,7 +362,7 @@ class VncChannel:
         self._read_screen(deadline)
 
     def _read_screen(self, deadline: float) -> None:
-        """Read the screen for up to SCREEN_READ_WAIT while it changes: `has_output` says whether a font read it."""
+        """Read the screen for up to SCREEN_READ_WAIT: `has_output` says whether a font read it."""
         reader = self._reader if self._reader is not None else GlyphReader()
         self._reader = reader
         until = min(deadline, time.monotonic() + SCREEN_READ_WAIT)
@@ -371,8 +371,8 @@ class VncChannel:
             self._await_update(max(until, time.monotonic() + SYNC_TIMEOUT))
             while (text := reader.read(self.frame())) is None and time.monotonic() < until:
                 self._send(_update_request(0, 0, self.width, self.height, incremental=True))
-                try:  # a screen unchanged for SCREEN_QUIET will not become readable by waiting
-                    self._await_update(min(until, time.monotonic() + SCREEN_QUIET))
+                try:
+                    self._await_update(until)
                 except TimeoutError:
                     break
         if text is None:
@@ -497,10 +497,8 @@ class VncChannel:
         return ""
 
     def _take_following_updates(self) -> None:
-        """Handle the messages that follow within SCREEN_UPDATE_GAP of each other, for SCREEN_QUIET at most
-        (a screen that never stops changing is read as it is then)."""
-        until = time.monotonic() + SCREEN_QUIET
-        while time.monotonic() < until:
+        """Handle the messages that follow within SCREEN_UPDATE_GAP of each other."""
+        while True:
             try:
                 self._fill(1, time.monotonic() + SCREEN_UPDATE_GAP)
             except TimeoutError:
@@ -647,8 +645,6 @@ class VncChannel:
         self._send(events + self._events([(_NUM_LOCK, True), (_NUM_LOCK, False)]))
         try:
             while self._num_lock() != expected:
-                if time.monotonic() > deadline:  # screen updates keep coming, the light does not switch
-                    return False
                 self._dispatch(deadline)
         except TimeoutError:
             return False
@@ -700,8 +696,6 @@ class VncChannel:
         leave an incremental request pending) is no answer to a barrier.
         """
         while True:
-            if time.monotonic() > deadline:  # updates keep coming, none of them the answer
-                raise TimeoutError("no answer to a sync request")
             if self._dispatch(deadline):
                 answered = [index for index, x in enumerate(pending)
                             if any(y == 0 and h == 1 and rx <= x < rx + w for rx, y, w, h in self._updated)]
