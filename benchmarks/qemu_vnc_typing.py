@@ -75,14 +75,10 @@ def reading_accuracy(channel: VncChannel, typed: list[str]) -> tuple[int, int, f
     ms = (time.perf_counter() - started) * 1000
     shown = text.lines if text is not None else []
     right = total = 0
-    # Line by line from the bottom, where the last typed line is; the top one may be cut (scrolled off).
-    pairs = list(zip(reversed(typed), reversed(shown), strict=False))
-    for number, (line, seen) in enumerate(pairs):
-        line = line.rstrip()
-        if number == len(pairs) - 1 and line != seen and line.endswith(seen):
-            break
-        right += sum(a == b for a, b in zip(line, seen, strict=False))
-        total += len(line)
+    for line in typed[-len(shown):]:
+        if line.rstrip() in shown:
+            right += len(line.rstrip())
+        total += len(line.rstrip())
     return right, total, ms
 
 
