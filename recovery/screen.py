@@ -507,12 +507,9 @@ def news(seen: Sequence[str], now: Sequence[str]) -> str:
     """The text that turned the screen's lines `seen` into `now`, as a terminal would have printed it.
 
     The screen may have scrolled by any number of lines, and its last line grown (a prompt, then
-    what was typed at it): the smallest scroll that keeps every earlier line and extends the last
-    one wins. Else the last line was redrawn in place (an edit, `^C`): the smallest scroll that
-    keeps the lines before it, and the last line is new again. Else the screen was redrawn from
-    some line on (a cleared screen, a scroll too far to align): what follows the longest run of
-    `seen`'s last lines still on the screen is new, or all of it. So a line already reported is
-    reported again only when it was redrawn.
+    what was typed at it). The smallest scroll that keeps every earlier line and extends the last
+    one wins. When none does (a line was redrawn in place: a kernel message over a prompt, a
+    cleared screen), the lines from the first that changed are new, after a line break.
     """
     if list(now) == list(seen):
         return ""
@@ -521,15 +518,11 @@ def news(seen: Sequence[str], now: Sequence[str]) -> str:
     last = seen[-1]
     for shift in range(len(seen)):
         kept = len(seen) - shift - 1  # complete lines of `seen` still on the screen
-        if kept < len(now) and list(seen[shift:-1]) == list(now[:kept]) and now[kept].startswith(last):
+        if kept >= len(now):
+            continue
+        if list(seen[shift:-1]) == list(now[:kept]) and now[kept].startswith(last):
             return "\n".join([now[kept][len(last):], *now[kept + 1:]])
-    for shift in range(len(seen) - 1):
-        kept = len(seen) - shift - 1
-        if kept < len(now) and list(seen[shift:-1]) == list(now[:kept]):
-            return "\n" + "\n".join(now[kept:])
-    for run in range(min(len(seen), len(now)) - 1, 0, -1):
-        tail = list(seen[-run - 1:-1])  # complete lines only: the last one may have changed
-        for start in range(len(now) - run, -1, -1):
-            if list(now[start:start + run]) == tail:
-                return "\n" + "\n".join(now[start + run:])
-    return "\n" + "\n".join(now)
+    same = 0
+    while same < min(len(seen), len(now)) and seen[same] == now[same]:
+        same += 1
+    return "\n" + "\n".join(now[same:])

@@ -91,9 +91,6 @@ SCREEN_SETTLE_LIMIT = 2.0  # or this long at most: a blinking cursor (QEMU's tex
 MAX_PIXELS = 16 * 1024 * 1024  # a larger screen is no VM console (4K is 8.3 million): refused, not allocated
 MAX_TEXT = 4096  # bytes of a desktop name or refusal reason kept; the rest is skipped as it arrives
 SCREEN_READ_WAIT = 3.0  # on opening, seconds for the screen to show text a font reads (a console waking up)
-# After an update, more that follows within this many seconds is taken before the screen is read: QEMU
-# sends a scrolled screen in several updates, and a half-painted screen reads as lines redrawn.
-SCREEN_UPDATE_GAP = 0.05
 
 # RFB constants (RFC 6143), and QEMU's extension (qemu/docs/rfb: "QEMU Extended Key Event").
 _SYNC_SLOTS = 2 * SYNCS_IN_FLIGHT  # barrier k asks for pixel (k % _SYNC_SLOTS, 0)
@@ -490,20 +487,10 @@ class VncChannel:
                     break
                 self._dispatch(time.monotonic() + SYNC_TIMEOUT)
                 if self._painted and self.has_output:
-                    self._take_following_updates()
                     text = self._screen_news()
                     if text:
                         return text
         return ""
-
-    def _take_following_updates(self) -> None:
-        """Handle the messages that follow within SCREEN_UPDATE_GAP of each other."""
-        while True:
-            try:
-                self._fill(1, time.monotonic() + SCREEN_UPDATE_GAP)
-            except TimeoutError:
-                return
-            self._dispatch(time.monotonic() + SYNC_TIMEOUT)
 
     def _screen_news(self) -> str:
         """Read the screen; the text new since the last read (`recovery.screen.news`)."""

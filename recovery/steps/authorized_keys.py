@@ -62,12 +62,6 @@ def _script(
     from recovery.steps.publish import key_bytes
 
     expected = params.sha256 or hashlib.sha256(key_bytes(params.key)).hexdigest()
-    if facts == "compact" and params.url is None:  # a read screen: the short command (recovery.terse_install)
-        from recovery.terse_install import terse_install_script
-
-        terse = terse_install_script(params.key, sha256=expected, nonce=nonce, run_tag=run_tag)
-        if terse is not None:
-            return list(terse), heredoc_delimiter(nonce)
     script = build_install_script(
         params.key, sha256=expected, nonce=nonce, url=params.url, facts=facts, run_tag=run_tag
     )

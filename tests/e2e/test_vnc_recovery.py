@@ -48,7 +48,7 @@ def test_recovery_through_the_vnc_console(vnc_lab: lab.LabInfo, recover_vnc: Rec
     assert_recovered(info, workdir, result)
     report = report_of(workdir, result)
     install = next(record for record in report["timeline"] if record["id"] == "install")
-    print(f"VNC recovery: {elapsed:.1f} s in all, install step (typing ~1 KB) {install['seconds']:.1f} s")
+    print(f"VNC recovery: {elapsed:.1f} s in all, install step (typing ~1.8 KB) {install['seconds']:.1f} s")
     assert "appended the new key to ~/.ssh/authorized_keys" in report["vm_changes"], "the facts were read"
     assert any(change.startswith("backed up authorized_keys to ") for change in report["vm_changes"])
     assert "key checksum on the VM: verified" in report["vm_changes"]

@@ -146,8 +146,6 @@ def test_wrapped_rows_are_one_line() -> None:
         (["$ ls", "a b", "$"], ["$ ls", "a b", "$ clear"], " clear"),
         (["$ ls", "a b", "$ clear"], ["$"], "\n$"),  # cleared: all of it is new
         (["boot", "login: ops"], ["boot", "login: [  1.000000] eth0: up"], "\nlogin: [  1.000000] eth0: up"),
-        (["a", "b", "$ x"], ["a", "b", "$ ^C", "$"], "\n$ ^C\n$"),  # the last line redrawn: reported again
-        (["1", "2", "3", "Password:", "x"], ["Password:", "x", "y", "$"], "\ny\n$"),  # not the lines before it
     ],
 )
 def test_news_is_what_a_serial_console_would_have_printed(seen: list[str], now: list[str], expected: str) -> None:
