@@ -7,8 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FLOORS_VENV ?= .cache/floors-venv
 FLOORS_BIN := $(FLOORS_VENV)/bin
-APT_PACKAGES := openssh-server openssh-client util-linux login passwd busybox dash wget curl xvfb x11vnc xterm tigervnc-standalone-server xauth qemu-system-x86 cpio openssl debootstrap qemu-utils console-data console-setup-linux xfonts-base
-NEEDED_TOOLS := sshd ssh-keygen agetty login useradd busybox dash wget curl Xvfb x11vnc xterm Xtigervnc qemu-system-x86_64 cpio openssl debootstrap qemu-img
+APT_PACKAGES := openssh-server openssh-client util-linux login passwd busybox dash wget curl xvfb x11vnc xterm tigervnc-standalone-server xauth qemu-system-x86 cpio openssl debootstrap qemu-utils console-data console-setup-linux xfonts-base fish
+NEEDED_TOOLS := sshd ssh-keygen agetty login useradd busybox dash wget curl Xvfb x11vnc xterm Xtigervnc qemu-system-x86_64 cpio openssl debootstrap qemu-img fish
 
 .PHONY: demo test lint system-deps venv clean test-clouds test-vm test-agent-vm test-floors
 
