@@ -31,7 +31,7 @@ from pathlib import Path
 
 from recovery.audit.engine import HostTrust
 from recovery.audit.model import Host
-from recovery.hostkeys import KnownHosts
+from recovery.ssh.hostkeys import KnownHosts
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINtVjkJUVDUd+Fbp0qgMhRtJ8ZPi8GIvzL+uYs4XT/Ur"
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/readers.py
 
-Each input goes through what the CLI does with it: `recovery.readers.read_text`, then
+Each input goes through what the CLI does with it: `recovery.safety.readers.read_text`, then
 `compose_yaml` and the consumer (`parse_playbook`, `parse_inventory`). The hostile ones are
 the worst a size cap lets through: one flat list of single-digit items (the most YAML nodes per
 byte, stopped by the node budget), an alias bomb (stopped after a few aliases), and text full
@@ -27,10 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recovery import readers, templating
 from recovery.audit.inventory import HostDefaults, parse_inventory
+from recovery.engine import templating
+from recovery.engine.playbook import parse_playbook
 from recovery.errors import UsageError
-from recovery.playbook import parse_playbook
+from recovery.safety import readers
 
 ROOT = Path(__file__).resolve().parents[1]
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(

@@ -100,7 +100,7 @@ def main() -> int:
     startup = sorted(timed([sys.executable, "-m", "recovery", "--help"])[0] for _ in range(10))
     print(f"{'recovery --help start-up':34} {statistics.median(startup):8.3f} {startup[-1]:8.3f}")
     probe = (
-        "import sys, recovery.cli; heavy = ('paramiko', 'cryptography', 'websocket', 'openstack', 'yaml'); "
+        "import sys, recovery.cli.main; heavy = ('paramiko', 'cryptography', 'websocket', 'openstack', 'yaml'); "
         "print(sorted(m for m in heavy if m in sys.modules))"
     )
     heavy = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()

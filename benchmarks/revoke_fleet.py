@@ -36,8 +36,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from recovery.keys import KeyPair, generate_keypair
 from recovery.lab import commands, processes, sshd
+from recovery.ssh.keys import KeyPair, generate_keypair
 
 PORTS_PER_SSHD = 16
 OVERLAY_ETC = '/usr/bin/mount -t overlay overlay -o "lowerdir=/etc,upperdir=$0,workdir=$1" /etc && shift && exec "$@"'

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recovery.redact import Secret, scrub
+from recovery.safety.redact import Secret, scrub
 
 SECRET = "correct-horse-battery-staple"
 

@@ -1,6 +1,6 @@
 """recovery: get SSH access back to a VM through its console, safely and with proof.
 
-The public API is small on purpose, and the CLI (`recovery.cli`) stands on it:
+The public API is small on purpose, and the CLI (`recovery.cli.main`) stands on it:
 
 - `run(playbook, inputs, secrets, ...) -> RunReport` and `dry_run(...)`, in `recovery.api`;
 - `CancelToken` to stop a run from any thread, `RunInterrupted` for a Ctrl-C that reached one;
@@ -23,9 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from recovery.api import RunInterrupted, dry_run, run
-    from recovery.cancel import Cancelled, CancelToken
     from recovery.channels import Channel
-    from recovery.config import Config
+    from recovery.engine.cancel import Cancelled, CancelToken
+    from recovery.engine.config import Config
+    from recovery.engine.playbook import Playbook, load_playbook
+    from recovery.engine.preflight import PreflightError
+    from recovery.engine.report import RunReport
     from recovery.errors import (
         InternalError,
         JournalError,
@@ -34,11 +37,8 @@ if TYPE_CHECKING:
         StepError,
         UsageError,
     )
-    from recovery.playbook import Playbook, load_playbook
-    from recovery.preflight import PreflightError
     from recovery.publishers import Publisher
-    from recovery.redact import Secret
-    from recovery.report import RunReport
+    from recovery.safety.redact import Secret
 
 __all__ = [
     "PLAYBOOKS_DIR",
@@ -71,13 +71,13 @@ _HOMES = {
     "run": "recovery.api",
     "dry_run": "recovery.api",
     "RunInterrupted": "recovery.api",
-    "CancelToken": "recovery.cancel",
-    "Cancelled": "recovery.cancel",
+    "CancelToken": "recovery.engine.cancel",
+    "Cancelled": "recovery.engine.cancel",
     "Channel": "recovery.channels",
-    "Config": "recovery.config",
-    "Playbook": "recovery.playbook",
-    "load_playbook": "recovery.playbook",
-    "PreflightError": "recovery.preflight",
+    "Config": "recovery.engine.config",
+    "Playbook": "recovery.engine.playbook",
+    "load_playbook": "recovery.engine.playbook",
+    "PreflightError": "recovery.engine.preflight",
     "Publisher": "recovery.publishers",
     "InternalError": "recovery.errors",
     "JournalError": "recovery.errors",
@@ -85,8 +85,8 @@ _HOMES = {
     "RecoveryError": "recovery.errors",
     "StepError": "recovery.errors",
     "UsageError": "recovery.errors",
-    "Secret": "recovery.redact",
-    "RunReport": "recovery.report",
+    "Secret": "recovery.safety.redact",
+    "RunReport": "recovery.engine.report",
 }
 
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from recovery.cli import main
+from recovery.cli.main import main
 
 sys.exit(main())

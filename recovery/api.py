@@ -29,16 +29,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from recovery.cancel import CancelToken
 from recovery.cloud import cloud_to_use
-from recovery.config import Config
+from recovery.engine.cancel import CancelToken
+from recovery.engine.config import Config
+from recovery.engine.journal import STATUS_RUNNING, STATUS_SUCCEEDED, Journal
+from recovery.engine.playbook import Playbook, load_playbook, resolve_inputs
+from recovery.engine.preflight import PreflightError
+from recovery.engine.report import RunReport
+from recovery.engine.runner import Runner, RunRequest
 from recovery.errors import InternalError, JournalError, RecoveryError, UsageError
-from recovery.journal import STATUS_RUNNING, STATUS_SUCCEEDED, Journal
-from recovery.playbook import Playbook, load_playbook, resolve_inputs
-from recovery.preflight import PreflightError
-from recovery.redact import Secret, too_short_to_mask
-from recovery.report import RunReport
-from recovery.runner import Runner, RunRequest
+from recovery.safety.redact import Secret, too_short_to_mask
 
 __all__ = ["RunInterrupted", "dry_run", "dry_run_plan", "run"]
 
@@ -130,7 +130,7 @@ def dry_run(
     Raises:
         UsageError: as `run` would raise it before changing anything (the pre-flight included).
     """
-    from recovery.plan import render_plan
+    from recovery.engine.plan import render_plan
 
     config = config or Config()
     book = playbook if isinstance(playbook, Playbook) else load_playbook(Path(playbook))
@@ -149,12 +149,12 @@ def dry_run_plan(
     journal_root: Path | None = None,
     resume: str | None = None,
 ) -> dict[str, Any]:
-    """The plan `dry_run` shows, as one JSON-ready object for programs (`recovery.plan.plan_document`).
+    """The plan `dry_run` shows, as one JSON-ready object for programs (`recovery.engine.plan.plan_document`).
 
     Raises:
         UsageError: as `dry_run`.
     """
-    from recovery.plan import plan_document
+    from recovery.engine.plan import plan_document
 
     config = config or Config()
     book = playbook if isinstance(playbook, Playbook) else load_playbook(Path(playbook))

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from recovery.errors import CloudError, CloudUnavailable, ConfigError
-from recovery.redact import Secret, masked_url, register
+from recovery.safety.redact import Secret, masked_url, register
 
 if TYPE_CHECKING:
     from openstack.connection import Connection

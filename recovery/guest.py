@@ -66,7 +66,7 @@ from enum import IntEnum
 from typing import Literal
 
 from recovery.errors import GuestCommandError, KeyGenerationError
-from recovery.redact import MASK, Secret, reveal, scrub_all
+from recovery.safety.redact import MASK, Secret, reveal, scrub_all
 
 __all__ = [
     "KEY_TYPES",

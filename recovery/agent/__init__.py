@@ -17,7 +17,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from recovery.errors import AgentError
-from recovery.redact import Secret, Text, reveal
+from recovery.safety.redact import Secret, Text, reveal
 
 __all__ = ["AGENTS", "ExecResult", "GuestAgent", "agent_for", "agent_url_problem", "describe_agent"]
 

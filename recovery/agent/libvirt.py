@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from recovery.agent.qga import QgaAgent, error_from_reply
 from recovery.errors import AgentError
-from recovery.redact import Secret
+from recovery.safety.redact import Secret
 
 __all__ = ["LibvirtAgent", "VirshTransport"]
 

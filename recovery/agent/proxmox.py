@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from recovery.agent import ExecResult
 from recovery.errors import AgentError
-from recovery.redact import Secret
+from recovery.safety.redact import Secret
 
 __all__ = ["ProxmoxAgent"]
 

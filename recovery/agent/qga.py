@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 from recovery.agent import ExecResult
 from recovery.errors import AgentError
-from recovery.redact import Secret
+from recovery.safety.redact import Secret
 
 __all__ = ["QgaAgent", "Transport", "UnixSocketAgent", "UnixSocketTransport"]
 

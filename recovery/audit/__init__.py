@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from recovery.audit.engine import ENGINES, AuditKey, HostTrust, load_keys
     from recovery.audit.model import AuditReport, ConsoleAccess, Host, HostResult, Status
     from recovery.audit.render import FORMATS, render
-    from recovery.hostkeys import KnownHosts, KnownHostsAppender
+    from recovery.ssh.hostkeys import KnownHosts, KnownHostsAppender
 
 __all__ = [
     "ENGINES",
@@ -66,8 +66,8 @@ _HOMES = {
     "Status": "recovery.audit.model",
     "FORMATS": "recovery.audit.render",
     "render": "recovery.audit.render",
-    "KnownHosts": "recovery.hostkeys",
-    "KnownHostsAppender": "recovery.hostkeys",
+    "KnownHosts": "recovery.ssh.hostkeys",
+    "KnownHostsAppender": "recovery.ssh.hostkeys",
 }
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from recovery.audit.engine import AuditKey, HostTrust, choose_engine, load_keys, with_timeout
 from recovery.audit.model import AuditReport, ConsoleAccess, Host, HostResult
 from recovery.audit.scheduler import run_checks
-from recovery.cancel import CancelToken
+from recovery.engine.cancel import CancelToken
 from recovery.errors import UsageError
 
 __all__ = ["MAX_CONCURRENCY", "AuditInterrupted", "check"]

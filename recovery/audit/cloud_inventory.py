@@ -29,7 +29,7 @@ from recovery.errors import CloudError, UsageError
 
 if TYPE_CHECKING:
     from recovery.cloud import Server
-    from recovery.redact import Secret
+    from recovery.safety.redact import Secret
 
 __all__ = ["ConsoleProbe", "FleetCloud", "cloud_hosts", "compile_filter"]
 

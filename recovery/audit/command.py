@@ -36,8 +36,8 @@ from recovery.audit.remediate import InProcessPlaybookRunner, confirm_on_termina
 from recovery.audit.render import render, summary_line
 from recovery.audit.shard import parse_shard
 from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED, UsageError
-from recovery.files import make_dirs, write_atomic
-from recovery.hostkeys import KnownHosts, KnownHostsAppender
+from recovery.safety.files import make_dirs, write_atomic
+from recovery.ssh.hostkeys import KnownHosts, KnownHostsAppender
 
 __all__ = ["ENGINE_VARIABLE", "MAX_CONCURRENCY", "run_audit"]
 
@@ -46,7 +46,7 @@ ENGINE_VARIABLE = "RECOVERY_AUDIT_ENGINE"
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    """Run `recovery audit` as parsed by `recovery.cli`; returns the exit code.
+    """Run `recovery audit` as parsed by `recovery.cli.main`; returns the exit code.
 
     The checks are `recovery.audit.check`; this adds the flags, the inventory or
     cloud, the remediation, the report's file and the exit code.
@@ -196,7 +196,7 @@ def _open_cloud(name: str) -> FleetCloud:
 
 
 def _runner(args: argparse.Namespace) -> InProcessPlaybookRunner:
-    from recovery.config import load_config
+    from recovery.engine.config import load_config
 
     config = load_config(args.config)
     if args.cloud:

@@ -15,9 +15,9 @@ An engine drives one connection (`Session`: the key exchange, then one login per
 key); everything else is decided here, once, so that both engines judge a host
 alike: the deadline, resolving the name within it (`recovery.audit.resolve`),
 the TCP connection, telling a listener that is not an SSH server from one that
-hung up, the host key decision (`HostTrust`, `recovery.hostkeys`), the retry
+hung up, the host key decision (`HostTrust`, `recovery.ssh.hostkeys`), the retry
 with other host key types when a bare pin does not match, the key order, and
-the naming of every failure (`recovery.diagnosis`).
+the naming of every failure (`recovery.ssh.diagnosis`).
 
 The check stops once authentication succeeds: no session, no shell, no command.
 A login that authenticates is what "the key still works" means, and an hourly
@@ -49,13 +49,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
-from recovery import diagnosis
 from recovery.audit.model import Host, HostResult, Status
 from recovery.audit.resolve import ResolveFailed, resolve
-from recovery.diagnosis import Diagnosis, Failure
 from recovery.errors import HostKeyMismatch, KeyGenerationError, UsageError, VerifyError
-from recovery.hostkeys import Advice, HostKeyCheck, KnownHosts, KnownHostsAppender, KnownKey
-from recovery.keys import fingerprint_sha256
+from recovery.ssh import diagnosis
+from recovery.ssh.diagnosis import Diagnosis, Failure
+from recovery.ssh.hostkeys import Advice, HostKeyCheck, KnownHosts, KnownHostsAppender, KnownKey
+from recovery.ssh.keys import fingerprint_sha256
 
 __all__ = [
     "AUDIT_ADVICE",
@@ -153,7 +153,7 @@ def choose_engine(keys: Mapping[Path, AuditKey], trust: HostTrust, name: str = "
 class AuditKey:
     """A private key the audit logs in with: its path, its `SHA256:` fingerprint, its type, its bytes.
 
-    `key_type` is `ed25519` or `rsa` (`recovery.keys.KEY_TYPES`). The bytes are kept out
+    `key_type` is `ed25519` or `rsa` (`recovery.ssh.keys.KEY_TYPES`). The bytes are kept out
     of `repr`, so a key in a log line or a traceback shows only where it came from.
     """
 
@@ -164,14 +164,14 @@ class AuditKey:
 
 
 def load_keys(paths: Iterable[Path]) -> dict[Path, AuditKey]:
-    """Read each key once (`recovery.keys.load_keypair`: a `.pub` beside it, mode 0600, Ed25519 or RSA).
+    """Read each key once (`recovery.ssh.keys.load_keypair`: a `.pub` beside it, mode 0600, Ed25519 or RSA).
 
     An encrypted key is refused: an audit runs unattended, so it needs a key of
     its own without a passphrase, authorized for logins and nothing else.
 
     :raises UsageError: a key is missing, unreadable, encrypted, too open or mismatched.
     """
-    from recovery.keys import load_keypair
+    from recovery.ssh.keys import load_keypair
 
     keys = {}
     for path in dict.fromkeys(paths):

@@ -38,10 +38,10 @@ from pathlib import Path
 
 import yaml
 
-from recovery import readers
 from recovery.audit.model import Host
 from recovery.errors import Problem, UsageError, VerifyError
-from recovery.hostkeys import parse_pin
+from recovery.safety import readers
+from recovery.ssh.hostkeys import parse_pin
 
 __all__ = ["HostDefaults", "load_inventory", "parse_inventory"]
 

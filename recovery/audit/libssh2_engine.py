@@ -18,7 +18,6 @@ from typing import Protocol
 import ssh2.exceptions
 import ssh2.session
 
-from recovery import diagnosis
 from recovery.audit.engine import (
     AuditKey,
     CheckFailed,
@@ -29,7 +28,8 @@ from recovery.audit.engine import (
     handshake_failure,
 )
 from recovery.audit.model import Host, HostResult
-from recovery.diagnosis import Diagnosis, Failure
+from recovery.ssh import diagnosis
+from recovery.ssh.diagnosis import Diagnosis, Failure
 
 __all__ = ["Libssh2Engine"]
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
-from recovery.diagnosis import Failure
+from recovery.ssh.diagnosis import Failure
 
 __all__ = ["CONSOLE_KINDS", "AuditReport", "ConsoleAccess", "Host", "HostResult", "Remediation", "Status"]
 
@@ -25,7 +25,7 @@ CONSOLE_KINDS = ("serial", "novnc")
 class Status(StrEnum):
     """Each host's result. The values are a contract (JSON, JUnit, Prometheus labels).
 
-    Every `Failure` of `recovery.diagnosis` is a status of the same name; `ok`,
+    Every `Failure` of `recovery.ssh.diagnosis` is a status of the same name; `ok`,
     `no_address` (nothing to connect to) and `protocol_error` (something
     listens, but it does not speak SSH: a web server, a proxy, a wrong port)
     are the audit's own.

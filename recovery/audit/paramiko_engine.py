@@ -27,7 +27,6 @@ from pathlib import Path
 
 import paramiko
 
-from recovery import diagnosis
 from recovery.audit.engine import (
     AuditKey,
     CheckFailed,
@@ -38,6 +37,7 @@ from recovery.audit.engine import (
     handshake_failure,
 )
 from recovery.audit.model import Host, HostResult
+from recovery.ssh import diagnosis
 
 __all__ = ["ParamikoEngine"]
 

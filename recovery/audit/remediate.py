@@ -32,9 +32,9 @@ from recovery.audit.render import printable
 from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, RecoveryError, UsageError
 
 if TYPE_CHECKING:
-    from recovery.config import Config
-    from recovery.playbook import Playbook
-    from recovery.redact import Secret
+    from recovery.engine.config import Config
+    from recovery.engine.playbook import Playbook
+    from recovery.safety.redact import Secret
 
 __all__ = ["REMEDIABLE", "InProcessPlaybookRunner", "PlaybookRunner", "confirm_on_terminal", "remediate"]
 
@@ -105,7 +105,7 @@ class InProcessPlaybookRunner:
     """
 
     def __init__(self, playbook: Path, *, config: Config, journal_root: Path, network: str | None = None) -> None:
-        from recovery.playbook import load_playbook
+        from recovery.engine.playbook import load_playbook
 
         self.playbook: Playbook = load_playbook(playbook)
         self.config = config
@@ -158,7 +158,7 @@ class InProcessPlaybookRunner:
         """The host's `secrets:` files, and for the rest the environment or a prompt (read once per audit)."""
         import getpass
 
-        from recovery.sources import secret_values
+        from recovery.engine.sources import secret_values
 
         prompt = getpass.getpass if sys.stdin.isatty() else None
         if not host.secrets:
@@ -170,7 +170,7 @@ class InProcessPlaybookRunner:
 
     def run(self, result: HostResult) -> Remediation:
         import recovery.api
-        from recovery.report import exit_code, summary_line
+        from recovery.engine.report import exit_code, summary_line
 
         name = result.host.name
         try:

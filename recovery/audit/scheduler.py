@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from recovery.audit.model import Host, HostResult
-from recovery.cancel import CancelToken
+from recovery.engine.cancel import CancelToken
 
 __all__ = ["Outcome", "run_checks"]
 

@@ -1,7 +1,7 @@
 """Console and session channels: the keyboard and screen of a VM, whatever carries them.
 
 The boundary is five verbs and nothing else. Prompt handling, markers, redaction
-and the transcript sit above it in `recovery.console`, so every channel gets
+and the transcript sit above it in `recovery.channels.dialogue`, so every channel gets
 them for free. Channels are chosen by URL scheme from a registry of
 "module:Class" strings imported on first use, so that a heavy driver costs
 nothing until a playbook picks it.
@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from recovery.errors import ChannelError
-from recovery.redact import Secret, Text, masked_url, reveal
+from recovery.safety.redact import Secret, Text, masked_url, reveal
 
 
 class Channel(Protocol):
@@ -93,7 +93,7 @@ CHANNELS: dict[str, str] = {
 
 def channel_targets() -> dict[str, str]:
     """The built-in channels and those of installed plug-ins (entry point group `recovery.channels`)."""
-    from recovery.plugins import CHANNELS_GROUP, targets
+    from recovery.engine.plugins import CHANNELS_GROUP, targets
 
     return targets(CHANNELS_GROUP, CHANNELS)
 

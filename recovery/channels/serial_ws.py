@@ -17,7 +17,7 @@ from typing import Any
 
 from recovery.channels import connection_refusals
 from recovery.errors import ChannelClosed, ChannelError, ChannelTimeout
-from recovery.redact import Secret, Text, masked_url, reveal
+from recovery.safety.redact import Secret, Text, masked_url, reveal
 
 log = logging.getLogger(__name__)
 

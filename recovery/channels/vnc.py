@@ -31,12 +31,12 @@ Typing never loses or changes a character:
   advertises scancodes too, but feeds X: it needs none of this.
 - On connecting, every key we type with is released: a connection cut mid-typing can leave one down.
 
-VNC carries pixels, not text: a `ScreenReader` (recovery.screen: exact glyph matching against the
+VNC carries pixels, not text: a `ScreenReader` (recovery.channels.screen: exact glyph matching against the
 console fonts the system ships) reads them. On opening, the screen is read; if a font reads it,
 `has_output` is True and `read` returns the text that appeared on the screen since the last read
-(`recovery.screen.news`), as a serial console would have printed it, so `recovery.console` waits for
+(`recovery.channels.screen.news`), as a serial console would have printed it, so `recovery.channels.dialogue` waits for
 prompts and reads markers as on a serial console. If no font reads it (an unknown font), `has_output`
-stays False and `read` only services the connection: `recovery.console` drives the console blind.
+stays False and `read` only services the connection: `recovery.channels.dialogue` drives the console blind.
 The Cursor pseudo-encoding keeps the server from drawing the mouse pointer into the screen (x11vnc
 does otherwise), where it would hide characters. `screenshot` saves the screen as PNG, the evidence
 a VNC console can give, and the text read from it beside it (`.txt`, scrubbed).
@@ -67,10 +67,10 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from recovery.channels import connection_refusals
+from recovery.channels.screen import Frame, GlyphReader, ScreenReader, ScreenText, news
 from recovery.errors import ChannelClosed, ChannelError, ChannelTimeout, LoginRejected
-from recovery.files import write_atomic
-from recovery.redact import Secret, Text, masked_url, reveal, scrub
-from recovery.screen import Frame, GlyphReader, ScreenReader, ScreenText, news
+from recovery.safety.files import write_atomic
+from recovery.safety.redact import Secret, Text, masked_url, reveal, scrub
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +312,7 @@ class VncChannel:
     takes_password = True
 
     def __init__(self, url: Secret, *, password: Secret | None = None, reader: ScreenReader | None = None) -> None:
-        # True once the screen has been read on opening: recovery.console then waits for prompts and
+        # True once the screen has been read on opening: recovery.channels.dialogue then waits for prompts and
         # reads markers; False (no font reads the screen) and it types blind, proving results by SSH.
         self.has_output = False
         self._reader = reader
@@ -502,7 +502,7 @@ class VncChannel:
         return ""
 
     def _screen_news(self) -> str:
-        """Read the screen; the text new since the last read (`recovery.screen.news`)."""
+        """Read the screen; the text new since the last read (`recovery.channels.screen.news`)."""
         assert self._reader is not None  # has_output is set only with a reader
         self._painted = False
         text = self._reader.read(self.frame())

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from recovery.errors import LabError
 from recovery.lab.directory import move_exclusive
-from recovery.redact import scrub
+from recovery.safety.redact import scrub
 
 # Root's PATH in a container or CI job often lacks the sbin directories where
 # useradd, sshd and agetty live.

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from recovery.errors import LabError
-from recovery.files import write_atomic
 from recovery.lab.layout import Layout
 from recovery.lab.processes import alive, log_tail, poll_until, spawn
+from recovery.safety.files import write_atomic
 
 _SERIAL_PORT_SCRIPT = Path(__file__).with_name("serial_port.py")
 _PROMPT = b"login:"

@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from recovery.cli.hints import program
 from recovery.errors import LabError
-from recovery.files import write_atomic
-from recovery.hints import program
 from recovery.lab import console, processes, sshd, users, vnc
 from recovery.lab.commands import find_tool, fingerprint, generate_key
 from recovery.lab.directory import DIRECTORY_MODE, claim, create_exclusive, trusted
 from recovery.lab.layout import Layout
-from recovery.redact import Secret
+from recovery.safety.files import write_atomic
+from recovery.safety.redact import Secret
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recovery.hints import program
+from recovery.cli.hints import program
 from recovery.lab import vnc
 from recovery.lab.layout import Layout
 

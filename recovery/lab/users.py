@@ -21,7 +21,7 @@ from recovery.errors import LabError
 from recovery.lab.commands import find_tool, run
 from recovery.lab.directory import create_exclusive
 from recovery.lab.processes import kill_user_processes
-from recovery.redact import register
+from recovery.safety.redact import register
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
 from recovery.errors import ConfigError
-from recovery.redact import Secret
+from recovery.safety.redact import Secret
 
 __all__ = ["PUBLISHERS", "ClosingPublisher", "Published", "Publisher", "load_publisher_class"]
 
@@ -87,7 +87,7 @@ PUBLISHERS: dict[str, str] = {
     "s3": "recovery.publishers.s3:S3Publisher",
 }
 """Scheme → ``"module:Class"``; the module is imported only when the scheme is used. Plug-ins add
-theirs under the entry point group ``recovery.publishers`` (see `recovery.plugins`)."""
+theirs under the entry point group ``recovery.publishers`` (see `recovery.engine.plugins`)."""
 
 
 def load_publisher_class(scheme: str) -> type[Publisher]:
@@ -97,7 +97,7 @@ def load_publisher_class(scheme: str) -> type[Publisher]:
         ConfigError: the scheme is unknown (the message lists the known ones), or its
             module cannot be imported (typically an optional dependency is missing).
     """
-    from recovery.plugins import PUBLISHERS_GROUP, targets
+    from recovery.engine.plugins import PUBLISHERS_GROUP, targets
 
     every = targets(PUBLISHERS_GROUP, PUBLISHERS)
     try:

@@ -30,7 +30,7 @@ from typing import ClassVar
 
 from recovery.errors import ConfigError, PublishError
 from recovery.publishers import ClosingPublisher, Published
-from recovery.redact import MASK, Secret, register
+from recovery.safety.redact import MASK, Secret, register
 
 __all__ = ["LocalHTTPPublisher"]
 

@@ -42,7 +42,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from recovery.errors import ConfigError, PublishError, PublishUnavailable
 from recovery.publishers import ClosingPublisher, Published
-from recovery.redact import Secret, Text, masked_url, register, reveal, scrub
+from recovery.safety.redact import Secret, Text, masked_url, register, reveal, scrub
 
 __all__ = ["S3Publisher"]
 

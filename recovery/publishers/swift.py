@@ -56,7 +56,7 @@ from urllib.parse import parse_qs, quote, quote_plus, unquote, urlencode, urlspl
 
 from recovery.errors import ConfigError, PublishError, PublishUnavailable
 from recovery.publishers import ClosingPublisher, Published
-from recovery.redact import Secret, masked_url, register, scrub
+from recovery.safety.redact import Secret, masked_url, register, scrub
 
 if TYPE_CHECKING:
     from openstack.connection import Connection

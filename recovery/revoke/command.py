@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED, KeyGenerationError, UsageError
 
 if TYPE_CHECKING:
-    from recovery.hostkeys import KnownHosts, KnownHostsAppender
-    from recovery.jump import JumpHop
-    from recovery.keys import KeyPair
     from recovery.revoke.engine import StolenKey
+    from recovery.ssh.hostkeys import KnownHosts, KnownHostsAppender
+    from recovery.ssh.jump import JumpHop
+    from recovery.ssh.keys import KeyPair
 
 __all__ = ["MAX_CONCURRENCY", "add_arguments", "run_revoke"]
 
@@ -37,7 +37,7 @@ MAX_CONCURRENCY = 500
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `recovery revoke` (the parser itself is made by `recovery.cli`)."""
+    """The flags of `recovery revoke` (the parser itself is made by `recovery.cli.main`)."""
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--fingerprint", metavar="SHA256:...", help="the stolen key's fingerprint (SHA256 or MD5)")
     what.add_argument("--public-key", type=Path, metavar="FILE", help="the stolen key's public key (.pub)")
@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    """Run `recovery revoke` as parsed by `recovery.cli`; returns the exit code.
+    """Run `recovery revoke` as parsed by `recovery.cli.main`; returns the exit code.
 
     Raises:
         UsageError: flags, inventory or keys are unusable, or the stolen key is an admin key.
@@ -136,9 +136,9 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def _stolen(args: argparse.Namespace) -> StolenKey:
-    from recovery import readers
     from recovery.guest import normalize_fingerprint
     from recovery.revoke.engine import StolenKey
+    from recovery.safety import readers
 
     if args.public_key is not None:
         text = readers.read_text(args.public_key, what="public key", limit=64 * 1024)
@@ -160,7 +160,7 @@ def _stolen(args: argparse.Namespace) -> StolenKey:
 
 def _jumps(args: argparse.Namespace) -> tuple[JumpHop, ...]:
     """The --jump hops, each naming its user (user@host): the hosts behind may log in as different users."""
-    from recovery.jump import check_jump_inputs, parse_jumps
+    from recovery.ssh.jump import check_jump_inputs, parse_jumps
 
     jump, keys, pins = args.jump or "", args.jump_keys or "", args.jump_host_keys or ""
     if not jump and (keys or pins):
@@ -175,7 +175,7 @@ def _jumps(args: argparse.Namespace) -> tuple[JumpHop, ...]:
 
 
 def _admin_keys(paths: set[str]) -> dict[str, KeyPair]:
-    from recovery.keys import load_keypair
+    from recovery.ssh.keys import load_keypair
 
     keys = {}
     for path in sorted(paths):
@@ -189,7 +189,7 @@ def _admin_keys(paths: set[str]) -> dict[str, KeyPair]:
 
 
 def _stolen_private(path: Path, stolen: StolenKey) -> KeyPair:
-    from recovery.keys import load_keypair
+    from recovery.ssh.keys import load_keypair
 
     try:
         key = load_keypair(path, None)
@@ -203,8 +203,8 @@ def _stolen_private(path: Path, stolen: StolenKey) -> KeyPair:
 def _trust(
     args: argparse.Namespace, stack: contextlib.ExitStack
 ) -> tuple[KnownHosts | None, KnownHostsAppender | None]:
-    from recovery.files import make_dirs
-    from recovery.hostkeys import KnownHosts, KnownHostsAppender
+    from recovery.safety.files import make_dirs
+    from recovery.ssh.hostkeys import KnownHosts, KnownHostsAppender
 
     if args.accept_new:
         ssh_dir = Path(os.path.expanduser("~")) / ".ssh"
@@ -235,7 +235,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _write(text: str, output: Path | None) -> None:
-    from recovery.files import write_atomic
+    from recovery.safety.files import write_atomic
 
     if output is None:
         sys.stdout.write(text)

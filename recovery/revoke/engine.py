@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from recovery import diagnosis
 from recovery.errors import AuthRejected, GuestCommandError, VerifyError
 from recovery.guest import (
     KeyLine,
@@ -36,14 +35,15 @@ from recovery.guest import (
     key_blob,
     parse_remove_report,
 )
+from recovery.ssh import diagnosis
 
 if TYPE_CHECKING:
     from recovery.audit.model import Host
-    from recovery.hostkeys import KnownHosts, KnownHostsAppender
-    from recovery.jump import JumpHop
-    from recovery.keys import KeyPair
-    from recovery.remote import RemoteShell
-    from recovery.verifier import SSHTarget
+    from recovery.ssh.hostkeys import KnownHosts, KnownHostsAppender
+    from recovery.ssh.jump import JumpHop
+    from recovery.ssh.keys import KeyPair
+    from recovery.ssh.remote import RemoteShell
+    from recovery.ssh.verifier import SSHTarget
 
 __all__ = ["FileOutcome", "HostOutcome", "RevokeRequest", "Status", "StolenKey", "revoke_fleet"]
 
@@ -226,7 +226,7 @@ def _one_host(host: Host, request: RevokeRequest, budget: _Budget) -> HostOutcom
 
 
 def _target(host: Host, request: RevokeRequest, user: str) -> SSHTarget:
-    from recovery.verifier import SSHTarget
+    from recovery.ssh.verifier import SSHTarget
 
     pins = [host.host_key] if host.host_key else []
     if not pins and request.known_hosts is not None and host.address is not None:
@@ -236,7 +236,7 @@ def _target(host: Host, request: RevokeRequest, user: str) -> SSHTarget:
 
 
 def _revoke_on(host: Host, request: RevokeRequest, budget: _Budget, outcome: HostOutcome) -> None:
-    from recovery.remote import remote_shell
+    from recovery.ssh.remote import remote_shell
 
     target = _target(host, request, host.user)
     last_error: AuthRejected | None = None
@@ -343,7 +343,7 @@ def _run(shell: RemoteShell, command: str, spec: RemoveSpec, timeout: float) -> 
 
 def _prove(host: Host, request: RevokeRequest, outcome: HostOutcome) -> None:
     """Log in with the stolen key as every user whose file held it (and the login user): each must be rejected."""
-    from recovery.verifier import ParamikoVerifier
+    from recovery.ssh.verifier import ParamikoVerifier
 
     assert request.stolen_private is not None
     users = dict.fromkeys([host.user, *(item.user for item in outcome.files if item.status == "removed")])

@@ -19,14 +19,14 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from recovery import checks
 from recovery.agent import GuestAgent
-from recovery.config import Config
-from recovery.context import StepContext
+from recovery.engine import checks
+from recovery.engine.config import Config
+from recovery.engine.context import StepContext
+from recovery.engine.registry import Outputs, doc, step
+from recovery.engine.templating import Unknown
 from recovery.errors import AgentError, GuestCommandError, KeyGenerationError
-from recovery.redact import Secret, Text, scrub_all
-from recovery.registry import Outputs, doc, step
-from recovery.templating import Unknown
+from recovery.safety.redact import Secret, Text, scrub_all
 
 NO_AGENT = (
     "no guest agent to talk to: give -e agent=unix:///path/to/qga.sock (QEMU's agent socket), "
@@ -40,7 +40,7 @@ PROXMOX_NEEDS_CREDENTIAL = (
 
 
 def _public_key(value: str) -> str | None:
-    from recovery.keys import parse_public_line
+    from recovery.ssh.keys import parse_public_line
 
     try:
         parse_public_line(value)
@@ -56,7 +56,7 @@ def _agent_url(value: Text) -> str | None:
 
 
 def _agent_given(values: Mapping[str, object], config: Config) -> list[str]:
-    from recovery.redact import reveal
+    from recovery.safety.redact import reveal
 
     agent, token = values.get("agent"), values.get("token")
     if isinstance(agent, Unknown):
@@ -101,7 +101,7 @@ def preview(params: AgentInstallParams) -> list[str]:
     """The command the agent would run and the script on its stdin; the nonce and key differ on a real run."""
     from recovery.agent import describe_agent
     from recovery.guest import build_install_script
-    from recovery.redact import reveal
+    from recovery.safety.redact import reveal
     from recovery.steps.authorized_keys import PREVIEW_KEY
 
     key = params.key if _public_key(params.key) is None else PREVIEW_KEY
@@ -130,7 +130,7 @@ def install(ctx: StepContext, params: AgentInstallParams) -> Outputs:
     """Append the key to the user's authorized_keys through the VM's guest agent."""
     from recovery.agent import agent_for, describe_agent
     from recovery.guest import build_install_script, explain_exit, parse_report
-    from recovery.redact import reveal
+    from recovery.safety.redact import reveal
 
     if not params.agent:
         raise AgentError(NO_AGENT)
@@ -254,7 +254,7 @@ def _add_through_ssh_command(
 
 def _summary(keys: list[str]) -> dict[str, object]:
     """The report's authorized_keys snapshot from the key lines the agent read (no checksum, no modes)."""
-    from recovery.keys import fingerprint_sha256
+    from recovery.ssh.keys import fingerprint_sha256
 
     prints = []
     for line in keys:

@@ -10,23 +10,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from recovery import checks
-from recovery.config import Config
-from recovery.context import StepContext
+from recovery.engine import checks
+from recovery.engine.config import Config
+from recovery.engine.context import StepContext
+from recovery.engine.registry import Outputs, doc, step
+from recovery.engine.templating import Unknown
 from recovery.errors import GuestCommandError, JournalError, KeyGenerationError
-from recovery.jump import check_jump, check_jump_lists, check_jump_pins
-from recovery.redact import Secret
-from recovery.registry import Outputs, doc, step
-from recovery.templating import Unknown
+from recovery.safety.redact import Secret
+from recovery.ssh.jump import check_jump, check_jump_lists, check_jump_pins
 
 if TYPE_CHECKING:
     from recovery.guest import RemoveSpec
-    from recovery.keys import KeyPair
-    from recovery.verifier import SSHTarget
+    from recovery.ssh.keys import KeyPair
+    from recovery.ssh.verifier import SSHTarget
 
 
 def _public_key(value: str) -> str | None:
-    from recovery.keys import parse_public_line
+    from recovery.ssh.keys import parse_public_line
 
     try:
         parse_public_line(value)
@@ -76,7 +76,7 @@ PREVIEW_URL = Secret("https://published.invalid/new-key", "<URL from the publish
 
 def preview(params: InstallParams) -> list[str]:
     """The lines that would be typed, masked. The nonce, and a key not yet made, differ on a real run."""
-    from recovery.keys import parse_public_line
+    from recovery.ssh.keys import parse_public_line
 
     try:
         parse_public_line(params.key)
@@ -86,7 +86,7 @@ def preview(params: InstallParams) -> list[str]:
     url = params.url
     if url is not None and not url.reveal().startswith(("http://", "https://")):
         url = PREVIEW_URL
-    from recovery.console import heredoc_command
+    from recovery.channels.dialogue import heredoc_command
 
     stand_in = InstallParams(key=key, url=url, sha256=None if key != params.key else params.sha256)
     nonce = "0" * 8
@@ -312,7 +312,7 @@ def remove(ctx: StepContext, params: RemoveParams) -> Outputs:
 
     timeout = min(params.timeout or ctx.config.console.command_timeout, ctx.remaining())
     if params.via == "ssh":
-        from recovery.remote import remote_shell
+        from recovery.ssh.remote import remote_shell
 
         login_user = params.ssh_user or params.user or ""
         target, key = _ssh_login(params, login_user)
@@ -462,7 +462,7 @@ def _install_ssh_check(values: Mapping[str, object], config: Config) -> list[str
 def install_ssh(ctx: StepContext, params: InstallSSHParams) -> Outputs:
     """Append the key to ~/.ssh/authorized_keys over SSH, with a key that still logs in."""
     from recovery.guest import build_install_script, explain_exit, parse_report
-    from recovery.remote import remote_shell
+    from recovery.ssh.remote import remote_shell
     from recovery.steps.publish import key_bytes
 
     target, key = _ssh_login(params, params.user)
@@ -492,10 +492,10 @@ def install_ssh(ctx: StepContext, params: InstallSSHParams) -> Outputs:
 def _ssh_login(params: InstallSSHParams | RemoveParams, login_user: str) -> tuple[SSHTarget, KeyPair]:
     """The SSH target (jump hosts included) and the working key a `via: ssh` step logs in with."""
     from recovery.errors import HostKeyUnknown, StepError
-    from recovery.jump import parse_jumps
-    from recovery.keys import load_keypair
+    from recovery.ssh.jump import parse_jumps
+    from recovery.ssh.keys import load_keypair
+    from recovery.ssh.verifier import SSHTarget
     from recovery.steps.ssh import NO_PIN
-    from recovery.verifier import SSHTarget
 
     if not params.host or not params.private_key_path or not login_user:
         raise StepError("an SSH step needs host, private_key_path and a user")

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from recovery.cloud import NO_CLOUD, cloud_to_use
-from recovery.config import Config
-from recovery.context import StepContext
-from recovery.registry import Outputs, doc, step
+from recovery.engine.config import Config
+from recovery.engine.context import StepContext
+from recovery.engine.registry import Outputs, doc, step
 
 
 def cloud_named(values: Mapping[str, object], config: Config) -> list[str]:

@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from recovery import checks
-from recovery.config import Config
-from recovery.context import StepContext
+from recovery.engine import checks
+from recovery.engine.config import Config
+from recovery.engine.context import StepContext
+from recovery.engine.registry import Outputs, doc, step
+from recovery.engine.templating import Unknown
 from recovery.errors import StepError
-from recovery.redact import Secret, Text, masked_url
-from recovery.registry import Outputs, doc, step
-from recovery.templating import Unknown
+from recovery.safety.redact import Secret, Text, masked_url
 
 NO_URL = (
     "no console URL: give -e console_url=... (token included; or RECOVERY_CONSOLE_URL), "
@@ -71,7 +71,7 @@ def screenshot(ctx: StepContext, moment: str) -> None:
 def open_console(ctx: StepContext, params: OpenParams) -> Outputs:
     """Connect to the VM's console."""
     from recovery.channels import channel_for
-    from recovery.console import ConsoleSession
+    from recovery.channels.dialogue import ConsoleSession
 
     problem = _url_fits({"url": params.url, "kind": params.kind}, ctx.config)
     if problem or params.url is None:

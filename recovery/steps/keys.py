@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from recovery import checks
-from recovery.config import Config
-from recovery.context import StepContext
-from recovery.redact import Secret
-from recovery.registry import Outputs, doc, step
+from recovery.engine import checks
+from recovery.engine.config import Config
+from recovery.engine.context import StepContext
+from recovery.engine.registry import Outputs, doc, step
+from recovery.safety.redact import Secret
 
 
 def _path_free(values: Mapping[str, object], config: Config) -> list[str]:
@@ -50,7 +50,7 @@ class GenerateParams:
 )
 def generate(ctx: StepContext, params: GenerateParams) -> Outputs:
     """Generate a new key pair locally (private key 0600, never logged)."""
-    from recovery.keys import generate_keypair
+    from recovery.ssh.keys import generate_keypair
 
     # Absolute, so the report (and the ssh -i line it shows) works from any directory.
     path = (Path(params.path).expanduser() if params.path else ctx.config.keys.dir / ctx.run_id / f"id_{params.type}")

@@ -17,11 +17,11 @@ from datetime import timedelta
 from typing import Literal
 
 from recovery.cloud import NO_CLOUD, cloud_to_use
-from recovery.config import Config
-from recovery.context import StepContext
+from recovery.engine.config import Config
+from recovery.engine.context import StepContext
+from recovery.engine.registry import Outputs, doc, step
 from recovery.errors import StepError
 from recovery.publishers import Publisher
-from recovery.registry import Outputs, doc, step
 from recovery.steps.cloud import cloud_named
 
 PUBLISH_OUTPUTS = {
@@ -38,7 +38,7 @@ def key_bytes(public_key: str) -> bytes:
 
 
 def _check_key(public_key: str) -> None:
-    from recovery.keys import parse_public_line
+    from recovery.ssh.keys import parse_public_line
 
     parse_public_line(public_key)  # refuse to publish or type something that is not a key
 

@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from recovery.context import StepContext
+from recovery.engine.context import StepContext
+from recovery.engine.registry import Outputs, doc, step
 from recovery.errors import StepError
-from recovery.files import make_dirs, write_atomic
-from recovery.registry import Outputs, doc, step
+from recovery.safety.files import make_dirs, write_atomic
 
 # The report names hosts, users and key paths: the operator's to share, not every local user's.
 REPORT_MODE = 0o600

@@ -6,14 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from recovery import checks
-from recovery.config import Config
-from recovery.context import StepContext
+from recovery.engine import checks
+from recovery.engine.config import Config
+from recovery.engine.context import StepContext
+from recovery.engine.registry import Outputs, doc, step
+from recovery.engine.templating import Unknown
 from recovery.errors import AuthRejected, HostKeyUnknown, StepError
-from recovery.jump import JumpHop, check_jump, check_jump_lists, check_jump_pins, parse_jumps
-from recovery.redact import Secret
-from recovery.registry import Outputs, doc, step
-from recovery.templating import Unknown
+from recovery.safety.redact import Secret
+from recovery.ssh.jump import JumpHop, check_jump, check_jump_lists, check_jump_pins, parse_jumps
 
 NO_HOST = "no SSH address to verify: give -e ssh_host=..., or -e server=NAME with --cloud"
 NO_PIN = (
@@ -84,9 +84,9 @@ def _hops(params: VerifyParams) -> tuple[JumpHop, ...]:
 )
 def verify(ctx: StepContext, params: VerifyParams) -> Outputs:
     """Log in over SSH with the new key and run `id -un`."""
-    from recovery.diagnosis import rejected_by_key_lookup
-    from recovery.keys import load_keypair
-    from recovery.verifier import ParamikoVerifier, SSHTarget
+    from recovery.ssh.diagnosis import rejected_by_key_lookup
+    from recovery.ssh.keys import load_keypair
+    from recovery.ssh.verifier import ParamikoVerifier, SSHTarget
 
     if not params.host:
         raise StepError(NO_HOST)
@@ -160,8 +160,8 @@ class RejectedParams:
 )
 def rejected(ctx: StepContext, params: RejectedParams) -> Outputs:
     """Prove a key no longer logs in: the server must refuse it (auth_rejected), with its host key checked."""
-    from recovery.keys import load_keypair
-    from recovery.verifier import ParamikoVerifier, SSHTarget
+    from recovery.ssh.keys import load_keypair
+    from recovery.ssh.verifier import ParamikoVerifier, SSHTarget
 
     if not params.host_key_fingerprint and not params.trust_first_use:
         raise HostKeyUnknown(f"{params.host}:{params.port}: {NO_PIN}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from recovery import lab
-from recovery.keys import generate_keypair
+from recovery.ssh.keys import generate_keypair
 from tests.e2e.conftest import PLAYBOOK, recovery
 
 

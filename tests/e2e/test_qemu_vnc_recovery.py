@@ -4,7 +4,7 @@ The VM (tests/e2e/qemu_vm.py) runs under software emulation: busybox getty and l
 console, OpenSSH's sshd behind a loopback port forward, and the kernel printing a message on the
 console every 2 s, over whatever prompt is there (a screen that keeps changing, with QEMU's blinking
 cursor). QEMU feeds the guest keyboard one key event per 10 ms and drops what overflows, so this is
-where typing pace gets tested. The screen is read (recovery.screen): the tests check it really was,
+where typing pace gets tested. The screen is read (recovery.channels.screen): the tests check it really was,
 that a wrong password ends the run at login, and that a reader with no font still recovers, blind.
 The same VM then takes every printable ASCII character, read back over SSH.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from recovery.console import ConsoleSession
-from recovery.redact import Secret
+from recovery.channels.dialogue import ConsoleSession
+from recovery.safety.redact import Secret
 from tests.e2e.conftest import VNC_PLAYBOOK, Result, assert_screenshots, recovery
 from tests.e2e.qemu_vm import Vm, running_vm
 from tests.e2e.test_recovery import report_of

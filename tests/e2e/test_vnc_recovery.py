@@ -1,6 +1,6 @@
 """A whole recovery through the lab's VNC console (x11vnc showing an xterm running login), via the CLI.
 
-The screen is read (recovery.screen): login waits for its prompts, a wrong password ends the run at
+The screen is read (recovery.channels.screen): login waits for its prompts, a wrong password ends the run at
 login, and the install command's facts come back. The tests check it was read, not fallen back on.
 """
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from recovery.keys import KeyPair, generate_keypair
+from recovery.ssh.keys import KeyPair, generate_keypair
 from tests.integration.sshd_fixture import SSHServer, running_sshd
 from tests.integration.sshd_fleet import closed_port
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recovery import lab
-from recovery.keys import fingerprint_md5
+from recovery.ssh.keys import fingerprint_md5
 
 HOST = "127.0.0.1"
 

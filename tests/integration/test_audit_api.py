@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from recovery.audit import ENGINES, Host, HostTrust, Status, check
-from recovery.cancel import CancelToken
-from recovery.keys import KeyPair, generate_keypair
+from recovery.engine.cancel import CancelToken
+from recovery.ssh.keys import KeyPair, generate_keypair
 from tests.integration.sshd_fixture import HOST, SSHServer
 from tests.integration.sshd_fleet import tarpit
 
@@ -34,7 +34,7 @@ class NoSsh2(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, NoSsh2())
-from recovery.cli import main
+from recovery.cli.main import main
 code = main(sys.argv[1:])
 assert "ssh2" not in sys.modules, "ssh2 was imported after all"
 sys.exit(code)

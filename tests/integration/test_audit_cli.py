@@ -15,7 +15,7 @@ from xml.etree import ElementTree
 import pytest
 
 from recovery.audit.engine import ENGINES
-from recovery.keys import KeyPair
+from recovery.ssh.keys import KeyPair
 from tests.integration.sshd_fixture import HOST, SSHServer
 from tests.integration.sshd_fleet import Tarpit, known_hosts_line, tarpit
 from tests.processes import stop_child

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from recovery.cli import main
-from recovery.keys import KeyPair
+from recovery.cli.main import main
+from recovery.ssh.keys import KeyPair
 from tests.cloud.nova_fixture import NovaCloud, NovaServerSpec, running_nova
 from tests.integration.sshd_fixture import SSHServer
 from tests.integration.sshd_fleet import ExtraSSHD, extra_sshd

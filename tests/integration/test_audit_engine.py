@@ -22,8 +22,8 @@ import pytest
 from recovery.audit.engine import ENGINES, HostTrust, choose_engine, load_keys, with_timeout
 from recovery.audit.model import Host, HostResult, Status
 from recovery.audit.scheduler import run_checks
-from recovery.hostkeys import KnownHosts, KnownHostsAppender
-from recovery.keys import KeyPair, generate_keypair
+from recovery.ssh.hostkeys import KnownHosts, KnownHostsAppender
+from recovery.ssh.keys import KeyPair, generate_keypair
 from tests.integration.sshd_fixture import HOST, SSHServer
 from tests.integration.sshd_fleet import (
     ExtraSSHD,

@@ -29,9 +29,9 @@ import websocket
 from recovery import lab
 from recovery.cloud import OpenStackCloud, Server, connect
 from recovery.errors import CloudError, CloudUnavailable, ConfigError
-from recovery.keys import fingerprint_md5, generate_keypair
 from recovery.lab.processes import free_port
-from recovery.redact import Secret, scrub
+from recovery.safety.redact import Secret, scrub
+from recovery.ssh.keys import fingerprint_md5, generate_keypair
 from tests.cloud.nova_fixture import NovaCloud, NovaServerSpec, running_nova
 
 pytestmark = [

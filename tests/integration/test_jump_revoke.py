@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from recovery.cli import main
-from recovery.keys import generate_keypair
+from recovery.cli.main import main
+from recovery.ssh.keys import generate_keypair
 from tests.integration.sshd_fixture import running_sshd
 from tests.integration.test_jump_sshd import JUMP_KEYS, bastion
 

@@ -17,17 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from recovery.config import Config
-from recovery.context import SharedState, StepContext
+from recovery.engine.config import Config
+from recovery.engine.context import SharedState, StepContext
+from recovery.engine.journal import Journal
+from recovery.engine.report import RunReport
 from recovery.errors import AuthRejected, ConnectionRefused, HostKeyMismatch
-from recovery.journal import Journal
-from recovery.jump import parse_jumps
-from recovery.keys import KeyPair, generate_keypair
 from recovery.lab import commands, processes, sshd
-from recovery.remote import remote_shell
-from recovery.report import RunReport
+from recovery.ssh.jump import parse_jumps
+from recovery.ssh.keys import KeyPair, generate_keypair
+from recovery.ssh.remote import remote_shell
+from recovery.ssh.verifier import ParamikoVerifier, SSHTarget
 from recovery.steps.ssh import VerifyParams, verify
-from recovery.verifier import ParamikoVerifier, SSHTarget
 from tests.integration.sshd_fixture import SSHServer, running_sshd
 
 JUMP_KEYS = ".ssh/jump_keys"

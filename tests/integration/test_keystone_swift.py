@@ -23,7 +23,7 @@ import pytest
 
 from recovery import __version__
 from recovery.cloud import ENVVARS_CLOUD, cloud_to_use, connect
-from recovery.config import Config
+from recovery.engine.config import Config
 from recovery.publishers.swift import SwiftPublisher
 from recovery.steps.cloud import cloud_named
 from tests.cloud.keystone_fixture import REGION, KeystoneServer, running_keystone, running_swift_with_keystone

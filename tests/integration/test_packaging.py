@@ -53,7 +53,7 @@ def test_the_wheel_carries_every_module_and_playbook_and_finds_them_installed(tm
     # Run from elsewhere, so neither the source tree nor its editable install can stand in.
     env = {**os.environ, "PYTHONPATH": str(target)}
     installed = subprocess.run(
-        [sys.executable, "-c", "import recovery.cli as cli; print(cli.PLAYBOOKS_DIR)"],
+        [sys.executable, "-c", "import recovery.cli.main as cli; print(cli.PLAYBOOKS_DIR)"],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
     ).stdout.strip()
     assert Path(installed) == target / "recovery" / "playbooks"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from recovery.cli import main
-from recovery.keys import KeyPair, generate_keypair
+from recovery.cli.main import main
 from recovery.lab import commands, processes, sshd
+from recovery.ssh.keys import KeyPair, generate_keypair
 
 ALICE, BOB = 65534, 65533
 OVERLAY_ETC = '/usr/bin/mount -t overlay overlay -o "lowerdir=/etc,upperdir=$0,workdir=$1" /etc && shift && exec "$@"'

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from recovery.cli import main
+from recovery.cli.main import main
 from recovery.errors import VerifyError
-from recovery.keys import KeyPair, generate_keypair
-from recovery.verifier import ParamikoVerifier, SSHTarget
+from recovery.ssh.keys import KeyPair, generate_keypair
+from recovery.ssh.verifier import ParamikoVerifier, SSHTarget
 from tests.integration.sshd_fixture import SSHServer, running_sshd
 from tests.integration.sshd_fleet import closed_port
 

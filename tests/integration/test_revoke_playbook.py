@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from recovery.cli import main
+from recovery.cli.main import main
 from recovery.errors import AuthRejected
-from recovery.keys import KeyPair, generate_keypair, load_keypair
-from recovery.verifier import ParamikoVerifier, SSHTarget
+from recovery.ssh.keys import KeyPair, generate_keypair, load_keypair
+from recovery.ssh.verifier import ParamikoVerifier, SSHTarget
 from tests.integration.sshd_fixture import SSHServer, running_sshd
 
 PLAYBOOK = Path(__file__).parents[2] / "playbooks" / "replace-stolen-key.yaml"

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from recovery.config import Config
-from recovery.context import SharedState, StepContext
+from recovery.engine.config import Config
+from recovery.engine.context import SharedState, StepContext
+from recovery.engine.journal import Journal
+from recovery.engine.report import RunReport
 from recovery.errors import AuthRejected, GuestCommandError, HostKeyMismatch
-from recovery.journal import Journal
-from recovery.keys import KeyPair, generate_keypair
-from recovery.report import RunReport
+from recovery.ssh.keys import KeyPair, generate_keypair
+from recovery.ssh.verifier import ParamikoVerifier, SSHTarget
 from recovery.steps.authorized_keys import RemoveParams, remove
-from recovery.verifier import ParamikoVerifier, SSHTarget
 from tests.integration.sshd_fixture import SSHServer, running_sshd
 
 

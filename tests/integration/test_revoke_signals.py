@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from recovery.keys import generate_keypair
+from recovery.ssh.keys import generate_keypair
 from tests.integration.sshd_fleet import closed_port, tarpit
 
 PIN = "SHA256:" + "A" * 43

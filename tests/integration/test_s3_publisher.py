@@ -25,7 +25,7 @@ import pytest
 from recovery.errors import ConfigError, PublishError, PublishUnavailable
 from recovery.publishers import load_publisher_class
 from recovery.publishers.s3 import S3Publisher
-from recovery.redact import Secret
+from recovery.safety.redact import Secret
 from tests.cloud.swift_fixture import SwiftCluster, running_swift
 
 KEY_LINE = b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv0bqZ8Y1jW3oQ recovery-test\n"

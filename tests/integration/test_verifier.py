@@ -17,9 +17,9 @@ from recovery.errors import (
     HostKeyUnknown,
     VerifyError,
 )
-from recovery.keys import KeyPair, generate_keypair
-from recovery.redact import Secret
-from recovery.verifier import ParamikoVerifier, SSHTarget
+from recovery.safety.redact import Secret
+from recovery.ssh.keys import KeyPair, generate_keypair
+from recovery.ssh.verifier import ParamikoVerifier, SSHTarget
 from tests.integration.sshd_fixture import HOST, SSHServer
 
 PASSPHRASE = "correct horse battery staple"

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from recovery.config import Config
-from recovery.context import SharedState, StepContext
+from recovery.engine.config import Config
+from recovery.engine.context import SharedState, StepContext
+from recovery.engine.journal import Journal
+from recovery.engine.report import RunReport
 from recovery.errors import AuthRejected
-from recovery.journal import Journal
-from recovery.keys import generate_keypair
-from recovery.report import RunReport
+from recovery.ssh.keys import generate_keypair
 from recovery.steps.ssh import VerifyParams, verify
 from tests.integration.sshd_fixture import SSHServer
 

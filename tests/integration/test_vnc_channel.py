@@ -21,7 +21,7 @@ import pytest
 
 from recovery.channels import channel_for
 from recovery.errors import ChannelClosed, ChannelError, ChannelTimeout, LoginRejected
-from recovery.redact import Secret
+from recovery.safety.redact import Secret
 from tests.e2e.faults import CuttingProxy
 from tests.integration.vnc_fixture import (
     PRINTABLE,

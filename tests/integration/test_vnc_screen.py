@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from recovery.channels.dialogue import ConsoleSession
+from recovery.channels.screen import UNKNOWN, GlyphReader
 from recovery.channels.vnc import VncChannel
-from recovery.console import ConsoleSession
-from recovery.redact import Secret
-from recovery.screen import UNKNOWN, GlyphReader
+from recovery.safety.redact import Secret
 from tests.integration.vnc_fixture import PRINTABLE, VncServer, opened, running_vnc
 
 SERVERS = [("x11vnc", False), ("tigervnc", False), ("tigervnc", True)]

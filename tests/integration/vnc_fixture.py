@@ -20,7 +20,7 @@ from recovery.channels import channel_for
 from recovery.channels.vnc import VncChannel
 from recovery.lab.processes import free_port, listening_addresses, poll_until
 from recovery.lab.vnc import answers
-from recovery.redact import Secret
+from recovery.safety.redact import Secret
 from tests.processes import stop_child
 
 READY_TIMEOUT = 20.0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recovery.errors import ChannelClosed
-from recovery.redact import Text, reveal
+from recovery.safety.redact import Text, reveal
 
 TRANSCRIPTS = Path(__file__).resolve().parents[1] / "cases" / "transcripts"
 IDENTITY = re.compile(r"printf 'RCV-%s-%s\\n' (\w+) \"\$\(id -un\)\"\r")

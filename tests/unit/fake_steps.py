@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from recovery.context import StepContext
+from recovery.engine.context import StepContext
+from recovery.engine.registry import Outputs, doc, step
 from recovery.errors import ChannelTimeout, StepError
-from recovery.redact import Text
-from recovery.registry import Outputs, doc, step
+from recovery.safety.redact import Text
 
 CALLS: list[str] = []
 log = logging.getLogger("tests.fake_steps")

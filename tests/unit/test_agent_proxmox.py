@@ -15,7 +15,7 @@ import pytest
 from recovery.agent import agent_for, agent_url_problem
 from recovery.agent.proxmox import ProxmoxAgent
 from recovery.errors import AgentError
-from recovery.redact import Secret
+from recovery.safety.redact import Secret
 from tests.agentvm.fake_proxmox import serving
 
 TOKEN = "root@pam!recovery=4f2c1e6a-0d1b-4c55-9a6e-2b8f3c7d9e10"

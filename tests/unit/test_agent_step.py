@@ -19,14 +19,14 @@ import pytest
 
 from recovery import agent as agents
 from recovery.agent import ExecResult
-from recovery.config import Config
-from recovery.context import SharedState, StepContext
+from recovery.engine.config import Config
+from recovery.engine.context import SharedState, StepContext
+from recovery.engine.journal import Journal
+from recovery.engine.playbook import load_playbook, resolve_inputs
+from recovery.engine.preflight import PreflightError, check
+from recovery.engine.report import RunReport
 from recovery.errors import AgentError, GuestCommandError
-from recovery.journal import Journal
-from recovery.keys import generate_keypair
-from recovery.playbook import load_playbook, resolve_inputs
-from recovery.preflight import PreflightError, check
-from recovery.report import RunReport
+from recovery.ssh.keys import generate_keypair
 from recovery.steps.agent import AgentInstallParams, install
 
 ROOT = Path(__file__).resolve().parents[2]

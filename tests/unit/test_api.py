@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import recovery
-from recovery.config import Config, JournalConfig
+from recovery.engine.config import Config, JournalConfig
 from tests.unit.fake_steps import CALLS
 
 TWO_STEPS = """
@@ -114,8 +114,8 @@ def test_a_missing_secret_is_a_usage_error_before_anything_runs(tmp_path: Path) 
 def test_the_library_does_not_import_the_cli() -> None:
     # The CLI stands on the API, never the reverse: the demo and the audit's remediation used to import it.
     code = (
-        "import sys, recovery.api, recovery.demo, recovery.audit.remediate, recovery.audit.command\n"
-        "print('recovery.cli' in sys.modules)"
+        "import sys, recovery.api, recovery.cli.demo, recovery.audit.remediate, recovery.audit.command\n"
+        "print('recovery.cli.main' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -19,9 +19,9 @@ import pytest
 import recovery.audit
 from recovery.audit import AuditInterrupted, Host, HostResult, Status, check, load_keys
 from recovery.audit.engine import ENGINES, HostTrust, choose_engine
-from recovery.cancel import CancelToken
+from recovery.engine.cancel import CancelToken
 from recovery.errors import UsageError
-from recovery.keys import generate_keypair
+from recovery.ssh.keys import generate_keypair
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from recovery.cli import main
-from recovery.keys import generate_keypair
+from recovery.cli.main import main
+from recovery.ssh.keys import generate_keypair
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "audit" / "inventory"
 
@@ -135,7 +135,7 @@ def test_no_address_only_is_exit_one_and_prints_the_table(inventory: Path, capsy
 def test_help_stays_light() -> None:
     """`recovery --help` must not pay for the SSH libraries (or the audit) it does not use."""
     code = (
-        "import sys, recovery.cli; recovery.cli.build_parser(); "
+        "import sys, recovery.cli.main; recovery.cli.main.build_parser(); "
         "print(sorted(m for m in ('ssh2', 'paramiko', 'cryptography', 'recovery.audit') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -12,7 +12,7 @@ from recovery.audit.model import CONSOLE_KINDS, ConsoleAccess, Host
 from recovery.cloud import CONSOLE_KINDS as CLOUD_CONSOLE_KINDS
 from recovery.cloud import Server, select_ssh_address
 from recovery.errors import CloudError, UsageError
-from recovery.redact import Secret
+from recovery.safety.redact import Secret
 
 KEYS = (Path("/keys/audit"),)
 

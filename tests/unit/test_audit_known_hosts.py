@@ -14,8 +14,8 @@ import pytest
 from recovery.audit.engine import HostTrust
 from recovery.audit.model import Host
 from recovery.errors import HostKeyMismatch, VerifyError
-from recovery.hostkeys import KnownHosts, KnownHostsAppender, _Sha1Pads
-from recovery.keys import fingerprint_sha256
+from recovery.ssh.hostkeys import KnownHosts, KnownHostsAppender, _Sha1Pads
+from recovery.ssh.keys import fingerprint_sha256
 
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINtVjkJUVDUd+Fbp0qgMhRtJ8ZPi8GIvzL+uYs4XT/Ur"
 KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFr4v3rQoxC4W+qt1kYByHdWZOT5LOBteAVke3TU2ez0"

@@ -10,7 +10,7 @@ import pytest
 
 from recovery.audit.model import Host, HostResult, Remediation, Status
 from recovery.audit.remediate import InProcessPlaybookRunner, confirm_on_terminal, remediate
-from recovery.config import Config
+from recovery.engine.config import Config
 from recovery.errors import UsageError
 
 PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "restore-access-serial.yaml"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from recovery.cli import main
+from recovery.cli.main import main
+from recovery.engine.playbook import load_playbook
+from recovery.engine.sources import secret_values
 from recovery.errors import UsageError
-from recovery.playbook import load_playbook
-from recovery.sources import secret_values
 
 ROOT = Path(__file__).resolve().parents[2]
 SERIAL = ROOT / "playbooks" / "restore-access-serial.yaml"

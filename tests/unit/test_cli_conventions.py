@@ -18,15 +18,15 @@ import pytest
 import yaml
 
 import recovery
-from recovery import console
 from recovery.audit.render import render_json
-from recovery.catalog import step_types
-from recovery.cli import build_parser, main, parse_arguments, subcommands
-from recovery.console import ConsoleSession
+from recovery.channels import dialogue as console
+from recovery.channels.dialogue import ConsoleSession
+from recovery.cli.log import CONSOLE_IO, setup_logging, without_debug_output
+from recovery.cli.main import build_parser, main, parse_arguments, subcommands
+from recovery.engine.catalog import step_types
 from recovery.errors import UsageError
-from recovery.keys import generate_keypair
-from recovery.log import CONSOLE_IO, setup_logging, without_debug_output
-from recovery.redact import Secret
+from recovery.safety.redact import Secret
+from recovery.ssh.keys import generate_keypair
 from tests.unit import fake_steps
 from tests.unit.fake_console import DEBIAN, FakeConsole
 
@@ -361,7 +361,7 @@ def test_audit_json_has_a_schema() -> None:
 
 @pytest.fixture(scope="module")
 def schema() -> dict[str, object]:
-    from recovery.playbook_schema import playbook_schema
+    from recovery.engine.schema import playbook_schema
 
     document = playbook_schema(step_types())
     jsonschema.Draft202012Validator.check_schema(document)

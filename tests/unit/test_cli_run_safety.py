@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from recovery.cli import main
+from recovery.cli.main import main
+from recovery.engine.journal import Journal
 from recovery.errors import UsageError
-from recovery.journal import Journal
 
 ROOT = Path(__file__).resolve().parents[2]
 SERIAL = ROOT / "playbooks" / "restore-access-serial.yaml"
@@ -130,7 +130,7 @@ def test_run_turns_core_dumps_off() -> None:
     """In a child: the limit and the dumpable flag are per process, and irreversible."""
     probe = (
         "import ctypes, resource, sys\n"
-        "from recovery.cli import main\n"
+        "from recovery.cli.main import main\n"
         f"main(['run', {str(SERIAL)!r}, '--dry-run', '-e', 'console_url={URL}', "
         "'-e', 'ssh_host=127.0.0.1', '-e', 'user=ops', '-e', 'trust_first_use=true'])\n"
         "print(resource.getrlimit(resource.RLIMIT_CORE), ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))\n"
@@ -196,8 +196,8 @@ def test_a_secret_too_short_to_mask_turns_debug_output_and_the_transcript_off(
     closed.close()  # nothing listens there: the console step fails at once
     code = main(["-vv", "run", str(book), "--journal", str(tmp_path / "runs"),
                  "-e", f"console_url=ws://127.0.0.1:{port}/?token={TOKEN}"])
-    logging.getLogger("recovery.console").debug("recv 'Password: ab1'")  # what -vv would show of console I/O
-    logging.getLogger("recovery.console").info("still said: info")
+    logging.getLogger("recovery.channels.dialogue").debug("recv 'Password: ab1'")  # what -vv would show of console I/O
+    logging.getLogger("recovery.channels.dialogue").info("still said: info")
     logging.getLogger().handlers.clear()
     err = capsys.readouterr().err
     assert code == 1, err
@@ -211,8 +211,8 @@ def test_a_secret_too_short_to_mask_turns_debug_output_and_the_transcript_off(
 
 
 def test_the_resume_hint_asks_again_for_a_sensitive_input_given_on_the_command_line(tmp_path: Path) -> None:
-    from recovery.hints import resume_command
-    from recovery.playbook import load_playbook
+    from recovery.cli.hints import resume_command
+    from recovery.engine.playbook import load_playbook
 
     secret_file = tmp_path / "pw"
     command = resume_command(

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from recovery.cli import build_parser
+from recovery.cli.main import build_parser
 from recovery.cloud import ENVVARS_CLOUD, NO_CLOUD, check_config, cloud_to_use, connect, global_request_id
-from recovery.config import CloudConfig, Config
+from recovery.engine.config import CloudConfig, Config
+from recovery.engine.report import RunReport
 from recovery.errors import ConfigError
-from recovery.report import RunReport
 from recovery.steps.cloud import cloud_named
 from recovery.steps.publish import _storage_configured
 

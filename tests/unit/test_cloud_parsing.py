@@ -142,6 +142,6 @@ def test_no_address_at_all() -> None:
 
 def test_the_cli_and_this_module_do_not_import_openstack() -> None:
     """`import openstack` costs ~0.35 s; only a cloud call may pay it."""
-    code = "import sys, recovery.cli, recovery.cloud; print('openstack' in sys.modules)"
+    code = "import sys, recovery.cli.main, recovery.cloud; print('openstack' in sys.modules)"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == "False"

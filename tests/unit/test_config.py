@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from recovery.config import load_config
+from recovery.engine.config import load_config
 from recovery.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from recovery.channels.dialogue import ConsoleSession, LoginResult, TerminalText, normalize, same_user
 from recovery.channels.vnc import keys_for
-from recovery.config import Config
-from recovery.console import ConsoleSession, LoginResult, TerminalText, normalize, same_user
-from recovery.context import SharedState, StepContext
+from recovery.engine.config import Config
+from recovery.engine.context import SharedState, StepContext
+from recovery.engine.journal import Journal
+from recovery.engine.report import RunReport
 from recovery.errors import ChannelError, LoginRejected
-from recovery.journal import Journal
-from recovery.redact import Secret, Text, reveal
-from recovery.report import RunReport
+from recovery.safety.redact import Secret, Text, reveal
 from recovery.steps.console import LoginParams
 from recovery.steps.console import login as login_step
 from tests.unit.fake_console import CURSOR_ANSWER, FakeConsole, Guest, transcripts

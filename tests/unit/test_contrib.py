@@ -6,7 +6,7 @@ import configparser
 import shlex
 from pathlib import Path
 
-from recovery.cli import build_parser
+from recovery.cli.main import build_parser
 
 CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
 

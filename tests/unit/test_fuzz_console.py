@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from recovery.channels.dialogue import ConsoleSession, TerminalText
 from recovery.channels.vnc import VncChannel
-from recovery.console import ConsoleSession, TerminalText
 from recovery.errors import ChannelClosed, ChannelError, GuestCommandError
 from recovery.guest import parse_report
-from recovery.redact import Secret, Text, reveal
+from recovery.safety.redact import Secret, Text, reveal
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BOUND = 5.0  # seconds any example may take, however hostile: far above what one needs

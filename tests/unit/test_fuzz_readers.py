@@ -19,12 +19,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recovery import readers, templating
 from recovery.audit.inventory import HostDefaults, parse_inventory
-from recovery.config import load_config
+from recovery.engine import templating
+from recovery.engine.config import load_config
+from recovery.engine.playbook import Playbook, parse_playbook
 from recovery.errors import ConfigError, PlaybookError, UsageError
-from recovery.playbook import Playbook, parse_playbook
-from recovery.redact import Secret
+from recovery.safety import readers
+from recovery.safety.redact import Secret
 
 # The deadline is loose (a busy 2-core machine): the point is "no hang, no exponential blow-up".
 # No example database in a shared tree; a failure prints the blob that reproduces it.

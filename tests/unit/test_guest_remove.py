@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from recovery.config import Config
-from recovery.console import ConsoleSession
-from recovery.context import SharedState, StepContext
+from recovery.channels.dialogue import ConsoleSession
+from recovery.engine.config import Config
+from recovery.engine.context import SharedState, StepContext
+from recovery.engine.journal import Journal
+from recovery.engine.report import RunReport
 from recovery.errors import GuestCommandError
 from recovery.guest import (
     GuestScript,
@@ -31,9 +33,7 @@ from recovery.guest import (
     normalize_fingerprint,
     parse_remove_report,
 )
-from recovery.journal import Journal
-from recovery.redact import Text, reveal
-from recovery.report import RunReport
+from recovery.safety.redact import Text, reveal
 from recovery.steps.authorized_keys import RemoveParams, _remove_check
 from recovery.steps.authorized_keys import remove as remove_step
 from tests.unit import test_guest_script as install

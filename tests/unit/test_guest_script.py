@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from recovery import diagnosis
 from recovery.errors import GuestCommandError, KeyGenerationError
 from recovery.guest import (
     MAX_LINE,
@@ -35,7 +34,8 @@ from recovery.guest import (
     parse_report,
 )
 from recovery.publishers.local_http import LocalHTTPPublisher
-from recovery.redact import Secret
+from recovery.safety.redact import Secret
+from recovery.ssh import diagnosis
 
 NONCE = "t3stN0nce"
 NOBODY = 65534

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from recovery.heartbeat import Heartbeat
+from recovery.engine.heartbeat import Heartbeat
 
 
 def test_a_long_wait_is_reported_with_what_and_how_long() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from recovery.errors import HostKeyMismatch, HostKeyUnknown, UsageError, VerifyError
-from recovery.hostkeys import Advice, HostKeyCheck, KnownHosts
-from recovery.keys import fingerprint_md5, fingerprint_sha256
+from recovery.ssh.hostkeys import Advice, HostKeyCheck, KnownHosts
+from recovery.ssh.keys import fingerprint_md5, fingerprint_sha256
 
 # Real public keys, made with ssh-keygen for these tests.
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINtVjkJUVDUd+Fbp0qgMhRtJ8ZPi8GIvzL+uYs4XT/Ur"

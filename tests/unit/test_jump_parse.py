@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from recovery.jump import JumpHop, check_jump_inputs, parse_jumps
+from recovery.ssh.jump import JumpHop, check_jump_inputs, parse_jumps
 
 PIN_A = "SHA256:" + "a" * 43
 PIN_B = "SHA256:" + "b" * 43
@@ -64,7 +64,7 @@ def test_preflight_check(tmp_path: Path) -> None:
 
 
 def test_the_steps_preflight_names_disagreeing_lists(tmp_path: Path) -> None:
-    from recovery.config import Config
+    from recovery.engine.config import Config
     from recovery.steps.authorized_keys import _remove_check
     from recovery.steps.ssh import _verify_checks
 

@@ -1,4 +1,4 @@
-"""recovery.keys checked against OpenSSH's own ssh-keygen, the reference for every format."""
+"""recovery.ssh.keys checked against OpenSSH's own ssh-keygen, the reference for every format."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from recovery.errors import KeyGenerationError
-from recovery.keys import (
+from recovery.safety.redact import Secret
+from recovery.ssh.keys import (
     KeyPair,
     fingerprint_md5,
     fingerprint_sha256,
@@ -21,7 +22,6 @@ from recovery.keys import (
     load_keypair,
     parse_public_line,
 )
-from recovery.redact import Secret
 
 PASSPHRASE = "tr0ub4dor&3 with spaces"
 FLAVOURS = [

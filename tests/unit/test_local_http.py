@@ -20,7 +20,7 @@ import pytest
 from recovery.errors import ConfigError, PublishError
 from recovery.publishers import PUBLISHERS, Publisher, load_publisher_class
 from recovery.publishers.local_http import LocalHTTPPublisher
-from recovery.redact import Secret
+from recovery.safety.redact import Secret
 
 KEY = b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5ld2tleW5ld2tleW5ld2tleW5ld2tleW5ld2tl new\n"
 MINUTE = timedelta(minutes=1)

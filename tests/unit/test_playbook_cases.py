@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from recovery.engine.playbook import load_playbook
 from recovery.errors import PlaybookError
-from recovery.playbook import load_playbook
 
 CASES = Path(__file__).resolve().parents[1] / "cases"
 SHIPPED = Path(__file__).resolve().parents[2] / "playbooks"

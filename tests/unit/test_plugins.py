@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 STEPS = '''
 from dataclasses import dataclass
-from recovery.registry import doc, step
+from recovery.engine.registry import doc, step
 
 @dataclass(frozen=True)
 class HelloParams:
@@ -88,7 +88,7 @@ def test_a_plugins_step_channel_and_publisher_are_used(tmp_path: Path) -> None:
         import recovery
         from recovery.channels import channel_for
         from recovery.publishers import load_publisher_class
-        from recovery.config import Config, JournalConfig
+        from recovery.engine.config import Config, JournalConfig
         from pathlib import Path
         report = recovery.run({str(book)!r}, config=Config(journal=JournalConfig(dir=Path({str(tmp_path)!r}) / "runs")))
         print(report.status)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from recovery import preflight
-from recovery.cli import main
-from recovery.config import Config
-from recovery.playbook import load_playbook, parse_playbook, resolve_inputs
-from recovery.preflight import PreflightError
-from recovery.redact import Secret
-from recovery.templating import Unknown
+from recovery.cli.main import main
+from recovery.engine import preflight
+from recovery.engine.config import Config
+from recovery.engine.playbook import load_playbook, parse_playbook, resolve_inputs
+from recovery.engine.preflight import PreflightError
+from recovery.engine.templating import Unknown
+from recovery.safety.redact import Secret
 
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 SERIAL = PLAYBOOKS / "restore-access-serial.yaml"

@@ -18,15 +18,15 @@ from types import ModuleType
 
 import pytest
 
-from recovery import readers
 from recovery.audit.inventory import HostDefaults, load_inventory
-from recovery.cli import main
-from recovery.config import load_config
+from recovery.cli.main import main
+from recovery.engine.config import load_config
+from recovery.engine.playbook import load_playbook
+from recovery.engine.sources import secret_values
 from recovery.errors import ConfigError, KeyGenerationError, UsageError
-from recovery.hostkeys import KnownHosts
-from recovery.keys import generate_keypair, load_keypair
-from recovery.playbook import load_playbook
-from recovery.sources import secret_values
+from recovery.safety import readers
+from recovery.ssh.hostkeys import KnownHosts
+from recovery.ssh.keys import generate_keypair, load_keypair
 
 ROOT = Path(__file__).resolve().parents[2]
 SERIAL = ROOT / "playbooks" / "restore-access-serial.yaml"
@@ -204,7 +204,7 @@ def test_a_pipe_that_sends_more_than_the_cap_is_refused(fifo: Path) -> None:
 
 
 def test_dev_stdin_as_a_pipe_is_read() -> None:
-    script = "from recovery.readers import read_text; print(read_text('/dev/stdin', what='t', limit=100))"
+    script = "from recovery.safety.readers import read_text; print(read_text('/dev/stdin', what='t', limit=100))"
     result = subprocess.run(
         [sys.executable, "-c", script], input="from a pipe\n", capture_output=True, text=True, check=True, cwd=ROOT
     )
@@ -213,7 +213,10 @@ def test_dev_stdin_as_a_pipe_is_read() -> None:
 
 def test_a_process_substitution_is_read() -> None:
     """`--secret password=@<(pass show console)`: bash hands over /dev/fd/63, a pipe."""
-    script = "import sys; from recovery.readers import read_text; print(read_text(sys.argv[1], what='t', limit=100))"
+    script = (
+        "import sys; from recovery.safety.readers import read_text; "
+        "print(read_text(sys.argv[1], what='t', limit=100))"
+    )
     result = subprocess.run(
         ["bash", "-c", f'"{sys.executable}" -c "{script}" <(printf hunter2)'],
         capture_output=True, text=True, check=True, cwd=ROOT,
@@ -294,7 +297,7 @@ def test_yaml_that_would_fail_later_is_refused_with_its_line(text: str, line: in
 
 @pytest.fixture
 def pure_python_readers(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """recovery.readers as it loads where PyYAML was built without libyaml."""
+    """recovery.safety.readers as it loads where PyYAML was built without libyaml."""
     monkeypatch.setitem(sys.modules, "yaml._yaml", None)  # makes `from yaml._yaml import ...` fail
     spec = importlib.util.spec_from_file_location("readers_without_libyaml", readers.__file__)
     assert spec is not None

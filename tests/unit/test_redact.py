@@ -10,10 +10,10 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from recovery.log import setup_logging
+from recovery.cli.log import setup_logging
 from recovery.publishers.local_http import LocalHTTPPublisher
 from recovery.publishers.swift import _register_signature
-from recovery.redact import MASK, Secret, masked_url, register, scrub, too_short_to_mask
+from recovery.safety.redact import MASK, Secret, masked_url, register, scrub, too_short_to_mask
 
 PASSWORD = "Wrap-Me-Around-80"
 
@@ -118,7 +118,7 @@ def _shapes(http_token: str) -> list[tuple[str, str, str]]:
     vnc_password = "vnc-Pa55"
     Secret(vnc_password, "<vnc_password>")  # from --secret vnc_password=@FILE
     return [
-        ("recovery.console", f"recv 'Password: '; typed {PASSWORD}\\r", PASSWORD),
+        ("recovery.channels.dialogue", f"recv 'Password: '; typed {PASSWORD}\\r", PASSWORD),
         ("recovery.channels.serial_ws", f"connecting to {console_url}", "3b1f6a1e-console-token"),
         ("keystoneauth.session", f"REQ: curl -g -i -X GET https://swift/v1/AUTH_x/c/o?temp_url_sig={swift_sig}",
          swift_sig),

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from recovery.cli import main
-from recovery.keys import generate_keypair
+from recovery.cli.main import main
+from recovery.ssh.keys import generate_keypair
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from recovery.config import Config
+from recovery.engine.config import Config
+from recovery.engine.journal import Journal
+from recovery.engine.playbook import parse_playbook
+from recovery.engine.preflight import PreflightError
+from recovery.engine.runner import Runner, RunRequest
 from recovery.errors import TemplateError
-from recovery.journal import Journal
-from recovery.playbook import parse_playbook
-from recovery.preflight import PreflightError
-from recovery.redact import Secret
-from recovery.runner import Runner, RunRequest
+from recovery.safety.redact import Secret
 from tests.unit.fake_steps import CALLS
 
 
@@ -224,7 +224,7 @@ def test_secrets_reach_steps_but_never_the_journal_report_or_logs(
 ) -> None:
     password = "correct-horse-battery-staple"
     caplog.set_level(logging.DEBUG)
-    from recovery.redact import RedactingFilter
+    from recovery.safety.redact import RedactingFilter
 
     caplog.handler.addFilter(RedactingFilter())
     report, journal = run(

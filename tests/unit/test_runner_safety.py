@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from recovery import journal as journal_module
-from recovery.config import Config, KeysConfig
-from recovery.console import ConsoleSession
-from recovery.context import StepContext
+from recovery.engine import journal as journal_module
+from recovery.channels.dialogue import ConsoleSession
+from recovery.engine.config import Config, KeysConfig
+from recovery.engine.context import StepContext
+from recovery.engine.journal import Journal
+from recovery.engine.playbook import parse_playbook, resolve_inputs
+from recovery.engine.registry import Outputs, step
+from recovery.engine.runner import Runner, RunRequest
 from recovery.errors import JournalError
-from recovery.files import make_dirs
-from recovery.journal import Journal
-from recovery.keys import generate_keypair
-from recovery.playbook import parse_playbook, resolve_inputs
-from recovery.redact import Secret
-from recovery.registry import Outputs, step
-from recovery.runner import Runner, RunRequest
+from recovery.safety.files import make_dirs
+from recovery.safety.redact import Secret
+from recovery.ssh.keys import generate_keypair
 from tests.unit.fake_console import FakeConsole
 from tests.unit.fake_steps import CALLS, OnceParams
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from recovery.screen import (
+from recovery.channels.screen import (
     FONT_PATHS,
     UNKNOWN,
     Font,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from recovery.signals import interrupt_on_signals
+from recovery.engine.signals import interrupt_on_signals
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from recovery import templating
-from recovery.redact import Secret
+from recovery.engine import templating
+from recovery.safety.redact import Secret
 
 NAMESPACE = {
     "inputs": {"user": "ubuntu", "port": 22, "publish": "http", "empty": "", "flag": False},

@@ -8,7 +8,7 @@ import pytest
 
 from recovery.channels import vnc
 from recovery.errors import ChannelTimeout
-from recovery.redact import Secret
+from recovery.safety.redact import Secret
 from tests.unit.fake_qemu_vnc import FakeQemuVnc
 
 TEXT = "".join(chr(code) for code in range(0x20, 0x7F)) * 4 + "\r"

@@ -6,7 +6,7 @@ runner all read these declarations, so the documentation cannot drift from the
 checks. A step also says whether it is *repeatable* (safe to run again on a
 resumed run), *retryable* (the runner may retry it after a transient error) and
 whether it *changes* anything (a key written, a key published, a console typed
-into, the cloud changed): the pre-flight (`recovery.preflight`) runs the checks
+into, the cloud changed): the pre-flight (`recovery.engine.preflight`) runs the checks
 declared next to the parameters before the first step that does.
 """
 
@@ -19,11 +19,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from recovery.redact import Secret
+from recovery.safety.redact import Secret
 
 if typing.TYPE_CHECKING:
-    from recovery.config import Config
-    from recovery.context import StepContext
+    from recovery.engine.config import Config
+    from recovery.engine.context import StepContext
 
 Outputs = dict[str, object]
 P = TypeVar("P")
@@ -127,7 +127,7 @@ def doc(text: str, *, check: ValueCheck | None = None, **kwargs: Any) -> Any:
 
 
 def registered() -> Mapping[str, StepType]:
-    """The step types registered so far; `recovery.catalog.step_types` loads them all first."""
+    """The step types registered so far; `recovery.engine.catalog.step_types` loads them all first."""
     return dict(sorted(_REGISTRY.items()))
 
 

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from recovery.errors import JournalError, UsageError
-from recovery.files import make_dirs, write_atomic
-from recovery.redact import Secret, scrub
+from recovery.safety.files import make_dirs, write_atomic
+from recovery.safety.redact import Secret, scrub
 
 STATUS_RUNNING = "running"
 STATUS_SUCCEEDED = "succeeded"

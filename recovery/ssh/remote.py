@@ -2,7 +2,7 @@
 
 The same script the console types (`recovery.guest`) runs here unchanged: it is one
 ``{ ... } </dev/null`` group, so ``sh`` reads it whole from stdin before running it, and its facts
-come back on stdout as on a console. The login is `recovery.verifier.connect`'s: the host key is
+come back on stdout as on a console. The login is `recovery.ssh.verifier.connect`'s: the host key is
 checked against the pin exactly as the proof of login checks it, and every paramiko and socket
 failure comes out as the same `VerifyError` family, named the same way.
 
@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from recovery.errors import ConnectTimeout, GuestCommandError
-from recovery.verifier import Connection, SSHTarget, connect
+from recovery.ssh.verifier import Connection, SSHTarget, connect
 
 if TYPE_CHECKING:
     from paramiko import Channel
 
     from recovery.guest import GuestScript
-    from recovery.keys import KeyPair
-    from recovery.redact import Secret
+    from recovery.safety.redact import Secret
+    from recovery.ssh.keys import KeyPair
 
 __all__ = ["RemoteOutput", "RemoteShell", "remote_shell"]
 
@@ -102,7 +102,7 @@ def remote_shell(
 ) -> Iterator[RemoteShell]:
     """Log in to `target` with `key` and hand out a `RemoteShell`; logs out on exit.
 
-    Raises the `VerifyError` family (`recovery.verifier.connect`) for a login that fails.
+    Raises the `VerifyError` family (`recovery.ssh.verifier.connect`) for a login that fails.
     """
     with connect(target, key, passphrase=passphrase, timeout=timeout) as connection:
         yield RemoteShell(connection, target)

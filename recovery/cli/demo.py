@@ -44,11 +44,11 @@ def run_demo(root: Path | None = None, console: str = "serial") -> int:
     """
     import recovery.api
     from recovery import PLAYBOOKS_DIR, lab
-    from recovery.config import Config, JournalConfig, KeysConfig
+    from recovery.engine.config import Config, JournalConfig, KeysConfig
+    from recovery.engine.playbook import load_playbook
+    from recovery.engine.report import exit_code, summary_line
     from recovery.lab import vnc as lab_vnc
-    from recovery.playbook import load_playbook
-    from recovery.redact import Secret, masked_url
-    from recovery.report import exit_code, summary_line
+    from recovery.safety.redact import Secret, masked_url
 
     problems = missing_prerequisites()
     if console == "vnc":
@@ -107,8 +107,8 @@ def run_demo(root: Path | None = None, console: str = "serial") -> int:
 
 def _check_old_key(info: lab.LabInfo) -> None:
     """The recovery must not have broken the keys that were there before."""
-    from recovery.keys import load_keypair
-    from recovery.verifier import ParamikoVerifier, SSHTarget
+    from recovery.ssh.keys import load_keypair
+    from recovery.ssh.verifier import ParamikoVerifier, SSHTarget
 
     target = SSHTarget(info.ssh_host, info.ssh_port, info.user, host_key_fingerprint=info.host_key_fingerprint)
     result = ParamikoVerifier().verify(target, load_keypair(Path(info.old_key_path), None), timeout=10)

@@ -33,7 +33,7 @@ def login_name(value: str) -> str | None:
 
 def host_key_pins(value: str | None) -> str | None:
     """One or more pins separated by commas, each `SHA256:<base64>` or MD5 colon hex."""
-    from recovery.hostkeys import parse_pin
+    from recovery.ssh.hostkeys import parse_pin
 
     for pin in (value or "").split(","):
         if not pin.strip() and value:

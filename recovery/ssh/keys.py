@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recovery.errors import KeyGenerationError
-from recovery.files import make_dirs
+from recovery.safety.files import make_dirs
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-    from recovery.redact import Secret
+    from recovery.safety.redact import Secret
 
     PrivateKey = Ed25519PrivateKey | RSAPrivateKey
 
@@ -376,7 +376,7 @@ def _check_protected(private_path: Path) -> None:
 
 def _read(path: Path) -> bytes:
     """A key file: a regular file (or a symlink to one) of at most 64 KiB; never a pipe or a device."""
-    from recovery.readers import SECRET_LIMIT, InputFileError, read_bytes
+    from recovery.safety.readers import SECRET_LIMIT, InputFileError, read_bytes
 
     try:
         return read_bytes(path, what="key file", limit=SECRET_LIMIT, pipes=False)

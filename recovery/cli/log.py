@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from recovery.redact import RedactingFilter
+from recovery.safety.redact import RedactingFilter
 
 # Libraries whose DEBUG output carries credentials in shapes we cannot all foresee:
 # keystoneauth logs request headers (a Swift account's Temp-URL key signs anything in

@@ -17,11 +17,12 @@ from typing import Any
 
 import yaml
 
-from recovery import readers, templating
-from recovery.catalog import step_types
+from recovery.engine import templating
+from recovery.engine.catalog import step_types
+from recovery.engine.registry import InputTypeError, StepType, coerce
 from recovery.errors import PlaybookError, Problem, UsageError
-from recovery.redact import Secret, masked_url
-from recovery.registry import InputTypeError, StepType, coerce
+from recovery.safety import readers
+from recovery.safety.redact import Secret, masked_url
 
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _INPUT_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}

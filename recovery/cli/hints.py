@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from recovery.playbook import Playbook
+    from recovery.engine.playbook import Playbook
 
 __all__ = ["program", "resume_command"]
 

@@ -9,8 +9,8 @@ the login is refused unless the caller explicitly trusts the first key.
 paramiko is imported inside the functions that use it, because importing it
 costs ~150 ms that `recovery --help` should not pay. Every paramiko and socket
 exception is translated in `_map_errors`, so nothing above this module sees one.
-The host key decision (`recovery.hostkeys`) and the naming and wording of each
-failure (`recovery.diagnosis`) are shared with the fleet audit, which makes the
+The host key decision (`recovery.ssh.hostkeys`) and the naming and wording of each
+failure (`recovery.ssh.diagnosis`) are shared with the fleet audit, which makes the
 same check with another SSH library.
 """
 
@@ -24,16 +24,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from recovery import diagnosis
 from recovery.errors import ConnectTimeout, VerifyError
-from recovery.hostkeys import HostKeyCheck
-from recovery.keys import KeyPair
+from recovery.ssh import diagnosis
+from recovery.ssh.hostkeys import HostKeyCheck
+from recovery.ssh.keys import KeyPair
 
 if TYPE_CHECKING:
     from paramiko import Channel, PKey, SSHClient
 
-    from recovery.jump import JumpHop
-    from recovery.redact import Secret
+    from recovery.safety.redact import Secret
+    from recovery.ssh.jump import JumpHop
 
 __all__ = ["Connection", "ParamikoVerifier", "SSHTarget", "Verifier", "VerifyResult", "connect"]
 
@@ -64,7 +64,7 @@ class SSHTarget:
     user: str
     host_key_fingerprint: str | None = None
     trust_first_use: bool = False
-    jumps: tuple[JumpHop, ...] = ()  # bastions on the way, first hop first (recovery.jump)
+    jumps: tuple[JumpHop, ...] = ()  # bastions on the way, first hop first (recovery.ssh.jump)
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def connect(
 ) -> Iterator[Connection]:
     """Log in to `target` with `key` alone (no agent, no ~/.ssh keys), the host key checked against the pin.
 
-    The verifier's one `id -un` and the remote runner's scripts (`recovery.remote`) share it, so both
+    The verifier's one `id -un` and the remote runner's scripts (`recovery.ssh.remote`) share it, so both
     check host keys and name failures the same way: paramiko and socket errors raised inside the
     `with` block come out as the `VerifyError` family too. Raises what `ParamikoVerifier.verify` lists.
     """
@@ -193,7 +193,7 @@ def _through_jumps(
     if not target.jumps:
         yield None
         return
-    from recovery.jump import tunnel
+    from recovery.ssh.jump import tunnel
 
     with tunnel(target.jumps, (target.host, target.port), key, passphrase=passphrase, timeout=timeout) as channel:
         yield channel
@@ -274,7 +274,7 @@ def _run_id(client: SSHClient, target: SSHTarget, timeout: float) -> str:
 
 @contextmanager
 def _map_errors(target: SSHTarget) -> Iterator[None]:
-    """Translate paramiko and socket failures into the `VerifyError` family, via `recovery.diagnosis`.
+    """Translate paramiko and socket failures into the `VerifyError` family, via `recovery.ssh.diagnosis`.
 
     Order matters: `socket.gaierror`, `ConnectionRefusedError`, `TimeoutError`
     and paramiko's `NoValidConnectionsError` are all `OSError`s.

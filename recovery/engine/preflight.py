@@ -20,14 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from recovery import templating
-from recovery.catalog import step_types
-from recovery.config import Config
+from recovery.engine import templating
+from recovery.engine.catalog import step_types
+from recovery.engine.config import Config
+from recovery.engine.playbook import Playbook, StepSpec
+from recovery.engine.registry import InputTypeError, StepType, coerce
+from recovery.engine.templating import Unknown
 from recovery.errors import UsageError
-from recovery.playbook import Playbook, StepSpec
-from recovery.redact import Secret
-from recovery.registry import InputTypeError, StepType, coerce
-from recovery.templating import Unknown
+from recovery.safety.redact import Secret
 
 __all__ = ["PreflightError", "StepForecast", "check", "forecast", "unknown_run"]
 

@@ -9,7 +9,7 @@ Everything received goes to the journal transcript, scrubbed of secrets;
 everything sent is recorded in its masked form. At `-vv` both also go, a line at a
 time and scrubbed, to the `recovery.console.io` logger at DEBUG.
 
-A VNC console whose screen is read (recovery.screen) has text too: its channel reports what
+A VNC console whose screen is read (recovery.channels.screen) has text too: its channel reports what
 appears on the screen as a serial console would print it, and the dialogue is the same. A console
 without text (`channel.has_output` is False: a VNC screen in a font no reader knows) is driven
 blind: the same keys, typed after fixed pauses instead of prompts, and no status read back; the SSH
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 from recovery.channels import Channel, Screen
 from recovery.errors import ChannelTimeout, GuestCommandError, LoginRejected
-from recovery.redact import Secret, Text, reveal, scrub
+from recovery.safety.redact import Secret, Text, reveal, scrub
 
 log = logging.getLogger(__name__)
-io_log = logging.getLogger("recovery.console.io")  # recovery.log.CONSOLE_IO: shown from -vv
+io_log = logging.getLogger("recovery.console.io")  # recovery.cli.log.CONSOLE_IO: shown from -vv
 
 # CSI (including bracketed-paste toggles such as ESC[?2004h), OSC and two-byte escapes; bounded, so
 # that one cut short can be held back (_ANSI_PARTIAL) until the next piece of output completes it.

@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from recovery import readers
+from recovery.engine.journal import default_root
 from recovery.errors import ConfigError
-from recovery.journal import default_root
+from recovery.safety import readers
 
 
 def _default_keys_dir() -> Path:

@@ -5,7 +5,7 @@ A VM behind a bastion is reached by logging in to the bastion and asking its ssh
 channel, end to end, so the bastion never sees the VM's session keys. With several hops each
 one is reached through the one before it.
 
-Every hop is a full login (`recovery.verifier.connect`): its own user, key and host key pin,
+Every hop is a full login (`recovery.ssh.verifier.connect`): its own user, key and host key pin,
 the pin checked exactly as the VM's is (a jump host is no more trusted than a VM: a wrong key
 is refused). A failure at a hop keeps its class (`HostKeyMismatch`, `AuthRejected`...) and its
 message starts with ``jump host user@host:port:``, so nobody reads a bastion's refusal as the
@@ -31,8 +31,8 @@ from recovery.errors import ConnectionRefused, KeyGenerationError, VerifyError
 if TYPE_CHECKING:
     from paramiko import Channel
 
-    from recovery.keys import KeyPair
-    from recovery.redact import Secret
+    from recovery.safety.redact import Secret
+    from recovery.ssh.keys import KeyPair
 
 __all__ = [
     "JumpHop", "check_jump", "check_jump_inputs", "check_jump_lists", "check_jump_pins", "parse_jumps", "tunnel",
@@ -111,7 +111,7 @@ def _per_hop(name: str, text: str, count: int) -> list[str | None]:
 
 def check_jump_inputs(jump: str, keys: str = "", host_keys: str = "") -> str | None:
     """Pre-flight: the jump inputs parse, the pins are pins and the key files exist; None when fine."""
-    from recovery.checks import host_key_pins
+    from recovery.engine.checks import host_key_pins
 
     try:
         hops = parse_jumps(jump, keys=keys, host_keys=host_keys, default_user="user")
@@ -132,7 +132,7 @@ def check_jump(value: str | None) -> str | None:
 
 def check_jump_pins(value: str | None) -> str | None:
     """Pre-flight of a `jump_host_keys` parameter alone: every pin is a pin."""
-    from recovery.checks import host_key_pins
+    from recovery.engine.checks import host_key_pins
 
     for pin in (value or "").split(","):
         if pin.strip() and (problem := host_key_pins(pin.strip())):
@@ -142,7 +142,7 @@ def check_jump_pins(value: str | None) -> str | None:
 
 def check_jump_lists(values: Mapping[str, object]) -> list[str]:
     """Pre-flight across a step's `jump`, `jump_keys`, `jump_host_keys`: the lists agree, the key files exist."""
-    from recovery.templating import Unknown
+    from recovery.engine.templating import Unknown
 
     texts = [values.get(name) for name in ("jump", "jump_keys", "jump_host_keys")]
     if any(isinstance(text, Unknown) for text in texts):
@@ -169,8 +169,8 @@ def tunnel(
     """
     import paramiko
 
-    from recovery.keys import load_keypair
-    from recovery.verifier import SSHTarget, connect
+    from recovery.ssh.keys import load_keypair
+    from recovery.ssh.verifier import SSHTarget, connect
 
     last = hops[-1]
     target = SSHTarget(last.host, last.port, last.user, host_key_fingerprint=last.host_key_fingerprint,

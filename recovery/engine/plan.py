@@ -1,6 +1,6 @@
 """`--dry-run`: the plan, with every value rendered as far as it can be and secrets masked.
 
-The plan is the pre-flight's forecast (`recovery.preflight`), so a dry run refuses
+The plan is the pre-flight's forecast (`recovery.engine.preflight`), so a dry run refuses
 exactly what the real run would refuse, and shows what the real run would do:
 outputs of earlier steps do not exist yet and appear as `<steps.ID.outputs.NAME>`,
 unless the step declares them in advance (typed inline, there is no URL, so the
@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from recovery import preflight
-from recovery.config import Config
-from recovery.playbook import Playbook
-from recovery.redact import Secret
-from recovery.registry import InputTypeError, build_params, describe_type
-from recovery.templating import Unknown
+from recovery.engine import preflight
+from recovery.engine.config import Config
+from recovery.engine.playbook import Playbook
+from recovery.engine.registry import InputTypeError, build_params, describe_type
+from recovery.engine.templating import Unknown
+from recovery.safety.redact import Secret
 
 SCHEMA = 1
 """Version of the JSON plan; raised when a key changes meaning or disappears."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from recovery.journal import to_jsonable
+from recovery.engine.journal import to_jsonable
 
 
 @dataclass

@@ -30,11 +30,11 @@ from recovery.errors import (
 )
 
 if TYPE_CHECKING:
-    from recovery.cancel import CancelToken
-    from recovery.playbook import InputDecl, SecretDecl
-    from recovery.redact import Secret
-    from recovery.registry import StepType
-    from recovery.report import RunReport
+    from recovery.engine.cancel import CancelToken
+    from recovery.engine.playbook import InputDecl, SecretDecl
+    from recovery.engine.registry import StepType
+    from recovery.engine.report import RunReport
+    from recovery.safety.redact import Secret
 
 DEFAULT_LAB_DIR = Path("/tmp/recovery-lab")  # noqa: S108  (world-traversable on purpose: sshd reads the lab home)
 
@@ -426,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
-    from recovery.log import setup_logging
+    from recovery.cli.log import setup_logging
 
     setup_logging(args.verbose, quiet=args.quiet)
     try:
@@ -460,7 +460,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "inputs":
         return command_inputs(args.playbook, as_json=args.json)
     if args.command == "completion":
-        from recovery.completion import completion_script
+        from recovery.cli.completion import completion_script
 
         print(completion_script(args.shell, build_parser()))
         return EXIT_OK
@@ -478,8 +478,8 @@ def _print_json(document: dict[str, Any]) -> None:
 
 
 def command_validate(paths: Sequence[Path], *, as_json: bool = False) -> int:
+    from recovery.engine.playbook import load_playbook
     from recovery.errors import PlaybookError, Problem
-    from recovery.playbook import load_playbook
 
     status = EXIT_OK
     results = []
@@ -505,11 +505,11 @@ def command_validate(paths: Sequence[Path], *, as_json: bool = False) -> int:
 
 
 def command_steps(*, as_json: bool = False, schema: bool = False) -> int:
-    from recovery.catalog import step_types
+    from recovery.engine.catalog import step_types
 
     types = step_types()
     if schema:
-        from recovery.playbook_schema import playbook_schema
+        from recovery.engine.schema import playbook_schema
 
         print(json.dumps(playbook_schema(types), indent=2))
         return EXIT_OK
@@ -550,7 +550,7 @@ def _step_type_json(step_type: StepType) -> dict[str, Any]:
 
 def command_inputs(path: Path, *, as_json: bool = False) -> int:
     """`recovery inputs`: what a playbook asks for, and every way to give it, in the order a run looks."""
-    from recovery.playbook import load_playbook
+    from recovery.engine.playbook import load_playbook
 
     playbook = load_playbook(path)
     inputs = [_input_json(decl) for decl in playbook.inputs.values()]
@@ -616,8 +616,8 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
 
 def command_run(args: argparse.Namespace) -> int:
     """`recovery run`. SIGTERM and SIGHUP cancel the run (the Ctrl-C path); no core dump while secrets are held."""
-    from recovery.cancel import CancelToken
-    from recovery.signals import interrupt_on_signals
+    from recovery.engine.cancel import CancelToken
+    from recovery.engine.signals import interrupt_on_signals
 
     if args.dry_run and args.json:
         return _dry_run_json(args)
@@ -630,9 +630,9 @@ def command_run(args: argparse.Namespace) -> int:
 def _dry_run_json(args: argparse.Namespace) -> int:
     """`run --dry-run --json`: the plan as one JSON object, for programs; the pre-flight refuses as the run would."""
     import recovery.api
-    from recovery.config import load_config
-    from recovery.playbook import load_playbook
-    from recovery.sources import input_values
+    from recovery.engine.config import load_config
+    from recovery.engine.playbook import load_playbook
+    from recovery.engine.sources import input_values
 
     config = load_config(args.config)
     if args.cloud:
@@ -652,12 +652,12 @@ def _run(args: argparse.Namespace, cancel: CancelToken) -> int:
     import getpass
 
     import recovery.api
-    from recovery.config import load_config
-    from recovery.hints import resume_command
-    from recovery.journal import STATUS_INTERRUPTED, STATUS_SUCCEEDED
-    from recovery.playbook import load_playbook
-    from recovery.report import exit_code, summary_line
-    from recovery.sources import input_values, secret_values
+    from recovery.cli.hints import resume_command
+    from recovery.engine.config import load_config
+    from recovery.engine.journal import STATUS_INTERRUPTED, STATUS_SUCCEEDED
+    from recovery.engine.playbook import load_playbook
+    from recovery.engine.report import exit_code, summary_line
+    from recovery.engine.sources import input_values, secret_values
 
     config = load_config(args.config)
     if args.cloud:
@@ -701,10 +701,10 @@ def _run(args: argparse.Namespace, cancel: CancelToken) -> int:
 
 def _quiet_if_unmaskable(secrets: Iterable[Secret]) -> None:
     """A secret of 1-3 characters cannot be scrubbed: no debug output for this run (the report says so)."""
-    from recovery.redact import too_short_to_mask
+    from recovery.safety.redact import too_short_to_mask
 
     if any(too_short_to_mask(value) for value in secrets):
-        from recovery.log import without_debug_output
+        from recovery.cli.log import without_debug_output
 
         without_debug_output("a secret shorter than 4 characters is held and could not be masked")
 
@@ -757,8 +757,8 @@ def disable_core_dumps() -> None:
 def command_lab(args: argparse.Namespace) -> int:
     """`recovery lab up|status|down`. SIGTERM and SIGHUP take the Ctrl-C path: what `up` started is stopped."""
     from recovery import lab
+    from recovery.engine.signals import interrupt_on_signals
     from recovery.lab import summary
-    from recovery.signals import interrupt_on_signals
 
     with interrupt_on_signals():
         if args.lab_command == "up":
@@ -792,8 +792,8 @@ def command_lab(args: argparse.Namespace) -> int:
 
 def command_demo(console: str) -> int:
     """`recovery demo`: SIGTERM and SIGHUP take the Ctrl-C path (the lab is stopped), no core dumps."""
-    from recovery.demo import run_demo
-    from recovery.signals import interrupt_on_signals
+    from recovery.cli.demo import run_demo
+    from recovery.engine.signals import interrupt_on_signals
 
     disable_core_dumps()
     with interrupt_on_signals():

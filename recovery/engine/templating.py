@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from recovery.redact import MASK, Secret
+from recovery.safety.redact import MASK, Secret
 
 _TOKEN = re.compile(
     r"""\s*(?:

@@ -1,6 +1,6 @@
 """Every step type a playbook may use: the built-in ones and those of installed plug-ins.
 
-Kept apart from `recovery.registry` so that the registry imports no step (the steps
+Kept apart from `recovery.engine.registry` so that the registry imports no step (the steps
 import it to register themselves), and the step modules are loaded on first use only,
 which keeps `recovery --help` from loading them.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from recovery.plugins import load_step_modules
-from recovery.registry import StepType, registered
+from recovery.engine.plugins import load_step_modules
+from recovery.engine.registry import StepType, registered
 
 __all__ = ["step_types"]
 

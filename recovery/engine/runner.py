@@ -34,24 +34,24 @@ from tenacity import (
     stop_after_delay,
 )
 
-from recovery import preflight, templating
-from recovery.cancel import CancelToken
-from recovery.catalog import step_types
-from recovery.config import Config
-from recovery.context import Cleanup, SharedState, StepContext
-from recovery.errors import JournalError, KeyGenerationError, RecoveryError, StepError, TemplateError, TransientError
-from recovery.heartbeat import Heartbeat
-from recovery.journal import (
+from recovery.engine import preflight, templating
+from recovery.engine.cancel import CancelToken
+from recovery.engine.catalog import step_types
+from recovery.engine.config import Config
+from recovery.engine.context import Cleanup, SharedState, StepContext
+from recovery.engine.heartbeat import Heartbeat
+from recovery.engine.journal import (
     STATUS_FAILED,
     STATUS_INTERRUPTED,
     STATUS_RUNNING,
     STATUS_SUCCEEDED,
     Journal,
 )
-from recovery.playbook import Playbook, StepSpec
-from recovery.redact import MASK, MIN_SCRUB_LEN, Secret, too_short_to_mask
-from recovery.registry import InputTypeError, StepType, build_params
-from recovery.report import RunReport, StepRecord
+from recovery.engine.playbook import Playbook, StepSpec
+from recovery.engine.registry import InputTypeError, StepType, build_params
+from recovery.engine.report import RunReport, StepRecord
+from recovery.errors import JournalError, KeyGenerationError, RecoveryError, StepError, TemplateError, TransientError
+from recovery.safety.redact import MASK, MIN_SCRUB_LEN, Secret, too_short_to_mask
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class Runner:
     def run(self) -> RunReport:
         """Execute the playbook. KeyboardInterrupt is re-raised after cleanup, with the report saved.
 
-        SIGTERM and SIGHUP arrive here as KeyboardInterrupt too (`recovery.signals`).
+        SIGTERM and SIGHUP arrive here as KeyboardInterrupt too (`recovery.engine.signals`).
 
         Raises:
             JournalError: the outcome could not be saved (a full disk); the report is
@@ -262,7 +262,7 @@ class Runner:
     def _cleanup_phase(self) -> None:
         """Newest first. A second Ctrl-C cuts short only the cleanup it lands in, never the rest.
 
-        (SIGTERM and SIGHUP after the first interrupt are ignored by `recovery.signals`.)
+        (SIGTERM and SIGHUP after the first interrupt are ignored by `recovery.engine.signals`.)
         A journal that cannot be written does not make a cleanup count as failed.
         """
         while self.shared.cleanups:
@@ -464,7 +464,7 @@ class Runner:
         private_path, public_key = outputs.get("private_key_path"), outputs.get("public_key")
         if not isinstance(private_path, str) or not isinstance(public_key, str):
             return
-        from recovery.keys import fingerprint_sha256, load_keypair
+        from recovery.ssh.keys import fingerprint_sha256, load_keypair
 
         passphrase = getattr(self._params(spec, step_type), "passphrase", None)
         pair = load_keypair(Path(private_path), passphrase if isinstance(passphrase, Secret) else None)

@@ -6,7 +6,7 @@ gets completion and checks as it is typed: the top-level keys, the declarations 
 inputs and secrets, each step's keys, `uses` from the installed step types, and
 the `with:` parameters of the step type a step uses, with their descriptions.
 
-It is made from the same declarations as `recovery.playbook`'s validation and
+It is made from the same declarations as `recovery.engine.playbook`'s validation and
 `recovery steps` (the registry), so it cannot drift from them. It is a first line
 of help, not the validator: templates (`"{{ inputs.port }}"`) are accepted wherever
 a value is, and whether a template refers to something that exists is for
@@ -20,8 +20,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, get_args, get_origin
 
-from recovery.redact import Secret
-from recovery.registry import InputSpec, StepType
+from recovery.engine.registry import InputSpec, StepType
+from recovery.safety.redact import Secret
 
 __all__ = ["SCHEMA", "playbook_schema"]
 
@@ -34,7 +34,7 @@ _SECONDS = {"type": "number", "exclusiveMinimum": 0}
 
 
 def playbook_schema(step_types: Mapping[str, StepType]) -> dict[str, Any]:
-    """The schema of a playbook that may use `step_types` (`recovery.catalog.step_types()`)."""
+    """The schema of a playbook that may use `step_types` (`recovery.engine.catalog.step_types()`)."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "schema": SCHEMA,

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from recovery import readers
 from recovery.errors import HostKeyMismatch, HostKeyUnknown, KeyGenerationError, UsageError, VerifyError
-from recovery.keys import fingerprint_md5, fingerprint_sha256
+from recovery.safety import readers
+from recovery.ssh.keys import fingerprint_md5, fingerprint_sha256
 
 __all__ = [
     "VERIFIER_ADVICE",

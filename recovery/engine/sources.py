@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from recovery.engine.playbook import Playbook
 from recovery.errors import UsageError
-from recovery.playbook import Playbook
-from recovery.readers import SECRET_LIMIT, read_text
-from recovery.redact import Secret
+from recovery.safety.readers import SECRET_LIMIT, read_text
+from recovery.safety.redact import Secret
 
 __all__ = ["Prompt", "input_values", "secret_values"]
 

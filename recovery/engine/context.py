@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recovery.config import Config
+from recovery.engine.config import Config
+from recovery.engine.journal import Journal
+from recovery.engine.report import RunReport
 from recovery.errors import StepError
-from recovery.journal import Journal
-from recovery.report import RunReport
 
 if TYPE_CHECKING:
+    from recovery.channels.dialogue import ConsoleSession
     from recovery.cloud import Cloud
-    from recovery.console import ConsoleSession
 
 
 @dataclass
