@@ -18,13 +18,10 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import signal
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 from recovery.audit.api import MAX_CONCURRENCY, AuditInterrupted, check
 from recovery.audit.cloud_inventory import ConsoleProbe, FleetCloud, cloud_hosts, compile_filter
@@ -35,8 +32,10 @@ from recovery.audit.progress import ProgressLine
 from recovery.audit.remediate import InProcessPlaybookRunner, confirm_on_terminal, remediate
 from recovery.audit.render import render, summary_line
 from recovery.audit.shard import parse_shard
+from recovery.cli.output import write_output
+from recovery.engine.signals import interrupt_on_signals
 from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED, UsageError
-from recovery.safety.files import make_dirs, write_atomic
+from recovery.safety.files import make_dirs
 from recovery.ssh.hostkeys import KnownHosts, KnownHostsAppender
 
 __all__ = ["ENGINE_VARIABLE", "MAX_CONCURRENCY", "run_audit"]
@@ -70,7 +69,7 @@ def run_audit(args: argparse.Namespace) -> int:
             runner.check_hosts(hosts)
         interactive = sys.stderr.isatty() and not args.quiet  # -q: no progress line, no summary line
         progress = ProgressLine(len(hosts), sys.stderr, enabled=interactive)
-        with _sigterm_as_interrupt():
+        with interrupt_on_signals():
             try:
                 checked = check(
                     hosts,
@@ -105,7 +104,7 @@ def run_audit(args: argparse.Namespace) -> int:
         interrupted=interrupted,
         remediations=tuple(remediations),
     )
-    _write(render(report, args.format), args.output)
+    write_output(render(report, args.format), args.output)
     if interactive or interrupted:
         print(summary_line(report), file=sys.stderr)
     if interrupted:
@@ -205,34 +204,3 @@ def _runner(args: argparse.Namespace) -> InProcessPlaybookRunner:
         args.remediate, config=config, journal_root=args.journal or config.journal.dir, network=args.network
     )
 
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (systemd stopping the unit, Kubernetes ending the pod) ends the audit like Ctrl-C: with a report."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _write(text: str, output: Path | None) -> None:
-    """To stdout, or to `output` atomically: node_exporter must never read half a file.
-
-    The file gets the usual 0666-minus-umask mode rather than 0600, because the
-    textfile collector usually runs as another user.
-    """
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write_atomic(output, text, mode=0o666 & ~umask)
-    except OSError as exc:
-        raise UsageError(f"--output {output}: cannot write in {output.parent}: {exc.strerror or exc}") from exc

@@ -31,7 +31,8 @@ from recovery.errors import (
 
 if TYPE_CHECKING:
     from recovery.engine.cancel import CancelToken
-    from recovery.engine.playbook import InputDecl, SecretDecl
+    from recovery.engine.config import Config
+    from recovery.engine.playbook import InputDecl, Playbook, SecretDecl
     from recovery.engine.registry import StepType
     from recovery.engine.report import RunReport
     from recovery.safety.redact import Secret
@@ -627,9 +628,8 @@ def command_run(args: argparse.Namespace) -> int:
         return _run(args, cancel)
 
 
-def _dry_run_json(args: argparse.Namespace) -> int:
-    """`run --dry-run --json`: the plan as one JSON object, for programs; the pre-flight refuses as the run would."""
-    import recovery.api
+def _prepare(args: argparse.Namespace) -> tuple[Config, Playbook, dict[str, str]]:
+    """What `run` and `run --dry-run --json` both start from: the config, the playbook and its `-e` inputs."""
     from recovery.engine.config import load_config
     from recovery.engine.playbook import load_playbook
     from recovery.engine.sources import input_values
@@ -641,6 +641,14 @@ def _dry_run_json(args: argparse.Namespace) -> int:
     given, notes = input_values(playbook, _pairs(args.inputs, "-e"), os.environ)
     for note in [] if args.quiet else notes:
         print(note, file=sys.stderr)
+    return config, playbook, given
+
+
+def _dry_run_json(args: argparse.Namespace) -> int:
+    """`run --dry-run --json`: the plan as one JSON object, for programs; the pre-flight refuses as the run would."""
+    import recovery.api
+
+    config, playbook, given = _prepare(args)
     plan = recovery.api.dry_run_plan(
         playbook, given, config=config, journal_root=args.journal or config.journal.dir, resume=args.resume
     )
@@ -653,19 +661,11 @@ def _run(args: argparse.Namespace, cancel: CancelToken) -> int:
 
     import recovery.api
     from recovery.cli.hints import resume_command
-    from recovery.engine.config import load_config
     from recovery.engine.journal import STATUS_INTERRUPTED, STATUS_SUCCEEDED
-    from recovery.engine.playbook import load_playbook
     from recovery.engine.report import exit_code, summary_line
-    from recovery.engine.sources import input_values, secret_values
+    from recovery.engine.sources import secret_values
 
-    config = load_config(args.config)
-    if args.cloud:
-        config = dataclasses.replace(config, cloud=dataclasses.replace(config.cloud, name=args.cloud))
-    playbook = load_playbook(args.playbook)
-    given, notes = input_values(playbook, _pairs(args.inputs, "-e"), os.environ)
-    for note in [] if args.quiet else notes:
-        print(note, file=sys.stderr)
+    config, playbook, given = _prepare(args)
     journal_root = args.journal or config.journal.dir
     # Every check the run makes before it changes anything, before any password prompt: a typo or an
     # unknown run id is exit 2 at once, not after the password was typed.

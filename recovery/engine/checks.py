@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from recovery.errors import VerifyError
+from recovery.errors import KeyGenerationError, VerifyError
 
 RSA_SIZES = (2048, 3072, 4096)
 
@@ -28,6 +28,17 @@ def login_name(value: str) -> str | None:
         return f"{value!r} has a space or a control character; a login name has neither"
     if value.startswith("-"):
         return f"{value!r} starts with '-', which login and ssh would take for an option"
+    return None
+
+
+def public_key(value: str) -> str | None:
+    """One OpenSSH public key line (`ssh-ed25519 AAAA... comment`), as the VM's sshd will read it."""
+    from recovery.ssh.keys import parse_public_line
+
+    try:
+        parse_public_line(value)
+    except KeyGenerationError as exc:
+        return str(exc)
     return None
 
 

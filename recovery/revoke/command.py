@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
+from recovery.cli.output import write_output
+from recovery.engine.signals import interrupt_on_signals
 from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED, KeyGenerationError, UsageError
 
 if TYPE_CHECKING:
@@ -104,14 +103,14 @@ def run_revoke(args: argparse.Namespace) -> int:
             jumps=_jumps(args),
         )
         interrupted = False
-        with _sigterm_as_interrupt():
+        with interrupt_on_signals():
             try:
                 outcomes = revoke_fleet(hosts, request)
             except KeyboardInterrupt as exc:
                 outcomes = getattr(exc, "partial", [])
                 interrupted = True
     report = RevokeReport(stolen.name, args.dry_run, outcomes, time.monotonic() - started, interrupted)
-    _write(render(report, args.format), args.output)
+    write_output(render(report, args.format), args.output)
     if not args.quiet and (args.output is not None or sys.stderr.isatty() or interrupted):
         print(summary_line(report), file=sys.stderr)
     if interrupted:
@@ -221,29 +220,3 @@ def _trust(
         return KnownHosts.load(args.known_hosts), None
     return None, None
 
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _write(text: str, output: Path | None) -> None:
-    from recovery.safety.files import write_atomic
-
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write_atomic(output, text, mode=0o666 & ~umask)
-    except OSError as exc:
-        raise UsageError(f"--output {output}: cannot write in {output.parent}: {exc.strerror or exc}") from exc

@@ -39,16 +39,6 @@ PROXMOX_NEEDS_CREDENTIAL = (
 )
 
 
-def _public_key(value: str) -> str | None:
-    from recovery.ssh.keys import parse_public_line
-
-    try:
-        parse_public_line(value)
-    except KeyGenerationError as exc:
-        return str(exc)
-    return None
-
-
 def _agent_url(value: Text) -> str | None:
     from recovery.agent import agent_url_problem
 
@@ -75,7 +65,7 @@ class AgentInstallParams:
         "the VM's guest agent: unix:///path/to/qga.sock, libvirt://[URI/]DOMAIN or proxmox://HOST[:PORT]/NODE/VMID",
         check=_agent_url)
     user: str = doc("the VM user whose authorized_keys gets the key", check=checks.login_name)
-    key: str = doc("the public key line to add", check=_public_key)
+    key: str = doc("the public key line to add", check=checks.public_key)
     token: Secret | None = doc("Proxmox API token USER@REALM!NAME=SECRET (from secrets.*); the other agents ignore it",
                                default=None)
     timeout: float | None = doc("seconds for the script to finish (default: console.command_timeout)",
@@ -104,7 +94,7 @@ def preview(params: AgentInstallParams) -> list[str]:
     from recovery.safety.redact import reveal
     from recovery.steps.authorized_keys import PREVIEW_KEY
 
-    key = params.key if _public_key(params.key) is None else PREVIEW_KEY
+    key = params.key if checks.public_key(params.key) is None else PREVIEW_KEY
     script = build_install_script(key, sha256=hashlib.sha256(f"{key}\n".encode()).hexdigest(), nonce="0" * 8,
                                   facts=params.facts)
     where = describe_agent(reveal(params.agent)) if params.agent else "<agent>"

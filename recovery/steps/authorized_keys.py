@@ -25,16 +25,6 @@ if TYPE_CHECKING:
     from recovery.ssh.verifier import SSHTarget
 
 
-def _public_key(value: str) -> str | None:
-    from recovery.ssh.keys import parse_public_line
-
-    try:
-        parse_public_line(value)
-    except KeyGenerationError as exc:
-        return str(exc)
-    return None
-
-
 def _download_url(value: Secret) -> str | None:
     if not value.reveal().startswith(("http://", "https://")):
         return f"{value} is not an http:// or https:// URL the VM could download from"
@@ -43,7 +33,7 @@ def _download_url(value: Secret) -> str | None:
 
 @dataclass(frozen=True)
 class InstallParams:
-    key: str = doc("the public key line to add", check=_public_key)
+    key: str = doc("the public key line to add", check=checks.public_key)
     url: Secret | None = doc("download the key from this URL instead of typing it (publish.* output)", default=None,
                              check=_download_url)
     sha256: str | None = doc("expected sha256 of the key line plus newline (publish.* output)", default=None)
@@ -426,7 +416,7 @@ def _removal_outputs(ctx: StepContext, output: str, nonce: str) -> Outputs:
 
 @dataclass(frozen=True)
 class InstallSSHParams:
-    key: str = doc("the public key line to add", check=_public_key)
+    key: str = doc("the public key line to add", check=checks.public_key)
     host: str = doc("SSH host name or address")
     user: str = doc("the user to log in as; the key goes into this user's authorized_keys", check=checks.login_name)
     private_key_path: str = doc("a private key that logs in now (the one being replaced may do)")
