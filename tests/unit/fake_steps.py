@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
+from recovery.engine.config import Config
 from recovery.engine.context import StepContext
+from recovery.engine.journal import Journal
+from recovery.engine.playbook import parse_playbook
 from recovery.engine.registry import Outputs, doc, step
+from recovery.engine.runner import Runner, RunRequest
 from recovery.errors import ChannelTimeout, StepError
 from recovery.safety.redact import Text
 
@@ -67,3 +72,36 @@ def reset() -> None:
 def crash(ctx: StepContext, params: OnceParams) -> Outputs:
     """Behave like a bug in a step."""
     raise ZeroDivisionError("a bug")
+
+
+# Playbooks and a runner call that several test modules share.
+
+TWO_STEPS = """
+steps:
+  - id: first
+    uses: test.record
+    with: {message: one}
+  - id: second
+    uses: test.record
+    with: {message: two}
+"""
+
+RESUMABLE = """
+steps:
+  - id: key
+    uses: test.once
+    with: {value: first-key}
+  - id: work
+    uses: test.record
+    with: {message: "{{ steps.key.outputs.value }}", fail: "{{ inputs.fail }}"}
+inputs:
+  fail: {type: boolean, default: false}
+"""
+
+
+def run(tmp_path: Path, text: str, *, inputs=None, secrets=None, previous=None, journal=None):
+    """Run playbook `text` with the test step types; returns the report and the journal."""
+    playbook = parse_playbook(text, tmp_path / "book.yaml")
+    journal = journal or Journal.create(tmp_path / "runs")
+    runner = Runner(RunRequest(playbook, inputs or {}, secrets or {}, Config()), journal, previous=previous)
+    return runner.run(), journal

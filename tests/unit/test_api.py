@@ -10,17 +10,7 @@ import pytest
 
 import recovery
 from recovery.engine.config import Config, JournalConfig
-from tests.unit.fake_steps import CALLS
-
-TWO_STEPS = """
-steps:
-  - id: first
-    uses: test.record
-    with: {message: one}
-  - id: second
-    uses: test.record
-    with: {message: two}
-"""
+from tests.unit.fake_steps import CALLS, TWO_STEPS
 
 
 def book(tmp_path: Path, text: str) -> Path:

@@ -29,6 +29,7 @@ from recovery.safety.redact import Secret
 from recovery.ssh.keys import generate_keypair
 from tests.unit import fake_steps
 from tests.unit.fake_console import DEBIAN, FakeConsole
+from tests.unit.fake_steps import TWO_STEPS
 
 ROOT = Path(__file__).resolve().parents[2]
 SERIAL = ROOT / "playbooks" / "restore-access-serial.yaml"
@@ -38,15 +39,6 @@ DIRECT = [
     "-e", f"console_url=ws://127.0.0.1:9/?token={TOKEN}", "-e", "ssh_host=127.0.0.1", "-e", "user=ops",
     "-e", "trust_first_use=true",
 ]
-TWO_STEPS = """
-steps:
-  - id: first
-    uses: test.record
-    with: {message: one}
-  - id: second
-    uses: test.record
-    with: {message: two}
-"""
 assert fake_steps  # registers test.record
 
 

@@ -15,15 +15,7 @@ from recovery.engine.preflight import PreflightError
 from recovery.engine.runner import Runner, RunRequest
 from recovery.errors import TemplateError
 from recovery.safety.redact import Secret
-from tests.unit.fake_steps import CALLS
-
-
-def run(tmp_path: Path, text: str, *, inputs=None, secrets=None, previous=None, journal=None):
-    playbook = parse_playbook(text, tmp_path / "book.yaml")
-    journal = journal or Journal.create(tmp_path / "runs")
-    runner = Runner(RunRequest(playbook, inputs or {}, secrets or {}, Config()), journal, previous=previous)
-    return runner.run(), journal
-
+from tests.unit.fake_steps import CALLS, RESUMABLE, run
 
 PHASES = """
 steps:
@@ -181,19 +173,6 @@ steps:
 
 def journal_events(report, tmp_path: Path) -> str:
     return (tmp_path / "runs" / report.run_id / "events.jsonl").read_text()
-
-
-RESUMABLE = """
-steps:
-  - id: key
-    uses: test.once
-    with: {value: first-key}
-  - id: work
-    uses: test.record
-    with: {message: "{{ steps.key.outputs.value }}", fail: "{{ inputs.fail }}"}
-inputs:
-  fail: {type: boolean, default: false}
-"""
 
 
 def test_resume_skips_completed_steps_that_must_not_repeat_and_reruns_the_rest(tmp_path: Path) -> None:

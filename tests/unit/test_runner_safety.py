@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from recovery.engine import journal as journal_module
 from recovery.channels.dialogue import ConsoleSession
+from recovery.engine import journal as journal_module
 from recovery.engine.config import Config, KeysConfig
 from recovery.engine.context import StepContext
 from recovery.engine.journal import Journal
@@ -23,29 +23,7 @@ from recovery.safety.files import make_dirs
 from recovery.safety.redact import Secret
 from recovery.ssh.keys import generate_keypair
 from tests.unit.fake_console import FakeConsole
-from tests.unit.fake_steps import CALLS, OnceParams
-
-
-def run(tmp_path: Path, text: str, *, inputs=None, secrets=None, previous=None, journal=None):
-    playbook = parse_playbook(text, tmp_path / "book.yaml")
-    journal = journal or Journal.create(tmp_path / "runs")
-    runner = Runner(RunRequest(playbook, inputs or {}, secrets or {}, Config()), journal, previous=previous)
-    return runner.run(), journal
-
-
-RESUMABLE = """
-steps:
-  - id: key
-    uses: test.once
-    with: {value: first-key}
-  - id: work
-    uses: test.record
-    with: {message: "{{ steps.key.outputs.value }}", fail: "{{ inputs.fail }}"}
-inputs:
-  fail: {type: boolean, default: false}
-"""
-
-
+from tests.unit.fake_steps import CALLS, RESUMABLE, OnceParams, run
 
 
 @step("test.transcribe", params=OnceParams, outputs={}, repeatable=True)
