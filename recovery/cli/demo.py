@@ -37,10 +37,11 @@ def missing_prerequisites() -> list[str]:
     return problems
 
 
-def run_demo(root: Path | None = None, console: str = "serial") -> int:
+def run_demo(root: Path | None = None, console: str = "serial", *, quiet: bool = False) -> int:
     """Lab up, recover through the `console` ("serial" or "vnc"), verify, report, lab down.
 
-    Returns the exit code of the recovery.
+    `quiet` (`-q`) keeps the report, the summary line and errors, and drops the lab's
+    chatter and the progress lines. Returns the exit code of the recovery.
     """
     import recovery.api
     from recovery import PLAYBOOKS_DIR, lab
@@ -63,17 +64,18 @@ def run_demo(root: Path | None = None, console: str = "serial") -> int:
     base = Path(tempfile.mkdtemp(prefix="recovery-demo-", dir=root))
     base.chmod(0o755)  # sshd, as the lab user, must traverse it to the lab home
     lab_dir = base / "lab"
-    print(f"starting the lab in {lab_dir} ...", file=sys.stderr)
+
+    def say(line: str) -> None:
+        if not quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    say(f"starting the lab in {lab_dir} ...")
     chosen = os.environ.get("RECOVERY_CONSOLE_PASSWORD")  # else the lab makes a random one
     try:
         # Inside the try: a SIGTERM during lab up still ends in lab down.
         info = lab.up(lab_dir, password=Secret(chosen, "<console_password>") if chosen else None, console=console)
         console_url = info.url_of(console)
-        print(
-            f"lab VM: console {masked_url(console_url)}, ssh {info.ssh_host}:{info.ssh_port}, "
-            f"user {info.user}",
-            file=sys.stderr,
-        )
+        say(f"lab VM: console {masked_url(console_url)}, ssh {info.ssh_host}:{info.ssh_port}, user {info.user}")
         playbook = load_playbook(PLAYBOOKS_DIR / f"restore-access-{console}.yaml")
         inputs = {
             "console_url": console_url,
@@ -87,7 +89,7 @@ def run_demo(root: Path | None = None, console: str = "serial") -> int:
         try:
             report = recovery.api.run(
                 playbook, inputs, secrets, config=config,
-                progress=lambda line: print(line, file=sys.stderr, flush=True),
+                progress=say,
             )
         except recovery.api.RunInterrupted as interrupted:
             report = interrupted.report
@@ -95,21 +97,21 @@ def run_demo(root: Path | None = None, console: str = "serial") -> int:
         print(summary_line(report), file=sys.stderr)
         status = exit_code(report)
         if status == EXIT_OK:
-            _check_old_key(info)
+            say(_check_old_key(info))
         return status
     except RecoveryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     finally:
         lab.down(lab_dir)
-        print(f"lab stopped; keys and journal kept in {base}", file=sys.stderr)
+        say(f"lab stopped; keys and journal kept in {base}")
 
 
-def _check_old_key(info: lab.LabInfo) -> None:
-    """The recovery must not have broken the keys that were there before."""
+def _check_old_key(info: lab.LabInfo) -> str:
+    """The recovery must not have broken the keys that were there before: a refused old key raises."""
     from recovery.ssh.keys import load_keypair
     from recovery.ssh.verifier import ParamikoVerifier, SSHTarget
 
     target = SSHTarget(info.ssh_host, info.ssh_port, info.user, host_key_fingerprint=info.host_key_fingerprint)
     result = ParamikoVerifier().verify(target, load_keypair(Path(info.old_key_path), None), timeout=10)
-    print(f"the lab's old key {result.key_fingerprint} still logs in as {result.remote_user}", file=sys.stderr)
+    return f"the lab's old key {result.key_fingerprint} still logs in as {result.remote_user}"

@@ -467,7 +467,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "lab":
         return command_lab(args)
-    return command_demo(args.console)
+    return command_demo(args.console, quiet=args.quiet)
 
 
 def _print_json(document: dict[str, Any]) -> None:
@@ -790,11 +790,11 @@ def command_lab(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
-def command_demo(console: str) -> int:
+def command_demo(console: str, *, quiet: bool = False) -> int:
     """`recovery demo`: SIGTERM and SIGHUP take the Ctrl-C path (the lab is stopped), no core dumps."""
     from recovery.cli.demo import run_demo
     from recovery.engine.signals import interrupt_on_signals
 
     disable_core_dumps()
     with interrupt_on_signals():
-        return run_demo(console=console)
+        return run_demo(console=console, quiet=quiet)
