@@ -119,11 +119,16 @@ class Server:
 
 @dataclass(frozen=True)
 class KeyPairInfo:
-    """A Nova key pair: `fingerprint` is Nova's MD5 colon hex, `type` the key's algorithm (`ssh-ed25519`)."""
+    """A Nova key pair: `fingerprint` is Nova's MD5 colon hex, `type` the key's algorithm (`ssh-ed25519`).
+
+    `public_key` is the key line as Nova lists it, so that a key known only by its SHA256
+    fingerprint can be matched too ("" when the answer had none).
+    """
 
     name: str
     fingerprint: str
     type: str
+    public_key: str = ""
 
 
 class Cloud(Protocol):
@@ -695,7 +700,9 @@ def _server(raw: Any) -> Server:
 def _keypair(raw: Any, public_key: str) -> KeyPairInfo:
     fields = public_key.split(None, 1)
     key_type = fields[0] if fields else str(raw.type or "")
-    return KeyPairInfo(name=str(raw.name), fingerprint=str(raw.fingerprint or ""), type=key_type)
+    return KeyPairInfo(
+        name=str(raw.name), fingerprint=str(raw.fingerprint or ""), type=key_type, public_key=public_key.strip()
+    )
 
 
 def _http_error(where: str, status: int | None, request_id: str | None, detail: str) -> CloudError:

@@ -75,6 +75,7 @@ def cloud_hosts(
     keys: Sequence[Path],
     server_filter: re.Pattern[str] | None = None,
     network: str | None = None,
+    empty_ok: bool = False,
 ) -> tuple[list[Host], dict[str, Server]]:
     """The cloud's servers as hosts, sorted by name, and each host's server for later console checks.
 
@@ -85,13 +86,16 @@ def cloud_hosts(
 
     :raises CloudError: listing the servers failed.
     :raises UsageError: the filter matched none of the servers, which is more
-        likely a mistyped filter than an empty fleet.
+        likely a mistyped filter than an empty fleet; or the cloud lists no
+        servers at all, unless `empty_ok` (revoke still has key pairs to delete).
     """
     servers = cloud.list_servers()
     chosen = sorted(
         (server for server in servers if server_filter is None or server_filter.search(server.name)),
         key=lambda server: (server.name, server.id),
     )
+    if not servers and empty_ok:
+        return [], {}
     if not servers:
         raise UsageError("the cloud lists no servers: nothing to audit")
     if not chosen:

@@ -6,8 +6,11 @@ admin key being the stolen one), found before any connection; 130 Ctrl-C or SIGT
 partial report has been written.
 
 Removing a stolen key is the safe direction, so there is no prompt: ``--dry-run`` looks first.
-``--cloud`` (the fleet from Nova, and deleting Nova key pairs with ``--yes``) is not built yet and
-is refused as a usage error naming ``--inventory``.
+With ``--cloud`` the hosts are the cloud's servers (addressed as `recovery audit --cloud` addresses
+them), and the Nova key pairs holding the key are deleted too, first: that alone cannot be undone,
+so it is asked on a terminal or confirmed with ``--yes``; with neither they are kept, and the run
+exits 1. A cloud that cannot be read (credentials refused, unreachable) is exit 1 before anything
+changed; a cloud that is not configured is exit 2.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from typing import TYPE_CHECKING
 
 from recovery.cli.output import write_output
 from recovery.engine.signals import interrupt_on_signals
-from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED, KeyGenerationError, UsageError
+from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED, CloudError, KeyGenerationError, UsageError
 
 if TYPE_CHECKING:
+    from recovery.audit.model import Host
+    from recovery.cloud import KeyPairInfo, OpenStackCloud
     from recovery.revoke.engine import StolenKey
     from recovery.ssh.hostkeys import KnownHosts, KnownHostsAppender
     from recovery.ssh.jump import JumpHop
@@ -42,7 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--public-key", type=Path, metavar="FILE", help="the stolen key's public key (.pub)")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--inventory", type=Path, metavar="FILE", help="YAML inventory (the audit's format)")
-    where.add_argument("--cloud", metavar="NAME", help="every server of this cloud (not available yet)")
+    where.add_argument("--cloud", "--os-cloud", metavar="NAME", nargs="?", const="",
+                       help="every server of this clouds.yaml entry (no NAME: OS_CLOUD, or a sourced openrc); "
+                       "also deletes the Nova key pairs holding the key (asked first, or --yes)")
+    parser.add_argument("--server-filter", metavar="REGEX", help="with --cloud: only servers whose name matches")
+    parser.add_argument("--network", help="with --cloud: network whose fixed address to use, lacking a floating one")
     parser.add_argument("--key", action="append", default=[], metavar="ADMIN_KEY",
                         help="private key that logs in to make the change (repeatable; never the stolen one)")
     parser.add_argument("--user", help="login user for hosts whose inventory names none; the key is removed from "
@@ -68,24 +77,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="host key pins of the jump hosts, in the same order")
     parser.add_argument("--format", choices=("table", "json", "junit"), default="table", help="report format")
     parser.add_argument("--output", type=Path, metavar="FILE", help="write the report here (atomically), not stdout")
-    parser.add_argument("--yes", action="store_true", help="with --cloud: delete Nova key pairs without asking")
+    parser.add_argument("--yes", action="store_true",
+                        help="with --cloud: delete the Nova key pairs holding the key without asking (without a "
+                        "terminal and without --yes they are kept, and the run exits 1)")
 
 
 def run_revoke(args: argparse.Namespace) -> int:
     """Run `recovery revoke` as parsed by `recovery.cli.main`; returns the exit code.
 
     Raises:
-        UsageError: flags, inventory or keys are unusable, or the stolen key is an admin key.
+        UsageError: flags, inventory or keys are unusable, or the stolen key is an admin key; the cloud
+            is not configured (ConfigError).
+        CloudError: the cloud's servers or key pairs could not be listed (nothing was changed).
     """
     from recovery.audit.inventory import HostDefaults, load_inventory
-    from recovery.revoke.engine import RevokeRequest, revoke_fleet
+    from recovery.revoke.engine import HostOutcome, RevokeRequest, Status, revoke_fleet
+    from recovery.revoke.keypairs import KeyPairOutcome, ask_on_terminal, settle_keypairs
     from recovery.revoke.render import RevokeReport, render, summary_line
 
     _check_flags(args)
     stolen = _stolen(args)
     admin_paths = tuple(Path(os.path.expanduser(path)) for path in args.key)
-    hosts = load_inventory(args.inventory, HostDefaults(user=args.user, keys=admin_paths))
-    admin_keys = _admin_keys({str(path) for host in hosts for path in host.keys})
+    hosts = [] if args.cloud is not None else load_inventory(
+        args.inventory, HostDefaults(user=args.user, keys=admin_paths))
+    admin_keys = _admin_keys({str(path) for path in admin_paths} if args.cloud is not None else
+                             {str(path) for host in hosts for path in host.keys})
     for path, key in admin_keys.items():
         if stolen.sha256 == key.sha256 or stolen.md5 == f"MD5:{key.md5}":
             raise UsageError(
@@ -93,45 +109,92 @@ def run_revoke(args: argparse.Namespace) -> int:
                 "admin key first (add a new one everywhere), then revoke this one with the new key"
             )
     stolen_private = _stolen_private(args.stolen_key, stolen) if args.stolen_key else None
+    jumps = _jumps(args)
     started = time.monotonic()
+    keypairs: list[KeyPairOutcome] = []
     with contextlib.ExitStack() as stack:
         known, record = _trust(args, stack)
+        cloud: OpenStackCloud | None = None
+        matching: list[KeyPairInfo] = []
+        if args.cloud is not None:
+            cloud = _open_cloud(args.cloud or None)
+            stack.callback(cloud.close)
+            hosts, matching = _from_cloud(args, cloud, stolen, admin_paths)
         request = RevokeRequest(
             stolen=stolen, admin_keys=admin_keys, all_users=args.all_users, dry_run=args.dry_run,
             max_changes=args.max_changes, timeout=args.timeout, concurrency=args.concurrency,
             stolen_private=stolen_private, known_hosts=known, accept_new=args.accept_new, record=record,
-            jumps=_jumps(args),
+            jumps=jumps,
         )
         interrupted = False
         with interrupt_on_signals():
+            settled = cloud is None
             try:
+                if cloud is not None:  # first: no new server gets the key while the hosts are done
+                    ask = ask_on_terminal(cloud.name, stolen.name) if sys.stdin.isatty() else None
+                    keypairs = settle_keypairs(cloud, matching, dry_run=args.dry_run, yes=args.yes, ask=ask)
+                    settled = True
                 outcomes = revoke_fleet(hosts, request)
             except KeyboardInterrupt as exc:
-                outcomes = getattr(exc, "partial", [])
                 interrupted = True
-    report = RevokeReport(stolen.name, args.dry_run, outcomes, time.monotonic() - started, interrupted)
+                if settled:
+                    outcomes = getattr(exc, "partial", [])
+                else:  # cut short at the prompt or between deletions: no host was started
+                    keypairs = getattr(exc, "partial", [])
+                    outcomes = [HostOutcome(host.name, host.where, Status.INTERRUPTED, "not started: interrupted")
+                                for host in hosts]
+    report = RevokeReport(stolen.name, args.dry_run, outcomes, time.monotonic() - started, interrupted,
+                          cloud=cloud.name if cloud is not None else None, keypairs=keypairs)
     write_output(render(report, args.format), args.output)
     if not args.quiet and (args.output is not None or sys.stderr.isatty() or interrupted):
         print(summary_line(report), file=sys.stderr)
     if interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_STEP_FAILED if report.not_clean else EXIT_OK
+    return EXIT_OK if report.proven_clean else EXIT_STEP_FAILED
 
 
 def _check_flags(args: argparse.Namespace) -> None:
-    if args.cloud is not None:
-        raise UsageError(
-            "--cloud is not available yet for revoke (nor Nova key pair deletion): list the servers in an "
-            "--inventory file, and delete the key pair with `openstack keypair delete`"
-        )
+    if args.cloud is None:
+        for flag, value in (("--server-filter", args.server_filter), ("--network", args.network)):
+            if value is not None:
+                raise UsageError(f"{flag} chooses cloud servers: use it with --cloud, not --inventory")
+        if args.yes:
+            raise UsageError("--yes only confirms deleting Nova key pairs, with --cloud; revoke itself never asks")
+    elif not args.user or not args.key:
+        raise UsageError("--cloud needs --user and --key: the cloud knows neither the login user nor the admin key")
     if not 1 <= args.concurrency <= MAX_CONCURRENCY:
         raise UsageError(f"--concurrency {args.concurrency}: expected 1 to {MAX_CONCURRENCY}")
     if not args.timeout > 0:
         raise UsageError(f"--timeout {args.timeout:g}: expected a positive number of seconds")
     if args.max_changes is not None and args.max_changes < 1:
         raise UsageError(f"--max-changes {args.max_changes}: expected 1 or more")
-    if args.yes:
-        raise UsageError("--yes only confirms deleting Nova key pairs, with --cloud; revoke itself never asks")
+
+
+def _open_cloud(name: str | None) -> OpenStackCloud:
+    from recovery.cloud import connect
+
+    return connect(name)
+
+
+def _from_cloud(
+    args: argparse.Namespace, cloud: OpenStackCloud, stolen: StolenKey, admin_paths: tuple[Path, ...]
+) -> tuple[list[Host], list[KeyPairInfo]]:
+    """The cloud's servers as hosts (addressed as the audit addresses them), and its key pairs holding the key.
+
+    Raises:
+        CloudError: the cloud could not be read; the message adds that nothing was changed.
+        UsageError: --server-filter matches no server.
+    """
+    from recovery.audit.cloud_inventory import cloud_hosts, compile_filter
+    from recovery.revoke.keypairs import matching_keypairs
+
+    server_filter = compile_filter(args.server_filter)
+    try:
+        hosts, _ = cloud_hosts(cloud, user=args.user, keys=admin_paths, server_filter=server_filter,
+                               network=args.network, empty_ok=True)
+        return hosts, matching_keypairs(cloud.list_keypairs(), stolen)
+    except CloudError as exc:
+        raise type(exc)(f"{exc}. Nothing was changed: no host was contacted and no key pair deleted") from exc
 
 
 def _stolen(args: argparse.Namespace) -> StolenKey:

@@ -208,7 +208,7 @@ def _one_host(host: Host, request: RevokeRequest, budget: _Budget) -> HostOutcom
     started = time.monotonic()
     outcome = HostOutcome(host.name, host.where, Status.CLEAN)
     if host.address is None:
-        outcome.status, outcome.message = Status.NO_ADDRESS, "the inventory gives no address for this host"
+        outcome.status, outcome.message = Status.NO_ADDRESS, host.note or "the inventory gives no address for this host"
         return outcome
     try:
         _revoke_on(host, request, budget, outcome)

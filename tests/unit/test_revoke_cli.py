@@ -24,7 +24,7 @@ def files(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--cloud", "mycloud"], "--cloud is not available yet"),
+        (["--cloud", "mycloud"], "--cloud needs --user and --key"),
         (["--yes"], "--yes only confirms deleting Nova key pairs"),
         (["--concurrency", "0"], "--concurrency 0: expected 1 to 500"),
         (["--timeout", "0"], "--timeout 0: expected a positive number"),
