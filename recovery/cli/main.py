@@ -295,12 +295,18 @@ def _add_revoke_parser(commands: Any) -> None:
         "For every host, concurrently: log in with the admin key, remove the lines holding the key from the "
         "user's authorized_keys (every user's with --all-users; a backup first, owner and modes kept), read the "
         "file back, and with --stolen-key prove the stolen key is now rejected (auth_rejected). Hosts that are "
-        "down or reject the admin key are reported and the run goes on. No prompt: --dry-run looks first.",
+        "down or reject the admin key are reported and the run goes on. No prompt: --dry-run looks first. "
+        "With --cloud the hosts are the cloud's servers, and the Nova key pairs holding the key (those of the "
+        "credentials' user) are deleted first, once confirmed: asked on a terminal, or --yes.",
         "recovery revoke --public-key stolen.pub --inventory hosts.yaml --key ~/.ssh/ops --dry-run\n"
         "recovery revoke --fingerprint SHA256:... --inventory hosts.yaml --key ~/.ssh/ops \\\n"
-        "    --known-hosts known_hosts --stolen-key stolen_ed25519 --format json --output revoke.json",
-        "0    every host is proven clean\n1    a host still holds the key, accepts the stolen key, or could not be "
-        "checked\n2    usage errors (nothing was changed)\n" + _INTERRUPTED + "; the partial report was written",
+        "    --known-hosts known_hosts --stolen-key stolen_ed25519 --format json --output revoke.json\n"
+        "recovery revoke --public-key stolen.pub --cloud prod --user ubuntu --key ~/.ssh/ops \\\n"
+        "    --known-hosts known_hosts --yes",
+        "0    every host is proven clean, and no Nova key pair holds the key\n1    a host still holds the key, "
+        "accepts the stolen key, or could not be checked; a Nova key pair holding it was kept; the cloud "
+        "could not be read\n2    usage errors, a cloud not in clouds.yaml (nothing was changed)\n"
+        + _INTERRUPTED + "; the partial report was written",
     )
     add_arguments(revoke)
 
