@@ -154,12 +154,12 @@ def _junit(report: RevokeReport) -> str:
         )
         cases.append(f'  <testcase classname="recovery.revoke" name={name} time="{host.seconds:.3f}">{body}</testcase>')
     for item in report.keypairs:
+        message = printable(item.message)  # the cloud's words: no control character may reach the XML
         body = "" if item.deleted else (
-            f"<failure type={quoteattr(str(item.status))} message={quoteattr(item.message)}>"
-            f"{escape(item.message)}</failure>"
+            f"<failure type={quoteattr(str(item.status))} message={quoteattr(message)}>{escape(message)}</failure>"
         )
-        cases.append(f'  <testcase classname="recovery.revoke.keypair" name={quoteattr(item.name)} time="0.000">'
-                     f"{body}</testcase>")
+        cases.append(f'  <testcase classname="recovery.revoke.keypair" name={quoteattr(printable(item.name))} '
+                     f'time="0.000">{body}</testcase>')
     failures = len(report.not_clean) + len(report.keypairs_kept)
     head = (
         f'<testsuite name={quoteattr("recovery revoke " + report.fingerprint)} '

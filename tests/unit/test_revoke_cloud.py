@@ -247,6 +247,24 @@ def test_on_a_terminal_the_answer_decides(
     assert ("deleted" if deleted else "declined") in captured.out
 
 
+def test_ctrl_c_at_the_question_writes_the_report_and_exits_130(
+    cloud: FakeCloud, keys: dict[str, KeyPair], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Interrupted(Terminal):
+        def readline(self, size: int | None = -1) -> str:
+            raise KeyboardInterrupt
+
+    cloud.servers = [Server("srv-1", "web-1", "ACTIVE", {})]
+    monkeypatch.setattr("sys.stdin", Interrupted())
+    code, report = revoke(keys, capsys)
+    assert code == 130
+    assert report["interrupted"] is True
+    assert report["keypairs"][0]["status"] == "interrupted"  # type: ignore[index]
+    assert [(host["name"], host["status"]) for host in report["hosts"]] == [  # type: ignore[attr-defined]
+        ("web-1", "interrupted")]
+    assert cloud.deleted == []
+
+
 def test_a_server_without_address_is_reported_with_the_clouds_reason(
     cloud: FakeCloud, keys: dict[str, KeyPair], capsys: pytest.CaptureFixture[str]
 ) -> None:
