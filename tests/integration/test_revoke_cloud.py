@@ -4,7 +4,8 @@ The server's sshd listens on port 22 of a loopback address of this module's own 
 root only), as in test_audit_cloud.py, and serves a lab user of its own, so the host half is a
 real removal with proof. The key pairs are real Nova key pairs: one holding the stolen key (two,
 where matching by SHA256 alone is shown), one holding another key, and what remains in Nova is
-read back through the API after each run.
+read back through the API after each run. The clouds that fail are a closed port (unreachable)
+and a compute API over real HTTP that answers 401 (credentials refused).
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import json
 import random
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -36,6 +40,8 @@ pytestmark = [
 
 CLOUD = "nova-revoke"
 DOWN_CLOUD = "nova-revoke-down"
+REFUSING_CLOUD = "nova-revoke-refusing"
+REQUEST_ID = "req-0f0f0f0f-1111-2222-3333-444444444444"
 # A loopback address no other test uses, so that its port 22 is free.
 ADDRESS = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
 
@@ -66,6 +72,42 @@ class World:
         return {item.name for item in self.nova.list_keypairs()}
 
 
+class _RefusingCompute(BaseHTTPRequestHandler):
+    """A compute API whose version document is fine and which answers every call 401, as for an expired token."""
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/v2.1":
+            link = {"rel": "self", "href": f"http://{self.headers['Host']}/v2.1/"}  # keystoneauth checks it
+            version = {"id": "v2.1", "status": "CURRENT", "version": "2.95", "min_version": "2.1", "links": [link]}
+            self._answer(200, json.dumps({"version": version}).encode())
+        else:
+            self._answer(401, b'{"error": {"code": 401, "message": "The request you have made requires '
+                              b'authentication."}}')
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-openstack-request-id", REQUEST_ID)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def refusing_compute() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingCompute)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
 def world(closed: int) -> Iterator[World]:
     directory = Path(tempfile.mkdtemp(prefix="rcv-revoke-cloud-"))
@@ -73,12 +115,15 @@ def world(closed: int) -> Iterator[World]:
         with pytest.MonkeyPatch.context() as patch, running_sshd() as lab, \
                 extra_sshd(directory / "vm", lab.user, address=ADDRESS, port_numbers=(22,), name="vm") as vm, \
                 running_nova(("127.0.0.1", closed), None,
-                             [NovaServerSpec("web-1", "10.0.0.5", floating_ip=ADDRESS)]) as nova:
+                             [NovaServerSpec("web-1", "10.0.0.5", floating_ip=ADDRESS)]) as nova, \
+                refusing_compute() as refusing_port:
             clouds_file = directory / "clouds.yaml"
             patch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds_file))
             patch.delenv("OS_CLOUD", raising=False)
             nova.clouds_yaml(clouds_file, CLOUD)
             nova.clouds_yaml(clouds_file, DOWN_CLOUD, compute_endpoint_override=f"http://127.0.0.1:{closed}/v2.1")
+            nova.clouds_yaml(clouds_file, REFUSING_CLOUD,
+                             compute_endpoint_override=f"http://127.0.0.1:{refusing_port}/v2.1")
             known_hosts = directory / "known_hosts"
             known_hosts.write_text(f"{ADDRESS} {' '.join(vm.host_keys['ed25519'].split()[:2])}\n")
             with connect(CLOUD) as cloud:
@@ -175,18 +220,27 @@ def test_a_sha256_fingerprint_finds_key_pairs_nova_lists_by_md5(
     assert world.keypairs_left() == {"ops"}
 
 
-def test_an_unreachable_cloud_is_one_paragraph_and_exit_1(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("cloud", "wording"), [
+    (DOWN_CLOUD, "could not be reached"),
+    (REFUSING_CLOUD, f"the cloud refused the credentials (The request you have made requires authentication.); "
+                     f"check clouds.yaml/secure.yaml and the user's roles in this project (HTTP 401, request "
+                     f"{REQUEST_ID})"),
+])
+def test_a_cloud_unreachable_or_refusing_the_credentials_is_one_paragraph_and_exit_1(
+    world: World, capsys: pytest.CaptureFixture[str], cloud: str, wording: str
+) -> None:
     world.seed(("alice-laptop", world.stolen))
     before = world.authorized_keys.read_bytes()
 
-    code = main(["revoke", "--public-key", str(world.stolen.public_path), "--cloud", DOWN_CLOUD, "--user",
+    code = main(["revoke", "--public-key", str(world.stolen.public_path), "--cloud", cloud, "--user",
                  world.lab.user, "--key", str(world.admin.private_path), "--yes"])
     captured = capsys.readouterr()
 
     assert code == 1
     assert captured.out == ""
     [line] = captured.err.strip().splitlines()
-    assert line.startswith(f"error: cloud {DOWN_CLOUD!r}: list servers:")
+    assert line.startswith(f"error: cloud {cloud!r}: list servers:")
+    assert wording in line
     assert line.endswith("Nothing was changed: no host was contacted and no key pair deleted")
     assert world.authorized_keys.read_bytes() == before
     assert world.keypairs_left() == {"alice-laptop"}
