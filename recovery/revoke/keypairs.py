@@ -84,10 +84,10 @@ def keypair_matches(keypair: KeyPairInfo, stolen: StolenKey) -> bool:
     """
     try:
         blob = key_blob(keypair.public_key)
-    except KeyGenerationError:
-        blob = None
-    if blob is not None:
         sha256, md5 = blob_fingerprints(blob)
+    except (KeyGenerationError, ValueError):  # no ssh key line, or a blob that is not base64
+        pass
+    else:
         if blob == stolen.blob or sha256 == stolen.sha256 or md5 == stolen.md5:
             return True
     try:

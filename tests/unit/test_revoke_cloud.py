@@ -100,6 +100,11 @@ def test_an_x509_key_pair_never_matches(keys: dict[str, KeyPair]) -> None:
     assert not keypair_matches(KeyPairInfo("cert", sha1, "-----BEGIN", CERTIFICATE), stolen)
 
 
+def test_a_public_key_that_is_not_base64_falls_back_to_novas_md5(keys: dict[str, KeyPair]) -> None:
+    stolen = StolenKey.from_public_line(keys["stolen"].public_line)
+    assert keypair_matches(KeyPairInfo("a", keys["stolen"].md5, "ssh-ed25519", "ssh-ed25519 AAAAC3NzaC1 x"), stolen)
+
+
 def test_matching_key_pairs_are_sorted_by_name(keys: dict[str, KeyPair]) -> None:
     stolen = StolenKey.from_public_line(keys["stolen"].public_line)
     listed = [nova_keypair("z", keys["stolen"]), nova_keypair("ops", keys["other"]), nova_keypair("a", keys["stolen"])]
