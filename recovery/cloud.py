@@ -45,6 +45,7 @@ __all__ = [
     "CONSOLE_KINDS",
     "ENVVARS_CLOUD",
     "NO_CLOUD",
+    "BootVolume",
     "Cloud",
     "KeyPairInfo",
     "OpenStackCloud",
@@ -109,12 +110,25 @@ _KEY_TYPE_ORDER = {"ED25519": 0, "ECDSA": 1, "RSA": 2, "DSA": 3}
 
 @dataclass(frozen=True)
 class Server:
-    """A Nova server as the steps need it; `addresses` is Nova's own map, network name -> entries."""
+    """A Nova server as the steps need it; `addresses` is Nova's own map, network name -> entries.
+
+    `image_id` is the image it was booted from, as Nova lists it: "" for a server
+    booted from a volume, whose image properties are the volume's (`BootVolume`).
+    """
 
     id: str
     name: str
     status: str
     addresses: dict[str, list[dict[str, object]]]
+    image_id: str = ""
+
+
+@dataclass(frozen=True)
+class BootVolume:
+    """The volume a server boots from: Cinder's copy of its image's properties, None when it has none."""
+
+    id: str
+    image_metadata: dict[str, str] | None
 
 
 @dataclass(frozen=True)
@@ -546,6 +560,55 @@ class OpenStackCloud:
             raws = list(self._conn.compute.servers(details=True))
         return [_server(raw) for raw in raws]
 
+    # -- images ----------------------------------------------------------------------
+
+    def image_metadata(self, image_id: str) -> dict[str, str]:
+        """An image's properties (`hw_qemu_guest_agent`, `os_admin_user`...), as Nova sees them.
+
+        Read through Nova's image API (microversion 2.1, still served to older clients):
+        the compute endpoint is the one every caller already has, whatever the catalog
+        says of Glance, and Nova's view is the one a boot or a `changePassword` uses.
+
+        Raises:
+            CloudError: the image is gone or not visible to the project (HTTP 404), or
+                any other refusal.
+            CloudUnavailable: the cloud did not answer, or answered 5xx.
+        """
+        from openstack import exceptions as sdk
+
+        with self._translated(f"read the properties of image {image_id}"):
+            response = self._conn.compute.get(f"/images/{image_id}", microversion="2.1")
+            sdk.raise_from_response(response)
+            metadata = (response.json().get("image") or {}).get("metadata") or {}
+        return {str(name): str(value) for name, value in metadata.items()}
+
+    def boot_volumes(self) -> dict[str, BootVolume]:
+        """The boot volume of each server that has one attached, by server ID: one volume listing.
+
+        A server's boot volume is its bootable volume on the first device (`/dev/vda`
+        before `/dev/vdb`): the one Nova read the image properties from.
+
+        Raises:
+            CloudError: the cloud has no volume service in its catalog, or refused.
+            CloudUnavailable: the cloud did not answer, or answered 5xx.
+        """
+        with self._translated("list volumes"):
+            volumes = list(self._conn.block_storage.volumes(details=True))
+        first: dict[str, tuple[str, BootVolume]] = {}
+        for volume in volumes:
+            if not volume.is_bootable:
+                continue
+            metadata = volume.volume_image_metadata
+            boot = BootVolume(
+                str(volume.id),
+                {str(name): str(value) for name, value in metadata.items()} if metadata else None,
+            )
+            for attachment in volume.attachments or []:
+                server_id, device = str(attachment.get("server_id")), str(attachment.get("device") or "")
+                if server_id not in first or device < first[server_id][0]:
+                    first[server_id] = (device, boot)
+        return {server_id: boot for server_id, (_, boot) in first.items()}
+
     def list_keypairs(self) -> list[KeyPairInfo]:
         """The user's Nova key pairs, with Nova's fingerprints.
 
@@ -694,7 +757,9 @@ def parse_host_key_fingerprints(console_text: str) -> list[str]:
 
 def _server(raw: Any) -> Server:
     addresses = {str(net): [dict(entry) for entry in entries] for net, entries in (raw.addresses or {}).items()}
-    return Server(id=str(raw.id), name=str(raw.name), status=str(raw.status), addresses=addresses)
+    # Nova lists `"image": ""` for a server booted from a volume; openstacksdk makes that an Image without an ID.
+    image_id = str(getattr(raw.image, "id", None) or "")
+    return Server(id=str(raw.id), name=str(raw.name), status=str(raw.status), addresses=addresses, image_id=image_id)
 
 
 def _keypair(raw: Any, public_key: str) -> KeyPairInfo:

@@ -10,6 +10,11 @@ error: it is exactly what an audit should report.
 `--check-console` asks the cloud, per server, for a serial and a noVNC console
 URL. A URL that is issued means the console could be opened for a recovery;
 the URL itself (its token is a credential) is dropped at once, never logged.
+It also reads, per server, whether the guest agent is enabled: the image property
+`hw_qemu_guest_agent` (and `os_admin_user`, the account a `changePassword`
+sets), from the server's image, or for a server booted from a volume from the
+volume's copy of them. A fleet shares a handful of images: each is read once,
+and the volumes are listed once, however many servers and threads ask.
 
 The cloud is reached through `FleetCloud`, a narrow protocol that
 `recovery.cloud.OpenStackCloud` implements; the tests use a fake.
@@ -20,21 +25,26 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from recovery.audit.model import CONSOLE_KINDS, ConsoleAccess, Host
+from recovery.audit.model import CONSOLE_KINDS, ConsoleAccess, GuestAgent, Host
 from recovery.errors import CloudError, UsageError
 
 if TYPE_CHECKING:
-    from recovery.cloud import Server
+    from recovery.cloud import BootVolume, Server
     from recovery.safety.redact import Secret
 
-__all__ = ["ConsoleProbe", "FleetCloud", "cloud_hosts", "compile_filter"]
+__all__ = ["ConsoleProbe", "FleetCloud", "cloud_hosts", "compile_filter", "guest_agent"]
 
 # Console URLs are API calls that create tokens: a few at a time, not one per SSH worker.
 _CONSOLE_CONCURRENCY = 4
+# Nova reads `hw_qemu_guest_agent` as oslo's bool_from_string does: these are true, any other value false.
+_TRUE = frozenset(("1", "t", "true", "on", "y", "yes"))
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 class FleetCloud(Protocol):
@@ -50,6 +60,14 @@ class FleetCloud(Protocol):
 
     def console_url(self, server: Server, kind: str) -> Secret:
         """A fresh console URL of `kind` ("serial" or "novnc"); CloudError when not offered."""
+        ...
+
+    def image_metadata(self, image_id: str) -> dict[str, str]:
+        """An image's properties; CloudError (404) when it is gone or not visible."""
+        ...
+
+    def boot_volumes(self) -> dict[str, BootVolume]:
+        """Each volume-booted server's boot volume, by server ID; CloudError when volumes cannot be listed."""
         ...
 
     def close(self) -> None: ...
@@ -118,16 +136,47 @@ def cloud_hosts(
     return hosts, by_name
 
 
+def guest_agent(properties: Mapping[str, str], source: str) -> GuestAgent:
+    """What image properties say of the guest agent, read as Nova reads them; `source` names where they are."""
+    enabled = properties.get("hw_qemu_guest_agent", "").strip().lower() in _TRUE
+    return GuestAgent(enabled, properties.get("os_admin_user") or None, source)
+
+
+class _Once(Generic[_K, _V]):
+    """Each key's answer fetched once, however many threads ask at the same time; a CloudError is an answer too."""
+
+    def __init__(self, fetch: Callable[[_K], _V]) -> None:
+        self._fetch = fetch
+        self._lock = threading.Lock()
+        self._slots: dict[_K, tuple[threading.Lock, list[_V | CloudError]]] = {}
+
+    def get(self, key: _K) -> _V | CloudError:
+        with self._lock:
+            lock, answer = self._slots.setdefault(key, (threading.Lock(), []))
+        with lock:  # a second thread asking for the same key waits for the first one's answer
+            if not answer:
+                try:
+                    answer.append(self._fetch(key))
+                except CloudError as exc:
+                    answer.append(exc)
+        return answer[0]
+
+
 class ConsoleProbe:
-    """Asks the cloud which consoles it would open for a server; safe to call from many threads."""
+    """Asks the cloud which consoles it would open for a server, and whether its guest agent is enabled.
+
+    Safe to call from many threads.
+    """
 
     def __init__(self, cloud: FleetCloud, servers: dict[str, Server]) -> None:
         self.cloud = cloud
         self.servers = servers
         self._slots = threading.Semaphore(_CONSOLE_CONCURRENCY)
+        self._images: _Once[str, dict[str, str]] = _Once(self._image_metadata)
+        self._volumes: _Once[None, dict[str, BootVolume]] = _Once(self._boot_volumes)
 
     def probe(self, host: Host) -> ConsoleAccess:
-        """Every console kind the cloud issues a URL for; the reasons for the others."""
+        """Every console kind the cloud issues a URL for, the reasons for the others, and the guest agent."""
         server = self.servers[host.name]
         available, problems = [], []
         for kind in CONSOLE_KINDS:
@@ -138,4 +187,36 @@ class ConsoleProbe:
                 problems.append(f"{kind}: {exc}")
             else:
                 available.append(kind)
-        return ConsoleAccess(tuple(available), tuple(problems))
+        return ConsoleAccess(tuple(available), tuple(problems), self._guest_agent(server))
+
+    def _guest_agent(self, server: Server) -> GuestAgent:
+        """From the server's image, or its boot volume's copy of the image properties; unknown, with why, if neither."""
+        if server.image_id:
+            source = f"image {server.image_id}"
+            properties = self._images.get(server.image_id)
+            if isinstance(properties, CloudError):
+                if properties.status_code == 404:
+                    reason = f"image {server.image_id} is gone (deleted, or no longer shared with this project)"
+                else:
+                    reason = f"image {server.image_id} could not be read: {properties}"
+                return GuestAgent(None, source=source, reason=reason)
+            return guest_agent(properties, source)
+        volumes = self._volumes.get(None)
+        if isinstance(volumes, CloudError):
+            return GuestAgent(None, reason=f"booted from a volume, and the volumes could not be listed: {volumes}")
+        boot = volumes.get(server.id)
+        if boot is None:
+            return GuestAgent(None, reason="booted from a volume, and no bootable volume is attached to it")
+        source = f"volume {boot.id}"
+        if boot.image_metadata is None:
+            reason = f"boot volume {boot.id} carries no image properties (no volume_image_metadata)"
+            return GuestAgent(None, source=source, reason=reason)
+        return guest_agent(boot.image_metadata, source)
+
+    def _image_metadata(self, image_id: str) -> dict[str, str]:
+        with self._slots:
+            return self.cloud.image_metadata(image_id)
+
+    def _boot_volumes(self, _: None) -> dict[str, BootVolume]:
+        with self._slots:
+            return self.cloud.boot_volumes()

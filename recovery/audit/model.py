@@ -15,7 +15,16 @@ from pathlib import Path
 
 from recovery.ssh.diagnosis import Failure
 
-__all__ = ["CONSOLE_KINDS", "AuditReport", "ConsoleAccess", "Host", "HostResult", "Remediation", "Status"]
+__all__ = [
+    "CONSOLE_KINDS",
+    "AuditReport",
+    "ConsoleAccess",
+    "GuestAgent",
+    "Host",
+    "HostResult",
+    "Remediation",
+    "Status",
+]
 
 # The consoles `--check-console` asks for: the keys of `recovery.cloud.CONSOLE_KINDS`, written
 # out because importing recovery.cloud would add ~17 ms to the start of every audit.
@@ -74,11 +83,32 @@ class Host:
 
 
 @dataclass(frozen=True)
+class GuestAgent:
+    """Whether the server's image enables the QEMU guest agent: a way in without a console password.
+
+    `enabled` is the image property `hw_qemu_guest_agent` read as Nova reads it;
+    None when the properties could not be read, and `reason` says why. `admin_user`
+    is the image's `os_admin_user`, the account a `changePassword` sets (root when
+    None). `source` is where the properties came from: `image ID`, or `volume ID`
+    for a server booted from a volume.
+    """
+
+    enabled: bool | None
+    admin_user: str | None = None
+    source: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class ConsoleAccess:
-    """Which consoles the cloud would open for a server (`--check-console`), and why not the others."""
+    """Which consoles the cloud would open for a server (`--check-console`), and why not the others.
+
+    `guest_agent` is the other route a recovery may take on that server (None when not asked).
+    """
 
     available: tuple[str, ...]
     problems: tuple[str, ...] = ()
+    guest_agent: GuestAgent | None = None
 
 
 @dataclass(frozen=True)

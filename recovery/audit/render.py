@@ -15,6 +15,13 @@ so the tests pin their exact output. Hosts appear in inventory order in all four
   (`0/1` when not sharded): the shards' files share one textfile directory, and
   node_exporter refuses two files with the same series.
 
+A cloud audit with `--check-console` adds, per server, the consoles the cloud
+would open and whether the guest agent is enabled (yes, no, or unknown with the
+reason): the table's CONSOLE and AGENT columns, the JSON's `console` and
+`guest_agent`, and Prometheus's `recovery_console_available` and
+`recovery_guest_agent_enabled` (no sample when unknown). JUnit has no per-host
+properties to carry them.
+
 Each format names the SSH library that made the checks (`AuditReport.engine`:
 libssh2, or paramiko where ssh2-python cannot be imported), so a report that
 is slower or differs can be traced to it: the table's last line, the JSON
@@ -35,7 +42,7 @@ from collections.abc import Callable
 from typing import Any
 from xml.etree import ElementTree
 
-from recovery.audit.model import CONSOLE_KINDS, AuditReport, HostResult, Remediation, Status
+from recovery.audit.model import CONSOLE_KINDS, AuditReport, GuestAgent, HostResult, Remediation, Status
 
 __all__ = [
     "FORMATS",
@@ -83,12 +90,13 @@ def summary_line(report: AuditReport) -> str:
 def render_table(report: AuditReport) -> str:
     """Aligned columns, failures explained in the last one; remediations and unchecked hosts below."""
     with_console = any(result.console is not None for result in report.results)
-    header = ["NAME", "ADDRESS", "STATUS", "SECONDS", *(["CONSOLE"] if with_console else []), "DETAIL"]
+    header = ["NAME", "ADDRESS", "STATUS", "SECONDS", *(["CONSOLE", "AGENT"] if with_console else []), "DETAIL"]
     rows = [header]
     for result in report.results:
         row = [result.host.name, result.host.where, str(result.status), f"{result.seconds:.3f}"]
         if with_console:
             row.append((",".join(result.console.available) or "none") if result.console else "-")
+            row.append(_agent_cell(result.console.guest_agent if result.console else None))
         row.append(_detail(result))
         rows.append([printable(cell) for cell in row])
     widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
@@ -110,8 +118,24 @@ def render_table(report: AuditReport) -> str:
 def _detail(result: HostResult) -> str:
     if result.ok:
         first_use = ", host key accepted on first use" if result.host_key_trusted_on_first_use else ""
-        return f"key {result.key_fingerprint} ({result.key_path}){first_use}"
-    return result.message
+        detail = f"key {result.key_fingerprint} ({result.key_path}){first_use}"
+    else:
+        detail = result.message
+    agent = result.console.guest_agent if result.console else None
+    if agent is not None and agent.enabled is None:
+        detail += f"{'; ' if detail else ''}guest agent unknown: {agent.reason}"
+    return detail
+
+
+def _agent_cell(agent: GuestAgent | None) -> str:
+    """`yes (ubuntu)` (the image's os_admin_user), `yes`, `no`, `unknown` (the reason is in DETAIL), `-`."""
+    if agent is None:
+        return "-"
+    if agent.enabled is None:
+        return "unknown"
+    if not agent.enabled:
+        return "no"
+    return f"yes ({agent.admin_user})" if agent.admin_user else "yes"
 
 
 def _remediation_text(item: Remediation) -> str:
@@ -167,6 +191,7 @@ def _host_json(result: HostResult, remediation: Remediation | None) -> dict[str,
             if result.console
             else None
         ),
+        "guest_agent": _agent_json(result.console.guest_agent) if result.console else None,
         "remediation": (
             {
                 "outcome": remediation.outcome,
@@ -178,6 +203,18 @@ def _host_json(result: HostResult, remediation: Remediation | None) -> dict[str,
             if remediation
             else None
         ),
+    }
+
+
+def _agent_json(agent: GuestAgent | None) -> dict[str, Any] | None:
+    """`enabled` is true, false or null (unknown, and `reason` says why); `admin_user` is os_admin_user."""
+    if agent is None:
+        return None
+    return {
+        "enabled": agent.enabled,
+        "admin_user": agent.admin_user,
+        "source": agent.source or None,
+        "reason": agent.reason or None,
     }
 
 
@@ -288,6 +325,14 @@ def render_prometheus(report: AuditReport) -> str:
                 for name, console in consoles
                 for kind in CONSOLE_KINDS
             ],
+        )
+    agents = [(name, console.guest_agent) for name, console in consoles if console.guest_agent is not None]
+    if agents:
+        metric(
+            "recovery_guest_agent_enabled",
+            "1 if the server's image enables the QEMU guest agent (hw_qemu_guest_agent), else 0; "
+            "no sample when the image could not be read.",
+            [({"server": name}, 1 if agent.enabled else 0) for name, agent in agents if agent.enabled is not None],
         )
     if report.remediations:
         metric(

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from recovery.audit.cloud_inventory import ConsoleProbe, cloud_hosts, compile_filter
-from recovery.audit.model import CONSOLE_KINDS, ConsoleAccess, Host
+from recovery.audit.model import CONSOLE_KINDS, Host
 from recovery.cloud import CONSOLE_KINDS as CLOUD_CONSOLE_KINDS
-from recovery.cloud import Server, select_ssh_address
+from recovery.cloud import BootVolume, Server, select_ssh_address
 from recovery.errors import CloudError, UsageError
 from recovery.safety.redact import Secret
 
@@ -45,6 +45,12 @@ class FakeCloud:
         if kind not in self.consoles.get(server.name, ()):
             raise CloudError(f"no {kind} console for {server.name}", status_code=400)
         return Secret(f"ws://console.example/?token=secret-{server.name}")
+
+    def image_metadata(self, image_id: str) -> dict[str, str]:
+        raise CloudError(f"image {image_id}: Image not found.", status_code=404)
+
+    def boot_volumes(self) -> dict[str, BootVolume]:
+        return {}  # these servers have no image (Server.image_id ""), and no volume either
 
     def close(self) -> None:
         self.closed = True
@@ -112,7 +118,7 @@ def test_console_probe_reports_what_can_be_opened_and_drops_the_url() -> None:
 
     access = {host.name: probe.probe(host) for host in hosts}
 
-    assert access["web-1"] == ConsoleAccess(("serial", "novnc"))
+    assert (access["web-1"].available, access["web-1"].problems) == (("serial", "novnc"), ())
     assert access["web-2"].available == ("novnc",)
     assert access["web-2"].problems == ("serial: no serial console for web-2 (HTTP 400)",)
     assert sorted(cloud.asked) == [("web-1", "novnc"), ("web-1", "serial"), ("web-2", "novnc"), ("web-2", "serial")]

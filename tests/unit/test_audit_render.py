@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from recovery.audit.model import AuditReport, ConsoleAccess, Host, HostResult, Remediation, Status
+from recovery.audit.model import AuditReport, ConsoleAccess, GuestAgent, Host, HostResult, Remediation, Status
 from recovery.audit.render import FORMATS, JUNIT_OUTCOMES, render, summary_line
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "audit" / "report"
@@ -57,10 +57,12 @@ INTERRUPTED = AuditReport(
     results=(
         HostResult(host('odd "name"\\x', "10.0.0.5", server_id="c0ffee"), Status.OK, 0.0312, key_fingerprint=AUDIT_KEY,
                    key_path=KEY, host_key_fingerprint=HOST_KEY, host_key_trusted_on_first_use=True,
-                   console=ConsoleAccess(("serial", "novnc"))),
+                   console=ConsoleAccess(("serial", "novnc"), guest_agent=GuestAgent(True, "ubuntu", "image 7f3e"))),
         HostResult(host("stopped", "10.0.0.6", server_id="decade", note="server is SHUTOFF"), Status.REFUSED, 0.0011,
                    "10.0.0.6:22 refused the connection (is sshd up?) (server is SHUTOFF)",
-                   console=ConsoleAccess((), ("serial: the cloud offers no serial console", "novnc: HTTP 409"))),
+                   console=ConsoleAccess((), ("serial: the cloud offers no serial console", "novnc: HTTP 409"),
+                                         GuestAgent(None, None, "image 9a0b", "image 9a0b is gone (deleted, or no "
+                                                    "longer shared with this project)"))),
         HostResult(host("evil\x1b[2J\x07\u202e", "10.0.0.9", server_id="bad"), Status.PROTOCOL_ERROR, 0.0042,
                    "10.0.0.9:22 answered, but not as an SSH server: it sent 'HTTP/1.1 400 Bad Request\\r\\n'"),
     ),
