@@ -335,7 +335,8 @@ def _add_audit_parser(commands: Any) -> None:
     )
     audit.add_argument("--server-filter", metavar="REGEX", help="with --cloud: only servers whose name matches")
     audit.add_argument("--network", help="with --cloud: network whose fixed address to use, lacking a floating one")
-    audit.add_argument("--check-console", action="store_true", help="with --cloud: also check a console can be opened")
+    audit.add_argument("--check-console", action="store_true",
+                       help="with --cloud: also check a console can be opened and whether the guest agent is enabled")
     audit.add_argument("--key", action="append", default=[], metavar="PATH", help="private key to try (repeatable)")
     audit.add_argument("--user", help="login user for hosts whose inventory names none")
     audit.add_argument("--concurrency", type=int, default=50, metavar="N", help="checks at once (default 50)")
