@@ -138,6 +138,8 @@ def _check_flags(args: argparse.Namespace) -> None:
             raise UsageError("--check-console asks the cloud for consoles: use it with --cloud, not --inventory")
     elif not args.user or not args.key:
         raise UsageError("--cloud needs --user and --key: the cloud knows neither")
+    if args.limit is not None and args.inventory is None:
+        raise UsageError("--limit chooses hosts of an --inventory: with --cloud, use --server-filter REGEX")
     if args.accept_new and args.known_hosts is None:
         # As ssh's StrictHostKeyChecking=accept-new: what is accepted goes to the user's own file,
         # so the next audit checks it (`--accept-new` alone keeps working as it did, and now records).
@@ -179,7 +181,7 @@ def _hosts(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[list[
     """The hosts to audit, from the inventory file or the cloud, and the console probe if asked for."""
     keys = tuple(Path(os.path.expanduser(path)) for path in args.key)
     if args.inventory is not None:
-        return load_inventory(args.inventory, HostDefaults(user=args.user, keys=keys)), None
+        return load_inventory(args.inventory, HostDefaults(user=args.user, keys=keys), args.limit), None
     cloud = _open_cloud(args.cloud)
     stack.callback(cloud.close)
     hosts, servers = cloud_hosts(

@@ -63,16 +63,19 @@ class HostDefaults:
     keys: tuple[Path, ...] = ()
 
 
-def load_inventory(path: Path, fallback: HostDefaults) -> list[Host]:
-    """Read and check an inventory file.
+def load_inventory(path: Path, fallback: HostDefaults, limit: str | None = None) -> list[Host]:
+    """Read and check an inventory file: this format, or an Ansible one (`recovery.audit.ansible_inventory`).
 
     :param path: the YAML file; relative `key` paths in it are taken from its directory.
     :param fallback: the `--user` and `--key` values, used where the file names none.
+    :param limit: a `--limit` pattern (names, groups, `*` globs), or None for every host.
     :returns: the hosts, in file order.
     :raises UsageError: the file cannot be read, or is invalid (every problem, with file:line).
     """
+    from recovery.audit.ansible_inventory import load_any  # it builds on this module
+
     text = readers.read_text(path, what="inventory", limit=readers.INVENTORY_LIMIT)
-    return parse_inventory(text, str(path), base=path.parent, fallback=fallback)
+    return load_any(text, path, fallback, limit)
 
 
 def parse_inventory(text: str, file: str, *, base: Path, fallback: HostDefaults) -> list[Host]:

@@ -324,7 +324,10 @@ def _add_audit_parser(commands: Any) -> None:
         "0    every host is ok\n1    a host failed (or could not be checked)\n2    usage errors\n" + _INTERRUPTED,
     )
     source = audit.add_mutually_exclusive_group(required=True)
-    source.add_argument("--inventory", type=Path, metavar="FILE", help="YAML inventory (hosts: and defaults:)")
+    source.add_argument(
+        "--inventory", type=Path, metavar="FILE",
+        help="inventory: YAML (hosts: and defaults:), or an Ansible one (YAML or INI)",
+    )
     source.add_argument(
         "--cloud",
         "--os-cloud",
@@ -332,6 +335,10 @@ def _add_audit_parser(commands: Any) -> None:
         nargs="?",
         const="",
         help="audit every server of this clouds.yaml entry (no NAME: OS_CLOUD, or a sourced openrc)",
+    )
+    audit.add_argument(
+        "-l", "--limit", metavar="PATTERN",
+        help="only these inventory hosts: names, groups, '*' globs, joined by ':' or ','",
     )
     audit.add_argument("--server-filter", metavar="REGEX", help="with --cloud: only servers whose name matches")
     audit.add_argument("--network", help="with --cloud: network whose fixed address to use, lacking a floating one")

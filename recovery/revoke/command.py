@@ -46,12 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--fingerprint", metavar="SHA256:...", help="the stolen key's fingerprint (SHA256 or MD5)")
     what.add_argument("--public-key", type=Path, metavar="FILE", help="the stolen key's public key (.pub)")
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--inventory", type=Path, metavar="FILE", help="YAML inventory (the audit's format)")
+    where.add_argument("--inventory", type=Path, metavar="FILE",
+                       help="inventory: the audit's YAML format, or an Ansible one (YAML or INI)")
     where.add_argument("--cloud", "--os-cloud", metavar="NAME", nargs="?", const="",
                        help="every server of this clouds.yaml entry (no NAME: OS_CLOUD, or a sourced openrc); "
                        "also deletes the Nova key pairs holding the key (asked first, or --yes)")
     parser.add_argument("--server-filter", metavar="REGEX", help="with --cloud: only servers whose name matches")
     parser.add_argument("--network", help="with --cloud: network whose fixed address to use, lacking a floating one")
+    parser.add_argument("-l", "--limit", metavar="PATTERN",
+                        help="only these inventory hosts: names, groups, '*' globs, joined by ':' or ','")
     parser.add_argument("--key", action="append", default=[], metavar="ADMIN_KEY",
                         help="private key that logs in to make the change (repeatable; never the stolen one)")
     parser.add_argument("--user", help="login user for hosts whose inventory names none; the key is removed from "
@@ -99,7 +102,7 @@ def run_revoke(args: argparse.Namespace) -> int:
     stolen = _stolen(args)
     admin_paths = tuple(Path(os.path.expanduser(path)) for path in args.key)
     hosts = [] if args.cloud is not None else load_inventory(
-        args.inventory, HostDefaults(user=args.user, keys=admin_paths))
+        args.inventory, HostDefaults(user=args.user, keys=admin_paths), args.limit)
     admin_keys = _admin_keys({str(path) for path in admin_paths} if args.cloud is not None else
                              {str(path) for host in hosts for path in host.keys})
     for path, key in admin_keys.items():
@@ -162,6 +165,8 @@ def _check_flags(args: argparse.Namespace) -> None:
             raise UsageError("--yes only confirms deleting Nova key pairs, with --cloud; revoke itself never asks")
     elif not args.user or not args.key:
         raise UsageError("--cloud needs --user and --key: the cloud knows neither the login user nor the admin key")
+    if args.cloud is not None and args.limit is not None:
+        raise UsageError("--limit chooses hosts of an --inventory: with --cloud, use --server-filter REGEX")
     if not 1 <= args.concurrency <= MAX_CONCURRENCY:
         raise UsageError(f"--concurrency {args.concurrency}: expected 1 to {MAX_CONCURRENCY}")
     if not args.timeout > 0:
