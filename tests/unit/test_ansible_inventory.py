@@ -357,6 +357,10 @@ def test_a_project_file_with_a_mistake_keeps_its_own_messages(tmp_path: Path) ->
         ("port.ini", "[g]\nh ansible_port=ssh ansible_user=x\n",
          "port.ini:2: h: ansible_port: expected a port number from 1 to 65535, got 'ssh'"),
         ("bigport.ini", "[g]\nh:70000\n", "bigport.ini:2: [g]: host 'h:70000': the port must be 1 to 65535"),
+        ("digits.ini", "[g]\nh ansible_port=\u00b2 ansible_user=x\n",
+         "digits.ini:2: h: ansible_port: expected a port number from 1 to 65535, got '\u00b2'"),
+        ("deep.ini", "".join(f"[g{i}:children]\ng{i + 1}\n" for i in range(70)) + "[g70]\nh\n",
+         "deep.ini: groups are nested more than 64 levels deep (down to 'g70')"),
         ("vars-undefined.ini", "[g]\nh\n[other:vars]\nansible_user=x\n",
          "vars-undefined.ini:3: [other:vars]: [other:vars] is for the group 'other', which no section defines"),
         ("child-undefined.ini", "[g]\nh\n[p:children]\ng\nmissing\n",
@@ -379,6 +383,15 @@ def test_a_project_file_with_a_mistake_keeps_its_own_messages(tmp_path: Path) ->
 )
 def test_refused_with_what_and_where(tmp_path: Path, name: str, text: str, expected: str) -> None:
     assert expected in refused(tmp_path, name, text)
+
+
+def test_groups_under_many_parents_at_many_levels_are_refused_quickly(tmp_path: Path) -> None:
+    """A hostile file: 20 levels of 30 groups, each the child of all 30 above, needs millions of memberships."""
+    lines = [f"[l{level}_{a}:children]\n" + "".join(f"l{level + 1}_{b}\n" for b in range(30))
+             for level in range(20) for a in range(30)]
+    text = "".join(lines) + "".join(f"[l20_{b}]\nh{b}\n" for b in range(30))
+
+    assert "make more than 2,000,000 group memberships" in refused(tmp_path, "dag.ini", text)
 
 
 @pytest.mark.parametrize("directory", ["group_vars", "host_vars"])
