@@ -291,7 +291,8 @@ class Inventory:
                 self.problem(
                     values[var].line, f"{name}: {var}",
                     "names a jump host (ProxyJump, ProxyCommand or -J), and recovery reads no ssh options from an "
-                    "Ansible inventory: it would connect directly. Give the jump host on the command line (--jump)",
+                    "Ansible inventory: it would connect directly. Give the jump host with --jump where the command "
+                    "has it, or leave these hosts out with --limit",
                 )
                 return None
         return self._build(name, read, values, fallback)
