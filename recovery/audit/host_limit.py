@@ -25,7 +25,10 @@ def select(names: Sequence[str], groups: dict[str, list[str]], limit: str) -> li
     :param groups: every group's hosts, descendants included (`all` too).
     :raises UsageError: an unsupported pattern, or a term that matches nothing.
     """
-    terms = [term.strip() for term in re.split("," if "," in limit else ":", limit)]
+    if "," not in limit and limit.strip() in (*names, *groups):
+        terms = [limit.strip()]  # a name with colons in it, as an IPv6 address: Ansible takes it whole too
+    else:
+        terms = [term.strip() for term in re.split("," if "," in limit else ":", limit)]
     terms = [term for term in terms if term]
     if not terms:
         raise UsageError(f"--limit {limit!r}: no host or group named; give names, groups or globs such as 'web*'")

@@ -169,6 +169,13 @@ def test_ini_limit_and_a_local_host_named_in_it_is_skipped(tmp_path: Path) -> No
     assert [host.name for host in hosts] == ["mail.example.com", "db1"]
 
 
+@pytest.mark.parametrize("limit", ["2001:db8::5", "2001:db8::5,db1"])
+def test_limit_takes_an_ipv6_host_name_whole(tmp_path: Path, limit: str) -> None:
+    hosts = load(tmp_path, "hosts.ini", PRODUCTION_INI, limit)
+
+    assert [host.name for host in hosts] == ["2001:db8::5", "db1"][: limit.count(",") + 1]
+
+
 def test_only_local_hosts_chosen_is_a_usage_error(tmp_path: Path) -> None:
     assert "every host chosen has ansible_connection=local" in refused(tmp_path, "h.ini", PRODUCTION_INI, "control")
 
