@@ -9,7 +9,9 @@ reached turned into the audit's `Host`, or into a problem naming the line.
 
 The `ansible_ssh_*` legacy names are read; where both names of a pair are set the
 `ansible_ssh_*` one wins, at whatever level, as in Ansible's ssh and paramiko
-connection plugins, so a host is reached as Ansible reaches it.
+connection plugins, so a host is reached as Ansible reaches it. A relative
+`ansible_ssh_private_key_file` is taken from the current directory, as ssh takes it
+under Ansible (the project's own `key:` is relative to the inventory instead).
 """
 
 from __future__ import annotations

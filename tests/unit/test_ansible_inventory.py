@@ -277,6 +277,12 @@ def test_legacy_ssh_names_are_read_and_win_over_the_new_ones_at_any_level_as_in_
     assert [host.keys for host in hosts] == [(KEY,), (Path("~/k").expanduser(),), (Path("/old"),)]
 
 
+def test_a_relative_key_is_from_the_current_directory_as_under_ansible(tmp_path: Path) -> None:
+    [host] = load(tmp_path, "a.ini", "[g]\nh ansible_user=x ansible_ssh_private_key_file=keys/ops\n")
+
+    assert host.keys == (Path("keys/ops"),)
+
+
 def test_command_line_user_and_key_fill_in_and_are_required(tmp_path: Path) -> None:
     text = "[g]\nh1\nh2 ansible_user=me\n"
 
