@@ -6,6 +6,9 @@ the command line stands on it. One module per job:
     model.py            hosts, results, the report (plain dataclasses)
     api.py              check(): the audit as a function, the CLI's and any program's
     inventory.py        the YAML inventory, checked with file:line for every problem
+    ansible_inventory.py  an Ansible inventory (YAML or INI) instead, told apart by content
+    ansible_groups.py   Ansible's groups, children and variable precedence, as hosts
+    host_limit.py       `--limit`: host names, groups and globs, for both
     cloud_inventory.py  a cloud's servers as hosts (`--cloud`), and console checks
     shard.py            `--shard I/N`, a stable split by host name
     engine.py           one host's check over SSH: the engine boundary, host keys and failures named
