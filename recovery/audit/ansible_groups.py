@@ -28,13 +28,14 @@ from recovery.safety import readers
 
 __all__ = ["JINJA", "VAULT_HEADER", "VAULT_PROBLEM", "HostEntry", "Inventory", "Var"]
 
-JINJA = ("{{", "{%", "{#")
+JINJA = re.compile(r"\{[{%#]")  # where a Jinja expression, statement or comment opens
 VAULT_HEADER = "$ANSIBLE_VAULT"
 VAULT_PROBLEM = (
     "a vault-encrypted value: recovery does not decrypt Ansible Vault. It reads only where and how hosts are "
     "reached (ansible_host, ansible_port, ansible_user, the key): give it a copy of the inventory without the "
     "encrypted values"
 )
+_SPACE = re.compile(r"\s")
 _HOST_PORT = re.compile(r"([^:\s]+):([0-9]{1,5})")
 _PORT_TEXT = re.compile(r"[0-9]{1,5}")
 _MAX_PORT = 65535
@@ -140,10 +141,10 @@ class Inventory:
         return entry
 
     def host_pattern(self, pattern: str, line: int | None, path: str) -> tuple[str | None, int | None]:
-        if not pattern or any(char.isspace() for char in pattern):
+        if not pattern or _SPACE.search(pattern):
             self.problem(line, path, f"{pattern!r} is not a host name (empty, or with spaces)")
             return None, None
-        if any(mark in pattern for mark in JINJA):
+        if JINJA.search(pattern):
             self.problem(line, path, f"host {pattern!r}: Jinja in a host name is not evaluated by recovery")
             return None, None
         if "[" in pattern:
@@ -329,7 +330,7 @@ def _unreadable(var: Var) -> str | None:
         return "expected a single value, not a list or mapping"
     if isinstance(var.value, bool | float):
         return f"expected text or a number, got {var.value!r}"
-    if isinstance(var.value, str) and any(mark in var.value for mark in JINJA):
+    if isinstance(var.value, str) and JINJA.search(var.value):
         return f"{var.value[:60]!r} is a Jinja template, which recovery does not evaluate: write the value itself"
     if isinstance(var.value, str) and var.value.startswith(VAULT_HEADER):
         return VAULT_PROBLEM
@@ -338,4 +339,7 @@ def _unreadable(var: Var) -> str | None:
 
 def _last(names: tuple[str, ...], read: dict[str, str | int]) -> str | int | None:
     """The value of the last of `names` that is set (not empty)."""
-    return next((read[name] for name in reversed(names) if read.get(name) not in (None, "")), None)
+    for name in reversed(names):
+        if read.get(name) not in (None, ""):
+            return read[name]
+    return None

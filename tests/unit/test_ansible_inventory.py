@@ -8,6 +8,7 @@ feature is exit 2 (a `UsageError`) whose message names it and, where there is on
 from __future__ import annotations
 
 import logging
+import shlex
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recovery.audit.ansible_inventory import load_any
+from recovery.audit.ansible_inventory import _words, load_any
 from recovery.audit.inventory import HostDefaults, load_inventory
 from recovery.audit.model import Host
 from recovery.cli.main import main
@@ -507,3 +508,16 @@ def test_any_text_is_hosts_or_a_usage_error(text: str, name: str, limit: str | N
     except UsageError:
         return
     assert all(isinstance(host, Host) and host.name and 1 <= host.port <= 65535 for host in hosts)
+
+
+@settings(max_examples=300, deadline=timedelta(seconds=5), database=None, print_blob=True)
+@given(st.lists(st.sampled_from(["a", "=", " ", "\t", "#", "'", '"', "\\", "x=1", "\u00a0", "\x0b", ";"]), max_size=20)
+       .map("".join))
+def test_host_lines_split_as_shlex_splits_them(line: str) -> None:
+    try:
+        expected = shlex.split(line, comments=True)
+    except ValueError:
+        with pytest.raises(ValueError, match=r"No closing quotation|No escaped character"):
+            _words(line)
+        return
+    assert _words(line) == expected
