@@ -371,6 +371,8 @@ class _Reader(Inventory):
             if isinstance(value, yaml.ScalarNode):
                 constructed = yaml.constructor.SafeConstructor().construct_object(value)
                 scalar = constructed if isinstance(constructed, str | int | float | bool) else str(constructed)
+                if isinstance(scalar, str) and scalar.startswith(VAULT_HEADER):
+                    self.vault(_line(value), f"{path}.{name}")
                 into[name] = Var(scalar, _line(value))
             else:
                 into[name] = Var(None, _line(value), scalar=False)

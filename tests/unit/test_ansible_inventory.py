@@ -349,6 +349,8 @@ def test_a_project_file_with_a_mistake_keeps_its_own_messages(tmp_path: Path) ->
                  $ANSIBLE_VAULT;1.1;AES256
                  6138
          """, "vault.yaml:4: a vault-encrypted value: recovery does not decrypt Ansible Vault"),
+        ("vault-text.yaml", "all:\n  hosts:\n    h:\n  vars:\n    pw: \"$ANSIBLE_VAULT;1.1;AES256\\n6138\"\n",
+         "vault-text.yaml:5: all.vars.pw: a vault-encrypted value"),
         ("vault.ini", "[g]\nh ansible_user=x\n[g:vars]\npw=$ANSIBLE_VAULT;1.1;AES256\n",
          "vault.ini:4: [g:vars].pw: a vault-encrypted value"),
         ("whole.ini", "$ANSIBLE_VAULT;1.1;AES256\n3338\n",
