@@ -138,8 +138,10 @@ def test_resume_after_an_interrupted_run_and_again_after_a_failed_resume(start_l
 
 def test_two_runs_against_one_vm_do_not_fight(start_lab, workdir: Path) -> None:
     info = start_lab()
-    lab.stop_process(info, "sshd")
-    first = start_run(info, workdir)
+    # The first run must still hold its locks when the others start, however slowly they start on
+    # a busy machine: its SSH port accepts connections and never speaks, so verify waits, retrying.
+    silent = socket.create_server(("127.0.0.1", 0))
+    first = start_run(info, workdir, "-e", f"ssh_port={silent.getsockname()[1]}")
     seen = wait_for(first, "] verify:")
     run_id = Result(0, "", "".join(seen)).run_id
     try:
@@ -150,6 +152,7 @@ def test_two_runs_against_one_vm_do_not_fight(start_lab, workdir: Path) -> None:
     finally:
         first.send_signal(signal.SIGTERM)
         result = finish(first, seen)
+        silent.close()
     assert second.code == 2, second.stderr
     assert f"another run is recovering {info.user}@{info.ssh_host}: run {run_id} (pid {first.pid})" in second.stderr
     assert same.code == 2, same.stderr
