@@ -15,8 +15,10 @@ NEEDED_TOOLS := sshd ssh-keygen agetty login useradd busybox dash wget curl Xvfb
 demo: system-deps venv
 	$(BIN)/recovery demo
 
+# Three pytest-xdist workers: most tests wait on servers and consoles, not on the CPU. A test module
+# stays on one worker, and the QEMU VMs all share one (tests/conftest.py).
 test: system-deps venv lint test-clouds test-vm test-agent-vm test-floors
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3 --dist loadgroup
 
 # The dependency floors pyproject.toml promises, proven: a venv of its own with every direct
 # dependency at exactly its floor (constraints generated from pyproject.toml), then the unit
@@ -24,7 +26,7 @@ test: system-deps venv lint test-clouds test-vm test-agent-vm test-floors
 # pytest and the rest of the test extra install unpinned: they are not floors we promise.
 test-floors: system-deps $(FLOORS_VENV)/.installed
 	$(FLOORS_BIN)/python tests/floors/constraints.py --check
-	$(FLOORS_BIN)/python -m pytest -q tests/unit tests/integration/test_audit_engine.py tests/e2e/test_demo.py
+	$(FLOORS_BIN)/python -m pytest -q -n 2 --dist loadgroup tests/unit tests/integration/test_audit_engine.py tests/e2e/test_demo.py
 
 $(FLOORS_VENV)/.installed: pyproject.toml tests/floors/constraints.py
 	rm -rf $(FLOORS_VENV)

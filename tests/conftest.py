@@ -1,4 +1,4 @@
-"""Fixtures every test layer shares."""
+"""Fixtures every test layer shares, and how `make test` spreads the tests over workers."""
 
 from __future__ import annotations
 
@@ -19,3 +19,18 @@ def _restore_logging() -> Iterator[None]:
     root.handlers[:] = handlers
     root.setLevel(level)
     logging.getLogger("paramiko").setLevel(paramiko_level)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's `--dist loadgroup` (`make test` runs three workers).
+
+    A test module stays on one worker, so its module fixtures (a test cloud, a booted VM, a
+    fleet of sshd) start once. Every module marked `vm` shares one worker: two QEMU guests
+    under software emulation on 2 cores would each boot at half speed and miss their timeouts.
+    Without xdist the marks change nothing.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            group = "qemu-vms" if item.get_closest_marker("vm") is not None else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(group))

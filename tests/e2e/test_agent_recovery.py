@@ -28,6 +28,8 @@ from tests.agentvm.fake_proxmox import serving
 from tests.agentvm.vm import IMAGE, AgentVm, SavedVm, saved_vm
 from tests.e2e.conftest import ROOT, Result, recovery
 
+pytestmark = pytest.mark.vm
+
 PLAYBOOK = ROOT / "playbooks" / "restore-access-agent.yaml"
 KEYS = "/home/debian/.ssh/authorized_keys"
 

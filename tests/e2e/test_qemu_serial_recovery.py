@@ -39,6 +39,8 @@ from tests.e2e.test_qemu_vnc_recovery import ssh_read
 from tests.e2e.test_recovery import report_of
 from tests.processes import stop_child
 
+pytestmark = pytest.mark.vm
+
 # A getty on ttyS1, respawned as init respawns one; -L: a local line, no carrier to wait for.
 SERIAL_GETTY = "(while :; do getty -L 115200 ttyS1 vt100; done) &\n"
 

@@ -26,6 +26,8 @@ from tests.e2e.qemu_vm import Vm, running_vm
 from tests.e2e.test_recovery import report_of
 from tests.integration.vnc_fixture import PRINTABLE, opened
 
+pytestmark = pytest.mark.vm
+
 
 @pytest.fixture(scope="module")
 def vm() -> Iterator[Vm]:
