@@ -23,7 +23,6 @@ The fleet commands (audit, revoke) share bastion logins between their VMs (`Jump
 from __future__ import annotations
 
 import re
-import select
 import socket
 import threading
 import time
@@ -222,7 +221,11 @@ LIFETIME_CHANNELS = 2000
 # failure. A wrong bastion host key is refused once, not once per VM behind it.
 _FINAL = (HostKeyMismatch, HostKeyUnknown, AuthRejected)
 _CHUNK = 32768
-_TICK = 1.0  # how often a pump with nothing to do looks again (it wakes at once for data)
+# The window a jump channel grants the bastion: paramiko sends its WINDOW_ADJUST from the reading
+# thread (`_copy_back`), outside every lock, so one could follow the channel's CLOSE (sshd then
+# drops the login, as for data). It adjusts after a tenth of the window is read: 214 MB here,
+# which no VM check comes near, so a jump channel never adjusts its window.
+_WINDOW = 2**31 - 1
 
 
 class _Login:
@@ -261,12 +264,18 @@ class JumpPool:
 
     Each socket handed out is one end of a socketpair; a thread (`_pump`) copies between the
     other end and the channel, and is the only writer and closer of that channel. Why not give
-    the channel itself to the SSH library: libssh2 needs a file descriptor, and paramiko's
-    `Channel.send` queues the data packet after releasing the channel's lock, so a packet could
-    follow the channel's CLOSE, which paramiko's own thread sends as soon as the bastion closes
-    its side. sshd then drops the whole login ("data packet referred to nonexistent channel"),
-    and with it every VM on it: the pool removed in commit d1e068d lost its bastion at ~50
-    channels that way. `_send_ordered` queues the packet under the lock.
+    the channel itself to the SSH library (as the pool removed in commit d1e068d did): libssh2
+    needs a file descriptor, and with paramiko several threads write to the channel (the VM
+    session's transport thread, and the worker closing it), while `Channel.send` queues its
+    data packet after releasing the channel's lock. A data packet then follows the channel's
+    CLOSE now and then, sshd drops the whole login ("Disconnecting user ...: data packet
+    referred to nonexistent channel 44", in the bastion's log) and every VM on it fails:
+    66 to 82 of 200 hosts in one `benchmarks/revoke_fleet.py --bastion` round that way, none
+    with the pump. (Not sshd's MaxStartups: one login; nor MaxSessions: forwardings do not
+    count.) `_send_ordered` also closes the last gap: paramiko's transport thread answering
+    the bastion's CLOSE while the pump's packet is on its way. The pump reads the channel with
+    a thread of its own rather than select() on `Channel.fileno` (see `_pump`), and the channel's
+    window is big enough never to be adjusted (`_WINDOW`).
     """
 
     def __init__(self, *, channels_per_login: int = CHANNELS_PER_LOGIN, max_logins: int = MAX_LOGINS) -> None:
@@ -344,7 +353,7 @@ class JumpPool:
                 # paramiko's open_channel is thread-safe (the channel id is taken under the transport's
                 # lock), so the checks open their channels on a shared login at once.
                 channel = login.transport.open_channel("direct-tcpip", destination, ("127.0.0.1", 0),
-                                                       timeout=max(left, 0.1))
+                                                       window_size=_WINDOW, timeout=max(left, 0.1))
             except paramiko.ChannelException as exc:
                 self._release(login)
                 raise ConnectionRefused(
@@ -482,29 +491,46 @@ def _named_after(hop: JumpHop) -> Iterator[None]:
 
 
 def _pump(sock: socket.socket, channel: Channel, timeout: float) -> None:
-    """Copy between the caller's socketpair and the channel until either side ends; then close both.
+    """Copy the caller's bytes to the channel until the caller is done, then close both; `_copy_back` does the rest.
 
-    The only thread that writes to or closes `channel`, so no data can follow its CLOSE.
+    The only thread that writes to or closes `channel`, so no data can follow its CLOSE. Two
+    threads and blocking reads, not select(): `Channel.fileno` makes a pipe that paramiko's
+    transport thread writes a byte to when data arrives, unlocked against `Channel.close`
+    closing it. With a fleet's channels opening and closing, the pipe's descriptor number was
+    reused by then, and the byte went to another descriptor: the bastion login's own socket
+    failed with EBADF ("Socket exception: Bad file descriptor") and took every VM on it along.
     """
     channel.settimeout(timeout)  # how long a send waits for the bastion's window to open
-    ours, theirs = sock.fileno(), channel.fileno()  # the channel's: a pipe paramiko marks when data is in
+    back = threading.Thread(target=_copy_back, args=(channel, sock), daemon=True,
+                            name=threading.current_thread().name + "<")
+    back.start()
     try:
         while True:
-            readable, _, _ = select.select([ours, theirs], [], [], _TICK)
-            if ours in readable:
-                data = sock.recv(_CHUNK)
-                if not data or not _send_ordered(channel, data):
-                    return
-            if theirs in readable:
-                data = channel.recv(_CHUNK)
-                if not data:
-                    return
-                sock.sendall(data)
-    except OSError:  # the caller closed its end, or the channel timed out: this connection is over
+            data = sock.recv(_CHUNK)
+            if not data or not _send_ordered(channel, data):
+                return
+    except OSError:  # the caller's end failed, or the bastion's window stayed shut: this connection is over
         return
     finally:
         channel.close()
+        back.join()
         sock.close()
+
+
+def _copy_back(channel: Channel, sock: socket.socket) -> None:
+    """Copy the channel's bytes to the caller until the channel ends, then end the caller's reading (EOF)."""
+    try:
+        while True:
+            try:
+                data = channel.recv(_CHUNK)
+            except TimeoutError:  # nothing for a while: wait on, until the channel closes
+                continue
+            if not data:
+                break
+            sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:  # the caller closed its end: nobody reads any more
+        return
 
 
 def _send_ordered(channel: Channel, data: bytes) -> bool:

@@ -81,6 +81,24 @@ def inventory(site: Site, path: Path, *, pin: str, count: int = VMS) -> Path:
     return path
 
 
+def test_audits_one_after_another_each_log_in_once_and_lose_no_vm(site: Site, tmp_path: Path) -> None:
+    """A fleet's channels opening and closing on one login: each run's VMs all ok, on one login each.
+
+    Against a pump that select()ed on paramiko's `Channel.fileno` pipe: a byte for a closed pipe
+    went to a reused descriptor, the login's own socket failed with EBADF and every VM in flight
+    failed with it (benchmarks/revoke_fleet.py --bastion: a run in three lost 35 to 47 of 200).
+    """
+    from recovery.audit.api import check
+    from recovery.audit.inventory import HostDefaults, load_inventory
+
+    hosts = load_inventory(inventory(site, tmp_path / "fleet.yaml", pin=site.jump_host.host_key), HostDefaults())
+    for _ in range(4):
+        mark = site.log_mark()
+        report = check(hosts, concurrency=30, timeout=120)
+        assert [(result.host.name, result.message) for result in report.results if not result.ok] == []
+        assert site.log_since(mark).count("Accepted publickey for") == 1
+
+
 @pytest.mark.parametrize("engine", ["libssh2", "paramiko"])
 def test_an_audit_of_60_vms_behind_one_bastion_logs_in_to_it_once(
     site: Site, engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -153,3 +171,46 @@ def test_a_bastion_login_that_drops_is_replaced_for_the_next_vm(site: Site) -> N
             sock.settimeout(60)
             assert sock.recv(64).startswith(b"SSH-2.0-")
         assert pool.logins == 2
+
+
+def test_revoke_reads_the_inventory_jump_and_shares_the_bastion_login_with_its_proof(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stolen = generate_keypair(tmp_path / "stolen", comment="stolen@laptop")
+    site.lab.authorize(stolen.public_line)  # every VM of the site reads the lab user's file
+    mark = site.log_mark()
+
+    code = main(["revoke", "--public-key", str(stolen.public_path), "--stolen-key", str(stolen.private_path),
+                 "--inventory", str(inventory(site, tmp_path / "fleet.yaml", pin=site.jump_host.host_key, count=5)),
+                 "--concurrency", "1", "--format", "json", "--timeout", "60"])
+
+    hosts = json.loads(capsys.readouterr().out)["hosts"]
+    assert [(host["status"], host["proof"]) for host in hosts] == [("removed", "auth_rejected")] + [
+        ("clean", "auth_rejected")] * 4
+    assert code == 0
+    assert stolen.public_line not in (site.lab.home / ".ssh" / "authorized_keys").read_text()
+    log = site.log_since(mark)
+    assert log.count("Accepted publickey for") == 1  # the admin's sessions and the proofs, on one login
+    assert len(re.findall(r"server_request_direct_tcpip: originator", log)) == 10
+
+
+def test_a_bastion_without_a_pin_is_checked_against_known_hosts_else_unknown(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (port, host_key), = site.ports()[:1]
+    path = tmp_path / "one.yaml"
+    path.write_text(f"hosts:\n  - {{name: vm, host: 127.0.0.1, port: {port}, host_key: '{host_key}', "
+                    f"user: {site.lab.user}, key: {site.vm_key.private_path}, jump: {site.jump}, "
+                    f"jump_keys: {site.jump_key.private_path}}}\n")
+    public = (site.directory / "bastion_host_key.pub").read_text().split()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{site.jump_host.port} {public[0]} {public[1]}\n")
+
+    vouched = main(["audit", "--inventory", str(path), "--format", "json", "--known-hosts", str(known)])
+    [first] = json.loads(capsys.readouterr().out)["hosts"]
+    unknown = main(["audit", "--inventory", str(path), "--format", "json"])
+    [second] = json.loads(capsys.readouterr().out)["hosts"]
+
+    assert (vouched, first["status"]) == (0, "ok")
+    assert (unknown, second["status"]) == (1, "host_key_unknown")
+    assert second["message"].startswith(f"jump host {site.jump}: ")
