@@ -86,3 +86,15 @@ def test_a_bad_jump_is_a_usage_error_naming_file_and_line(tmp_path: Path, fields
     with pytest.raises(UsageError) as caught:
         parse_inventory(text, "inv.yaml", base=tmp_path, fallback=HostDefaults())
     assert problem in str(caught.value)
+
+
+def test_an_ansible_inventorys_hosts_take_the_jump_flags(tmp_path: Path) -> None:
+    from recovery.audit.inventory import load_inventory
+
+    path = tmp_path / "hosts.ini"
+    path.write_text("[web]\nweb1 ansible_host=10.0.0.1 ansible_user=ops\n")
+    flags = HostDefaults(keys=(Path("k"),), jumps=parse_jumps("ops@bastion:2222"))
+
+    [host] = load_inventory(path, flags, None)
+
+    assert host.jumps == (JumpHop("bastion", 2222, "ops"),)
