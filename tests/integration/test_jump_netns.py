@@ -76,7 +76,11 @@ def forwarder(namespace: Path, port: int) -> Iterator[int]:
                 return
             opened.append(client)
             client.settimeout(None)
-            inside = connect_inside(namespace, port)
+            try:
+                inside = connect_inside(namespace, port)
+            except OSError:  # the bastion is not listening yet: this client is refused, the next may not be
+                client.close()
+                continue
             opened.append(inside)
             inside.settimeout(None)
             for source, target in ((client, inside), (inside, client)):
