@@ -321,7 +321,8 @@ class Inventory:
             self.problem(line, name, f"host {name!r} has no key: set ansible_ssh_private_key_file, or pass --key")
         if not user or not keys:
             return None
-        return Host(name=name, address=str(address or name), port=number, user=str(user), keys=tuple(keys))
+        return Host(name=name, address=str(address or name), port=number, user=str(user), keys=tuple(keys),
+                    jumps=fallback.jumps)  # --jump: Ansible's own ProxyJump is refused above
 
 
 def _unreadable(var: Var) -> str | None:

@@ -37,6 +37,7 @@ from recovery.engine.signals import interrupt_on_signals
 from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED, UsageError
 from recovery.safety.files import make_dirs
 from recovery.ssh.hostkeys import KnownHosts, KnownHostsAppender
+from recovery.ssh.jump import hops_from_flags
 
 __all__ = ["ENGINE_VARIABLE", "MAX_CONCURRENCY", "run_audit"]
 
@@ -180,13 +181,15 @@ def _trust(args: argparse.Namespace, stack: contextlib.ExitStack) -> HostTrust:
 def _hosts(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[list[Host], ConsoleProbe | None]:
     """The hosts to audit, from the inventory file or the cloud, and the console probe if asked for."""
     keys = tuple(Path(os.path.expanduser(path)) for path in args.key)
+    jumps = hops_from_flags(args.jump, args.jump_keys, args.jump_host_keys)
     if args.inventory is not None:
-        return load_inventory(args.inventory, HostDefaults(user=args.user, keys=keys), args.limit), None
+        return load_inventory(args.inventory, HostDefaults(user=args.user, keys=keys, jumps=jumps), args.limit), None
     cloud = _open_cloud(args.cloud)
     stack.callback(cloud.close)
     hosts, servers = cloud_hosts(
         cloud, user=args.user, keys=keys, server_filter=compile_filter(args.server_filter), network=args.network
     )
+    hosts = [dataclasses.replace(host, jumps=jumps) for host in hosts]
     return hosts, ConsoleProbe(cloud, servers) if args.check_console else None
 
 

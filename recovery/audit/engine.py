@@ -42,9 +42,10 @@ import base64
 import contextlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Protocol
@@ -55,6 +56,7 @@ from recovery.errors import HostKeyMismatch, KeyGenerationError, UsageError, Ver
 from recovery.ssh import diagnosis
 from recovery.ssh.diagnosis import Diagnosis, Failure
 from recovery.ssh.hostkeys import Advice, HostKeyCheck, KnownHosts, KnownHostsAppender, KnownKey
+from recovery.ssh.jump import JumpHop, with_host_keys
 from recovery.ssh.keys import fingerprint_sha256
 
 __all__ = [
@@ -228,6 +230,8 @@ class HostTrust:
         self.accept_new = accept_new
         self.record = record
         self._prepared: dict[tuple[str, int], list[KnownKey]] = {}
+        self._jumps: dict[tuple[JumpHop, ...], tuple[JumpHop, ...]] = {}
+        self._jumps_lock = threading.Lock()
 
     def prepare(self, hosts: Iterable[Host]) -> None:
         """Look every host up in the known_hosts file now, once, outside every host's timeout.
@@ -252,6 +256,24 @@ class HostTrust:
             return []
         found = self._prepared.get((host.address.lower(), host.port))
         return found if found is not None else self.known_hosts.lookup(host.address, host.port)
+
+    def with_jumps_checked(self, host: Host) -> Host:
+        """The host, its jump hosts' keys to be checked as its own: their pins, else known_hosts, else --accept-new.
+
+        Decided once per chain of hops for the run, not per host (a hashed known_hosts costs an HMAC a line).
+        """
+        if not host.jumps:
+            return host
+        with self._jumps_lock:
+            hops = self._jumps.get(host.jumps)
+            if hops is None:
+                hops = self._jumps[host.jumps] = with_host_keys(host.jumps, self._pins, accept_new=self.accept_new)
+        return replace(host, jumps=hops)
+
+    def _pins(self, address: str, port: int) -> list[str]:
+        if self.known_hosts is None:
+            return []
+        return [key.fingerprint for key in self.known_hosts.lookup(address, port) if not key.revoked]
 
     def for_host(self, host: Host) -> HostKeyDecision:
         where = host.where
@@ -371,7 +393,7 @@ def check_host(
         return HostResult(host, Status.NO_ADDRESS, 0.0, "no address to connect to" + _note(host))
     decision = trust.for_host(host)
     try:
-        key = _login(host, decision, keys, deadline, open_session)
+        key = _login(trust.with_jumps_checked(host), decision, keys, deadline, open_session)
     except CheckFailed as failed:
         status, message = failed.status, failed.message
     except VerifyError as exc:  # the host key decision
@@ -442,12 +464,33 @@ def _login(
 
 @contextlib.contextmanager
 def _connected(host: Host, deadline: float) -> Iterator[Connection]:
-    """A TCP connection and what the peer said first; the socket is closed on exit."""
+    """A TCP connection (or a channel through the host's jump hosts) and what the peer said first; closed on exit."""
+    if host.jumps:
+        with _through_jumps(host, deadline) as sock:
+            yield Connection(host, sock, _greeting(sock, host, deadline), deadline)
+        return
     sock = _connect(host, deadline)
     try:
         yield Connection(host, sock, _greeting(sock, host, deadline), deadline)
     finally:
         sock.close()
+
+
+@contextlib.contextmanager
+def _through_jumps(host: Host, deadline: float) -> Iterator[socket.socket]:
+    """A socket whose bytes a channel through the jump hosts carries to the host; the last hop resolves its name.
+
+    Both engines drive it as a TCP socket (libssh2 needs a file descriptor). The hops log in
+    with their own keys, else the host's first; within a run (`recovery.ssh.jump.shared_logins`)
+    the checks share their logins to the hops. A hop's failure, named after the hop, is the
+    host's result (`check_host` names the `VerifyError`).
+    """
+    from recovery.ssh.jump import tunnel
+
+    own_key = str(host.keys[0])
+    hops = tuple(hop if hop.private_key_path else replace(hop, private_key_path=own_key) for hop in host.jumps)
+    with tunnel(hops, (host.address or "", host.port), None, timeout=_remaining(deadline, host)) as sock:
+        yield sock
 
 
 # How long to wait for the server's banner before the SSH library sends the client's.

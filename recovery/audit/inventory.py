@@ -10,10 +10,19 @@
         user: ops             # else defaults.user, else --user
         key: keys/web         # a path, relative to this file; else defaults.key, else --key
         host_key: SHA256:...  # a pin; else the --known-hosts file decides
+        jump: ops@bastion:22  # jump hosts (bastions), first hop first, as ssh -J: "a@b:22,c@d:22" or a list
+        jump_keys: [keys/bastion]         # a key per hop (relative to this file), or one for all; else the host's key
+        jump_host_keys: [SHA256:...]      # a pin per hop, or one for all; else the --known-hosts file decides
         inputs:               # for --remediate: playbook inputs (-e NAME=VALUE) for this host
           console_url: wss://console.example.com/?token=...
         secrets:              # for --remediate: playbook secrets, each a file (--secret NAME=@FILE)
           console_password: "@secrets/web-1.password"   # relative to this file
+
+`jump`, `jump_keys` and `jump_host_keys` go together: a host that names `jump`
+takes all three from its own mapping, else from `defaults:`, else from `--jump`,
+`--jump-keys` and `--jump-host-keys`; `jump: ""` reaches a host directly. A hop
+written without `user@` logs in as the host's user. Connections through one jump
+host share its login (`recovery.ssh.jump.JumpPool`).
 
 `inputs` and `secrets` may be given in `defaults:` too; a host's map and the
 defaults' map are merged, the host's value winning for a name in both. The
@@ -42,10 +51,13 @@ from recovery.audit.model import Host
 from recovery.errors import Problem, UsageError, VerifyError
 from recovery.safety import readers
 from recovery.ssh.hostkeys import parse_pin
+from recovery.ssh.jump import JumpHop, check_jump_inputs, parse_jumps
 
 __all__ = ["HostDefaults", "load_inventory", "parse_inventory"]
 
-_HOST_FIELDS = ("name", "host", "port", "user", "key", "host_key", "inputs", "secrets")
+_HOST_FIELDS = ("name", "host", "port", "user", "key", "host_key", "inputs", "secrets", "jump", "jump_keys",
+                "jump_host_keys")
+_JUMP_FIELDS = ("jump", "jump_keys", "jump_host_keys")  # each text (comma-separated) or a list of texts
 _MAPS = ("inputs", "secrets")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The inputs the audit derives from a host's fields (recovery.audit.remediate): set by those fields.
@@ -61,6 +73,7 @@ class HostDefaults:
 
     user: str | None = None
     keys: tuple[Path, ...] = ()
+    jumps: tuple[JumpHop, ...] = ()
 
 
 def load_inventory(path: Path, fallback: HostDefaults, limit: str | None = None) -> list[Host]:
@@ -172,6 +185,8 @@ class _Reader:
     def value(self, node: yaml.Node, path: str, key: str) -> object:
         if key in _MAPS:
             return self.named_map(node, path, key)
+        if key in _JUMP_FIELDS:
+            return self.jump_list(node, path, key)
         if not isinstance(node, yaml.ScalarNode):
             self.problem(node, path, "expected a single value, not a list or mapping")
             return _INVALID
@@ -195,6 +210,52 @@ class _Reader:
         if key == "key":
             return self.base / Path(os.path.expanduser(value))
         return value
+
+    def jump_list(self, node: yaml.Node, path: str, key: str) -> object:
+        """`jump`, `jump_keys` or `jump_host_keys` as the comma-separated text the flags take.
+
+        A list is the same values, one per hop; key paths are taken from the inventory's directory.
+        """
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        if not isinstance(node, (yaml.SequenceNode, yaml.ScalarNode)) or not all(
+            isinstance(item, yaml.ScalarNode) for item in items
+        ):
+            self.problem(node, path, "expected text (comma-separated, first hop first) or a list of texts")
+            return _INVALID
+        values: list[str] = []
+        for item in items:
+            value = yaml.constructor.SafeConstructor().construct_object(item)
+            if value is not None and not isinstance(value, str):
+                self.problem(item, path, f"expected text, got {item.value!r} (quote it)")
+                return _INVALID
+            values += [part.strip() for part in value.split(",")] if value else [""]
+        if key == "jump_keys":
+            values = [str(self.base / Path(os.path.expanduser(value))) if value else "" for value in values]
+        return ",".join(values) if any(values) else ""
+
+    def jumps(
+        self, node: yaml.Node, path: str, name: str, user: str,
+        fields: dict[str, tuple[yaml.Node, object]], defaults: dict[str, tuple[yaml.Node, object]],
+        fallback: HostDefaults,
+    ) -> tuple[JumpHop, ...] | None:
+        """The host's hops: from its own mapping if it names `jump`, else `defaults:`, else the flags."""
+        for source in (fields, defaults):
+            strays = [key for key in _JUMP_FIELDS[1:] if key in source and "jump" not in source]
+            if strays:
+                self.problem(source[strays[0]][0], path, f"{strays[0]} without jump: name the jump hosts beside it")
+                return None
+        if "jump" not in fields and "jump" not in defaults:
+            return fallback.jumps
+        source = fields if "jump" in fields else defaults
+        jump, keys, pins = (str(source[key][1] or "") if key in source else "" for key in _JUMP_FIELDS)
+        problem = check_jump_inputs(jump, keys, pins)
+        if problem is None:
+            try:
+                return parse_jumps(jump, keys=keys, host_keys=pins, default_user=user)
+            except ValueError as exc:
+                problem = str(exc)
+        self.problem(source["jump"][0], path, f"host {name!r}: {problem}")
+        return None
 
     def named_map(self, node: yaml.Node, path: str, key: str) -> object:
         """`inputs:` (name -> text) or `secrets:` (name -> the file holding it, given as `@FILE`)."""
@@ -276,6 +337,9 @@ class _Reader:
             self.problem(node, path, f"host {name!r} has no key: set 'key' here or under 'defaults:', or pass --key")
         if not user or not keys:
             return None
+        jumps = self.jumps(node, path, name, str(user), fields, defaults, fallback)
+        if jumps is None:
+            return None
         port = pick("port")
         address = str(pick("host") or "").strip()
         host_key = pick("host_key")
@@ -289,6 +353,7 @@ class _Reader:
             host_key=str(host_key) if host_key is not None else None,
             inputs=tuple((key, str(value)) for key, value in inputs.items()),
             secrets=tuple((key, value) for key, value in secrets.items() if isinstance(value, Path)),
+            jumps=jumps,
         )
 
 

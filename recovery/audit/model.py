@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recovery.ssh.diagnosis import Failure
+
+if TYPE_CHECKING:
+    from recovery.ssh.jump import JumpHop
 
 __all__ = [
     "CONSOLE_KINDS",
@@ -62,7 +66,8 @@ class Host:
     known_hosts entry but `@revoked`. `server_id` is set for hosts that came
     from a cloud. `inputs` and `secrets` (secret name, file holding it) are
     what a remediation playbook run gets for this host beyond what the audit
-    knows; pairs rather than dicts, so a `Host` stays hashable.
+    knows; pairs rather than dicts, so a `Host` stays hashable. `jumps` are the
+    bastions on the way, first hop first (`recovery.ssh.jump`); empty: connected directly.
     """
 
     name: str
@@ -75,6 +80,7 @@ class Host:
     note: str = ""
     inputs: tuple[tuple[str, str], ...] = ()
     secrets: tuple[tuple[str, Path], ...] = ()
+    jumps: tuple[JumpHop, ...] = ()
 
     @property
     def where(self) -> str:

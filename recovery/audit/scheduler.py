@@ -10,17 +10,22 @@ is cancelled from another thread, the calling thread stops handing out hosts and
 returns at once with the results so far; a worker still blocked in a handshake
 cannot delay the exit (a `ThreadPoolExecutor` would join it first), and it ends
 by its host's deadline.
+
+The checks of one run share their logins to jump hosts (`recovery.ssh.jump.shared_logins`):
+200 hosts behind one bastion cost it a few logins, not 200; they are closed when the run ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from recovery.audit.model import Host, HostResult
 from recovery.engine.cancel import CancelToken
+from recovery.ssh.jump import shared_logins
 
 __all__ = ["Outcome", "run_checks"]
 
@@ -54,6 +59,28 @@ def run_checks(
     :param cancel: seen within `_POLL` seconds of being cancelled; the run then ends as on Ctrl-C.
     :returns: all results; after Ctrl-C or a cancel, those finished and the hosts not checked.
     """
+    with _jump_logins(hosts):
+        return _run(hosts, check, concurrency=concurrency, on_result=on_result, cancel=cancel)
+
+
+@contextlib.contextmanager
+def _jump_logins(hosts: Sequence[Host]) -> Iterator[None]:
+    """Shared jump host logins for the run, when any host is behind one."""
+    if not any(host.jumps for host in hosts):
+        yield
+        return
+    with shared_logins():
+        yield
+
+
+def _run(
+    hosts: Sequence[Host],
+    check: Check,
+    *,
+    concurrency: int,
+    on_result: Callable[[HostResult], None],
+    cancel: CancelToken | None,
+) -> Outcome:
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in range(len(hosts)):
         todo.put(index)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -101,8 +102,9 @@ def run_revoke(args: argparse.Namespace) -> int:
     _check_flags(args)
     stolen = _stolen(args)
     admin_paths = tuple(Path(os.path.expanduser(path)) for path in args.key)
+    jumps = _jumps(args)
     hosts = [] if args.cloud is not None else load_inventory(
-        args.inventory, HostDefaults(user=args.user, keys=admin_paths), args.limit)
+        args.inventory, HostDefaults(user=args.user, keys=admin_paths, jumps=jumps), args.limit)
     admin_keys = _admin_keys({str(path) for path in admin_paths} if args.cloud is not None else
                              {str(path) for host in hosts for path in host.keys})
     for path, key in admin_keys.items():
@@ -112,7 +114,6 @@ def run_revoke(args: argparse.Namespace) -> int:
                 "admin key first (add a new one everywhere), then revoke this one with the new key"
             )
     stolen_private = _stolen_private(args.stolen_key, stolen) if args.stolen_key else None
-    jumps = _jumps(args)
     started = time.monotonic()
     keypairs: list[KeyPairOutcome] = []
     with contextlib.ExitStack() as stack:
@@ -123,11 +124,11 @@ def run_revoke(args: argparse.Namespace) -> int:
             cloud = _open_cloud(args.cloud or None)
             stack.callback(cloud.close)
             hosts, matching = _from_cloud(args, cloud, stolen, admin_paths)
+            hosts = [dataclasses.replace(host, jumps=jumps) for host in hosts]
         request = RevokeRequest(
             stolen=stolen, admin_keys=admin_keys, all_users=args.all_users, dry_run=args.dry_run,
             max_changes=args.max_changes, timeout=args.timeout, concurrency=args.concurrency,
             stolen_private=stolen_private, known_hosts=known, accept_new=args.accept_new, record=record,
-            jumps=jumps,
         )
         interrupted = False
         with interrupt_on_signals():
@@ -226,19 +227,10 @@ def _stolen(args: argparse.Namespace) -> StolenKey:
 
 
 def _jumps(args: argparse.Namespace) -> tuple[JumpHop, ...]:
-    """The --jump hops, each naming its user (user@host): the hosts behind may log in as different users."""
-    from recovery.ssh.jump import check_jump_inputs, parse_jumps
+    """The --jump hops (for hosts whose inventory names none), each naming its user (user@host)."""
+    from recovery.ssh.jump import hops_from_flags
 
-    jump, keys, pins = args.jump or "", args.jump_keys or "", args.jump_host_keys or ""
-    if not jump and (keys or pins):
-        raise UsageError("--jump-keys and --jump-host-keys need --jump")
-    problem = check_jump_inputs(jump, keys, pins)
-    if problem is not None:
-        raise UsageError(f"--jump: {problem}")
-    try:
-        return parse_jumps(jump, keys=keys, host_keys=pins, trust_first_use=args.accept_new)
-    except ValueError as exc:
-        raise UsageError(f"--jump: {exc}") from exc
+    return hops_from_flags(args.jump, args.jump_keys, args.jump_host_keys)
 
 
 def _admin_keys(paths: set[str]) -> dict[str, KeyPair]:

@@ -11,16 +11,21 @@ proves the key no longer opens the host.
 A host that cannot be checked (down, rejecting the admin key, an unknown host key) is
 reported with the audit's failure name and the run goes on; so is a host where the removal
 failed. Only ``clean`` and ``removed`` hosts are proven clean.
+
+Hosts behind jump hosts (`Host.jumps`, from the inventory or ``--jump``) share the run's
+logins to them (`recovery.ssh.jump.shared_logins`); a hop with no key of its own logs in with
+the admin key, also when the stolen key is tried on the VM behind it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -36,11 +41,12 @@ from recovery.guest import (
     parse_remove_report,
 )
 from recovery.ssh import diagnosis
+from recovery.ssh.jump import PREFIX as JUMP_PREFIX
+from recovery.ssh.jump import shared_logins, with_host_keys
 
 if TYPE_CHECKING:
     from recovery.audit.model import Host
     from recovery.ssh.hostkeys import KnownHosts, KnownHostsAppender
-    from recovery.ssh.jump import JumpHop
     from recovery.ssh.keys import KeyPair
     from recovery.ssh.remote import RemoteShell
     from recovery.ssh.verifier import SSHTarget
@@ -103,7 +109,6 @@ class RevokeRequest:
     known_hosts: KnownHosts | None = None
     accept_new: bool = False
     record: KnownHostsAppender | None = None
-    jumps: tuple[JumpHop, ...] = ()  # the bastions before every host (a login to them per host)
 
 
 @dataclass(frozen=True)
@@ -179,8 +184,19 @@ def revoke_fleet(
             results[index] = _one_host(hosts[index], request, budget)
             finished.put(index)
 
-    for number in range(min(request.concurrency, len(hosts))):
-        threading.Thread(target=work, name=f"revoke-{number}", daemon=True).start()
+    with contextlib.ExitStack() as stack:
+        if any(host.jumps for host in hosts):
+            stack.enter_context(shared_logins())
+        for number in range(min(request.concurrency, len(hosts))):
+            threading.Thread(target=work, name=f"revoke-{number}", daemon=True).start()
+        return _collect(hosts, results, finished, stop, on_result)
+
+
+def _collect(
+    hosts: Sequence[Host], results: dict[int, HostOutcome], finished: queue.SimpleQueue[int], stop: threading.Event,
+    on_result: Callable[[HostOutcome], None],
+) -> list[HostOutcome]:
+    """The workers' results as they come; on Ctrl-C, those so far (`revoke_fleet`)."""
     try:
         for _ in range(len(hosts)):
             while True:
@@ -211,11 +227,11 @@ def _one_host(host: Host, request: RevokeRequest, budget: _Budget) -> HostOutcom
         outcome.status, outcome.message = Status.NO_ADDRESS, host.note or "the inventory gives no address for this host"
         return outcome
     try:
-        _revoke_on(host, request, budget, outcome)
+        admin_path = _revoke_on(host, request, budget, outcome)
         if request.stolen_private is not None and not request.dry_run and outcome.status in (
             Status.CLEAN, Status.REMOVED
         ):
-            _prove(host, request, outcome)
+            _prove(host, request, outcome, admin_path)
     except VerifyError as exc:
         found = diagnosis.from_error(exc)
         outcome.status, outcome.message = found.failure.value, found.message
@@ -225,34 +241,42 @@ def _one_host(host: Host, request: RevokeRequest, budget: _Budget) -> HostOutcom
     return outcome
 
 
-def _target(host: Host, request: RevokeRequest, user: str) -> SSHTarget:
+def _target(host: Host, request: RevokeRequest, user: str, admin_path: str) -> SSHTarget:
+    """The host as `user`; its jump hosts checked as it is, a hop with no key of its own logged in with `admin_path`."""
     from recovery.ssh.verifier import SSHTarget
 
-    pins = [host.host_key] if host.host_key else []
-    if not pins and request.known_hosts is not None and host.address is not None:
-        pins = [key.fingerprint for key in request.known_hosts.lookup(host.address, host.port) if not key.revoked]
+    def pins_of(address: str, port: int) -> list[str]:
+        if request.known_hosts is None:
+            return []
+        return [key.fingerprint for key in request.known_hosts.lookup(address, port) if not key.revoked]
+
+    pins = [host.host_key] if host.host_key else pins_of(host.address or "", host.port)
+    hops = with_host_keys(host.jumps, pins_of, accept_new=request.accept_new)
+    hops = tuple(hop if hop.private_key_path else replace(hop, private_key_path=admin_path) for hop in hops)
     return SSHTarget(host.address or "", host.port, user, host_key_fingerprint=",".join(pins) or None,
-                     trust_first_use=request.accept_new and not pins, jumps=request.jumps)
+                     trust_first_use=request.accept_new and not pins, jumps=hops)
 
 
-def _revoke_on(host: Host, request: RevokeRequest, budget: _Budget, outcome: HostOutcome) -> None:
+def _revoke_on(host: Host, request: RevokeRequest, budget: _Budget, outcome: HostOutcome) -> str:
+    """Revoke on the host with the first admin key that logs in; returns that key's path."""
     from recovery.ssh.remote import remote_shell
 
-    target = _target(host, request, host.user)
     last_error: AuthRejected | None = None
     for path in host.keys:
         admin = request.admin_keys[str(path)]
+        target = _target(host, request, host.user, str(path))
         try:
             with remote_shell(target, admin, timeout=request.timeout) as shell:
                 if target.trust_first_use and request.record is not None:
                     server_key = shell.connection.client.get_transport().get_remote_server_key()  # type: ignore[union-attr]
                     request.record.add(target.host, target.port, f"{server_key.get_name()} {server_key.get_base64()}")
                 _revoke_with(shell, host, request, budget, outcome, key_blob(admin.public_line))
-                return
+                return str(path)
         except AuthRejected as exc:  # the next admin key may get in
             last_error = exc
     if last_error is not None:
         raise last_error
+    raise VerifyError(f"{host.name}: no admin key to log in with")
 
 
 def _revoke_with(
@@ -341,17 +365,23 @@ def _run(shell: RemoteShell, command: str, spec: RemoveSpec, timeout: float) -> 
     return parse_remove_report(result.output, nonce)
 
 
-def _prove(host: Host, request: RevokeRequest, outcome: HostOutcome) -> None:
-    """Log in with the stolen key as every user whose file held it (and the login user): each must be rejected."""
+def _prove(host: Host, request: RevokeRequest, outcome: HostOutcome, admin_path: str) -> None:
+    """Log in with the stolen key as every user whose file held it (and the login user): each must be rejected.
+
+    Only the VM's refusal proves anything: the jump hosts are logged in with the admin key, and
+    a failure at one of them (named after it) leaves the host not proven.
+    """
     from recovery.ssh.verifier import ParamikoVerifier
 
     assert request.stolen_private is not None
     users = dict.fromkeys([host.user, *(item.user for item in outcome.files if item.status == "removed")])
     for user in users:
+        target = _target(host, request, user, admin_path)
         try:
-            ParamikoVerifier().verify(_target(host, request, user), request.stolen_private, timeout=request.timeout)
+            ParamikoVerifier().verify(target, request.stolen_private, timeout=request.timeout)
         except VerifyError as exc:
-            outcome.proof = diagnosis.from_error(exc).failure.value
+            failure = diagnosis.from_error(exc).failure.value
+            outcome.proof = "error" if str(exc).startswith(JUMP_PREFIX) else failure
             if outcome.proof != "auth_rejected":
                 outcome.message = f"{outcome.message}; not proven: the login with the stolen key as {user} ended " \
                                   f"{outcome.proof}: {exc}".lstrip("; ")

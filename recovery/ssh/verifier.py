@@ -30,7 +30,9 @@ from recovery.ssh.hostkeys import HostKeyCheck
 from recovery.ssh.keys import KeyPair
 
 if TYPE_CHECKING:
-    from paramiko import Channel, PKey, SSHClient
+    import socket
+
+    from paramiko import PKey, SSHClient
 
     from recovery.safety.redact import Secret
     from recovery.ssh.jump import JumpHop
@@ -188,15 +190,15 @@ def connect(
 @contextmanager
 def _through_jumps(
     target: SSHTarget, key: KeyPair, passphrase: Secret | None, timeout: float
-) -> Iterator[Channel | None]:
-    """The channel through the jump hosts to `target`, or None to connect directly."""
+) -> Iterator[socket.socket | None]:
+    """The socket through the jump hosts to `target`, or None to connect directly."""
     if not target.jumps:
         yield None
         return
     from recovery.ssh.jump import tunnel
 
-    with tunnel(target.jumps, (target.host, target.port), key, passphrase=passphrase, timeout=timeout) as channel:
-        yield channel
+    with tunnel(target.jumps, (target.host, target.port), key, passphrase=passphrase, timeout=timeout) as sock:
+        yield sock
 
 
 @contextmanager
