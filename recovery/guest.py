@@ -1194,7 +1194,7 @@ def explain_mounted_exit(code: int) -> str:
     return _MOUNTED_EXPLANATIONS.get(code) or explain_exit(code)
 
 
-_DEVICE = re.compile(r"/dev/[A-Za-z0-9._+:/-]{1,120}")
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._+:/-]{1,200}")
 _USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?")
 
 
@@ -1221,11 +1221,11 @@ def build_mounted_install_script(
     """
     _check_public_line(public_line)
     _check_nonce(nonce)
-    if not _DEVICE.fullmatch(device) or ".." in device:
-        raise ValueError(f"device must be a /dev/... path, got {device!r}")
+    if not _PLAIN_PATH.fullmatch(device) or ".." in device:
+        raise ValueError(f"device must be an absolute path of plain characters (/dev/vdb1), got {device!r}")
     if not _USER_NAME.fullmatch(user):
         raise ValueError(f"not a user name: {user!r}")
-    if not _DEVICE.fullmatch("/dev" + mount_base) or ".." in mount_base:
+    if not _PLAIN_PATH.fullmatch(mount_base) or ".." in mount_base:
         raise ValueError(f"mount_base must be an absolute path of plain characters, got {mount_base!r}")
     if run_tag is not None and not _RUN_TAG.fullmatch(run_tag):
         raise ValueError(f"run_tag must be 1-64 characters of [A-Za-z0-9_.-], got {run_tag!r}")

@@ -11,7 +11,11 @@ belong to the uid/gid of the server's /etc/passwd.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -40,13 +44,16 @@ class Bed:
     nova: NovaCloud
     directory: Path
 
-    def run(self, *args: str, password: str | None = PASSWORD, timeout: float = 400) -> Result:
+    def env(self, password: str | None) -> dict[str, str]:
         env = {"OS_CLIENT_CONFIG_FILE": str(self.directory / "clouds.yaml"),
                "RECOVERY_KEYS_DIR": str(self.directory / "keys")}
         if password is not None:
             env["RECOVERY_RESCUE_PASSWORD"] = password
+        return env
+
+    def run(self, *args: str, password: str | None = PASSWORD, timeout: float = 400) -> Result:
         return recovery("run", str(PLAYBOOK), "--cloud", CLOUD, "--journal", str(self.directory / "runs"),
-                        *args, env=env, timeout=timeout)
+                        *args, env=self.env(password), timeout=timeout)
 
     def report(self, result: Result) -> dict:
         return json.loads((self.directory / "runs" / result.run_id / "report.json").read_text())
@@ -111,7 +118,35 @@ def test_without_the_rescue_password_the_run_is_refused_before_anything_changes(
     assert "rescue_password" in result.stderr
 
 
+def test_ctrl_c_while_the_rescue_system_boots_still_unrescues_the_server(bed: Bed) -> None:
+    """The unrescue is a cleanup: after Ctrl-C the server is back on its own disk, ACTIVE."""
+    before = len(bed.rescue_requests())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recovery", "run", str(PLAYBOOK), "--cloud", CLOUD, "--journal",
+         str(bed.directory / "runs"), *_args(bed, "-e", "allow_reboot=true")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, **bed.env(PASSWORD)},
+    )
+    seen = []
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            seen.append(line)
+            if "] rescue_booted:" in line:  # the server is in RESCUE, its rescue system booting
+                break
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    stderr = "".join(seen) + rest
+    assert process.returncode == 130, stderr[-3000:]
+    assert "succeeded unrescue_after_failure" in stderr, stderr[-3000:]
+    assert bed.status() == "ACTIVE"
+    assert len(bed.rescue_requests()) == before + 2  # the rescue, and the unrescue of the cleanup
+
+
 def test_rescue_mode_recovers_a_locked_password_vm_on_its_own_disk_and_proves_it_by_ssh(bed: Bed) -> None:
+    before = len(bed.rescue_requests())
     started = time.monotonic()
     result = bed.run(*_args(bed, "-e", "allow_reboot=true"))
     seconds = time.monotonic() - started
@@ -126,8 +161,7 @@ def test_rescue_mode_recovers_a_locked_password_vm_on_its_own_disk_and_proves_it
     assert outputs["install"]["added"] is True
     assert outputs["unrescue"]["unrescued"] is True
     assert bed.status() == "ACTIVE"
-    paths = [r["path"] for r in bed.rescue_requests()]
-    assert len(paths) == 2, paths  # one rescue, one unrescue
+    assert len(bed.rescue_requests()) == before + 2  # one rescue, one unrescue
     new_key = report["keys"][0]["private_key_path"]
     ids = _ssh(bed, Path(new_key), "id -u; id -g; stat -c '%u:%g %a' ~/.ssh ~/.ssh/authorized_keys; "
                                    "grep -c '' ~/.ssh/authorized_keys")
