@@ -31,7 +31,8 @@ line is there afterwards. It never uses ``chown``: it runs as the user whose ``~
 repairs (switch user first, for example ``sudo -u alice -H sh <<'...'``), so what it
 creates is owned by that user, and appending or ``chmod`` keeps an existing file's owner.
 Changing another user's files as root is a different operation, with different risks,
-that this script does not do.
+that this script does not do; `build_mounted_install_script` (a rescue system writing onto the
+server's mounted disk) does it, with rules of its own (see there), around the same append.
 
 Facts come back as ``RCV-<nonce> name=value`` lines (`parse_report`), in this order:
 ``ssh_dir_created``, ``home_writable_by_others`` (sshd's StrictModes refuses keys then;
