@@ -382,6 +382,12 @@ class OpenStackCloud:
                     f"give the ID of the one to recover:\n{listing}"
                 )
             server = candidates[0]
+        if server.status == "RESCUE":
+            raise CloudError(
+                f"cloud {self.name!r}: server {server.name!r} ({server.id}) is in RESCUE, booted from a rescue "
+                "image (an earlier rescue run cut off, or someone's rescue under way?): bring it back with "
+                f"`openstack server unrescue {server.id}`, then run again"
+            )
         if server.status != "ACTIVE":
             raise CloudError(
                 f"cloud {self.name!r}: server {server.name!r} ({server.id}) is {server.status}, not ACTIVE: "
