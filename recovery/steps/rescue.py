@@ -25,17 +25,17 @@ from recovery.engine.config import Config
 from recovery.engine.context import StepContext
 from recovery.engine.registry import Outputs, doc, step
 from recovery.engine.templating import Unknown
-from recovery.errors import CloudError, GuestCommandError, StepError
+from recovery.errors import CloudError, GuestCommandError, KeyGenerationError, StepError
 from recovery.steps.cloud import cloud_named
 
 POLL = 1.0
 NO_REBOOT = (
     "rescue mode reboots the server (into the rescue image, then back to its own disk): give "
-    "-e allow_reboot=true to allow it; nothing was changed"
+    "-e allow_reboot=true to allow it"
 )
 NO_IMAGE = (
     "no rescue image: give -e rescue_image=IMAGE_ID, an image whose console login you know "
-    "(its password as the secret rescue_password); nothing was changed"
+    "(its password as the secret rescue_password)"
 )
 
 
@@ -179,6 +179,27 @@ class InstallParams:
     timeout: float | None = doc("seconds for the command (default: console.command_timeout)", default=None)
 
 
+def _preview_install(params: InstallParams) -> list[str]:
+    """The lines that would be typed; a key or device not known yet is shown by a stand-in of its shape."""
+    import hashlib
+
+    from recovery.channels.dialogue import heredoc_command
+    from recovery.guest import build_mounted_install_script, heredoc_delimiter
+    from recovery.ssh.keys import parse_public_line
+    from recovery.steps.authorized_keys import PREVIEW_KEY
+
+    try:
+        parse_public_line(params.key)
+        key = params.key
+    except KeyGenerationError:
+        key = PREVIEW_KEY
+    device = params.device if params.device.startswith("/dev/") else "/dev/vdb1"
+    nonce = "0" * 8
+    script = build_mounted_install_script(key, sha256=hashlib.sha256(f"{key}\n".encode()).hexdigest(), nonce=nonce,
+                                          device=device, user=params.user)
+    return [str(line) for line in heredoc_command(list(script.lines), delimiter=heredoc_delimiter(nonce), nonce=nonce)]
+
+
 @step(
     "rescue.install_key",
     params=InstallParams,
@@ -186,6 +207,7 @@ class InstallParams:
              "added": "true if the key was appended, false if it was already there",
              "backup": "the backup of authorized_keys on the server's disk, or null"},
     repeatable=True,  # appended only if absent; one backup per run
+    preview=_preview_install,
 )
 def install_key(ctx: StepContext, params: InstallParams) -> Outputs:
     """Mount the server's root, add the key for the user (owner from its /etc/passwd), unmount."""
