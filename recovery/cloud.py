@@ -158,6 +158,9 @@ class Cloud(Protocol):
     def delete_keypair(self, name: str, *, missing_ok: bool = False) -> None: ...
     def list_keypairs(self) -> list[KeyPairInfo]: ...
     def list_servers(self) -> list[Server]: ...
+    def server_state(self, server_id: str) -> Server: ...
+    def rescue(self, server: Server, image: str) -> None: ...
+    def unrescue(self, server: Server) -> None: ...
     def close(self) -> None: ...
     @property
     def connection(self) -> Connection:
@@ -379,6 +382,12 @@ class OpenStackCloud:
                     f"give the ID of the one to recover:\n{listing}"
                 )
             server = candidates[0]
+        if server.status == "RESCUE":
+            raise CloudError(
+                f"cloud {self.name!r}: server {server.name!r} ({server.id}) is in RESCUE, booted from a rescue "
+                "image (an earlier rescue run cut off, or someone's rescue under way?): bring it back with "
+                f"`openstack server unrescue {server.id}`, then run again"
+            )
         if server.status != "ACTIVE":
             raise CloudError(
                 f"cloud {self.name!r}: server {server.name!r} ({server.id}) is {server.status}, not ACTIVE: "
@@ -423,6 +432,33 @@ class OpenStackCloud:
         """
         with self._translated("look for object storage in the service catalog"):
             return bool(self._conn.has_service("object-store"))
+
+    # -- rescue mode -------------------------------------------------------------------
+
+    def server_state(self, server_id: str) -> Server:
+        """The server as it is now, whatever its status (RESCUE, a task under way): for waits.
+
+        Raises:
+            CloudError: no server has this ID (deleted meanwhile?).
+        """
+        server = self._server_by_id(server_id)
+        if server is None:
+            raise CloudError(f"cloud {self.name!r}: server {server_id} is gone")
+        return server
+
+    def rescue(self, server: Server, image: str) -> None:
+        """Ask Nova to reboot the server into `image` (an image ID), its own disk attached next to it.
+
+        Nova's generated `adminPass` is not asked for and not kept: cloud images ignore it; the
+        rescue image's own console login is used. Returns once Nova accepted; wait for RESCUE.
+        """
+        with self._translated(f"rescue server {server.id} with image {image}"):
+            self._conn.compute.rescue_server(server.id, image=image)
+
+    def unrescue(self, server: Server) -> None:
+        """Ask Nova to boot the server from its own disk again; wait for ACTIVE."""
+        with self._translated(f"unrescue server {server.id}"):
+            self._conn.compute.unrescue_server(server.id)
 
     # -- consoles --------------------------------------------------------------------
 

@@ -31,7 +31,8 @@ line is there afterwards. It never uses ``chown``: it runs as the user whose ``~
 repairs (switch user first, for example ``sudo -u alice -H sh <<'...'``), so what it
 creates is owned by that user, and appending or ``chmod`` keeps an existing file's owner.
 Changing another user's files as root is a different operation, with different risks,
-that this script does not do.
+that this script does not do; `build_mounted_install_script` (a rescue system writing onto the
+server's mounted disk) does it, with rules of its own (see there), around the same append.
 
 Facts come back as ``RCV-<nonce> name=value`` lines (`parse_report`), in this order:
 ``ssh_dir_created``, ``home_writable_by_others`` (sshd's StrictModes refuses keys then;
@@ -74,13 +75,16 @@ __all__ = [
     "GuestScript",
     "InstallReport",
     "KeyLine",
+    "MountedExitCode",
     "RemoveExitCode",
     "RemoveReport",
     "RemoveSpec",
     "blob_fingerprints",
     "build_install_script",
+    "build_mounted_install_script",
     "build_remove_script",
     "explain_exit",
+    "explain_mounted_exit",
     "explain_remove_exit",
     "heredoc_delimiter",
     "key_blob",
@@ -528,7 +532,7 @@ _SSHD: tuple[str, ...] = (
 # Helpers the script defines first. `fact` prints one fact line; `fail` reports and exits
 # (the EXIT trap then removes the temp file). `digest FILE` sets h to FILE's sha256 with
 # the first tool that gives a 64-hex answer, reading stdin so no tool echoes a file name.
-_PRELUDE: tuple[str | _Fact, ...] = (
+_HELPERS: tuple[str | _Fact, ...] = (
     _Fact("fact() { printf 'RCV-%s %s=%s\\n' \"$n\" \"$1\" \"$2\"; }", compact=True),
     _Fact("fail() { fact error \"$2\"; fact exit \"$1\"; exit \"$1\"; }", blind="fail() { exit \"$1\"; }",
           compact=True),
@@ -540,6 +544,9 @@ _PRELUDE: tuple[str | _Fact, ...] = (
     "done",
     "h=; return 1",
     "}",
+)
+_PRELUDE: tuple[str | _Fact, ...] = (
+    *_HELPERS,
     *map(_Fact, _SNAPSHOT),
     "umask 077",
     "trap 'exit 130' HUP INT TERM",
@@ -588,7 +595,7 @@ _DOWNLOAD: tuple[str | _Fact, ...] = (
 # From here on the key in $k (and in $t) is verified. One backup per run ($r names the run): an
 # earlier attempt of the same run made it, and it holds the file as it was before the run, so it
 # is kept rather than replaced with already-changed content or joined by one more copy.
-_INSTALL: tuple[str | _Fact, ...] = (
+_APPEND: tuple[str | _Fact, ...] = (
     _Fact("[ -n \"$kg\" ] && fact new_key \"$($kg -lf \"$t\" 2>/dev/null)\""),
     _Fact("b=none", compact=True),
     "if [ -e \"$f\" ]; then",
@@ -608,6 +615,9 @@ _INSTALL: tuple[str | _Fact, ...] = (
     _Fact("fact added yes", compact=True),
     "fi",
     f"chmod 700 \"$d\" && chmod 600 \"$f\" || {_fail(ExitCode.CHMOD_FAILED)}",
+)
+_INSTALL: tuple[str | _Fact, ...] = (
+    *_APPEND,
     _Fact("e=no-restorecon"),
     "for c in restorecon /usr/sbin/restorecon /sbin/restorecon; do",
     "command -v \"$c\" >/dev/null 2>&1 || continue",
@@ -1119,3 +1129,182 @@ _REMOVE: tuple[str, ...] = (
     "fact exit 0",
     "} </dev/null",
 )
+
+
+# --- install into a mounted root (the rescue route) ----------------------------------------------
+# The rescue system's root shell installs into the server's own root disk, mounted at a prefix:
+# no user to switch to, so the owner comes from the MOUNTED disk's /etc/passwd (never the rescue
+# system's: the same name may have another uid there), and every path is the prefix plus the
+# server's path. A symlink on the way (/home -> /var/home, a ~/.ssh link) would resolve inside
+# the rescue system, so it is refused, not followed. The backup, final newline, append-if-absent
+# and modes are `_APPEND`'s, as on a running VM; SELinux is relabelled at the server's next boot
+# (`.autorelabel`): restorecon here would use the rescue system's policy.
+
+
+class MountedExitCode(IntEnum):
+    """Exit statuses of the mounted-root install beyond `ExitCode` (which it also uses)."""
+
+    NO_SUCH_DEVICE = 40
+    RESCUE_ROOT = 41
+    ALREADY_MOUNTED = 42
+    MOUNT_FAILED = 43
+    NOT_A_ROOT = 44
+    NO_SUCH_USER = 45
+    NO_HOME = 46
+    SYMLINK = 47
+
+    @property
+    def slug(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+
+_MOUNTED_NOTHING = "nothing was mounted or changed"
+_MOUNTED_EXPLANATIONS: dict[int, str] = {
+    MountedExitCode.NO_SUCH_DEVICE: f"the device is not a block device on the rescue system; {_MOUNTED_NOTHING}",
+    MountedExitCode.RESCUE_ROOT: (
+        f"the device is the rescue system's own root, not the server's disk; {_MOUNTED_NOTHING}"
+    ),
+    MountedExitCode.ALREADY_MOUNTED: (
+        "the device is already mounted on the rescue system (by it, or by someone on its console); "
+        + _MOUNTED_NOTHING
+    ),
+    MountedExitCode.MOUNT_FAILED: (
+        "mount failed (an unknown or damaged file system: fsck it from the rescue console first); "
+        + _MOUNTED_NOTHING
+    ),
+    MountedExitCode.NOT_A_ROOT: (
+        "the device has no etc/passwd: it is not a root file system (a data or /boot volume?); name "
+        "the root with root_device; it was unmounted, nothing changed"
+    ),
+    MountedExitCode.NO_SUCH_USER: (
+        "the user is not in the server's /etc/passwd (on the mounted disk); it was unmounted, nothing changed"
+    ),
+    MountedExitCode.NO_HOME: (
+        "the user's home directory (from the server's /etc/passwd) is missing on the disk or not absolute; "
+        "it was unmounted, nothing changed"
+    ),
+    MountedExitCode.SYMLINK: (
+        "a symbolic link is on the way to authorized_keys (the home, ~/.ssh or the file): from a rescue "
+        "system it would point into the rescue system, so it is not followed; it was unmounted, nothing changed"
+    ),
+}
+
+
+def explain_mounted_exit(code: int) -> str:
+    """One sentence about the mounted-root install's exit status (its own codes, then `explain_exit`'s)."""
+    return _MOUNTED_EXPLANATIONS.get(code) or explain_exit(code)
+
+
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._+:/-]{1,200}")
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?")
+
+
+def build_mounted_install_script(
+    public_line: str, *, sha256: str, nonce: str, device: str, user: str, run_tag: str | None = None,
+    mount_base: str = "/mnt",
+) -> GuestScript:
+    """The script that mounts `device` and installs `public_line` for `user` into the root found there.
+
+    Run as root on a rescue system's console. It refuses `device` when it is the rescue system's
+    own root (same device number as ``/``) or already mounted; mounts it at
+    ``<mount_base>/recovery-<nonce>``; takes uid, gid and home from the mounted ``etc/passwd``; creates
+    ``~/.ssh`` owned by that uid/gid, appends the key as `build_install_script` does (backup, final
+    newline, only if absent, 0700/0600), gives a file it created that owner, schedules a relabel
+    where SELinux is on, and on any exit (a failure, a signal) syncs and unmounts. Facts:
+    ``mounted``, ``uid``, ``gid``, ``home``, ``ssh_dir_created``, the ``before_*``/``after_*``
+    snapshots, ``backup``, ``newline_added``, ``added``, ``owner_set``, ``selinux``
+    (relabel-scheduled|off), ``unmounted`` (yes|no), ``exit``.
+
+    Raises:
+        KeyGenerationError: `public_line` is not one OpenSSH public key line.
+        ValueError: `device`, `user`, `nonce`, `sha256` or `run_tag` is malformed, or `sha256`
+            is not the key's digest.
+    """
+    _check_public_line(public_line)
+    _check_nonce(nonce)
+    if not _PLAIN_PATH.fullmatch(device) or ".." in device:
+        raise ValueError(f"device must be an absolute path of plain characters (/dev/vdb1), got {device!r}")
+    if not _USER_NAME.fullmatch(user):
+        raise ValueError(f"not a user name: {user!r}")
+    if not _PLAIN_PATH.fullmatch(mount_base) or ".." in mount_base:
+        raise ValueError(f"mount_base must be an absolute path of plain characters, got {mount_base!r}")
+    if run_tag is not None and not _RUN_TAG.fullmatch(run_tag):
+        raise ValueError(f"run_tag must be 1-64 characters of [A-Za-z0-9_.-], got {run_tag!r}")
+    digest = sha256.lower()
+    with_newline = hashlib.sha256(f"{public_line}\n".encode()).hexdigest()
+    if digest not in (with_newline, hashlib.sha256(public_line.encode()).hexdigest()):
+        raise ValueError("sha256 is not the digest of public_line (with or without a final newline)")
+    key_format = "%s\\n" if digest == with_newline else "%s"
+    lines: list[str | Secret | _Fact] = [
+        "{",
+        f"n={nonce}",
+        f"w={digest}",
+        f"r={run_tag or nonce}",
+        *_HELPERS,
+        *map(_Fact, _SNAPSHOT),
+        "umask 077",
+        "set -f",
+        "p=; t=",
+        "trap 'exit 130' HUP INT TERM",
+        "trap 'rm -f \"$t\"; cd /; [ -z \"$p\" ] || { sync; if umount \"$p\"; then rmdir \"$p\"; "
+        "fact unmounted yes; else fact unmounted no; fi; }' EXIT",
+        *_assign("dv", device, secret=False),
+        *_assign("uu", user, secret=False),
+        f"mp={mount_base}/recovery-$n",
+        f"[ -b \"$dv\" ] || {_mfail(MountedExitCode.NO_SUCH_DEVICE)}",
+        "rs=$(stat -c %d /); mj=$(stat -L -c %t \"$dv\"); mn=$(stat -L -c %T \"$dv\")",
+        "if [ $(( (rs >> 8) & 4095 )) = $((0x$mj)) ] && [ $(( (rs & 255) | ((rs >> 12) & 1048320) )) = $((0x$mn)) ]; "
+        f"then {_mfail(MountedExitCode.RESCUE_ROOT)}; fi",
+        "rp=$(readlink -f \"$dv\")",
+        "while read -r md mr; do case \"$md\" in /dev/*) ;; *) continue;; esac",
+        "for x in \"$md\" \"$(readlink -f \"$md\" 2>/dev/null)\"; do",
+        f"[ \"$x\" = \"$dv\" ] || [ \"$x\" = \"$rp\" ] && {_mfail(MountedExitCode.ALREADY_MOUNTED)}",
+        "done; done </proc/mounts",
+        f"mkdir -p \"$mp\" || {_mfail(MountedExitCode.MOUNT_FAILED)}",
+        f"mount \"$dv\" \"$mp\" || {{ rmdir \"$mp\"; {_mfail(MountedExitCode.MOUNT_FAILED)}; }}",
+        "p=$mp",
+        "fact mounted \"$dv\"",
+        f"[ -r \"$p/etc/passwd\" ] || {_mfail(MountedExitCode.NOT_A_ROOT)}",
+        "pw=$(awk -F: -v u=\"$uu\" '$1==u' \"$p/etc/passwd\" | head -n 1)",
+        f"[ -n \"$pw\" ] || {_mfail(MountedExitCode.NO_SUCH_USER)}",
+        "IFS=:; set -- $pw; unset IFS",
+        "ui=$3; gi=$4; hh=$6",
+        "fact uid \"$ui\"; fact gid \"$gi\"; fact home \"$hh\"",
+        f"case \"$hh\" in /*) ;; *) {_mfail(MountedExitCode.NO_HOME)};; esac",
+        "x=$p; IFS=/; set -- $hh; unset IFS",
+        f"for c in \"$@\" .ssh .ssh/authorized_keys; do [ -n \"$c\" ] || continue; case \"$c\" in .ssh*) y=$p$hh/$c;; "
+        f"*) x=$x/$c; y=$x;; esac; [ -L \"$y\" ] && {_mfail(MountedExitCode.SYMLINK)}; done",
+        "hd=$p$hh",
+        f"[ -d \"$hd\" ] || {_mfail(MountedExitCode.NO_HOME)}",
+        "d=$hd/.ssh; f=$d/authorized_keys; nf=",
+        "if [ -d \"$d\" ]; then fact ssh_dir_created no",
+        f"else mkdir \"$d\" && chown \"$ui:$gi\" \"$d\" || {_fail(ExitCode.NO_SSH_DIR)}",
+        "fact ssh_dir_created yes",
+        "fi",
+        "[ -e \"$f\" ] || nf=1",
+        _Fact("snapshot before"),
+        *_assign("k", public_line, secret=False),
+        f"t=$(mktemp \"$d/.recovery-XXXXXX\") || {_fail(ExitCode.NO_TEMP_FILE)}",
+        f"printf '{key_format}' \"$k\" >\"$t\" || {_fail(ExitCode.NO_TEMP_FILE)}",
+        "fact source typed",
+        "if digest \"$t\"; then",
+        f"[ \"$h\" = \"$w\" ] || {_fail(ExitCode.TYPED_KEY_ALTERED)}",
+        "fact checksum verified",
+        "else fact checksum unavailable",
+        "fi",
+        *_APPEND,
+        "if [ -n \"$nf\" ]; then chown \"$ui:$gi\" \"$f\" || " + _fail(ExitCode.CHMOD_FAILED) + "; "
+        "fact owner_set \"$ui:$gi\"; else fact owner_set kept; fi",
+        "if [ -r \"$p/etc/selinux/config\" ] && grep -Eq '^SELINUX=(enforcing|permissive)' \"$p/etc/selinux/config\"",
+        "then : >\"$p/.autorelabel\" && fact selinux relabel-scheduled; else fact selinux off; fi",
+        _Fact("snapshot after"),
+        "sync",
+        "fact exit 0",
+        "} </dev/null",
+    ]
+    chosen = (line.line if isinstance(line, _Fact) else line for line in lines)
+    return GuestScript(lines=tuple(chosen), nonce=nonce)
+
+
+def _mfail(code: MountedExitCode) -> str:
+    return f"fail {code.value} {code.slug}"

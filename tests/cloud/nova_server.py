@@ -55,6 +55,7 @@ import logging
 import shutil
 import signal
 import socketserver
+import subprocess
 import sys
 import tempfile
 import threading
@@ -62,7 +63,7 @@ import time
 import traceback
 import uuid
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 # Before anything that imports eventlet (oslo.service does): in threading mode
@@ -102,14 +103,71 @@ class _Consoles:
     log_file: str | None = None
 
 
+class _RescueMachines:
+    """What rescue and unrescue run (--rescue-spec, see tests/cloud/rescue_bed.py): QEMU command lines.
+
+    rescue stops whatever this process runs for the instance and starts the rescue VM, whose serial
+    port (a TCP server) becomes the instance's serial console; unrescue stops it and starts the
+    server's own VM (a cold boot from its disk). Started here, stopped here (by Popen), and at exit.
+    """
+
+    spec: ClassVar[dict[str, Any] | None] = None
+    running: ClassVar[dict[str, subprocess.Popen[bytes]]] = {}
+    serial: ClassVar[dict[str, tuple[str, int]]] = {}
+
+    @classmethod
+    def start(cls, instance: str, which: str) -> None:
+        if cls.spec is None:
+            return
+        cls.stop(instance)
+        entry = cls.spec[which]
+        with open(entry["log"], "ab") as log:
+            cls.running[instance] = subprocess.Popen(
+                entry["argv"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log
+            )
+        if entry.get("serial"):
+            cls.serial[instance] = (entry["serial"][0], int(entry["serial"][1]))
+        else:
+            cls.serial.pop(instance, None)
+        LOG.warning("rescue hook: %s for %s, pid %d", which, instance, cls.running[instance].pid)
+
+    @classmethod
+    def stop(cls, instance: str) -> None:
+        process = cls.running.pop(instance, None)
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for instance in list(cls.running):
+            cls.stop(instance)
+
+
 class ConsoleFakeDriver(fake.FakeDriver):
     """Nova's fake driver, but its consoles are real TCP endpoints and its log a real file."""
 
     def get_serial_console(self, context, instance):
+        if instance.uuid in _RescueMachines.serial:
+            host, port = _RescueMachines.serial[instance.uuid]
+            return console_type.ConsoleSerial(host=host, port=port)
         if _Consoles.serial is None:
             raise exception.ConsoleTypeUnavailable(console_type="serial")
         host, port = _Consoles.serial
         return console_type.ConsoleSerial(host=host, port=port)
+
+    def rescue(self, context, instance, network_info, image_meta, rescue_password, block_device_info, share_info):
+        """Like libvirt: the rescue machine is started (not yet booted) when this returns."""
+        _RescueMachines.start(instance.uuid, "rescue")
+
+    def unrescue(self, context, instance):
+        super().unrescue(context, instance)
+        _RescueMachines.start(instance.uuid, "unrescue")
 
     def get_vnc_console(self, context, instance):
         if _Consoles.vnc is None:
@@ -146,7 +204,8 @@ class NovaTestCloud(integrated_helpers._IntegratedTestBase):
 
     def configure_consoles(self, serial_proxy_port: int, novnc_proxy_port: int) -> None:
         """Point the access URLs the API hands out at this process's proxies."""
-        self.flags(enabled=_Consoles.serial is not None, group="serial_console")
+        # A rescue machine's serial port is a console of its own (--rescue-spec).
+        self.flags(enabled=_Consoles.serial is not None or _RescueMachines.spec is not None, group="serial_console")
         self.flags(base_url=f"ws://{HOST}:{serial_proxy_port}/", group="serial_console")
         self.flags(enabled=_Consoles.vnc is not None, group="vnc")
         self.flags(novncproxy_base_url=f"http://{HOST}:{novnc_proxy_port}/vnc_auto.html", group="vnc")
@@ -349,6 +408,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="compute API port (0: any free)")
     parser.add_argument("--serial-proxy-port", type=int, default=0)
     parser.add_argument("--novnc-proxy-port", type=int, default=0)
+    parser.add_argument("--rescue-spec", help="JSON file: the machines rescue/unrescue start (rescue_bed.py)")
     parser.add_argument("--debug", action="store_true", help="Nova's debug logs on stderr")
     return parser.parse_args(argv)
 
@@ -388,6 +448,9 @@ def _run(args: argparse.Namespace, started: float) -> int:
     _Consoles.serial = args.serial_target
     _Consoles.vnc = args.vnc_target
     _Consoles.log_file = args.console_log
+    if args.rescue_spec:
+        with open(args.rescue_spec, encoding="utf-8") as f:
+            _RescueMachines.spec = json.load(f)
     if spec.get("keypair_types"):
         restrict_keypair_types(spec["keypair_types"])
     if spec.get("max_microversion"):
@@ -434,6 +497,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
         flush=True,
     )
     stop.wait()
+    _RescueMachines.stop_all()
     for server in servers:
         server.shutdown()
         server.server_close()
