@@ -515,33 +515,29 @@ class OpenStackCloud:
     # -- the password-set route ------------------------------------------------------
 
     def image_properties(self, server: Server) -> dict[str, str] | None:
-        """The properties of the image the server booted from; None when there is none to read.
+        """The properties Nova booted the server with, or None when there are none to read.
 
-        A server booted from a volume (VK Cloud's default) has no image; one whose image was
-        deleted since has none to read either. The properties are read through Nova's image API
-        (microversion 2.1, still served for older clients): one endpoint, the compute one, whatever
-        the catalog says of Glance.
+        The image's (`image_metadata`); for a server booted from a volume (VK Cloud's default), its
+        boot volume's copy of them (Cinder's volume_image_metadata). None for an image deleted since,
+        a volume without a copy, or a cloud without a volume service to ask.
 
         Raises:
             CloudError, CloudUnavailable: as for any call.
         """
-        from openstack import exceptions as sdk
-
-        with self._translated(f"get server {server.name!r} ({server.id})"):
-            image = self._conn.compute.get_server(server.id).image
-        image_id = image.get("id") if isinstance(image, Mapping) else getattr(image, "id", None)
-        if not image_id:
-            return None
-        try:
-            with self._translated(f"read the properties of image {image_id} of server {server.name!r}"):
-                response = self._conn.compute.get(f"/images/{image_id}", microversion="2.1")
-                sdk.raise_from_response(response)
-        except CloudError as exc:
-            if exc.status_code == 404:
+        if server.image_id:
+            try:
+                return self.image_metadata(server.image_id)
+            except CloudError as exc:
+                if isinstance(exc, CloudUnavailable) or exc.status_code != 404:
+                    raise
                 return None
-            raise
-        metadata = (response.json().get("image") or {}).get("metadata") or {}
-        return {str(name): str(value) for name, value in metadata.items()}
+        try:
+            boot = self.boot_volumes().get(server.id)
+        except CloudError as exc:
+            if isinstance(exc, CloudUnavailable) or exc.status_code is not None:
+                raise
+            return None  # no volume service in the catalog
+        return boot.image_metadata if boot else None
 
     def set_password(self, server: Server, password: Secret) -> None:
         """Nova's `changePassword`: the hypervisor sets it in the guest through its agent.

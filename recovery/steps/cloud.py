@@ -235,8 +235,9 @@ def set_password(ctx: StepContext, params: SetPasswordParams) -> Outputs:
     properties = cloud.image_properties(server)
     if properties is None:
         ctx.report.notes.append(
-            f"server {server.name} has no image properties to read (booted from a volume?): asked Nova to set the "
-            "password anyway, for the image's os_admin_user as the hypervisor knows it, else root")
+            f"server {server.name} has no image properties to read (its image deleted since, or a boot volume "
+            "without a copy of them): asked Nova to set the password anyway, for os_admin_user as Nova knows it, "
+            "else root")
     elif not _agent_enabled(properties.get("hw_qemu_guest_agent")):
         raise StepError(
             f"server {server.name} ({server.id}): its image does not enable the QEMU guest agent (image property "
