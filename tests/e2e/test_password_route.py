@@ -255,7 +255,7 @@ def test_set_password_needs_no_console_password_but_a_cloud_server(tmp_path: Pat
     assert "secret 'console_password' is missing" in plain.stderr
 
 
-def test_the_serial_console_password_prompt_is_the_only_one_skipped() -> None:
+def test_no_console_password_is_asked_for_with_set_password() -> None:
     """Both console playbooks take set_password; the VNC one keeps its VNC password (not the console's)."""
     from recovery.api import secrets_in_use
 
