@@ -16,6 +16,14 @@ login with the host key pinned. Per run, alternately:
 Printed: the wall time of each command (interpreter start included), its steps' seconds from the run
 report, and what the guest went through (boots, scripts typed). The goal: the password-set route within
 2 s of the console recovery (compared on the median of the runs).
+
+Measured 2026-12-06 (2 cores shared with other test runs, load ~15; TCG; 3 runs each): password-set
+11.7-12.9 s (median 12.8), console 8.7-24.7 s (median 8.9): +4.0 s, goal NOT met. Where it goes, by
+step: set_password 0.9-1.1 s (image properties and changePassword through qemu-ga), lock_password
+0.4-0.6 s, root's login 2.5-3.7 s against debian's 2.7 s, the install 3.3-4.2 s against 2.0-3.2 s (the
+run-as wrapper's lines typed over the serial line, and runuser: 0.15-0.6 s more than `true` through the
+agent, where `setpriv --reset-env` costs nothing measurable). Boots 0 on both routes; two commands typed
+(install, lock) against one.
 """
 
 from __future__ import annotations
