@@ -35,12 +35,13 @@ from recovery.engine.config import Config
 from recovery.engine.journal import STATUS_RUNNING, STATUS_SUCCEEDED, Journal
 from recovery.engine.playbook import Playbook, load_playbook, resolve_inputs
 from recovery.engine.preflight import PreflightError
+from recovery.engine.preflight import secrets_in_use as preflight_secrets_in_use
 from recovery.engine.report import RunReport
 from recovery.engine.runner import Runner, RunRequest
 from recovery.errors import InternalError, JournalError, RecoveryError, UsageError
 from recovery.safety.redact import Secret, too_short_to_mask
 
-__all__ = ["RunInterrupted", "dry_run", "dry_run_plan", "run"]
+__all__ = ["RunInterrupted", "dry_run", "dry_run_plan", "run", "secrets_in_use"]
 
 PlaybookSource = Playbook | str | os.PathLike[str]
 
@@ -95,7 +96,7 @@ def run(
     resolved = resolve_inputs(book, values)
     wrapped = {name: value if isinstance(value, Secret) else Secret(value, f"<{name}>")
                for name, value in (secrets or {}).items()}
-    _check_secrets(book, wrapped)
+    _check_secrets(book, wrapped, preflight_secrets_in_use(book, resolved, config))
     fresh = journal is None
     journal = journal or Journal.create(root)
     try:
@@ -217,11 +218,22 @@ def _as_text(inputs: Mapping[str, object]) -> dict[str, str]:
     return {name: text(value) for name, value in inputs.items() if value is not None}
 
 
-def _check_secrets(playbook: Playbook, secrets: Mapping[str, Secret]) -> None:
+def secrets_in_use(playbook: PlaybookSource, inputs: Mapping[str, object], *, config: Config | None = None) -> set[str]:
+    """The secrets a run with these inputs uses: the others are neither asked for nor required.
+
+    Raises:
+        UsageError: the playbook or the inputs are invalid.
+    """
+    book = playbook if isinstance(playbook, Playbook) else load_playbook(Path(playbook))
+    return preflight_secrets_in_use(book, resolve_inputs(book, _as_text(inputs)), config or Config())
+
+
+def _check_secrets(playbook: Playbook, secrets: Mapping[str, Secret], in_use: set[str]) -> None:
     problems = [f"secret {name!r}: {playbook.path.name} declares no such secret" for name in secrets
                 if name not in playbook.secrets]
     problems += [f"secret {name!r} is missing" + (f" (set {decl.env})" if decl.env else "")
-                 for name, decl in playbook.secrets.items() if decl.required and name not in secrets]
+                 for name, decl in playbook.secrets.items()
+                 if decl.required and name not in secrets and name in in_use]
     if problems:
         raise UsageError("invalid secrets:\n" + "\n".join(f"  {p}" for p in problems))
 

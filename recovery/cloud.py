@@ -154,6 +154,8 @@ class Cloud(Protocol):
     def console_url(self, server: Server, kind: str) -> Secret: ...
     def console_log(self, server: Server, lines: int | None = None) -> str: ...
     def host_key_fingerprints(self, server: Server) -> list[str]: ...
+    def image_properties(self, server: Server) -> dict[str, str] | None: ...
+    def set_password(self, server: Server, password: Secret) -> None: ...
     def import_keypair(self, name: str, public_key: str) -> KeyPairInfo: ...
     def delete_keypair(self, name: str, *, missing_ok: bool = False) -> None: ...
     def list_keypairs(self) -> list[KeyPairInfo]: ...
@@ -545,6 +547,69 @@ class OpenStackCloud:
             CloudError, CloudUnavailable: as for any call.
         """
         return parse_host_key_fingerprints(self.console_log(server))
+
+    # -- the password-set route ------------------------------------------------------
+
+    def image_properties(self, server: Server) -> dict[str, str] | None:
+        """The properties Nova booted the server with, or None when there are none to read.
+
+        The image's (`image_metadata`); for a server booted from a volume (VK Cloud's default), its
+        boot volume's copy of them (Cinder's volume_image_metadata). None for an image deleted since,
+        a volume without a copy, or a cloud without a volume service to ask.
+
+        Raises:
+            CloudError, CloudUnavailable: as for any call.
+        """
+        if server.image_id:
+            try:
+                return self.image_metadata(server.image_id)
+            except CloudError as exc:
+                if isinstance(exc, CloudUnavailable) or exc.status_code != 404:
+                    raise
+                return None
+        try:
+            boot = self.boot_volumes().get(server.id)
+        except CloudError as exc:
+            if isinstance(exc, CloudUnavailable) or exc.status_code is not None:
+                raise
+            return None  # no volume service in the catalog
+        return boot.image_metadata if boot else None
+
+    def set_password(self, server: Server, password: Secret) -> None:
+        """Nova's `changePassword`: the hypervisor sets it in the guest through its agent.
+
+        libvirt sets it for the image's `os_admin_user`, else root, with the agent's
+        `guest-set-user-password` (which also unlocks a locked account). The password goes in the
+        request body only; it is registered so that no log shows it.
+
+        Raises:
+            CloudError: 409, the image does not enable the guest agent (or the server is busy: the
+                message says which), or 501, the agent did not answer; neither is retried here.
+            CloudUnavailable: the cloud did not answer, or answered 5xx.
+        """
+        register(password.reveal())
+        try:
+            with self._translated(f"set a password on server {server.name!r} ({server.id}) through its guest agent"):
+                self._conn.compute.change_server_password(server.id, password.reveal())
+        except CloudError as exc:
+            detail = str(exc.args[0]).lower()
+            if exc.status_code == 409 and "agent" in detail:
+                raise _amended(exc, (
+                    "The image does not enable the QEMU guest agent: set the image property "
+                    "hw_qemu_guest_agent=True (`openstack image set --property hw_qemu_guest_agent=True IMAGE`; "
+                    "for a server booted from a volume, on the volume: `openstack volume set --image-property "
+                    "hw_qemu_guest_agent=True VOLUME`), then hard-reboot the server so it gets the agent channel, "
+                    "or use a console password instead of set_password"), transient=False) from exc
+            if exc.status_code == 409:
+                raise _amended(exc, "Nova refused the password change in the server's current state "
+                               "(another task running?); wait for it and run again", transient=False) from exc
+            if exc.status_code == 501:
+                raise _amended(exc, (
+                    "The guest agent channel is there but the agent did not answer: qemu-guest-agent is not "
+                    "installed or not running in the VM (or the VM is still booting); nothing was changed. "
+                    "Use a console password instead of set_password, or the boot loader route"),
+                    transient=False) from exc
+            raise
 
     # -- key pairs -------------------------------------------------------------------
 

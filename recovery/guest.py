@@ -75,15 +75,18 @@ __all__ = [
     "GuestScript",
     "InstallReport",
     "KeyLine",
+    "LockExitCode",
     "MountedExitCode",
     "RemoveExitCode",
     "RemoveReport",
     "RemoveSpec",
     "blob_fingerprints",
     "build_install_script",
+    "build_lock_script",
     "build_mounted_install_script",
     "build_remove_script",
     "explain_exit",
+    "explain_lock_exit",
     "explain_mounted_exit",
     "explain_remove_exit",
     "heredoc_delimiter",
@@ -91,6 +94,7 @@ __all__ = [
     "normalize_fingerprint",
     "parse_remove_report",
     "parse_report",
+    "run_as",
 ]
 
 KEY_TYPES = frozenset(
@@ -131,6 +135,8 @@ class ExitCode(IntEnum):
     BACKUP_FAILED = 17
     WRITE_FAILED = 18
     CHMOD_FAILED = 19
+    NO_SUCH_USER = 20
+    CANNOT_SWITCH_USER = 21
 
     @property
     def slug(self) -> str:
@@ -180,6 +186,11 @@ _EXPLANATIONS: dict[int, str] = {
     ExitCode.CHMOD_FAILED: (
         "the key was written but chmod 700 ~/.ssh / 600 authorized_keys failed (not the "
         "user's files?), so sshd may still refuse the key"
+    ),
+    ExitCode.NO_SUCH_USER: f"the VM has no such user (check -e user); {_UNCHANGED}",
+    ExitCode.CANNOT_SWITCH_USER: (
+        "the console's shell is another user's, neither root nor allowed `sudo` without a password, so the "
+        f"script could not run as the user; {_UNCHANGED}"
     ),
     2: "sh reported a syntax error: the script probably arrived damaged through the console",
     126: "a command in the script could not be executed",
@@ -712,6 +723,105 @@ def _check_wire_safe(lines: Iterable[str | Secret], nonce: str) -> None:
         if problem:
             raise ValueError(f"script line {number} {problem}: {line}")
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Run as another user, and lock a password: the password-set route (a password set through the
+# guest agent, then the console). The console's shell is then the image's admin user's (root, or
+# `ubuntu` on images that lock root), not necessarily the user whose key goes in.
+#
+# `run_as` wraps the install script so that it runs as the user whatever shell types it: the
+# user's own shell runs it as it is; root switches with `runuser -u USER` (util-linux: HOME, USER
+# and LOGNAME set, no PAM session, no password); another user with `sudo -n -H -u USER`, where
+# sudo needs no password (the cloud images' default users). The script itself never chowns (see
+# above): what it creates is the user's because it runs as the user. No other route is taken: no
+# `su` (it would ask for the user's password), no sudo that prompts (the prompt would eat the
+# script). It is a second here-document inside the first; its delimiter differs.
+#
+# `build_lock_script` locks the admin user's password again before the console is left (`passwd
+# -l`, else `usermod -L`: a `!` before the hash, so no password logs in; keys still do), as root or
+# through `sudo -n`, and reads the shadow field back. Where the shell can do neither it changes
+# nothing and says so (`LockExitCode.NOT_PRIVILEGED`): the caller then makes the password unusable
+# another way (a second password set through the cloud, to a value nobody keeps).
+# ---------------------------------------------------------------------------------------------
+
+
+def run_as(script: GuestScript, user: str) -> GuestScript:
+    """`script` run as `user`, from root's shell, a password-less sudoer's, or the user's own.
+
+    Raises:
+        ValueError: `user` is not a plain login name.
+    """
+    if not _USER.fullmatch(user):
+        raise ValueError(f"user must be a login name ([A-Za-z_][A-Za-z0-9_.-]*), got {user!r}")
+    inner = f"RECOVERY_AS_USER_{script.nonce}"
+    lines: list[str | Secret] = [
+        f"n={script.nonce}",
+        f"u={user}",
+        "no() { printf 'RCV-%s error=%s\\nRCV-%s exit=%s\\n' \"$n\" \"$2\" \"$n\" \"$1\"; exit \"$1\"; }",
+        f"id \"$u\" </dev/null >/dev/null 2>&1 || no {ExitCode.NO_SUCH_USER.value} {ExitCode.NO_SUCH_USER.slug}",
+        "cd /",  # root's home is not the user's to read
+        "if [ \"$(id -un </dev/null)\" = \"$u\" ]; then set -- /bin/sh",
+        "elif [ \"$(id -u </dev/null)\" = 0 ]; then set -- runuser -u \"$u\" -- /bin/sh",
+        "elif sudo -n true </dev/null >/dev/null 2>&1; then set -- sudo -n -H -u \"$u\" /bin/sh",
+        f"else no {ExitCode.CANNOT_SWITCH_USER.value} {ExitCode.CANNOT_SWITCH_USER.slug}",
+        "fi",
+        f"\"$@\" <<'{inner}'",
+        *script.lines,
+        inner,
+    ]
+    return GuestScript(lines=tuple(lines), nonce=script.nonce)
+
+
+class LockExitCode(IntEnum):
+    """Exit status of the lock script (`build_lock_script`)."""
+
+    OK = 0
+    NOT_PRIVILEGED = 10
+    LOCK_FAILED = 11
+
+
+_LOCK_EXPLANATIONS: dict[int, str] = {
+    LockExitCode.OK: "the password is locked (a `!` before its hash): no password logs in as that user",
+    LockExitCode.NOT_PRIVILEGED: (
+        "the console's shell is neither root nor allowed `sudo` without a password, so it cannot lock a password; "
+        "nothing was changed"
+    ),
+    LockExitCode.LOCK_FAILED: "passwd -l and usermod -L failed, or the shadow entry does not read back as locked",
+}
+
+
+def explain_lock_exit(code: int) -> str:
+    """One sentence about the lock script's exit status."""
+    if code in _LOCK_EXPLANATIONS:
+        return _LOCK_EXPLANATIONS[code]
+    return f"the lock command failed with unexpected exit status {code}; read the console output"
+
+
+def build_lock_script(user: str, *, nonce: str) -> GuestScript:
+    """The script that locks `user`'s password (root's shell, or a password-less sudoer's).
+
+    Raises:
+        ValueError: `user` is not a plain login name, or `nonce` is malformed.
+    """
+    if not _USER.fullmatch(user):
+        raise ValueError(f"user must be a login name ([A-Za-z_][A-Za-z0-9_.-]*), got {user!r}")
+    _check_nonce(nonce)
+    lines = (
+        "{",
+        f"a={user}",
+        "bang=$(printf '\\041')",
+        "if [ \"$(id -u)\" = 0 ]; then s=",
+        "elif sudo -n true >/dev/null 2>&1; then s='sudo -n'",
+        f"else exit {LockExitCode.NOT_PRIVILEGED.value}",
+        "fi",
+        "$s passwd -l \"$a\" >/dev/null 2>&1 || $s usermod -L \"$a\" >/dev/null 2>&1 || "
+        f"exit {LockExitCode.LOCK_FAILED.value}",
+        "p=$($s getent shadow \"$a\" | cut -d: -f2)",
+        f"case $p in \"$bang\"*) exit 0 ;; *) exit {LockExitCode.LOCK_FAILED.value} ;; esac",
+        "} </dev/null",
+    )
+    return GuestScript(lines=lines, nonce=nonce)
 
 # ---------------------------------------------------------------------------------------------
 # Removal: the script that takes keys OUT of authorized_keys (`authorized_keys.remove`, `revoke`).

@@ -29,7 +29,7 @@ from recovery.engine.templating import Unknown
 from recovery.errors import UsageError
 from recovery.safety.redact import Secret
 
-__all__ = ["PreflightError", "StepForecast", "check", "forecast", "unknown_run"]
+__all__ = ["PreflightError", "StepForecast", "check", "forecast", "secrets_in_use", "unknown_run"]
 
 
 class PreflightError(UsageError):
@@ -119,6 +119,38 @@ def check(
     if problems:
         raise PreflightError(problems)
     return steps
+
+
+_SECRET_REFERENCE = re.compile(r"\bsecrets\.([A-Za-z_][A-Za-z0-9_-]*)")
+
+
+def secrets_in_use(playbook: Playbook, inputs: Mapping[str, object], config: Config) -> set[str]:
+    """The declared secrets a run with these inputs uses: all but those whose every step will not run.
+
+    A required secret is asked for only then: a playbook may offer two ways in, a console password or one
+    set through the cloud (`-e set_password=true`), and the way its inputs turn off needs no secret. A
+    secret no step refers to stays in use, as declared (a plugin may read it).
+    """
+    placeholders = {name: Secret(f"<{name}>", f"<{name}>") for name in playbook.secrets}
+    used: set[str] = set()
+    referenced: set[str] = set()
+    for item in forecast(playbook, inputs, placeholders, config):
+        names = {name for text in [item.spec.when or "", *_texts(item.spec.params)]
+                 for name in _SECRET_REFERENCE.findall(text)}
+        referenced |= names
+        if item.runs is not False:
+            used |= names
+    return used | (set(playbook.secrets) - referenced)
+
+
+def _texts(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [text for item in value.values() for text in _texts(item)]
+    if isinstance(value, (list, tuple)):
+        return [text for item in value for text in _texts(item)]
+    return []
 
 
 def _forecast_step(spec: StepSpec, step_type: StepType, namespace: Mapping[str, Any], config: Config) -> StepForecast:

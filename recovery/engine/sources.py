@@ -7,7 +7,7 @@ Nothing here prints: what a user should be told comes back as notes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from recovery.engine.playbook import Playbook
@@ -56,9 +56,13 @@ def input_values(
 
 
 def secret_values(
-    playbook: Playbook, given: Mapping[str, str], env: Mapping[str, str], *, prompt: Prompt | None
+    playbook: Playbook, given: Mapping[str, str], env: Mapping[str, str], *, prompt: Prompt | None,
+    in_use: Collection[str] | None = None,
 ) -> dict[str, Secret]:
     """Each declared secret from `NAME=@FILE`, else its environment variable, else `prompt`.
+
+    A secret not `in_use` (`preflight.secrets_in_use`: no step that runs refers to it) is neither
+    prompted for nor required.
 
     Raises:
         UsageError: a required secret has no source, a given one is not `@FILE`, or its file is empty.
@@ -83,6 +87,8 @@ def secret_values(
             values[name] = Secret(value, f"<{name}>")
         elif decl.env and env.get(decl.env):
             values[name] = Secret(env[decl.env], f"<{name}>")
+        elif in_use is not None and name not in in_use:
+            continue
         elif prompt is not None and decl.prompt is not None:
             values[name] = Secret(prompt(f"{decl.prompt}: "), f"<{name}>")
         elif decl.required:

@@ -43,18 +43,24 @@ class InstallParams:
         "console that shows no text; compact: the short command plus the facts a report needs (backup, added, "
         "checksum, exit) where the console shows text (a VNC screen that is read), none where it does not; "
         "default: whether the console shows text", default=None)
+    as_user: str | None = doc(
+        "run the command as this user, where the console's shell is another user's (root: runuser; a sudoer: "
+        "sudo -n), so what it creates is the user's; default: as the console's user", default=None,
+        check=checks.login_name)
 
 
 def _script(
     params: InstallParams, nonce: str, *, facts: bool | Literal["compact"], run_tag: str | None = None
 ) -> tuple[list[str | Secret], str]:
-    from recovery.guest import build_install_script, heredoc_delimiter
+    from recovery.guest import build_install_script, heredoc_delimiter, run_as
     from recovery.steps.publish import key_bytes
 
     expected = params.sha256 or hashlib.sha256(key_bytes(params.key)).hexdigest()
     script = build_install_script(
         params.key, sha256=expected, nonce=nonce, url=params.url, facts=facts, run_tag=run_tag
     )
+    if params.as_user:
+        script = run_as(script, params.as_user)
     return list(script.lines), heredoc_delimiter(nonce)
 
 
@@ -78,7 +84,8 @@ def preview(params: InstallParams) -> list[str]:
         url = PREVIEW_URL
     from recovery.channels.dialogue import heredoc_command
 
-    stand_in = InstallParams(key=key, url=url, sha256=None if key != params.key else params.sha256)
+    stand_in = InstallParams(key=key, url=url, sha256=None if key != params.key else params.sha256,
+                             as_user=params.as_user)
     nonce = "0" * 8
     lines, delimiter = _script(stand_in, nonce, facts=True if params.facts is None else params.facts)
     return [str(line) for line in heredoc_command(lines, delimiter=delimiter, nonce=nonce)]

@@ -7,11 +7,13 @@ safe to retry on a transient cloud error (5xx, 409, a reset connection).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from recovery.cloud import NO_CLOUD, cloud_to_use
+from recovery.engine import checks
 from recovery.engine.config import Config
 from recovery.engine.context import StepContext
 from recovery.engine.registry import Outputs, doc, step
@@ -148,3 +150,156 @@ def delete_keypair(ctx: StepContext, params: DeleteParams) -> Outputs:
     ctx.require_cloud().delete_keypair(params.name, missing_ok=params.missing_ok)
     ctx.report.notes.append(f"deleted key pair {params.name} from Nova")
     return {"name": params.name}
+
+
+# --- the password-set route: a password set through the guest agent, then the console ---------------------
+# VK Cloud's own lost-key procedure. `cloud.set_password` sets a fresh random password with Nova's
+# changePassword (the hypervisor hands it to the guest agent, which sets it for the image's
+# os_admin_user, else root, unlocking the account), before anything else changes; the console login
+# uses it; `cloud.lock_password` locks it again on the console before the logout. Whatever happens in
+# between (a failed install, Ctrl-C), the password does not stay usable: `set_password` defers a second
+# changePassword to a random value nobody keeps, which the lock step calls off once the console locked it.
+
+
+def _server_given(values: Mapping[str, object], config: Config) -> list[str]:
+    """Pre-flight: the password is set through the cloud, so a server in a cloud is needed."""
+    if values.get("server") is None:
+        return ["set_password=true sets the console password through the cloud: give --cloud and -e server=NAME"]
+    return cloud_named(values, config)
+
+
+def _agent_enabled(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("true", "yes", "1", "on", "y", "t")
+
+
+class _PasswordLeftUsable:
+    """The deferred safety net: a second changePassword to a random value nobody keeps, unless called off."""
+
+    def __init__(self, ctx: StepContext, server_id: str, user: str) -> None:
+        self.ctx, self.server_id, self.user = ctx, server_id, user
+        self.settled = False
+
+    def __call__(self) -> None:
+        """Raises CloudError when Nova could not set it (three tries): the report then says a password may be left."""
+        if self.settled:
+            return
+        import time
+
+        from recovery.errors import CloudError, CloudUnavailable
+        from recovery.safety.redact import Secret
+
+        cloud = self.ctx.require_cloud()
+        server = cloud.find_server(self.server_id)
+        for attempt in range(3):  # a guest agent busy for a moment (501) must not leave the password usable
+            try:
+                cloud.set_password(server, Secret(secrets.token_urlsafe(32), "<discarded password>"))
+                break
+            except CloudError as exc:
+                if attempt == 2 or not (exc.status_code == 501 or isinstance(exc, CloudUnavailable)):
+                    raise CloudError(f"the password set for {self.user} through the guest agent may still be "
+                                     f"usable (lock it: `passwd -l {self.user}`): {exc}") from exc
+                time.sleep(2)
+        self.settled = True
+        self.ctx.report.vm_changes.append(
+            f"the password set for {self.user} was not locked on the console: set it again, through the guest agent, "
+            "to a random value nobody keeps (no usable password is left)")
+
+
+@dataclass(frozen=True)
+class SetPasswordParams:
+    server: str | None = doc("server ID (cloud.find_server output)")
+    user: str | None = doc("the user Nova sets the password for (default: the image's os_admin_user, else root); "
+                           "give it for a server booted from a volume whose image properties cannot be read",
+                           default=None, check=checks.login_name)
+
+
+@step(
+    "cloud.set_password",
+    params=SetPasswordParams,
+    outputs={
+        "user": "the user whose password was set: the console login (os_admin_user, else root)",
+        "password": "the password (a secret: never shown, never journaled)",
+    },
+    repeatable=True,  # a resumed run sets a fresh one
+    check=_server_given,
+)
+def set_password(ctx: StepContext, params: SetPasswordParams) -> Outputs:
+    """Set a fresh random console password through the guest agent (Nova changePassword), for the image's admin user."""
+    from recovery.errors import CloudError, StepError
+    from recovery.safety.redact import Secret, register
+
+    cloud = ctx.require_cloud()
+    if params.server is None:
+        raise StepError(_server_given({}, ctx.config)[0])
+    server = cloud.find_server(params.server)
+    properties = cloud.image_properties(server)
+    if properties is None:
+        ctx.report.notes.append(
+            f"server {server.name} has no image properties to read (its image deleted since, or a boot volume "
+            "without a copy of them): asked Nova to set the password anyway, for os_admin_user as Nova knows it, "
+            "else root")
+    elif not _agent_enabled(properties.get("hw_qemu_guest_agent")):
+        raise StepError(
+            f"server {server.name} ({server.id}): its image does not enable the QEMU guest agent (image property "
+            f"hw_qemu_guest_agent is {properties.get('hw_qemu_guest_agent', 'not set')!r}), so Nova cannot set a "
+            "password: set hw_qemu_guest_agent=True on the image (`openstack image set --property "
+            "hw_qemu_guest_agent=True IMAGE`) and hard-reboot the server, or use a console password instead; "
+            "nothing was changed")
+    user = params.user or (properties or {}).get("os_admin_user") or "root"
+    password = Secret(secrets.token_urlsafe(18), "<password set through the guest agent>")
+    register(password.reveal())
+    safety_net = _PasswordLeftUsable(ctx, server.id, user)
+    ctx.defer(f"made sure no password set for {user} is left usable", safety_net)
+    ctx.waiting_for("Nova to set the password through the guest agent")
+    try:
+        cloud.set_password(server, password)
+    except CloudError as exc:
+        if exc.status_code in (409, 501):
+            safety_net.settled = True  # Nova set nothing
+        raise
+    ctx.report.vm_changes.append(
+        f"set a random password for {user} through the guest agent (Nova changePassword), for the console login")
+    source = ("given" if params.user else "the image's os_admin_user" if (properties or {}).get("os_admin_user")
+              else "root, the default")
+    ctx.report.notes.append(f"route: a password set through the guest agent, then the console, as {user} ({source})")
+    return {"user": user, "password": password}
+
+
+@dataclass(frozen=True)
+class LockPasswordParams:
+    server: str | None = doc("server ID (cloud.find_server output)")
+    user: str = doc("the user whose password cloud.set_password set", check=checks.login_name)
+    timeout: float | None = doc("seconds for the lock command (default: console.command_timeout)", default=None)
+
+
+@step(
+    "cloud.lock_password",
+    params=LockPasswordParams,
+    outputs={"method": "passwd -l (locked on the console) or changePassword (set again to a value nobody keeps)"},
+    repeatable=True,
+    check=_server_given,
+)
+def lock_password(ctx: StepContext, params: LockPasswordParams) -> Outputs:
+    """Lock the password cloud.set_password set, on the console before logout; else make it unusable through Nova."""
+    from recovery.guest import LockExitCode, build_lock_script, explain_lock_exit, heredoc_delimiter
+
+    session = ctx.require_console()
+    nonce = secrets.token_hex(4)
+    script = build_lock_script(params.user, nonce=nonce)
+    ctx.waiting_for("the password lock command to finish")
+    result = session.run_script(list(script.lines), delimiter=heredoc_delimiter(nonce), nonce=nonce,
+                                timeout=min(params.timeout or ctx.config.console.command_timeout, ctx.remaining()))
+    session.typed.clear()
+    nets = [c.action for c in ctx.shared.cleanups if isinstance(c.action, _PasswordLeftUsable)]
+    if result.status == LockExitCode.OK:
+        for net in nets:
+            net.settled = True
+        ctx.report.vm_changes.append(f"locked the password of {params.user} again on the console (passwd -l): "
+                                     "no usable password is left")
+        return {"method": "passwd -l"}
+    why = ("its result could not be read (a console with no text)" if result.status is None
+           else explain_lock_exit(result.status))
+    ctx.report.notes.append(f"the password of {params.user} was not locked on the console: {why}")
+    for net in nets or [_PasswordLeftUsable(ctx, params.server or "", params.user)]:
+        net()
+    return {"method": "changePassword"}

@@ -109,6 +109,7 @@ class AgentVm:
     old_key: Path
     user: str = USER
     start_seconds: float = 0.0  # from QEMU's start to agent and sshd answering
+    serial_port: int | None = None  # the serial console on 127.0.0.1 (TCP, raw), where asked for
 
     @property
     def agent_url(self) -> str:
@@ -148,8 +149,12 @@ class SavedVm:
     started: int = 0
 
     @contextmanager
-    def start(self) -> Iterator[AgentVm]:
-        """A VM resumed from the saved moment, on its own overlay and ports; stopped and removed afterwards."""
+    def start(self, *, serial_port: int | None = None) -> Iterator[AgentVm]:
+        """A VM resumed from the saved moment, on its own overlay and ports; stopped and removed afterwards.
+
+        `serial_port`: its serial console (ttyS0, a getty on it) also on that TCP port of 127.0.0.1, as a
+        cloud's serial proxy reaches a console; still logged to the file.
+        """
         self.started += 1
         directory = self.directory / f"vm{self.started}"
         directory.mkdir()
@@ -157,7 +162,8 @@ class SavedVm:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.disk), "-F", "qcow2",
                         str(overlay)], check=True)
         began = time.monotonic()
-        vm = _launch(directory, overlay, self.host_key_fingerprint, self.old_key, incoming=self.state)
+        vm = _launch(directory, overlay, self.host_key_fingerprint, self.old_key, incoming=self.state,
+                     serial_port=serial_port)
         try:
             qmp = Qmp(vm.qmp_socket)
             try:
@@ -207,8 +213,13 @@ def tail(path: Path, lines: int = 15) -> str:
 
 
 def _launch(directory: Path, disk: Path, fingerprint: str, old_key: Path, *, incoming: Path | None = None,
-            memory_mb: int = 512) -> AgentVm:
-    """QEMU on `disk`, booting the image's kernel, or resuming the migration stream `incoming`."""
+            memory_mb: int = 512, serial_port: int | None = None) -> AgentVm:
+    """QEMU on `disk`, booting the image's kernel, or resuming the migration stream `incoming`.
+
+    The serial console goes to a file; with `serial_port`, to a TCP server there that logs to the same
+    file (with no client, QEMU drops the output: nothing stalls). Devices, not back ends, are in a
+    migration stream, so a VM saved with one resumes with the other.
+    """
     port = free_port()
     qga, qmp, serial = directory / "qga.sock", directory / "qmp.sock", directory / "serial.log"
     argv = [
@@ -221,14 +232,15 @@ def _launch(directory: Path, disk: Path, fingerprint: str, old_key: Path, *, inc
         "-device", "virtio-net-pci,netdev=n0",
         "-chardev", f"socket,path={qga},server=on,wait=off,id=qga0",
         "-device", "virtio-serial", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
-        "-serial", f"file:{serial}",
+        *(["-chardev", f"socket,id=ser0,host=127.0.0.1,port={serial_port},server=on,wait=off,logfile={serial}",
+            "-serial", "chardev:ser0"] if serial_port is not None else ["-serial", f"file:{serial}"]),
         "-qmp", f"unix:{qmp},server=on,wait=off",
         *(["-incoming", f"exec:cat {incoming}"] if incoming is not None else []),
     ]
     started = time.monotonic()
     with open(directory / "qemu.log", "wb") as log:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
-    vm = AgentVm(directory, process, qga, qmp, serial, port, fingerprint, old_key)
+    vm = AgentVm(directory, process, qga, qmp, serial, port, fingerprint, old_key, serial_port=serial_port)
     while not qmp.exists() or not qga.exists():
         if process.poll() is not None or time.monotonic() - started > 30:
             stop_child(process)

@@ -49,11 +49,22 @@ class NovaServerSpec:
     fixed_ip: str
     floating_ip: str | None = None
     status: str = "ACTIVE"  # or "SHUTOFF"
+    # The password-set route: booted from an image with these properties (hw_qemu_guest_agent,
+    # os_admin_user), deleted after the boot if `image_deleted`; changePassword goes to the guest
+    # agent on `agent_socket` (the agent test VM's, or a symlink to it).
+    image_properties: dict[str, str] | None = None
+    image_deleted: bool = False
+    agent_socket: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "fixed_ip": self.fixed_ip, "status": self.status}
         if self.floating_ip:
             data["floating_ip"] = self.floating_ip
+        if self.image_properties is not None:
+            data["image_properties"] = dict(self.image_properties)
+            data["image_deleted"] = self.image_deleted
+        if self.agent_socket:
+            data["agent_socket"] = self.agent_socket
         return data
 
 
@@ -149,6 +160,7 @@ def running_nova(
     keypair_types: Sequence[str] | None = None,
     max_microversion: str | None = None,
     rescue_spec: Path | None = None,
+    agent_timeout: float | None = None,
 ) -> Iterator[NovaCloud]:
     """Start nova_server.py, wait until it is ready, yield it, and stop it (by PID) on exit.
 
@@ -162,6 +174,7 @@ def running_nova(
         keypair_types: if given, refuse to import other key types, as some clouds do.
         max_microversion: if given, the API's maximum (e.g. "2.5": no remote-consoles API).
         rescue_spec: a JSON file of the machines rescue and unrescue start (tests/cloud/rescue_bed.py).
+        agent_timeout: seconds before a server's guest agent counts as silent (changePassword: 501).
 
     Raises:
         RuntimeError: the venv could not be installed, or Nova did not become ready
@@ -173,6 +186,8 @@ def running_nova(
         spec["keypair_types"] = list(keypair_types)
     if max_microversion:
         spec["max_microversion"] = max_microversion
+    if agent_timeout is not None:
+        spec["agent_timeout"] = agent_timeout
     command = [str(python), str(SERVER_SCRIPT), "--spec", "-"]
     if serial_target:
         command += ["--serial-target", f"{serial_target[0]}:{serial_target[1]}"]

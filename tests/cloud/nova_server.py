@@ -23,10 +23,21 @@ this script adds is what a client in *another process* needs:
   command line (the lab's serial line), and whose console log is a file the
   test writes (cloud-init's host key block, say).
 
+- the driver's `set_admin_password` (Nova's changePassword), which the fake driver leaves
+  empty, done as libvirt's driver does it against a real guest agent's socket (the agent
+  test VM's): refused without the image property hw_qemu_guest_agent (409), unanswered
+  (501, libvirt's "agent unresponsive"), else `guest-set-user-password` for the image's
+  os_admin_user, else root.
+
 The spec (JSON, from --spec FILE or stdin with `--spec -`) says which servers to boot:
 
     {"servers": [{"name": "web-1", "fixed_ip": "10.0.0.5", "floating_ip": "127.0.0.1"},
-                 {"name": "off", "fixed_ip": "10.0.0.9", "status": "SHUTOFF"}],
+                 {"name": "off", "fixed_ip": "10.0.0.9", "status": "SHUTOFF"},
+                 {"name": "vm", "fixed_ip": "10.0.0.7",  # optional, the password-set route:
+                  "image_properties": {"hw_qemu_guest_agent": "True", "os_admin_user": "debian"},
+                  "image_deleted": false,             # true: no image left to read properties from
+                  "agent_socket": "/path/qga.sock"}], # the guest agent's socket (may be a symlink)
+     "agent_timeout": 5,                    # optional: seconds before an agent counts as silent
      "keypair_types": ["ssh-rsa"],          # optional: refuse other imports, like some clouds
      "max_microversion": "2.5"}             # optional: an old cloud without remote-consoles
 
@@ -49,11 +60,14 @@ import os
 os.environ["OS_NOVA_DISABLE_EVENTLET_PATCHING"] = "1"
 
 import argparse
+import base64
 import copy
 import json
 import logging
+import random
 import shutil
 import signal
+import socket
 import socketserver
 import subprocess
 import sys
@@ -149,8 +163,58 @@ class _RescueMachines:
             cls.stop(instance)
 
 
+class _Agents:
+    """Each server's guest agent socket, by server name, and how long an agent may stay silent."""
+
+    sockets: ClassVar[dict[str, str]] = {}
+    timeout: float = 5.0
+
+
+def _agent_command(path: str, command: str, arguments: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One QEMU guest agent command after a guest-sync (which skips what an earlier client left unread)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        stream = sock.makefile("rwb")
+        sync = random.randint(1, 2**31 - 1)
+        stream.write(json.dumps({"execute": "guest-sync", "arguments": {"id": sync}}).encode() + b"\n")
+        stream.flush()
+        while True:
+            line = stream.readline()
+            if not line:
+                raise OSError("the guest agent closed the connection")
+            if json.loads(line.strip(b"\xff \r\n") or b"{}").get("return") == sync:
+                break
+        stream.write(json.dumps({"execute": command, "arguments": arguments}).encode() + b"\n")
+        stream.flush()
+        line = stream.readline()
+        if not line:
+            raise OSError("the guest agent closed the connection")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+
 class ConsoleFakeDriver(fake.FakeDriver):
-    """Nova's fake driver, but its consoles are real TCP endpoints and its log a real file."""
+    """Nova's fake driver, but its consoles are real TCP endpoints, its log a real file, and it sets
+    passwords through a real guest agent."""
+
+    def set_admin_password(self, instance, new_pass):
+        # As nova.virt.libvirt.driver.LibvirtDriver.set_admin_password does it.
+        if not instance.image_meta.properties.get("hw_qemu_guest_agent", False):
+            raise exception.QemuGuestAgentNotEnabled()
+        path = _Agents.sockets.get(instance.display_name)
+        if path is None:
+            raise NotImplementedError()
+        user = instance.image_meta.properties.get("os_admin_user") or "root"
+        arguments = {"username": user, "password": base64.b64encode(new_pass.encode()).decode(), "crypted": False}
+        try:
+            reply = _agent_command(path, "guest-set-user-password", arguments, _Agents.timeout)
+        except (OSError, ValueError) as exc:  # libvirt: VIR_ERR_AGENT_UNRESPONSIVE
+            LOG.warning("guest agent of %s did not answer: %s", instance.display_name, exc)
+            raise NotImplementedError() from exc
+        if "error" in reply:
+            raise exception.InternalError(
+                f"guest-set-user-password for {user!r}: {reply['error'].get('desc', reply['error'])}")
 
     def get_serial_console(self, context, instance):
         if instance.uuid in _RescueMachines.serial:
@@ -264,12 +328,14 @@ class NovaTestCloud(integrated_helpers._IntegratedTestBase):
             if spec.get("status", "ACTIVE") not in ("ACTIVE", "SHUTOFF"):
                 raise SystemExit(f"nova_server: status {spec['status']!r} of {spec['name']!r} is not ACTIVE or SHUTOFF")
         ports = self.configure_network(servers)
+        images = {index: self._image(spec["image_properties"]) for index, spec in enumerate(servers)
+                  if "image_properties" in spec}
         created = [
             self.api.post_server(
                 {
                     "server": self._build_server(
                         name=spec["name"],
-                        image_uuid=IMAGE_ID,
+                        image_uuid=images.get(index, IMAGE_ID),
                         flavor_id=FLAVOR_ID,
                         networks=[{"port": ports[index]}],
                     )
@@ -278,6 +344,9 @@ class NovaTestCloud(integrated_helpers._IntegratedTestBase):
             for index, spec in enumerate(servers)
         ]
         self._wait_for_status(created, "ACTIVE")
+        for index, spec in enumerate(servers):
+            if spec.get("image_deleted") and index in images:
+                del self.glance.images[images[index]]  # as after `openstack image delete`
         stopping = [server for server, spec in zip(created, servers, strict=True) if spec.get("status") == "SHUTOFF"]
         for server in stopping:
             self.api.post_server_action(server["id"], {"os-stop": None})
@@ -286,6 +355,14 @@ class NovaTestCloud(integrated_helpers._IntegratedTestBase):
         for server, spec in zip(created, servers, strict=True):
             ids.setdefault(spec["name"], []).append(server["id"])
         return ids
+
+    def _image(self, properties: dict[str, str]) -> str:
+        """A copy of the fixture's first image with these properties; its ID."""
+        image = copy.deepcopy(self.glance.images[IMAGE_ID])
+        image.pop("id")
+        image["name"] = "image-" + "-".join(f"{k}-{v}" for k, v in sorted(properties.items()))
+        image["properties"] = {**image.get("properties", {}), **properties}
+        return str(self.glance.create(None, image)["id"])
 
     def _wait_for_status(self, servers: list[dict[str, Any]], status: str) -> None:
         deadline = time.monotonic() + BOOT_TIMEOUT
@@ -451,6 +528,9 @@ def _run(args: argparse.Namespace, started: float) -> int:
     if args.rescue_spec:
         with open(args.rescue_spec, encoding="utf-8") as f:
             _RescueMachines.spec = json.load(f)
+    _Agents.sockets = {server["name"]: server["agent_socket"] for server in spec.get("servers", [])
+                       if server.get("agent_socket")}
+    _Agents.timeout = float(spec.get("agent_timeout", _Agents.timeout))
     if spec.get("keypair_types"):
         restrict_keypair_types(spec["keypair_types"])
     if spec.get("max_microversion"):

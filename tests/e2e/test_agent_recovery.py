@@ -25,7 +25,7 @@ import pytest
 from recovery.agent.qga import UnixSocketTransport
 from recovery.errors import AgentError
 from tests.agentvm.fake_proxmox import serving
-from tests.agentvm.vm import IMAGE, AgentVm, SavedVm, saved_vm
+from tests.agentvm.vm import IMAGE, AgentVm, SavedVm
 from tests.e2e.conftest import ROOT, Result, recovery
 
 pytestmark = pytest.mark.vm
@@ -35,9 +35,8 @@ KEYS = "/home/debian/.ssh/authorized_keys"
 
 
 @pytest.fixture(scope="module")
-def saved() -> Iterator[SavedVm]:
-    with saved_vm() as machine:
-        yield machine
+def saved(saved_agent_vm: SavedVm) -> SavedVm:
+    return saved_agent_vm  # one boot for every test module that uses the VM
 
 
 @pytest.fixture
