@@ -80,6 +80,7 @@ __all__ = [
     "blob_fingerprints",
     "build_install_script",
     "build_remove_script",
+    "build_root_install_script",
     "explain_exit",
     "explain_remove_exit",
     "heredoc_delimiter",
@@ -127,6 +128,9 @@ class ExitCode(IntEnum):
     BACKUP_FAILED = 17
     WRITE_FAILED = 18
     CHMOD_FAILED = 19
+    # The root form (`build_root_install_script`) only: before the user's script runs.
+    ROOT_READ_ONLY = 30
+    NO_SUCH_USER = 31
 
     @property
     def slug(self) -> str:
@@ -176,6 +180,10 @@ _EXPLANATIONS: dict[int, str] = {
     ExitCode.CHMOD_FAILED: (
         "the key was written but chmod 700 ~/.ssh / 600 authorized_keys failed (not the "
         "user's files?), so sshd may still refuse the key"
+    ),
+    ExitCode.ROOT_READ_ONLY: f"the root file system could not be remounted read-write; {_UNCHANGED}",
+    ExitCode.NO_SUCH_USER: (
+        f"the user is not in the VM's /etc/passwd (a directory user has no local entry); {_UNCHANGED}"
     ),
     2: "sh reported a syntax error: the script probably arrived damaged through the console",
     126: "a command in the script could not be executed",
@@ -619,6 +627,67 @@ _INSTALL: tuple[str | _Fact, ...] = (
     _Fact("fact exit 0"),
     "} </dev/null",
 )
+
+
+# The root form: a root shell with nothing else running (the kernel's `init=/bin/sh`) runs the same
+# install script as the user, whose uid, gid and home come from the VM's own /etc/passwd (no name
+# service is running to ask). setpriv needs no PAM session; runuser and su are the fallbacks. The
+# script then runs exactly as on a console where the user is logged in, so what it creates is the
+# user's and nothing is chowned. Where SELinux is configured on, the policy is not loaded in such a
+# shell and restorecon cannot label: `/.autorelabel` has the next boot relabel the file system (the
+# documented RHEL way; it costs one more reboot). Finally everything is synced and / is remounted
+# read-only, so the reboot that follows (sysrq or a reset) loses nothing.
+_ROOT_HEAD: tuple[str, ...] = (
+    "fact() { printf 'RCV-%s %s=%s\\n' \"$n\" \"$1\" \"$2\"; }",
+    "fail() { fact error \"$2\"; fact exit \"$1\"; exit \"$1\"; }",
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH",
+    f"mount -o remount,rw / || {_fail(ExitCode.ROOT_READ_ONLY)}",
+    "pw() { awk -F: -v u=\"$u\" -v i=\"$1\" '$1==u {print $i; exit}' /etc/passwd; }",
+    "uid=$(pw 3); gid=$(pw 4); home=$(pw 6)",
+    f"[ -n \"$uid\" ] && [ -n \"$gid\" ] || {_fail(ExitCode.NO_SUCH_USER)}",
+    "fact owner \"$uid:$gid\"",
+    "HOME=$home; USER=$u; LOGNAME=$u; export HOME USER LOGNAME",
+    "as_user() {",
+    "if command -v setpriv >/dev/null 2>&1; then fact switch setpriv; setpriv --reuid=\"$uid\" --regid=\"$gid\" "
+    "--init-groups /bin/sh",
+    "elif command -v runuser >/dev/null 2>&1; then fact switch runuser; runuser -u \"$u\" -- /bin/sh",
+    "else fact switch su; su -s /bin/sh \"$u\"; fi",
+    "}",
+)
+_ROOT_TAIL: tuple[str, ...] = (
+    "s=$?",
+    "e=off",
+    "if [ -r /etc/selinux/config ] && grep -Eq '^SELINUX=(enforcing|permissive)' /etc/selinux/config; then",
+    "touch /.autorelabel && e=autorelabel",
+    "fi",
+    "fact relabel \"$e\"",
+    "sync",
+    "mount -o remount,ro / 2>/dev/null && fact root ro",
+    "sync",
+    "exit \"$s\"",
+    "} </dev/null",
+)
+
+
+def build_root_install_script(install: GuestScript, user: str) -> GuestScript:
+    """`install` (from `build_install_script`, same nonce) wrapped for a root shell: run as `user`.
+
+    For a shell that is root and nothing else (the boot loader route's `init=/bin/sh`): remounts /
+    read-write, takes the user's uid, gid and home from /etc/passwd, runs `install` as the user,
+    asks for an SELinux relabel where SELinux is on, syncs and remounts / read-only. Its facts come
+    on top of the install script's: ``owner`` (uid:gid), ``switch`` (setpriv|runuser|su),
+    ``relabel`` (off|autorelabel), ``root`` (ro); its own failures print ``error`` and ``exit``
+    (`ExitCode.ROOT_READ_ONLY`, `ExitCode.NO_SUCH_USER`) before the install script runs.
+
+    Raises:
+        ValueError: `user` is not a plain user name.
+    """
+    if not _USER.fullmatch(user):
+        raise ValueError(f"not a user name: {user!r}")
+    inner = f"RECOVERY_USER_{install.nonce}"
+    lines = ("{", f"n={install.nonce}", f"u={_quote(user)}", *_ROOT_HEAD, f"as_user <<'{inner}'",
+             *install.lines, inner, *_ROOT_TAIL)
+    return GuestScript(lines=lines, nonce=install.nonce)
 
 
 def _assign(var: str, value: str, *, secret: bool) -> list[str | Secret]:
