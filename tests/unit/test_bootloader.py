@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,9 @@ from recovery.engine import preflight
 from recovery.engine.config import Config
 from recovery.engine.playbook import load_playbook, resolve_inputs
 from recovery.engine.preflight import PreflightError
+from recovery.errors import StepError
 from recovery.guest import ExitCode, build_install_script, build_root_install_script, explain_exit, parse_report
+from recovery.power import power_for
 
 PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "restore-access-boot.yaml"
 PIN = "SHA256:" + "A" * 43
@@ -88,3 +93,47 @@ def test_the_root_forms_facts_and_failures_are_read() -> None:
     failed = parse_report("RCV-n0nce123 error=no-such-user\nRCV-n0nce123 exit=31\n", "n0nce123")
     assert failed.exit_code == ExitCode.NO_SUCH_USER
     assert "/etc/passwd" in explain_exit(ExitCode.NO_SUCH_USER)
+
+
+class FakeQmp:
+    """A QMP server on a unix socket: the greeting, then an answer per command, an event in between."""
+
+    def __init__(self, path: Path, status: str) -> None:
+        self.status = status
+        self.commands: list[str] = []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(1)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with self.server:
+            connection, _ = self.server.accept()
+        with connection, connection.makefile("rwb") as stream:
+            stream.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+            stream.flush()
+            for line in stream:
+                command = json.loads(line)["execute"]
+                self.commands.append(command)
+                if command == "system_reset":
+                    stream.write(b'{"event": "RESET", "data": {"guest": false}}\n')
+                answer = {"status": self.status} if command == "query-status" else {}
+                stream.write(json.dumps({"return": answer}).encode() + b"\n")
+                stream.flush()
+
+
+@pytest.mark.parametrize(("status", "commands"), [
+    ("running", ["qmp_capabilities", "system_reset", "query-status"]),
+    ("prelaunch", ["qmp_capabilities", "system_reset", "query-status", "cont"]),  # started with -S: powered off
+])
+def test_qmp_resets_the_vm_and_starts_a_stopped_one(tmp_path: Path, status: str, commands: list[str]) -> None:
+    fake = FakeQmp(tmp_path / "qmp.sock", status)
+    power_for(f"qmp+unix://{tmp_path}/qmp.sock").reset(timeout=10)
+    fake.thread.join(10)
+    assert fake.commands == commands
+
+
+def test_a_missing_qmp_socket_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StepError, match=r"cannot reset the VM through QEMU's QMP socket .*-qmp unix:PATH"):
+        power_for(f"qmp+unix://{tmp_path}/none.sock").reset(timeout=2)
