@@ -89,7 +89,7 @@ class BootParams:
                             default=None, check=_power)
     server: str | None = doc("the cloud server's ID (with --cloud): reset by Nova's hard reboot", default=None)
     grub_timeout: float = doc("seconds from the reset to GRUB's menu", default=90.0)
-    boot_timeout: float = doc("seconds from GRUB to the root shell", default=180.0)
+    boot_timeout: float = doc("seconds from GRUB to the root shell", default=300.0)
 
 
 def preview(params: BootParams) -> list[str]:
@@ -150,11 +150,11 @@ def install(ctx: StepContext, params: BootParams) -> Outputs:
         if not state["normal"]:
             power.reset(30.0)
 
-    ctx.defer(f"reset the VM to boot normally ({power.describe()})", boot_normally)
     grub = GrubConsole(channel, ctx.journal.transcript)
     ctx.waiting_for("GRUB's menu after the reset")
     began = time.monotonic()
     power.reset(min(60.0, ctx.remaining()))
+    ctx.defer(f"reset the VM to boot normally ({power.describe()})", boot_normally)
     ctx.report.vm_changes.append(f"reset the VM ({power.describe()})")
     menu = grub.stop(min(params.grub_timeout, ctx.remaining()))
     ctx.journal.event("grub_menu", entries=list(menu.entries), selected=menu.selected,

@@ -52,7 +52,7 @@ def test_the_boot_loader_route_recovers_a_vm_without_password_or_agent(vm: GrubV
         "-e", f"report={workdir / 'report.json'}",
         "--journal", str(workdir / "runs"),
         env={"RECOVERY_CONSOLE_URL": vm.console_url},
-        timeout=600,
+        timeout=1500,  # two boots; a machine busy with other VMs slows an emulated one tenfold
     )
     assert result.code == 0, f"{result.stderr}\nserial console:\n{tail(vm.serial_log, 40)}"
     report = json.loads((workdir / "report.json").read_text())
