@@ -58,7 +58,8 @@ def main() -> int:
                 return 1
             data = json.loads(report.read_text())
             events = {}
-            for line in next(Path(scratch, "runs").iterdir()).joinpath("events.jsonl").read_text().splitlines():
+            journal = Path(scratch, "runs", data["run_id"], "events.jsonl")
+            for line in journal.read_text().splitlines():
                 event = json.loads(line)
                 events[event["event"]] = event
             steps = {step["id"]: step["seconds"] for step in data["timeline"]}

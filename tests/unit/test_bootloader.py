@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,7 +17,7 @@ from recovery.engine.playbook import load_playbook, resolve_inputs
 from recovery.engine.preflight import PreflightError
 from recovery.errors import StepError
 from recovery.guest import ExitCode, build_install_script, build_root_install_script, explain_exit, parse_report
-from recovery.power import power_for
+from recovery.power import NovaPower, power_for
 
 PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "restore-access-boot.yaml"
 PIN = "SHA256:" + "A" * 43
@@ -137,3 +138,26 @@ def test_qmp_resets_the_vm_and_starts_a_stopped_one(tmp_path: Path, status: str,
 def test_a_missing_qmp_socket_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StepError, match=r"cannot reset the VM through QEMU's QMP socket .*-qmp unix:PATH"):
         power_for(f"qmp+unix://{tmp_path}/none.sock").reset(timeout=2)
+
+
+class FakeCompute:
+    """openstacksdk's compute proxy, as far as a hard reboot goes: Nova takes it after one more look."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.statuses = iter(["ACTIVE", "HARD_REBOOT"])
+
+    def reboot_server(self, server: str, reboot_type: str) -> None:
+        self.calls.append((server, reboot_type))
+
+    def get_server(self, server: str) -> SimpleNamespace:
+        return SimpleNamespace(status=next(self.statuses, "HARD_REBOOT"))
+
+
+def test_nova_power_is_a_hard_reboot() -> None:
+    compute = FakeCompute()
+    cloud = SimpleNamespace(connection=SimpleNamespace(compute=compute))
+    power = NovaPower(cloud, "srv-1")  # type: ignore[arg-type]
+    power.reset(timeout=10)
+    assert compute.calls == [("srv-1", "HARD")]
+    assert "hard reboot of server srv-1" in power.describe()
