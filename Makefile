@@ -7,8 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FLOORS_VENV ?= .cache/floors-venv
 FLOORS_BIN := $(FLOORS_VENV)/bin
-APT_PACKAGES := openssh-server openssh-client util-linux login passwd busybox dash wget curl xvfb x11vnc xterm tigervnc-standalone-server xauth qemu-system-x86 cpio openssl debootstrap qemu-utils console-data console-setup-linux xfonts-base fish
-NEEDED_TOOLS := sshd ssh-keygen agetty login useradd busybox dash wget curl Xvfb x11vnc xterm Xtigervnc qemu-system-x86_64 cpio openssl debootstrap qemu-img fish
+APT_PACKAGES := openssh-server openssh-client util-linux login passwd busybox dash wget curl xvfb x11vnc xterm tigervnc-standalone-server xauth qemu-system-x86 cpio openssl debootstrap qemu-utils console-data console-setup-linux xfonts-base fish grub-pc-bin grub-common xorriso mtools
+NEEDED_TOOLS := sshd ssh-keygen agetty login useradd busybox dash wget curl Xvfb x11vnc xterm Xtigervnc qemu-system-x86_64 cpio openssl debootstrap qemu-img fish grub-mkrescue xorriso
 
 .PHONY: demo test lint system-deps venv clean test-clouds test-vm test-agent-vm test-floors
 
@@ -49,6 +49,7 @@ test-vm:
 # from the apt mirror this machine uses (~90 s; debootstrap and qemu-img from apt).
 test-agent-vm: system-deps
 	bash tests/agentvm/build_image.sh
+	$(BIN)/python -c 'from tests.agentvm.grub import ensure_grub_iso; ensure_grub_iso()'
 
 lint: venv
 	$(BIN)/ruff check recovery tests benchmarks

@@ -85,6 +85,7 @@ __all__ = [
     "build_lock_script",
     "build_mounted_install_script",
     "build_remove_script",
+    "build_root_install_script",
     "explain_exit",
     "explain_lock_exit",
     "explain_mounted_exit",
@@ -137,6 +138,8 @@ class ExitCode(IntEnum):
     CHMOD_FAILED = 19
     NO_SUCH_USER = 20
     CANNOT_SWITCH_USER = 21
+    # The root form (`build_root_install_script`) only: before the user's script runs.
+    ROOT_READ_ONLY = 30
 
     @property
     def slug(self) -> str:
@@ -187,7 +190,10 @@ _EXPLANATIONS: dict[int, str] = {
         "the key was written but chmod 700 ~/.ssh / 600 authorized_keys failed (not the "
         "user's files?), so sshd may still refuse the key"
     ),
-    ExitCode.NO_SUCH_USER: f"the VM has no such user (check -e user); {_UNCHANGED}",
+    ExitCode.NO_SUCH_USER: (
+        f"the VM has no such user in /etc/passwd (check -e user; a directory user has no local entry); {_UNCHANGED}"
+    ),
+    ExitCode.ROOT_READ_ONLY: f"the root file system could not be remounted read-write; {_UNCHANGED}",
     ExitCode.CANNOT_SWITCH_USER: (
         "the console's shell is another user's, neither root nor allowed `sudo` without a password, so the "
         f"script could not run as the user; {_UNCHANGED}"
@@ -640,6 +646,67 @@ _INSTALL: tuple[str | _Fact, ...] = (
     _Fact("fact exit 0"),
     "} </dev/null",
 )
+
+
+# The root form: a root shell with nothing else running (the kernel's `init=/bin/sh`) runs the same
+# install script as the user, whose uid, gid and home come from the VM's own /etc/passwd (no name
+# service is running to ask). setpriv needs no PAM session; runuser and su are the fallbacks. The
+# script then runs exactly as on a console where the user is logged in, so what it creates is the
+# user's and nothing is chowned. Where SELinux is configured on, the policy is not loaded in such a
+# shell and restorecon cannot label: `/.autorelabel` has the next boot relabel the file system (the
+# documented RHEL way; it costs one more reboot). Finally everything is synced and / is remounted
+# read-only, so the reboot that follows (sysrq or a reset) loses nothing.
+_ROOT_HEAD: tuple[str, ...] = (
+    "fact() { printf 'RCV-%s %s=%s\\n' \"$n\" \"$1\" \"$2\"; }",
+    "fail() { fact error \"$2\"; fact exit \"$1\"; exit \"$1\"; }",
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH",
+    f"mount -o remount,rw / || {_fail(ExitCode.ROOT_READ_ONLY)}",
+    "pw() { awk -F: -v u=\"$u\" -v i=\"$1\" '$1==u {print $i; exit}' /etc/passwd; }",
+    "uid=$(pw 3); gid=$(pw 4); home=$(pw 6)",
+    f"[ -n \"$uid\" ] && [ -n \"$gid\" ] || {_fail(ExitCode.NO_SUCH_USER)}",
+    "fact owner \"$uid:$gid\"",
+    "HOME=$home; USER=$u; LOGNAME=$u; export HOME USER LOGNAME",
+    "as_user() {",
+    "if command -v setpriv >/dev/null 2>&1; then fact switch setpriv; setpriv --reuid=\"$uid\" --regid=\"$gid\" "
+    "--init-groups /bin/sh",
+    "elif command -v runuser >/dev/null 2>&1; then fact switch runuser; runuser -u \"$u\" -- /bin/sh",
+    "else fact switch su; su -s /bin/sh \"$u\"; fi",
+    "}",
+)
+_ROOT_TAIL: tuple[str, ...] = (
+    "s=$?",
+    "e=off",
+    "if [ -r /etc/selinux/config ] && grep -Eq '^SELINUX=(enforcing|permissive)' /etc/selinux/config; then",
+    "touch /.autorelabel && e=autorelabel",
+    "fi",
+    "fact relabel \"$e\"",
+    "sync",
+    "mount -o remount,ro / 2>/dev/null && fact root ro",
+    "sync",
+    "exit \"$s\"",
+    "} </dev/null",
+)
+
+
+def build_root_install_script(install: GuestScript, user: str) -> GuestScript:
+    """`install` (from `build_install_script`, same nonce) wrapped for a root shell: run as `user`.
+
+    For a shell that is root and nothing else (the boot loader route's `init=/bin/sh`): remounts /
+    read-write, takes the user's uid, gid and home from /etc/passwd, runs `install` as the user,
+    asks for an SELinux relabel where SELinux is on, syncs and remounts / read-only. Its facts come
+    on top of the install script's: ``owner`` (uid:gid), ``switch`` (setpriv|runuser|su),
+    ``relabel`` (off|autorelabel), ``root`` (ro); its own failures print ``error`` and ``exit``
+    (`ExitCode.ROOT_READ_ONLY`, `ExitCode.NO_SUCH_USER`) before the install script runs.
+
+    Raises:
+        ValueError: `user` is not a plain user name.
+    """
+    if not _USER.fullmatch(user):
+        raise ValueError(f"not a user name: {user!r}")
+    inner = f"RECOVERY_USER_{install.nonce}"
+    lines = ("{", f"n={install.nonce}", f"u={_quote(user)}", *_ROOT_HEAD, f"as_user <<'{inner}'",
+             *install.lines, inner, *_ROOT_TAIL)
+    return GuestScript(lines=lines, nonce=install.nonce)
 
 
 def _assign(var: str, value: str, *, secret: bool) -> list[str | Secret]:

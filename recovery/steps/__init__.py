@@ -5,6 +5,8 @@ report and return outputs. Drivers are imported inside the step functions so
 that `recovery validate` and `recovery steps` never load paramiko or cryptography.
 """
 
-from recovery.steps import agent, authorized_keys, cloud, console, keys, publish, report, rescue, ssh
+from recovery.steps import agent, authorized_keys, bootloader, cloud, console, keys, publish, report, rescue, ssh
 
-__all__ = ["agent", "authorized_keys", "cloud", "console", "keys", "publish", "report", "rescue", "ssh"]
+__all__ = [
+    "agent", "authorized_keys", "bootloader", "cloud", "console", "keys", "publish", "report", "rescue", "ssh",
+]

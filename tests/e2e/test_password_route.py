@@ -30,6 +30,8 @@ from tests.agentvm.vm import IMAGE, AgentVm, SavedVm
 from tests.cloud.nova_fixture import NovaCloud, NovaServerSpec, running_nova
 from tests.e2e.conftest import ROOT, Result, recovery
 
+pytestmark = pytest.mark.vm
+
 PLAYBOOK = ROOT / "playbooks" / "restore-access-serial.yaml"
 CLOUD = "nova-test"
 KEYS = "/home/debian/.ssh/authorized_keys"

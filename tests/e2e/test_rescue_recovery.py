@@ -32,6 +32,8 @@ from tests.cloud.nova_fixture import NovaCloud, NovaServerSpec, running_nova
 from tests.cloud.rescue_bed import RESCUE_USER, RescueBed, prepare, stop_leftovers
 from tests.e2e.conftest import ROOT, Result, recovery
 
+pytestmark = pytest.mark.vm
+
 PLAYBOOK = ROOT / "playbooks" / "restore-access-rescue.yaml"
 CLOUD = "rescuecloud"
 RESCUE_IMAGE = "a2459075-d96c-40d5-893e-577ff92e721c"  # one of the Glance fixture's images

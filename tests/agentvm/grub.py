@@ -1,0 +1,142 @@
+"""The agent VM booted through GRUB, for the boot loader route (issue 10, route 3).
+
+GRUB comes on a small CD image made by `grub-mkrescue` (grub-pc-bin, xorriso: no loop device, no
+mount), whose embedded grub.cfg loads the kernel and initrd from the agent VM's own ext4 disk, as
+Debian's grub.cfg does, with the hard case set: `timeout=0` and a hidden menu (only an ESC sent from
+power-on stops it), GRUB's terminal on the serial port, and an entry like Debian's (`load_video`,
+`insmod`, `search`, `echo 'Loading Linux ...'` lines) whose kernel line is longer than the editor
+is wide and is not where a count would put it. The VM's serial port is a loopback TCP port behind
+websockify (as Nova's serial proxy), its QMP socket the power control.
+
+QEMU starts the VM stopped (`-S`, a VM powered off): the route's first reset starts it, so the
+test pays for the route's two boots only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from recovery.lab.processes import free_port
+from tests.agentvm.vm import IMAGE, ensure_image, host_key_fingerprint, tail
+from tests.processes import stop_child
+
+GRUB_ISO = IMAGE.parent / "agent-vm-grub" / "grub.iso"
+
+GRUB_CFG = """serial --unit=0 --speed=115200
+terminal_input serial
+terminal_output serial
+set default=0
+set timeout_style=hidden
+set timeout=0
+function load_video {{
+	insmod all_video
+}}
+menuentry 'Debian GNU/Linux' --class debian --class gnu-linux --class gnu --class os {{
+	load_video
+	insmod gzio
+	if [ x$grub_platform = xxen ]; then insmod xzio; insmod lzopio; fi
+	insmod part_msdos
+	insmod ext2
+	search --no-floppy --label --set=root rootfs
+	echo	'Loading Linux {version} ...'
+	linux	/boot/vmlinuz-{version} root=/dev/vda ro console=tty0 console=ttyS0,115200 quiet
+	echo	'Loading initial ramdisk ...'
+	initrd	/boot/initrd.img-{version}
+}}
+menuentry 'Debian GNU/Linux, with Linux {version} (recovery mode)' {{
+	linux	/boot/vmlinuz-{version} root=/dev/vda ro single console=ttyS0,115200
+	initrd	/boot/initrd.img-{version}
+}}
+"""
+
+
+def kernel_version(kernel: Path) -> str:
+    """The release of a bzImage (`6.1.0-50-amd64`), from the version string its header points to."""
+    data = kernel.read_bytes()
+    offset = int.from_bytes(data[0x20E:0x210], "little") + 0x200
+    return data[offset: data.index(b"\0", offset)].decode().split()[0]
+
+
+def ensure_grub_iso() -> Path:
+    """The GRUB CD for the agent VM's disk, made once (grub-mkrescue, well under a second)."""
+    image = ensure_image()
+    if GRUB_ISO.exists():
+        return GRUB_ISO
+    for tool in ("grub-mkrescue", "xorriso"):
+        if shutil.which(tool) is None or not Path("/usr/lib/grub/i386-pc").is_dir():
+            raise RuntimeError(f"{tool} or GRUB's BIOS modules are missing: apt-get install grub-pc-bin grub-common "
+                               "xorriso mtools")
+    GRUB_ISO.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rcv-grub-") as scratch:
+        tree = Path(scratch) / "iso"
+        (tree / "boot" / "grub").mkdir(parents=True)
+        (tree / "boot" / "grub" / "grub.cfg").write_text(GRUB_CFG.format(version=kernel_version(image / "vmlinuz")))
+        partial = Path(scratch) / "grub.iso"
+        subprocess.run(["grub-mkrescue", "-o", str(partial), str(tree)], check=True, capture_output=True)
+        shutil.move(partial, GRUB_ISO)
+    return GRUB_ISO
+
+
+@dataclass(frozen=True)
+class GrubVm:
+    console_url: str  # the serial console, websocket
+    power: str  # qmp+unix:// URL of its QMP socket
+    ssh_port: int
+    host_key_fingerprint: str
+    old_key: Path
+    serial_log: Path  # QEMU's own log of the serial port (the whole conversation, for failures)
+
+
+@contextmanager
+def grub_vm() -> Iterator[GrubVm]:
+    """The agent VM, stopped at power-on, booting from the GRUB CD; stopped (by PID) afterwards."""
+    iso = ensure_grub_iso()
+    directory = Path(tempfile.mkdtemp(prefix="rcv-grubvm-"))
+    qemu = proxy = None
+    try:
+        disk = directory / "disk.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(IMAGE / "base.qcow2"), "-F", "qcow2",
+                        str(disk)], check=True)
+        old_key = directory / "old_key"
+        shutil.copy(IMAGE / "old_key", old_key)
+        old_key.chmod(0o600)
+        ssh_port, serial_port, ws_port = free_port(), free_port(), free_port()
+        qmp, serial_log = directory / "qmp.sock", directory / "serial.log"
+        with open(directory / "qemu.log", "wb") as log:
+            qemu = subprocess.Popen(
+                ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-nodefaults", "-display", "none",
+                 "-vga", "none", "-S", "-cdrom", str(iso), "-boot", "d",
+                 "-drive", f"file={disk},if=virtio,format=qcow2",
+                 "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+                 "-device", "virtio-net-pci,netdev=n0",
+                 "-chardev", f"socket,id=s0,host=127.0.0.1,port={serial_port},server=on,wait=off,logfile={serial_log}",
+                 "-serial", "chardev:s0",
+                 "-qmp", f"unix:{qmp},server=on,wait=off"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        with open(directory / "websockify.log", "wb") as log:
+            proxy = subprocess.Popen([sys.executable, "-m", "websockify", f"127.0.0.1:{ws_port}",
+                                      f"127.0.0.1:{serial_port}"], stdout=log, stderr=subprocess.STDOUT)
+        from tests.e2e.test_qemu_serial_recovery import wait_listening
+
+        deadline = time.monotonic() + 30
+        while not qmp.exists() and qemu.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # QEMU makes its QMP socket after the serial port's
+        wait_listening(ws_port, 30)
+        if qemu.poll() is not None:
+            raise RuntimeError(f"QEMU did not start: {tail(directory / 'qemu.log')}")
+        yield GrubVm(f"ws://127.0.0.1:{ws_port}/", f"qmp+unix://{qmp}", ssh_port, host_key_fingerprint(IMAGE),
+                     old_key, serial_log)
+    finally:
+        if proxy is not None:
+            stop_child(proxy)
+        if qemu is not None:
+            stop_child(qemu)
+        shutil.rmtree(directory, ignore_errors=True)

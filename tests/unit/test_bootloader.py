@@ -1,0 +1,163 @@
+"""The boot loader route before the VM: the pre-flight's refusals, and the root form of the install script."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from recovery.engine import preflight
+from recovery.engine.config import Config
+from recovery.engine.playbook import load_playbook, resolve_inputs
+from recovery.engine.preflight import PreflightError
+from recovery.errors import StepError
+from recovery.guest import ExitCode, build_install_script, build_root_install_script, explain_exit, parse_report
+from recovery.power import NovaPower, power_for
+
+PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "restore-access-boot.yaml"
+PIN = "SHA256:" + "A" * 43
+GOOD = {"console_url": "ws://127.0.0.1:9/", "power": "qmp+unix:///run/vm/qmp.sock", "ssh_host": "127.0.0.1",
+        "user": "debian", "host_key_fingerprint": PIN, "allow_reboot": "true"}
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C7okWi0dh2l9GKJl new"
+
+
+def check(**given: str) -> list[preflight.StepForecast]:
+    playbook = load_playbook(PLAYBOOK)
+    return preflight.check(playbook, resolve_inputs(playbook, given), {}, Config())
+
+
+def test_good_direct_inputs_pass() -> None:
+    steps = {item.spec.id: item for item in check(**GOOD)}
+    assert steps["install"].runs is True
+    assert steps["find"].runs is False
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"allow_reboot": "false"}, "with.allow_reboot (-e allow_reboot): is not true: the boot loader route resets"),
+        ({"power": ""}, "nothing can reset the VM: give -e power=qmp+unix:///path/to/qmp.sock"),
+        ({"power": "ipmi://bmc/"}, "unsupported power control"),
+        ({"power": "qmp+unix://"}, "no socket path"),
+        ({"console_url": "vnc://127.0.0.1:5900"}, "is a vnc console URL"),
+        ({"user": ""}, "with.user (-e user): is empty"),
+    ],
+)
+def test_what_cannot_work_is_refused_before_anything_changes(change: dict[str, str], expected: str) -> None:
+    given = {**GOOD, **change}
+    with pytest.raises(PreflightError) as caught:
+        check(**given)
+    assert caught.value.exit_code == 2
+    assert expected in str(caught.value)
+
+
+def test_allow_reboot_left_out_is_refused() -> None:
+    given = {name: value for name, value in GOOD.items() if name != "allow_reboot"}
+    with pytest.raises(PreflightError, match="allow_reboot"):
+        check(**given)
+
+
+def root_script(user: str = "debian") -> str:
+    digest = hashlib.sha256(f"{KEY}\n".encode()).hexdigest()
+    return build_root_install_script(build_install_script(KEY, sha256=digest, nonce="n0nce123"), user).raw()
+
+
+def test_the_root_form_runs_the_same_install_script_as_the_user() -> None:
+    text = root_script()
+    inner = build_install_script(KEY, sha256=hashlib.sha256(f"{KEY}\n".encode()).hexdigest(), nonce="n0nce123").raw()
+    assert "as_user <<'RECOVERY_USER_n0nce123'\n" + inner + "RECOVERY_USER_n0nce123\n" in text
+    assert "u='debian'" in text
+    assert "chown" not in text  # what the user's script creates is the user's
+    # The owner comes from the VM's own /etc/passwd; / is writable first, synced and read-only after.
+    assert text.index("remount,rw") < text.index("/etc/passwd") < text.index("as_user <<") < text.index("remount,ro")
+
+
+@pytest.mark.parametrize("user", ["-oops", "a b", "x;reboot", ""])
+def test_the_root_form_takes_only_a_plain_user_name(user: str) -> None:
+    with pytest.raises(ValueError, match="not a user name"):
+        root_script(user)
+
+
+def test_the_root_forms_facts_and_failures_are_read() -> None:
+    output = "RCV-n0nce123 owner=1000:1000\nRCV-n0nce123 switch=setpriv\nRCV-n0nce123 added=yes\n" \
+             "RCV-n0nce123 exit=0\nRCV-n0nce123 relabel=autorelabel\n"
+    facts = parse_report(output, "n0nce123")
+    assert facts.ok
+    assert facts.added
+    assert dict(facts.facts)["owner"] == "1000:1000"
+    assert dict(facts.facts)["relabel"] == "autorelabel"
+    failed = parse_report("RCV-n0nce123 error=no-such-user\nRCV-n0nce123 exit=20\n", "n0nce123")
+    assert failed.exit_code == ExitCode.NO_SUCH_USER
+    assert "/etc/passwd" in explain_exit(ExitCode.NO_SUCH_USER)
+
+
+class FakeQmp:
+    """A QMP server on a unix socket: the greeting, then an answer per command, an event in between."""
+
+    def __init__(self, path: Path, status: str) -> None:
+        self.status = status
+        self.commands: list[str] = []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(1)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with self.server:
+            connection, _ = self.server.accept()
+        with connection, connection.makefile("rwb") as stream:
+            stream.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+            stream.flush()
+            for line in stream:
+                command = json.loads(line)["execute"]
+                self.commands.append(command)
+                if command == "system_reset":
+                    stream.write(b'{"event": "RESET", "data": {"guest": false}}\n')
+                answer = {"status": self.status} if command == "query-status" else {}
+                stream.write(json.dumps({"return": answer}).encode() + b"\n")
+                stream.flush()
+
+
+@pytest.mark.parametrize(("status", "commands"), [
+    ("running", ["qmp_capabilities", "system_reset", "query-status"]),
+    ("prelaunch", ["qmp_capabilities", "system_reset", "query-status", "cont"]),  # started with -S: powered off
+])
+def test_qmp_resets_the_vm_and_starts_a_stopped_one(tmp_path: Path, status: str, commands: list[str]) -> None:
+    fake = FakeQmp(tmp_path / "qmp.sock", status)
+    power_for(f"qmp+unix://{tmp_path}/qmp.sock").reset(timeout=10)
+    fake.thread.join(10)
+    assert fake.commands == commands
+
+
+def test_a_missing_qmp_socket_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StepError, match=r"cannot reset the VM through QEMU's QMP socket .*-qmp unix:PATH"):
+        power_for(f"qmp+unix://{tmp_path}/none.sock").reset(timeout=2)
+
+
+class FakeCompute:
+    """openstacksdk's compute proxy, as far as a hard reboot goes: Nova takes it after one more look."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.statuses = iter(["ACTIVE", "HARD_REBOOT"])
+
+    def reboot_server(self, server: str, reboot_type: str) -> None:
+        self.calls.append((server, reboot_type))
+
+    def get_server(self, server: str) -> SimpleNamespace:
+        return SimpleNamespace(status=next(self.statuses, "HARD_REBOOT"))
+
+
+def test_nova_power_is_a_hard_reboot() -> None:
+    compute = FakeCompute()
+    cloud = SimpleNamespace(connection=SimpleNamespace(compute=compute))
+    power = NovaPower(cloud, "srv-1")  # type: ignore[arg-type]
+    power.reset(timeout=10)
+    assert compute.calls == [("srv-1", "HARD")]
+    assert "hard reboot of server srv-1" in power.describe()
