@@ -20,6 +20,7 @@ A missing venv or memcached fails the test with the command that installs them.
 
 from __future__ import annotations
 
+import http.client
 import os
 import pwd
 import secrets
@@ -31,7 +32,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ ENSURE = HERE / "ensure_swift_venv.sh"
 HOST = "127.0.0.1"
 DEVICE = "d1"
 READY_WITHIN = 30.0  # seconds; a cold start takes 2-4 s on our 2-core machines
+PORT_ATTEMPTS = 3  # fresh ports when another program took one first (parallel test workers)
 STORAGE_SERVERS = ("account", "container", "object")
 
 
@@ -250,6 +252,74 @@ def _wait_healthy(processes: list[_Process]) -> None:
                 _healthy(process)
 
 
+def _cluster(
+    root: Path,
+    ports: Mapping[str, int],
+    user: str,
+    log_port: int,
+    proxy_template: str,
+    allowed_digests: str,
+    proxy_values: Mapping[str, object] | None,
+) -> dict[str, _Process]:
+    """memcached, the storage servers and the proxy, configured for `ports` (not started yet)."""
+    swift_dir, devices = root / "etc", root / "srv"
+    common = {"user": user, "swift_dir": swift_dir, "log_port": log_port}
+    processes: dict[str, _Process] = {}
+    memcached = ["memcached", "-l", HOST, "-p", str(ports["memcached"]), "-U", "0", "-m", "16", "-t", "1"]
+    if os.geteuid() == 0:
+        memcached += ["-u", user]  # memcached refuses to run as root without it
+    processes["memcached"] = _Process("memcached", memcached, ports["memcached"], root / "memcached.out")
+
+    _render("swift.conf.in", swift_dir / "swift.conf")
+    subprocess.run(
+        [VENV / "bin" / "python", TEMPLATES / "build_rings.py", swift_dir, DEVICE]
+        + [str(ports[name]) for name in STORAGE_SERVERS],
+        check=True,
+        capture_output=True,
+    )
+    for name in STORAGE_SERVERS:
+        conf = _render(
+            "storage-server.conf.in",
+            root / f"{name}-server.conf",
+            port=ports[name],
+            devices=devices,
+            server=name,
+            **common,
+        )
+        processes[name] = _Process(
+            name, [str(VENV / "bin" / f"swift-{name}-server"), str(conf)], ports[name], root / f"{name}.out"
+        )
+    conf = _render(
+        proxy_template,
+        root / "proxy-server.conf",
+        proxy_port=ports["proxy"],
+        memcache_port=ports["memcached"],
+        allowed_digests=allowed_digests,
+        **common,
+        **(proxy_values or {}),
+    )
+    processes["proxy"] = _Process(
+        "proxy", [str(VENV / "bin" / "swift-proxy-server"), str(conf)], ports["proxy"], root / "proxy.out"
+    )
+    return processes
+
+
+def _port_taken(error: Exception, processes: Iterable[_Process]) -> bool:
+    """Did another program take one of the ports `free_port` handed out before our server bound it?
+
+    Parallel test workers pick free ports at the same time: another worker's sshd answering our
+    health check, or a server of ours that died of EADDRINUSE, means "pick new ports", not a
+    broken Swift.
+    """
+    if isinstance(error, http.client.HTTPException):
+        return True
+    return any(
+        "Address already in use" in process.output.read_text(errors="replace")
+        for process in processes
+        if process.output.exists()
+    )
+
+
 def _check_prerequisites() -> None:
     if not (VENV / "bin" / "swift-proxy-server").exists():
         raise SwiftFixtureError(f"the Swift virtualenv is missing: run {ENSURE}")
@@ -294,49 +364,23 @@ def running_swift(
     _check_xattrs(devices / DEVICE)
     syslog = _SyslogReceiver(root / "swift.log")
     user = pwd.getpwuid(os.geteuid()).pw_name
-    ports = {name: free_port() for name in ("memcached", "proxy", *STORAGE_SERVERS)}
-    common = {"user": user, "swift_dir": swift_dir, "log_port": syslog.port}
     processes: dict[str, _Process] = {}
     try:
-        memcached = ["memcached", "-l", HOST, "-p", str(ports["memcached"]), "-U", "0", "-m", "16", "-t", "1"]
-        if os.geteuid() == 0:
-            memcached += ["-u", user]  # memcached refuses to run as root without it
-        processes["memcached"] = _Process("memcached", memcached, ports["memcached"], root / "memcached.out")
-
-        _render("swift.conf.in", swift_dir / "swift.conf")
-        subprocess.run(
-            [VENV / "bin" / "python", TEMPLATES / "build_rings.py", swift_dir, DEVICE]
-            + [str(ports[name]) for name in STORAGE_SERVERS],
-            check=True,
-            capture_output=True,
-        )
-        for name in STORAGE_SERVERS:
-            conf = _render(
-                "storage-server.conf.in",
-                root / f"{name}-server.conf",
-                port=ports[name],
-                devices=devices,
-                server=name,
-                **common,
-            )
-            processes[name] = _Process(
-                name, [str(VENV / "bin" / f"swift-{name}-server"), str(conf)], ports[name], root / f"{name}.out"
-            )
-        conf = _render(
-            proxy_template,
-            root / "proxy-server.conf",
-            proxy_port=ports["proxy"],
-            memcache_port=ports["memcached"],
-            allowed_digests=allowed_digests,
-            **common,
-            **(proxy_values or {}),
-        )
-        processes["proxy"] = _Process(
-            "proxy", [str(VENV / "bin" / "swift-proxy-server"), str(conf)], ports["proxy"], root / "proxy.out"
-        )
-        for process in processes.values():
-            process.start()
-        _wait_healthy(list(processes.values()))
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            ports = {name: free_port() for name in ("memcached", "proxy", *STORAGE_SERVERS)}
+            processes = _cluster(root, ports, user, syslog.port, proxy_template, allowed_digests, proxy_values)
+            try:
+                for process in processes.values():
+                    process.start()
+                _wait_healthy(list(processes.values()))
+                break
+            except (SwiftFixtureError, http.client.HTTPException) as exc:
+                taken = _port_taken(exc, processes.values())
+                for process in reversed(processes.values()):
+                    process.stop()
+                    process.output.unlink(missing_ok=True)
+                if attempt == PORT_ATTEMPTS or not taken:
+                    raise
         yield SwiftCluster(
             proxy_url=f"http://{HOST}:{ports['proxy']}",
             root=root,
