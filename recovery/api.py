@@ -64,6 +64,7 @@ def run(
     resume: str | None = None,
     cancel: CancelToken | None = None,
     progress: Callable[[str], None] | None = None,
+    confirm: Callable[[str], bool] | None = None,
 ) -> RunReport:
     """Run a playbook to its end and return the report.
 
@@ -76,6 +77,8 @@ def run(
         resume: a run id in `journal_root` to continue; its saved inputs fill the ones not given.
         cancel: cancel it from any thread to stop the run (cleanup runs; status `interrupted`).
         progress: called with one line per step, for a terminal or a log.
+        confirm: asks a yes/no question before a route that reboots the VM (a terminal prompt); without
+            it, such a route runs only with the input allow_reboot=true, else it is skipped.
 
     Returns:
         The report: `status` is succeeded, failed or interrupted; `journal` is the run directory;
@@ -106,7 +109,8 @@ def run(
             journal.lock_target(root, *target)
         if progress is not None:
             progress(f"run {journal.run_id}: journal {journal.directory}")
-        return _run_locked(book, resolved, wrapped, config, journal, previous, cancel or CancelToken(), progress)
+        return _run_locked(book, resolved, wrapped, config, journal, previous, cancel or CancelToken(), progress,
+                           confirm)
     except RecoveryError as exc:
         refused = isinstance(exc, PreflightError) or not journal.path("run.json").exists()
         if fresh and refused and not journal.load_steps():
@@ -174,6 +178,7 @@ def _run_locked(
     previous: Mapping[str, Mapping[str, Any]],
     cancel: CancelToken,
     progress: Callable[[str], None] | None,
+    confirm: Callable[[str], bool] | None = None,
 ) -> RunReport:
     runner = Runner(
         RunRequest(playbook, inputs, secrets, config),
@@ -181,6 +186,7 @@ def _run_locked(
         previous=previous,
         progress=progress or (lambda line: None),
         cancel=cancel,
+        confirm=confirm,
     )
     try:
         return runner.run()

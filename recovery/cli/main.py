@@ -701,6 +701,7 @@ def _run(args: argparse.Namespace, cancel: CancelToken) -> int:
         report = recovery.api.run(
             playbook, given, secrets, config=config, journal_root=journal_root, resume=args.resume,
             cancel=cancel, progress=None if args.quiet else lambda line: print(line, file=sys.stderr, flush=True),
+            confirm=_yes_on_terminal if sys.stdin.isatty() else None,
         )
     except recovery.api.RunInterrupted as interrupted:
         report = interrupted.report
@@ -718,6 +719,13 @@ def _run(args: argparse.Namespace, cancel: CancelToken) -> int:
         if report.status != STATUS_SUCCEEDED:
             print(f"to resume once the cause is fixed:\n  {resume}", file=sys.stderr)
     return exit_code(report)
+
+
+def _yes_on_terminal(question: str) -> bool:
+    """A yes/no question on stderr (stdout carries the report); anything but y or yes is a no."""
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def _quiet_if_unmaskable(secrets: Iterable[Secret]) -> None:

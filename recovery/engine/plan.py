@@ -7,6 +7,10 @@ unless the step declares them in advance (typed inline, there is no URL, so the
 plan shows the inline command the real run types). Steps that type into the
 console show the exact lines they would type.
 
+A `choose:` step shows its routes in the order they are tried, each with its steps, or
+the reason it is skipped (its `when` is false, a step of it cannot succeed), and whether
+it reboots and will be asked about.
+
 `render_plan` writes it for people; `plan_document` gives the same plan as one JSON
 object (with a `schema` version) for programs. Both read one forecast, so they cannot
 disagree about a value, a `when` or a typed line.
@@ -70,7 +74,7 @@ def plan_document(playbook: Playbook, inputs: Mapping[str, object], config: Conf
 
 def _phases(
     playbook: Playbook, inputs: Mapping[str, object], config: Config
-) -> dict[str, list[preflight.StepForecast]]:
+) -> dict[str, list[preflight.Forecast]]:
     """Forecasts of the main steps, the cleanup steps (newest first) and the `always` steps, in run order."""
     secrets = {name: Secret(f"<{name}>", f"<{name}>") for name in playbook.secrets}
     forecasts = {item.spec.id: item for item in preflight.check(playbook, inputs, secrets, config)}
@@ -82,8 +86,19 @@ def _phases(
     }
 
 
-def _step_json(phase: str, item: preflight.StepForecast) -> dict[str, Any]:
+def _step_json(phase: str, item: preflight.Forecast) -> dict[str, Any]:
     spec = item.spec
+    if isinstance(item, preflight.ChoiceForecast):
+        return {
+            "id": spec.id, "uses": spec.uses, "title": spec.title, "phase": phase, "when": spec.when,
+            "runs": item.runs,
+            "routes": [
+                {"id": route.route.id, "title": route.route.title, "when": route.route.when, "runs": route.runs,
+                 "reason": route.reason, "reboots": route.route.reboots, "asks": route.asks,
+                 "steps": [_step_json(phase, step) for step in route.steps]}
+                for route in item.routes
+            ],
+        }
     data: dict[str, Any] = {
         "id": spec.id, "uses": spec.uses, "title": spec.title, "phase": phase, "when": spec.when, "runs": item.runs,
     }
@@ -103,7 +118,9 @@ def _json_value(value: object) -> object:
     return str(value)
 
 
-def _describe(number: int | None, item: preflight.StepForecast) -> list[str]:
+def _describe(number: int | None, item: preflight.Forecast) -> list[str]:
+    if isinstance(item, preflight.ChoiceForecast):
+        return _describe_choice(number or 0, item)
     spec = item.spec
     head = f"{number}. " if number is not None else "- "
     out = [f"{head}{spec.id}: {spec.uses} — {spec.title}"]
@@ -120,6 +137,34 @@ def _describe(number: int | None, item: preflight.StepForecast) -> list[str]:
     if typed is not None:
         out.append("     would type:")
         out += [f"       | {line}" for line in typed]
+    out.append("")
+    return out
+
+
+def _describe_choice(number: int, item: preflight.ChoiceForecast) -> list[str]:
+    spec = item.spec
+    out = [f"{number}. {spec.id}: choose — {spec.title}"]
+    if spec.when:
+        decided = {True: "runs", False: "skipped", None: "decided at run time"}[item.runs]
+        out.append(f"     when: {spec.when} → {decided}")
+    if item.runs is False:
+        return [*out, ""]
+    out.append("     routes, in order: the first that is possible runs; a route is left for the next only when a "
+               "probe step finds it not possible, before it changed anything")
+    first = next(iter(item.candidates), None)
+    for letter, route in zip("abcdefghijklmnopqrstuvwxyz", item.routes, strict=False):
+        if route.runs is False:
+            verdict = f"skipped: {route.reason}"
+        elif route is first:
+            verdict = "tried first" + (f" (when: {route.route.when})" if route.runs is None else "")
+        else:
+            verdict = "tried if the ones before it are not possible"
+        if route.asks:
+            verdict += "; it reboots the VM: asked on a terminal, else skipped (-e allow_reboot=true to allow it)"
+        out.append(f"   {letter}) route {route.route.id} — {route.route.title}: {verdict}")
+        if route.runs is not False:
+            for step in route.steps:
+                out += [f"     {line}" if line else line for line in _describe(None, step)]
     out.append("")
     return out
 

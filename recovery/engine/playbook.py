@@ -29,7 +29,14 @@ _INPUT_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float,
 _TOP_KEYS = {"name", "description", "inputs", "secrets", "steps"}
 _INPUT_KEYS = {"type", "required", "default", "choices", "description", "sensitive", "env"}
 _SECRET_KEYS = {"env", "prompt", "description", "required"}
-_STEP_KEYS = {"id", "uses", "name", "with", "when", "timeout", "retry", "always", "cleanup"}
+_STEP_KEYS = {"id", "uses", "name", "with", "when", "timeout", "retry", "always", "cleanup", "probe"}
+_CHOOSE_KEYS = {"id", "name", "when", "choose"}
+_ROUTE_KEYS = {"id", "name", "when", "skip_reason", "reboots", "steps", "outputs"}
+CHOOSE = "choose"
+"""What `uses` says for a `choose:` step, in records, reports and plans (no step type has this name)."""
+ALLOW_REBOOT = "allow_reboot"
+"""The boolean input that lets routes marked `reboots: true` run without asking."""
+CHOOSE_OUTPUTS = {"route": "the id of the route that ran", "skipped": "why each route before it was skipped"}
 _RETRY_KEYS = {"attempts", "delay", "max_delay"}
 _RUN_FIELDS = {"id", "dir"}
 
@@ -75,6 +82,40 @@ class StepSpec:
     cleanup: tuple[StepSpec, ...]
     line: int | None
     path: str
+    probe: bool = False  # in a route: a "not possible" failure here moves on to the next route
+    routes: tuple[Route, ...] = ()  # a `choose:` step (uses == CHOOSE): its routes, tried in order
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """A choose step's outputs: `route`, `skipped` and what its routes declare (null where one does not)."""
+        names = dict.fromkeys(CHOOSE_OUTPUTS)
+        for route in self.routes:
+            names.update(dict.fromkeys(route.outputs))
+        return tuple(names)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to reach the goal of a `choose:` step; the first route that is possible runs.
+
+    A route is skipped, and the next one tried, when its `when` is false (`skip_reason` says
+    why in the report), when it reboots and rebooting was neither allowed nor confirmed, when
+    the pre-flight finds one of its steps cannot succeed, or when one of its *probe* steps (the
+    first step, and the steps right after it marked `probe: true`) fails with an error that
+    says the route is not possible (`recovery.engine.routes.not_possible`). A failure anywhere
+    else fails the run: the route may have changed the VM, and another route on top of a
+    half-done one is not what anyone reviewed.
+    """
+
+    id: str
+    title: str
+    when: str | None
+    skip_reason: str
+    reboots: bool
+    steps: tuple[StepSpec, ...]
+    probes: int  # how many leading steps are probes (at least the first)
+    outputs: Mapping[str, str]  # name -> template, rendered once the route ran
+    line: int | None
 
 
 @dataclass(frozen=True)
@@ -88,11 +129,15 @@ class Playbook:
     text: str = field(repr=False, default="")
 
     def all_steps(self) -> list[StepSpec]:
-        """Main steps and their cleanup steps, in declaration order."""
+        """Main steps, the steps of each route of a `choose:` and every cleanup step, in declaration order."""
         result = []
         for spec in self.steps:
             result.append(spec)
             result.extend(spec.cleanup)
+            for route in spec.routes:
+                for inner in route.steps:
+                    result.append(inner)
+                    result.extend(inner.cleanup)
         return result
 
 
@@ -244,10 +289,14 @@ class _Validator:
         if not isinstance(raw, list):
             self.problem(("steps",), "expected a list of steps")
             return []
-        seen: dict[str, StepType | None] = {}
+        seen: dict[str, _Known | None] = {}
         result = []
         for index, body in enumerate(raw):
-            spec = self.step(body, ("steps", index), seen, inputs, secrets, parent=None)
+            path: tuple[object, ...] = ("steps", index)
+            if isinstance(body, dict) and CHOOSE in body:
+                spec = self.choose(body, path, seen, inputs, secrets)
+            else:
+                spec = self.step(body, path, seen, inputs, secrets, parent=None)
             if spec is not None:
                 result.append(spec)
         return result
@@ -256,11 +305,17 @@ class _Validator:
         self,
         body: object,
         path: tuple[object, ...],
-        seen: dict[str, StepType | None],
+        seen: dict[str, _Known | None],
         inputs: Mapping[str, InputDecl],
         secrets: Mapping[str, SecretDecl],
         parent: str | None,
+        *,
+        in_route: bool = False,
     ) -> StepSpec | None:
+        if isinstance(body, dict) and CHOOSE in body:
+            where = "a route" if in_route else "a cleanup step"
+            self.problem((*path, CHOOSE), f"{where} cannot hold a choose: put the choice at the top level of steps")
+            return None
         spec = self.mapping(body, path, _STEP_KEYS)
         if not spec:
             if body is not None and isinstance(body, dict):
@@ -293,7 +348,16 @@ class _Validator:
         if not isinstance(always, bool):
             self.problem((*path, "always"), f"expected true or false, got {always!r}")
             always = False
-        seen[step_id] = step_type
+        if always and in_route:
+            self.problem((*path, "always"), "a step of a route cannot be `always`: put it after the choose")
+        probe = spec.get("probe", False)
+        if not isinstance(probe, bool):
+            self.problem((*path, "probe"), f"expected true or false, got {probe!r}")
+            probe = False
+        elif probe and not in_route:
+            self.problem((*path, "probe"), "only the steps of a route (under choose:) can be probes")
+            probe = False
+        seen[step_id] = (step_type.name, tuple(step_type.outputs)) if step_type else None
         cleanup = []
         raw_cleanup = spec.get("cleanup")
         if raw_cleanup is not None and not isinstance(raw_cleanup, list):
@@ -317,7 +381,128 @@ class _Validator:
             cleanup=tuple(cleanup),
             line=self.doc.line(path),
             path=_path_text(path),
+            probe=probe,
         )
+
+    def choose(
+        self,
+        body: dict[object, object],
+        path: tuple[object, ...],
+        seen: dict[str, _Known | None],
+        inputs: Mapping[str, InputDecl],
+        secrets: Mapping[str, SecretDecl],
+    ) -> StepSpec | None:
+        """A `choose:` step: routes tried in order until one is possible (see `Route`)."""
+        spec = self.mapping(body, path, _CHOOSE_KEYS)
+        step_id = spec.get("id")
+        if not isinstance(step_id, str) or not _ID.match(step_id):
+            self.problem((*path, "id"), "each step needs an id of lowercase letters, digits and '_'")
+            step_id = f"#{_path_text(path)}"
+        elif step_id in seen:
+            self.problem((*path, "id"), f"step id {step_id!r} is used twice")
+        when = self.condition(spec.get("when"), (*path, "when"), _Scope(inputs, secrets, dict(seen)))
+        raw = spec.get(CHOOSE)
+        if not isinstance(raw, list) or len(raw) < 2:
+            self.problem((*path, CHOOSE), "expected a list of at least two routes, each with an id and steps")
+            raw = raw if isinstance(raw, list) else []
+        before = dict(seen)
+        routes: list[Route] = []
+        for index, route_body in enumerate(raw):
+            route_seen = dict(before)
+            route = self.route(route_body, (*path, CHOOSE, index), route_seen, inputs, secrets)
+            for step_key, known in route_seen.items():
+                if step_key in seen and step_key not in before:
+                    self.problem((*path, CHOOSE, index), f"step id {step_key!r} is used twice")
+                seen[step_key] = known
+            if route is None:
+                continue
+            if any(route.id == other.id for other in routes):
+                self.problem((*path, CHOOSE, index, "id"), f"route id {route.id!r} is used twice")
+            routes.append(route)
+        spec_without_routes = StepSpec(
+            id=step_id, uses=CHOOSE, title=str(spec.get("name") or "choose a route"), params={}, when=when,
+            timeout=None, retry=None, always=False, cleanup=(), line=self.doc.line(path), path=_path_text(path),
+            routes=tuple(routes),
+        )
+        seen[step_id] = (CHOOSE, spec_without_routes.outputs)
+        return spec_without_routes
+
+    def route(
+        self,
+        body: object,
+        path: tuple[object, ...],
+        seen: dict[str, _Known | None],
+        inputs: Mapping[str, InputDecl],
+        secrets: Mapping[str, SecretDecl],
+    ) -> Route | None:
+        spec = self.mapping(body, path, _ROUTE_KEYS)
+        if not spec:
+            self.problem(path, "a route needs an 'id' and 'steps'")
+            return None
+        route_id = spec.get("id")
+        if not isinstance(route_id, str) or not _ID.match(route_id):
+            self.problem((*path, "id"), "each route needs an id of lowercase letters, digits and '_'")
+            route_id = f"#{_path_text(path)}"
+        when = self.condition(spec.get("when"), (*path, "when"), _Scope(inputs, secrets, dict(seen)))
+        skip_reason = spec.get("skip_reason", "")
+        if not isinstance(skip_reason, str):
+            self.problem((*path, "skip_reason"), "expected the reason in words, said when `when` is false")
+            skip_reason = ""
+        reboots = spec.get("reboots", False)
+        if not isinstance(reboots, bool):
+            self.problem((*path, "reboots"), f"expected true or false, got {reboots!r}")
+            reboots = False
+        allow = inputs.get(ALLOW_REBOOT)
+        if reboots and (allow is None or allow.type != "boolean"):
+            self.problem((*path, "reboots"), f"a route that reboots needs a boolean input {ALLOW_REBOOT!r} "
+                         "(false by default): without it, the route is asked about on a terminal, else skipped")
+        steps: list[StepSpec] = []
+        raw_steps = spec.get("steps")
+        if not isinstance(raw_steps, list) or not raw_steps:
+            self.problem((*path, "steps"), "expected a list of steps")
+            raw_steps = []
+        probes = 1
+        for index, child in enumerate(raw_steps):
+            child_spec = self.step(child, (*path, "steps", index), seen, inputs, secrets, None, in_route=True)
+            if child_spec is None:
+                continue
+            if child_spec.probe and index > probes:
+                first = next((s.id for s in steps[1:] if not s.probe), "?")
+                self.problem((*path, "steps", index, "probe"), "a probe must come before every step that may "
+                             f"change the VM, but step {first} before it is not a probe")
+            elif child_spec.probe and index == probes:
+                probes += 1
+            steps.append(child_spec)
+        outputs: dict[str, str] = {}
+        scope = _Scope(inputs, secrets, dict(seen))
+        raw_outputs = spec.get("outputs")
+        for name, value in self.mapping(raw_outputs, (*path, "outputs"), _anything(raw_outputs)).items():
+            if not _ID.match(name) or name in CHOOSE_OUTPUTS:
+                self.problem((*path, "outputs", name), "an output name is lowercase letters, digits and '_', "
+                             f"and not {' or '.join(CHOOSE_OUTPUTS)}")
+            elif not isinstance(value, str):
+                self.problem((*path, "outputs", name), "expected a template such as \"{{ steps.ID.outputs.NAME }}\"")
+            elif self.template(value, (*path, "outputs", name), scope) is not None:
+                outputs[name] = value
+        return Route(
+            id=route_id, title=str(spec.get("name") or route_id), when=when,
+            skip_reason=skip_reason or (f"its condition {when} is false" if when else ""), reboots=reboots,
+            steps=tuple(steps), probes=min(probes, len(steps)), outputs=outputs, line=self.doc.line(path),
+        )
+
+    def condition(self, when: object, path: tuple[object, ...], scope: _Scope) -> str | None:
+        """A `when` of a choose or a route: one `{{ }}` expression, or a constant true/false."""
+        if when is None or when is True:
+            return None
+        if when is False:
+            return "{{ false }}"
+        if not isinstance(when, str):
+            self.problem(path, "expected a template such as \"{{ inputs.agent }}\"")
+            return None
+        condition = self.template(when, path, scope)
+        if condition is not None and not condition.is_single_expression:
+            self.problem(path, _bare_when(when, condition))
+        return when
 
     def params(self, raw: object, path: tuple[object, ...], step_type: StepType | None, scope: _Scope) -> None:
         if step_type is None:
@@ -392,6 +577,10 @@ def _bare_when(when: str, condition: templating.Template) -> str:
     return "text around '{{ }}' makes a string, which is always true: put the whole condition inside one '{{ }}'"
 
 
+_Known = tuple[str, tuple[str, ...]]
+"""An earlier step as templates may refer to it: its type's name and its outputs."""
+
+
 def _anything(raw: object) -> set[str]:
     return {str(k) for k in raw} if isinstance(raw, dict) else set()
 
@@ -402,7 +591,7 @@ class _Scope:
 
     inputs: Mapping[str, InputDecl]
     secrets: Mapping[str, SecretDecl]
-    earlier: Mapping[str, StepType | None]
+    earlier: Mapping[str, _Known | None]
 
     def check(self, ref: templating.Ref) -> str | None:
         head, *rest = ref.parts
@@ -427,9 +616,9 @@ class _Scope:
         step_id, _, output = rest
         if step_id not in self.earlier:
             return f"{ref} refers to step {step_id!r}, which does not exist or comes later"
-        step_type = self.earlier[step_id]
-        if step_type is not None and output not in step_type.outputs:
-            return f"{ref}: {step_type.name} has no output {output!r} (it has: {', '.join(step_type.outputs)})"
+        known = self.earlier[step_id]
+        if known is not None and output not in known[1]:
+            return f"{ref}: {known[0]} has no output {output!r} (it has: {', '.join(known[1])})"
         return None
 
 

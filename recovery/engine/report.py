@@ -19,10 +19,21 @@ class StepRecord:
     id: str
     uses: str
     status: str  # succeeded | failed | skipped | resumed | interrupted (cut off: it may have changed the VM)
+    #              | not_possible (a probe of a route found the route not possible; the next route was tried)
     seconds: float = 0.0
     attempts: int = 0
     error: str | None = None
     phase: str = "main"  # main | cleanup | always
+
+
+@dataclass
+class RouteChoice:
+    """A `choose:` step: the route that was used (None if none was), and why each route before it was skipped."""
+
+    step: str
+    title: str
+    route: str | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -40,6 +51,7 @@ class RunReport:
     # X-OpenStack-Request-ID of every cloud call; None when the run made none.
     global_request_id: str | None = None
     timeline: list[StepRecord] = field(default_factory=list)
+    choices: list[RouteChoice] = field(default_factory=list)
     keys: list[dict[str, Any]] = field(default_factory=list)
     typed: list[str] = field(default_factory=list)  # journal files holding what was typed (secrets masked)
     vm_changes: list[str] = field(default_factory=list)
@@ -83,6 +95,13 @@ def render_markdown(report: RunReport) -> str:
             f"Host key {proof.get('host_key_fingerprint')} ({proof.get('host_key_trust')}).",
             "",
         ]
+    if report.choices:
+        out += ["## Route", ""]
+        for choice in report.choices:
+            used = f"route `{choice.route}` was used" if choice.route else "no route was possible"
+            out.append(f"- {choice.step} ({choice.title}): {used}")
+            out += [f"  - `{route}` skipped: {reason}" for route, reason in choice.skipped.items()]
+        out.append("")
     out += ["## Timeline", "", "| step | type | status | seconds | attempts |", "|---|---|---|---|---|"]
     for record in report.timeline:
         status = record.status + (f": {record.error}" if record.error else "")

@@ -9,6 +9,12 @@ Three phases, like try/finally:
    one failing cleanup does not stop the others;
 3. *always*: steps marked `always: true`, in order, whatever happened before.
 
+A `choose:` step runs the first of its routes that is possible (`_choose`): a route is
+skipped for its `when`, for a reboot nobody allowed, for its pre-flight, or for a "not
+possible" failure of one of its probe steps, whose cleanups then run before the next route
+starts (`recovery.engine.routes`). The record of the choice (the route entered, why each
+other was skipped) is saved as the route starts, so `--resume` goes back into that route.
+
 Retries live here and only here (tenacity), for steps that declare themselves
 retryable and errors that are `TransientError`. Timeouts are deadlines handed to
 the step through its context; drivers bound every wait by them.
@@ -34,7 +40,7 @@ from tenacity import (
     stop_after_delay,
 )
 
-from recovery.engine import preflight, templating
+from recovery.engine import preflight, routes, templating
 from recovery.engine.cancel import CancelToken
 from recovery.engine.catalog import step_types
 from recovery.engine.config import Config
@@ -47,9 +53,9 @@ from recovery.engine.journal import (
     STATUS_SUCCEEDED,
     Journal,
 )
-from recovery.engine.playbook import Playbook, StepSpec
+from recovery.engine.playbook import Playbook, Route, StepSpec
 from recovery.engine.registry import InputTypeError, StepType, build_params
-from recovery.engine.report import RunReport, StepRecord
+from recovery.engine.report import RouteChoice, RunReport, StepRecord
 from recovery.errors import JournalError, KeyGenerationError, RecoveryError, StepError, TemplateError, TransientError
 from recovery.safety.redact import MASK, MIN_SCRUB_LEN, Secret, too_short_to_mask
 
@@ -72,6 +78,10 @@ def _waiting_line(spec: StepSpec, context: StepContext) -> str:
     return f"{spec.id}: waiting for {context.waiting or spec.title}"
 
 
+class _NotPossible(Exception):
+    """A probe step of a route found the route not possible; the route is left for the next one."""
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -87,8 +97,12 @@ class Runner:
         previous: Mapping[str, Mapping[str, Any]] | None = None,
         progress: Progress = lambda line: None,
         cancel: CancelToken | None = None,
+        confirm: routes.Confirm | None = None,
     ) -> None:
+        """`confirm` asks before a route that reboots (a terminal prompt); without it such a route is skipped
+        unless the input allow_reboot is true."""
         self.request = request
+        self.confirm = confirm
         self.journal = journal
         self.previous = previous or {}
         self.progress = progress
@@ -135,7 +149,7 @@ class Runner:
         started = time.monotonic()
         self.report.started_at = _now()
         self._stop_transcript_for_short_secrets()
-        for spec in self.request.playbook.steps:
+        for spec in self._main_and_route_steps():
             # Known before the pre-flight, which must take them as done: it would refuse the key file
             # that the earlier attempt's key step wrote.
             outputs = self._done_earlier(spec)
@@ -177,6 +191,13 @@ class Runner:
         if unsaved is not None:
             raise unsaved
         return self.report
+
+    def _main_and_route_steps(self) -> list[StepSpec]:
+        result = []
+        for spec in self.request.playbook.steps:
+            result.append(spec)
+            result += [inner for route in spec.routes for inner in route.steps]
+        return result
 
     def _stop_transcript_for_short_secrets(self) -> None:
         """A secret of 1-3 characters cannot be scrubbed: keep no transcript, say so in the report."""
@@ -237,11 +258,11 @@ class Runner:
             if spec.always:
                 continue
             self.cancel.raise_if_cancelled()
-            if self.types[spec.uses].changes and not checked_before_change:
+            if (spec.routes or self.types[spec.uses].changes) and not checked_before_change:
                 if ran_since_check:  # the lookups before it may have filled in what was unknown
                     self._preflight()
                 checked_before_change = True
-            if not self._execute(spec, phase="main"):
+            if not (self._choose(spec) if spec.routes else self._execute(spec, phase="main")):
                 return
             ran_since_check = True
 
@@ -259,13 +280,14 @@ class Runner:
         )
         self.journal.event("preflight_passed", after=sorted(done))
 
-    def _cleanup_phase(self) -> None:
+    def _cleanup_phase(self, *, down_to: int = 0) -> None:
         """Newest first. A second Ctrl-C cuts short only the cleanup it lands in, never the rest.
 
         (SIGTERM and SIGHUP after the first interrupt are ignored by `recovery.engine.signals`.)
-        A journal that cannot be written does not make a cleanup count as failed.
+        A journal that cannot be written does not make a cleanup count as failed. `down_to` keeps the
+        older cleanups (a route given up undoes only its own).
         """
-        while self.shared.cleanups:
+        while len(self.shared.cleanups) > down_to:
             cleanup = self.shared.cleanups.pop()
             try:
                 cleanup.action()
@@ -296,10 +318,145 @@ class Runner:
                     return
         self._cleanup_phase()  # an always-step may defer cleanups of its own
 
+    # -- a choice of routes ------------------------------------------------------------------
+
+    def _choose(self, spec: StepSpec) -> bool:
+        """Run the first possible route of a `choose:` step; returns False when the run must stop."""
+        self._current_step = spec.id
+        record = StepRecord(id=spec.id, uses=spec.uses, status="running")
+        choice = RouteChoice(step=spec.id, title=spec.title)
+        self.report.timeline.append(record)
+        self.report.choices.append(choice)
+        try:
+            if not self._wanted(spec):
+                record.status = "skipped"
+                self.namespace["steps"][spec.id] = {"outputs": dict.fromkeys(spec.outputs)}
+                self._finish(spec, record, outputs={}, note="condition is false")
+                return True
+        except StepError as exc:
+            return self._fail(spec, record, exc, started=time.monotonic())
+        self.progress(f"[{self._index[spec.id]}] {spec.id}: {spec.title}: choosing a route ...")
+        self.journal.event("choice_started", step=spec.id, routes=[route.id for route in spec.routes])
+        earlier = self._earlier_route(spec)
+        started = time.monotonic()
+        try:
+            for route in spec.routes:
+                if earlier is not None and route.id != earlier:
+                    self._skip_route(spec, choice, route, f"not tried again: the earlier attempt went into route "
+                                     f"{earlier}, and a resumed run goes on with it")
+                    continue
+                reason = self._route_blocked(spec, route)
+                if reason is not None:
+                    self._skip_route(spec, choice, route, reason)
+                    continue
+                choice.route = route.id
+                self._save_choice(spec, record, choice)
+                try:
+                    ran = self._run_route(spec, route)
+                except _NotPossible as exc:
+                    choice.route = None
+                    self._skip_route(spec, choice, route, str(exc))
+                    if self.report.failed_step is not None:  # undoing what the route set up failed: stop here
+                        self._save_choice(spec, record, choice)
+                        return False
+                    continue
+                record.seconds = round(time.monotonic() - started, 3)
+                if not ran:
+                    record.status = "failed"
+                    record.error = f"route {route.id} failed at step {self.report.failed_step}"
+                    self._save_choice(spec, record, choice)
+                    return False
+                return self._chosen(spec, record, choice, route)
+        except KeyboardInterrupt:
+            record.status = STATUS_INTERRUPTED
+            self._save_choice(spec, record, choice)
+            raise
+        reasons = [(r.id, r.title, choice.skipped.get(r.id, "")) for r in spec.routes]
+        error = StepError(f"{spec.id}: {preflight.no_route_message(reasons)}")
+        self._fail(spec, record, error, started=started, outputs=self._choice_outputs(spec, choice))
+        return False
+
+    def _earlier_route(self, spec: StepSpec) -> str | None:
+        """The route an earlier attempt of this run went into, if any: a resumed run goes on with it."""
+        outputs = (self.previous.get(spec.id) or {}).get("outputs") or {}
+        route = outputs.get("route")
+        return route if isinstance(route, str) and any(r.id == route for r in spec.routes) else None
+
+    def _route_blocked(self, spec: StepSpec, route: Route) -> str | None:
+        """Why the route is not tried, known before it starts: its `when`, its pre-flight, a reboot not allowed."""
+        done = {step_id: entry["outputs"] for step_id, entry in self.namespace["steps"].items()}
+        try:
+            forecast = preflight.forecast_route(spec, route, self.namespace, self.request.config, done)
+        except templating.UndefinedReference as exc:
+            return f"not possible: when: {exc}"
+        if forecast.runs is False:
+            return forecast.reason or "its condition is false"
+        if forecast.asks:
+            question = routes.reboot_question(spec.id, route.id, route.title)
+            if self.confirm is None:
+                return ("it reboots the VM, and rebooting was not allowed: give -e allow_reboot=true, "
+                        "or run on a terminal to be asked")
+            self.journal.event("reboot_asked", step=spec.id, route=route.id)
+            if not self.confirm(question):
+                return "it reboots the VM, and the operator answered no"
+            self.report.notes.append(f"{spec.id}: route {route.id} reboots the VM; the operator agreed on the terminal")
+        return None
+
+    def _run_route(self, spec: StepSpec, route: Route) -> bool:
+        """The route's steps; raises _NotPossible (after undoing what the route set up) when a probe finds it
+        impossible, returns False when the run must stop."""
+        self.progress(f"    route {route.id}: {route.title}")
+        self.journal.event("route_started", step=spec.id, route=route.id)
+        mark, console = len(self.shared.cleanups), self.shared.console
+        try:
+            for index, inner in enumerate(route.steps):
+                self.cancel.raise_if_cancelled()
+                if not self._execute(inner, phase="main", probe=index < route.probes):
+                    return False
+        except _NotPossible:
+            self._cleanup_phase(down_to=mark)  # the next route starts from where this one found the VM
+            self.shared.console = console  # one the route opened is closed now
+            raise
+        return True
+
+    def _skip_route(self, spec: StepSpec, choice: RouteChoice, route: Route, reason: str) -> None:
+        choice.skipped[route.id] = reason
+        for inner in route.steps:  # later steps see only the outputs of the route that ran
+            self.namespace["steps"][inner.id] = {"outputs": dict.fromkeys(self.types[inner.uses].outputs)}
+        self.progress(f"    route {route.id} skipped: {reason}")
+        self._log_event("route_skipped", step=spec.id, route=route.id, reason=reason)
+
+    def _chosen(self, spec: StepSpec, record: StepRecord, choice: RouteChoice, route: Route) -> bool:
+        """The route ran: its outputs under the choice's id, the record saved, the report told."""
+        outputs = self._choice_outputs(spec, choice)
+        try:
+            for name, text in route.outputs.items():
+                outputs[name] = templating.render_value(text, self.namespace)
+        except templating.UndefinedReference as exc:
+            return self._fail(spec, record, TemplateError(f"outputs of route {route.id}: {exc}"),
+                              started=time.monotonic())
+        self.namespace["steps"][spec.id] = {"outputs": outputs}
+        record.status = "succeeded"
+        skipped = "; ".join(f"{key} skipped: {why}" for key, why in choice.skipped.items())
+        self.report.notes.append(f"{spec.id}: route {route.id} ({route.title}) was used"
+                                 + (f"; {skipped}" if skipped else ""))
+        self._finish(spec, record, outputs=outputs, note=f"route {route.id}")
+        return True
+
+    def _choice_outputs(self, spec: StepSpec, choice: RouteChoice) -> dict[str, object]:
+        return {**dict.fromkeys(spec.outputs), "route": choice.route, "skipped": dict(choice.skipped)}
+
+    def _save_choice(self, spec: StepSpec, record: StepRecord, choice: RouteChoice) -> None:
+        self._save_step(spec, record, outputs=self._choice_outputs(spec, choice))
+
     # -- one step ---------------------------------------------------------------------------
 
-    def _execute(self, spec: StepSpec, *, phase: str) -> bool:
-        """Run one step; returns False when the run must stop (the failure is recorded)."""
+    def _execute(self, spec: StepSpec, *, phase: str, probe: bool = False) -> bool:
+        """Run one step; returns False when the run must stop (the failure is recorded).
+
+        Raises:
+            _NotPossible: `probe` is set and the step failed with an error saying its route is not possible.
+        """
         step_type = self.types[spec.uses]
         self._current_step = spec.id
         record = StepRecord(id=spec.id, uses=spec.uses, status="running", phase=phase)
@@ -329,6 +486,11 @@ class Runner:
         try:
             outputs = self._with_retry(spec, step_type, params, record)
         except StepError as exc:
+            if probe and routes.not_possible(exc):
+                record.status, record.error = "not_possible", str(exc)
+                record.seconds = round(time.monotonic() - started, 3)
+                self._finish(spec, record, outputs={}, note=str(exc))
+                raise _NotPossible(f"not possible: step {spec.id} ({spec.uses}): {exc}") from exc
             return self._fail(spec, record, exc, started=started)
         finally:
             # After the step, so its cleanup steps run before what its drivers deferred.
@@ -410,7 +572,10 @@ class Runner:
 
         return action
 
-    def _fail(self, spec: StepSpec, record: StepRecord, exc: StepError, *, started: float) -> bool:
+    def _fail(
+        self, spec: StepSpec, record: StepRecord, exc: StepError, *, started: float,
+        outputs: Mapping[str, object] | None = None,
+    ) -> bool:
         exc.step = spec.id
         exc.attempt = max(record.attempts, 1)
         record.status = "failed"
@@ -428,7 +593,7 @@ class Runner:
             error_type=type(exc).__name__,
             transcript_tail=exc.transcript_tail,
         )
-        self._save_step(spec, record, outputs={})
+        self._save_step(spec, record, outputs=outputs or {})
         return False
 
     def _finish(self, spec: StepSpec, record: StepRecord, *, outputs: Mapping[str, object], note: str = "") -> None:
@@ -451,6 +616,8 @@ class Runner:
         "resumed" counts as finished too: a run resumes any number of times.
         """
         earlier = self.previous.get(spec.id)
+        if spec.routes:
+            return None  # a choice is made again, in the route the earlier attempt went into (`_choose`)
         if earlier and earlier.get("status") in ("succeeded", "resumed") and not self.types[spec.uses].repeatable:
             return dict(earlier.get("outputs") or {})
         return None

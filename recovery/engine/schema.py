@@ -48,9 +48,12 @@ def playbook_schema(step_types: Mapping[str, StepType]) -> dict[str, Any]:
             "description": {"type": "string"},
             "inputs": {"type": ["object", "null"], "additionalProperties": {"$ref": "#/$defs/input"}},
             "secrets": {"type": ["object", "null"], "additionalProperties": {"$ref": "#/$defs/secret"}},
-            "steps": {"type": ["array", "null"], "items": {"$ref": "#/$defs/step"}},
+            "steps": {"type": ["array", "null"],
+                      # if/then/else rather than anyOf: an editor then says what is wrong in the step itself
+                      "items": {"if": {"type": "object", "required": ["choose"]}, "then": {"$ref": "#/$defs/choose"},
+                                "else": {"$ref": "#/$defs/step"}}},
         },
-        "$defs": {"input": _INPUT, "secret": _SECRET, "step": _step(step_types)},
+        "$defs": {"input": _INPUT, "secret": _SECRET, "step": _step(step_types), "choose": _CHOOSE, "route": _ROUTE},
     }
 
 
@@ -79,6 +82,40 @@ _SECRET = {
         "prompt": {"type": "string", "description": "asked for on a terminal when no other source gives it"},
         "description": {"type": "string"},
         "required": {"type": "boolean", "default": True},
+    },
+}
+
+
+_CONDITION = {"type": ["string", "boolean"], "description": "a condition: \"{{ inputs.agent }}\""}
+
+_CHOOSE = {
+    "description": "routes tried in order: the first that is possible runs (`recovery.engine.playbook.Route`)",
+    "type": "object",
+    "required": ["id", "choose"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+        "name": {"type": "string"},
+        "when": _CONDITION,
+        "choose": {"type": "array", "minItems": 2, "items": {"$ref": "#/$defs/route"}},
+    },
+}
+
+_ROUTE = {
+    "description": "one way to the goal; skipped when `when` is false, when it reboots and that is not allowed, "
+                   "or when a probe step finds it not possible before it changed anything",
+    "type": "object",
+    "required": ["id", "steps"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+        "name": {"type": "string"},
+        "when": _CONDITION,
+        "skip_reason": {"type": "string", "description": "said in the report when `when` is false"},
+        "reboots": {"type": "boolean", "description": "asked about on a terminal unless -e allow_reboot=true"},
+        "steps": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"}},
+        "outputs": {"type": "object", "additionalProperties": _TEMPLATE,
+                    "description": "values later steps read as steps.CHOOSE_ID.outputs.NAME"},
     },
 }
 
@@ -113,6 +150,8 @@ def _step(step_types: Mapping[str, StepType]) -> dict[str, Any]:
                 "description": "only for retryable step types",
             },
             "always": {"type": "boolean", "description": "run whatever happened, after the cleanup"},
+            "probe": {"type": "boolean", "description": "in a route, after its first step: a 'not possible' "
+                      "failure here still moves on to the next route"},
             "cleanup": {"type": ["array", "null"], "items": {"$ref": "#/$defs/step"}},
         },
         "allOf": [_parameters(step_type) for step_type in step_types.values()],
