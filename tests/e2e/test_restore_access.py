@@ -106,3 +106,33 @@ def test_without_password_or_agent_the_run_is_refused_before_anything_changes(wo
     assert "no route is possible" in result.stderr
     assert not (workdir / "keys").exists()
 
+
+
+@pytest.mark.lab
+def test_replace_stolen_key_goes_through_the_console_when_the_working_key_is_refused(
+    start_lab, workdir: Path,
+) -> None:
+    """issue 12 item 3: no key works any more. The lab's own old key plays the stolen one."""
+    from recovery.ssh.keys import generate_keypair
+
+    info = start_lab()
+    refused = generate_keypair(workdir / "no-longer-works", comment="revoked-by-someone")
+    result = recovery(
+        "run", str(ROOT / "playbooks" / "replace-stolen-key.yaml"),
+        "-e", f"console_url={info.console_url}", "-e", f"ssh_host={info.ssh_host}", "-e", f"ssh_port={info.ssh_port}",
+        "-e", f"user={info.user}", "-e", f"host_key_fingerprint={info.host_key_fingerprint}",
+        "-e", f"working_key={refused.private_path}", "-e", f"stolen_public_key={info.old_public_key}",
+        "-e", f"stolen_private_key={info.old_key_path}", "--journal", str(workdir / "runs"),
+        env={"RECOVERY_CONSOLE_PASSWORD": info.console_password().reveal(), "RECOVERY_KEYS_DIR": str(workdir / "keys")},
+        timeout=240,
+    )
+    assert result.code == 0, result.stderr
+    report = report_of(workdir, result)
+    (choice,) = report["choices"]
+    assert choice["route"] == "console"
+    assert choice["skipped"]["ssh"].startswith("not possible: step add (authorized_keys.install_ssh): ")
+    new_key = report["keys"][0]["public_key"]
+    lines = (lab.read_authorized_keys(info) or b"").decode().splitlines()
+    assert new_key in lines
+    assert info.old_public_key not in lines, "the stolen key must be gone"
+    assert any("is refused by" in note for note in report["notes"])
