@@ -280,18 +280,22 @@ class Runner:
         )
         self.journal.event("preflight_passed", after=sorted(done))
 
-    def _cleanup_phase(self, *, down_to: int = 0) -> None:
+    def _cleanup_phase(self, *, down_to: int = 0, route: bool = False) -> None:
         """Newest first. A second Ctrl-C cuts short only the cleanup it lands in, never the rest.
 
         (SIGTERM and SIGHUP after the first interrupt are ignored by `recovery.engine.signals`.)
-        A journal that cannot be written does not make a cleanup count as failed. `down_to` keeps the
-        older cleanups (a route given up undoes only its own).
+        A journal that cannot be written does not make a cleanup count as failed. For a `route` given up,
+        `down_to` keeps the older cleanups (it undoes only its own), and a Ctrl-C there is the first one:
+        it stops the run, and the rest of the route's cleanups run in the run's own cleanup phase.
         """
         while len(self.shared.cleanups) > down_to:
             cleanup = self.shared.cleanups.pop()
             try:
                 cleanup.action()
             except KeyboardInterrupt:
+                if route:
+                    self.report.notes.append(f"cleanup interrupted by Ctrl-C: {cleanup.description}")
+                    raise
                 self.report.notes.append(f"cleanup interrupted by a second Ctrl-C: {cleanup.description}")
                 self.progress(f"    cleanup cut short by Ctrl-C: {cleanup.description}; going on with the rest")
                 self._log_event("cleanup_interrupted", what=cleanup.description)
@@ -357,6 +361,8 @@ class Runner:
                     choice.route = None
                     self._skip_route(spec, choice, route, str(exc))
                     if self.report.failed_step is not None:  # undoing what the route set up failed: stop here
+                        record.status = "failed"
+                        record.error = f"route {route.id} was not possible, and undoing what it set up failed"
                         self._save_choice(spec, record, choice)
                         return False
                     continue
@@ -414,7 +420,7 @@ class Runner:
                 if not self._execute(inner, phase="main", probe=index < route.probes):
                     return False
         except _NotPossible:
-            self._cleanup_phase(down_to=mark)  # the next route starts from where this one found the VM
+            self._cleanup_phase(down_to=mark, route=True)  # the next route starts from where this one found the VM
             self.shared.console = console  # one the route opened is closed now
             raise
         return True

@@ -17,6 +17,7 @@ Failure = Literal["", "login_rejected", "agent_silent", "agent_dropped_keys", "c
 class RouteParams:
     message: str = doc("what to record", default="")
     fail: Failure = doc("how to fail", default="")
+    undo_interrupted: bool = doc("the undo behaves like an operator pressing Ctrl-C during it", default=False)
 
 
 _ERRORS: dict[str, StepError] = {
@@ -34,7 +35,12 @@ _ERRORS: dict[str, StepError] = {
 def route_step(ctx: StepContext, params: RouteParams) -> Outputs:
     """Record the call, defer an undo, fail as asked."""
     CALLS.append(f"{ctx.step_id}:{params.message}")
-    ctx.defer(f"undo {ctx.step_id}", lambda: CALLS.append(f"undo:{ctx.step_id}"))
+    def undo() -> None:
+        CALLS.append(f"undo:{ctx.step_id}")
+        if params.undo_interrupted:
+            raise KeyboardInterrupt
+
+    ctx.defer(f"undo {ctx.step_id}", undo)
     if params.fail:
         raise _ERRORS[params.fail]
     return {"message": params.message}

@@ -239,6 +239,17 @@ def test_an_interrupt_inside_a_route_is_resumed_in_that_route(tmp_path: Path) ->
     assert saved["console_install"]["status"] == "interrupted"
 
 
+def test_a_ctrl_c_while_a_route_given_up_is_undone_stops_the_run(tmp_path: Path) -> None:
+    text = BOOK.replace("with: {message: login, fail: \"{{ inputs.console }}\"}",
+                        "with: {message: login, fail: \"{{ inputs.console }}\", undo_interrupted: true}")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, text, inputs={"allow_reboot": True})
+    assert "boot_install:boot v" not in CALLS  # the next route never starts
+    assert CALLS[-1] == "undo:console_open"  # the rest of the cleanups still ran
+    journal = Journal.open(tmp_path / "runs", next((tmp_path / "runs").iterdir()).name)
+    assert journal.read_json("report.json")["status"] == "interrupted"
+
+
 # --- dry run ----------------------------------------------------------------------------------------
 
 
