@@ -335,6 +335,8 @@ class Runner:
             if not self._wanted(spec):
                 record.status = "skipped"
                 self.namespace["steps"][spec.id] = {"outputs": dict.fromkeys(spec.outputs)}
+                for inner in (inner for route in spec.routes for inner in route.steps):
+                    self.namespace["steps"][inner.id] = {"outputs": dict.fromkeys(self.types[inner.uses].outputs)}
                 self._finish(spec, record, outputs={}, note="condition is false")
                 return True
         except StepError as exc:

@@ -239,6 +239,17 @@ def test_an_interrupt_inside_a_route_is_resumed_in_that_route(tmp_path: Path) ->
     assert saved["console_install"]["status"] == "interrupted"
 
 
+def test_a_choice_whose_condition_is_false_leaves_every_output_null(tmp_path: Path) -> None:
+    text = BOOK.replace("    name: get the key onto the VM\n", "    name: get the key onto the VM\n    when: false\n")
+    text = text.replace("{{ steps.access.outputs.route }}/{{ steps.access.outputs.how }}/",
+                        "{{ steps.access.outputs.route or 'no route' }}/")
+    report, _ = run(tmp_path, text)
+    assert report.status == "succeeded"
+    assert CALLS == ["key:once", "after:no route/none", "undo:after"]
+    assert report.choices[0].route is None
+    assert [r.status for r in report.timeline if r.id == "access"] == ["skipped"]
+
+
 def test_a_ctrl_c_while_a_route_given_up_is_undone_stops_the_run(tmp_path: Path) -> None:
     text = BOOK.replace("with: {message: login, fail: \"{{ inputs.console }}\"}",
                         "with: {message: login, fail: \"{{ inputs.console }}\", undo_interrupted: true}")
@@ -371,3 +382,23 @@ def test_later_steps_may_read_the_choice_and_its_route_outputs(tmp_path: Path) -
 )
 def test_which_errors_say_a_route_is_not_possible(error: StepError, expected: bool) -> None:
     assert routes.not_possible(error) is expected
+
+
+# --- the JSON Schema (`recovery steps --schema`) ---------------------------------------------------
+
+
+def test_the_schema_takes_a_choice_and_says_what_is_wrong_inside_one() -> None:
+    import jsonschema
+    import yaml
+
+    from recovery.engine.catalog import step_types
+    from recovery.engine.schema import playbook_schema
+
+    schema = playbook_schema(step_types())
+    document = yaml.safe_load(BOOK)
+    jsonschema.validate(document, schema, cls=jsonschema.Draft202012Validator)
+    document["steps"][1]["choose"][1]["steps"][1]["probe"] = "yes"
+    del document["steps"][1]["choose"][2]["steps"]
+    errors = [f"{e.json_path} {e.message}" for e in jsonschema.Draft202012Validator(schema).iter_errors(document)]
+    assert any("probe" in error and "'yes' is not of type 'boolean'" in error for error in errors), errors
+    assert any("'steps' is a required property" in error for error in errors), errors
