@@ -346,39 +346,47 @@ class Runner:
         earlier = self._earlier_route(spec)
         started = time.monotonic()
         try:
-            for route in spec.routes:
-                if earlier is not None and route.id != earlier:
-                    self._skip_route(spec, choice, route, f"not tried again: the earlier attempt went into route "
-                                     f"{earlier}, and a resumed run goes on with it")
-                    continue
-                reason = self._route_blocked(spec, route)
-                if reason is not None:
-                    self._skip_route(spec, choice, route, reason)
-                    continue
-                choice.route = route.id
-                self._save_choice(spec, record, choice)
-                try:
-                    ran = self._run_route(spec, route)
-                except _NotPossible as exc:
-                    choice.route = None
-                    self._skip_route(spec, choice, route, str(exc))
-                    if self.report.failed_step is not None:  # undoing what the route set up failed: stop here
-                        record.status = "failed"
-                        record.error = f"route {route.id} was not possible, and undoing what it set up failed"
-                        self._save_choice(spec, record, choice)
-                        return False
-                    continue
-                record.seconds = round(time.monotonic() - started, 3)
-                if not ran:
-                    record.status = "failed"
-                    record.error = f"route {route.id} failed at step {self.report.failed_step}"
-                    self._save_choice(spec, record, choice)
-                    return False
-                return self._chosen(spec, record, choice, route)
+            return self._first_possible(spec, record, choice, earlier, started)
         except KeyboardInterrupt:
             record.status = STATUS_INTERRUPTED
             self._save_choice(spec, record, choice)
             raise
+        except StepError as exc:  # a route's `when` that cannot be rendered
+            return self._fail(spec, record, exc, started=started, outputs=self._choice_outputs(spec, choice))
+
+    def _first_possible(
+        self, spec: StepSpec, record: StepRecord, choice: RouteChoice, earlier: str | None, started: float
+    ) -> bool:
+        """Each route in turn until one runs to its end (True), fails after its probes (False), or none is left."""
+        for route in spec.routes:
+            if earlier is not None and route.id != earlier:
+                self._skip_route(spec, choice, route, f"not tried again: the earlier attempt went into route "
+                                 f"{earlier}, and a resumed run goes on with it")
+                continue
+            reason = self._route_blocked(spec, route)
+            if reason is not None:
+                self._skip_route(spec, choice, route, reason)
+                continue
+            choice.route = route.id
+            self._save_choice(spec, record, choice)
+            try:
+                ran = self._run_route(spec, route)
+            except _NotPossible as exc:
+                choice.route = None
+                self._skip_route(spec, choice, route, str(exc))
+                if self.report.failed_step is not None:  # undoing what the route set up failed: stop here
+                    record.status = "failed"
+                    record.error = f"route {route.id} was not possible, and undoing what it set up failed"
+                    self._save_choice(spec, record, choice)
+                    return False
+                continue
+            record.seconds = round(time.monotonic() - started, 3)
+            if not ran:
+                record.status = "failed"
+                record.error = f"route {route.id} failed at step {self.report.failed_step}"
+                self._save_choice(spec, record, choice)
+                return False
+            return self._chosen(spec, record, choice, route)
         reasons = [(r.id, r.title, choice.skipped.get(r.id, "")) for r in spec.routes]
         error = StepError(f"{spec.id}: {preflight.no_route_message(reasons)}")
         self._fail(spec, record, error, started=started, outputs=self._choice_outputs(spec, choice))
@@ -391,14 +399,17 @@ class Runner:
         return route if isinstance(route, str) and any(r.id == route for r in spec.routes) else None
 
     def _route_blocked(self, spec: StepSpec, route: Route) -> str | None:
-        """Why the route is not tried, known before it starts: its `when`, its pre-flight, a reboot not allowed."""
+        """Why the route is not tried, known before it starts: its `when`, its pre-flight, a reboot not allowed.
+
+        Raises:
+            TemplateError: its `when` refers to something that is not there (a fault of the playbook).
+        """
+        if not self._holds(route.when):
+            return route.skip_reason
         done = {step_id: entry["outputs"] for step_id, entry in self.namespace["steps"].items()}
-        try:
-            forecast = preflight.forecast_route(spec, route, self.namespace, self.request.config, done)
-        except templating.UndefinedReference as exc:
-            return f"not possible: when: {exc}"
+        forecast = preflight.forecast_route(spec, route, self.namespace, self.request.config, done)
         if forecast.runs is False:
-            return forecast.reason or "its condition is false"
+            return forecast.reason or route.skip_reason
         if forecast.asks:
             question = routes.reboot_question(spec.id, route.id, route.title)
             if self.confirm is None:
@@ -510,10 +521,18 @@ class Runner:
         return True
 
     def _wanted(self, spec: StepSpec) -> bool:
-        if spec.when is None:
+        return self._holds(spec.when)
+
+    def _holds(self, when: str | None) -> bool:
+        """A `when` of a step, a choice or a route, now.
+
+        Raises:
+            TemplateError: it refers to something that is not there.
+        """
+        if when is None:
             return True
         try:
-            return bool(templating.render(templating.parse(spec.when), self.namespace))
+            return bool(templating.render(templating.parse(when), self.namespace))
         except templating.UndefinedReference as exc:
             raise TemplateError(f"when: {exc}") from exc
 
