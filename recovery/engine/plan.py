@@ -76,7 +76,12 @@ def _phases(
     playbook: Playbook, inputs: Mapping[str, object], config: Config
 ) -> dict[str, list[preflight.Forecast]]:
     """Forecasts of the main steps, the cleanup steps (newest first) and the `always` steps, in run order."""
-    secrets = {name: Secret(f"<{name}>", f"<{name}>") for name in playbook.secrets}
+    # A plan reads no secret: a required one will be there; whether an optional one will is not known (a route
+    # that needs it is then "decided at run time", not promised).
+    secrets: dict[str, Secret | Unknown] = {
+        name: Secret(f"<{name}>", f"<{name}>") if decl.required else Unknown(f"<{name}>")
+        for name, decl in playbook.secrets.items()
+    }
     forecasts = {item.spec.id: item for item in preflight.check(playbook, inputs, secrets, config)}
     main = [s for s in playbook.steps if not s.always]
     return {
@@ -155,10 +160,10 @@ def _describe_choice(number: int, item: preflight.ChoiceForecast) -> list[str]:
     for letter, route in zip("abcdefghijklmnopqrstuvwxyz", item.routes, strict=False):
         if route.runs is False:
             verdict = f"skipped: {route.reason}"
-        elif route is first:
-            verdict = "tried first" + (f" (when: {route.route.when})" if route.runs is None else "")
         else:
-            verdict = "tried if the ones before it are not possible"
+            verdict = "tried first" if route is first else "tried if the ones before it are not possible"
+            if route.runs is None:
+                verdict += f", if at run time {route.route.when} holds"
         if route.asks:
             verdict += "; it reboots the VM: asked on a terminal, else skipped (-e allow_reboot=true to allow it)"
         out.append(f"   {letter}) route {route.route.id} — {route.route.title}: {verdict}")

@@ -111,7 +111,7 @@ def unknown_run() -> dict[str, object]:
 def forecast(
     playbook: Playbook,
     inputs: Mapping[str, object],
-    secrets: Mapping[str, Secret | None],
+    secrets: Mapping[str, Secret | Unknown | None],
     config: Config,
     *,
     run: Mapping[str, object] | None = None,
@@ -120,7 +120,7 @@ def forecast(
     """Every step of the playbook (cleanup steps included, routes inside their choice), rendered as far as is known.
 
     Args:
-        inputs, secrets: the run's inputs and secrets (placeholders are fine for a dry run).
+        inputs, secrets: the run's inputs and secrets (placeholders, or Unknown, for a dry run).
         run: `run.id` and `run.dir`; unknown when omitted.
         done: outputs of steps that already ran, by step id; those steps are not checked again.
     """
@@ -219,7 +219,7 @@ def _forecast_choice(
 def check(
     playbook: Playbook,
     inputs: Mapping[str, object],
-    secrets: Mapping[str, Secret | None],
+    secrets: Mapping[str, Secret | Unknown | None],
     config: Config,
     *,
     run: Mapping[str, object] | None = None,

@@ -282,6 +282,14 @@ def test_the_plan_shows_each_route_its_steps_and_why_one_is_skipped(tmp_path: Pa
     json.dumps(document)
 
 
+def test_a_plan_reads_no_secret_so_a_route_needing_an_optional_one_is_decided_at_run_time(tmp_path: Path) -> None:
+    text = BOOK.replace("steps:\n  - id: key\n", "secrets:\n  password: {required: false}\nsteps:\n  - id: key\n", 1)
+    text = text.replace("name: the console\n", "name: the console\n        when: \"{{ secrets.password }}\"\n")
+    playbook = parse_playbook(text, tmp_path / "book.yaml")
+    plan = render_plan(playbook, {"agent": "", "console": "", "console_later": "", "allow_reboot": False}, Config())
+    assert "   b) route console — the console: tried first, if at run time {{ secrets.password }} holds" in plan
+
+
 def test_the_plan_knows_the_outputs_when_one_route_is_left(tmp_path: Path) -> None:
     text = BOOK.replace("reboots: true\n", "when: \"{{ false }}\"\n")
     text = text.split("  - id: after\n")[0] + (
