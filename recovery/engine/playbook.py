@@ -2,8 +2,10 @@
 
 A playbook declares its `inputs` (given with `-e NAME=VALUE`), its `secrets` (from
 the environment, a file or a prompt, never from the playbook text) and its
-`steps`. Validation runs before anything touches a VM and reports all problems
-at once, because an on-call engineer fixing one error per run loses minutes.
+`steps`. A step is either one step type (`uses:`) or a choice of routes
+(`choose:`, see `Route`): the first route that is possible runs. Validation runs
+before anything touches a VM and reports all problems at once, because an
+on-call engineer fixing one error per run loses minutes.
 """
 
 from __future__ import annotations
@@ -419,13 +421,15 @@ class _Validator:
             if any(route.id == other.id for other in routes):
                 self.problem((*path, CHOOSE, index, "id"), f"route id {route.id!r} is used twice")
             routes.append(route)
-        spec_without_routes = StepSpec(
+        if step_id in seen and step_id not in before:
+            self.problem((*path, "id"), f"step id {step_id!r} is used twice (by a step of one of its routes)")
+        choice = StepSpec(
             id=step_id, uses=CHOOSE, title=str(spec.get("name") or "choose a route"), params={}, when=when,
             timeout=None, retry=None, always=False, cleanup=(), line=self.doc.line(path), path=_path_text(path),
             routes=tuple(routes),
         )
-        seen[step_id] = (CHOOSE, spec_without_routes.outputs)
-        return spec_without_routes
+        seen[step_id] = (CHOOSE, choice.outputs)
+        return choice
 
     def route(
         self,

@@ -323,6 +323,8 @@ def choice(*routes_text: str, head: str = "") -> str:
         (choice(route("a", "one")), "bad.yaml:3: steps[0].choose: expected a list of at least two routes"),
         (choice(route("a", "one"), route("a", "two")), "bad.yaml:8: steps[0].choose[1].id: route id 'a' is used twice"),
         (choice(route("a", "one"), route("b", "one")), "step id 'one' is used twice"),
+        (choice(route("a", "one"), route("b", "access")),
+         "bad.yaml:2: steps[0].id: step id 'access' is used twice (by a step of one of its routes)"),
         (choice(route("a", "one"), "      - id: b\n        steps: []\n"),
          "bad.yaml:9: steps[0].choose[1].steps: expected a list of steps"),
         (choice(route("a", "one"), route("b", "two", extra="        reboots: true\n")),
