@@ -412,3 +412,38 @@ def test_the_schema_takes_a_choice_and_says_what_is_wrong_inside_one() -> None:
     errors = [f"{e.json_path} {e.message}" for e in jsonschema.Draft202012Validator(schema).iter_errors(document)]
     assert any("probe" in error and "'yes' is not of type 'boolean'" in error for error in errors), errors
     assert any("'steps' is a required property" in error for error in errors), errors
+
+
+# --- the shipped playbook ----------------------------------------------------------------------------
+
+
+def test_restore_access_in_a_cloud_forecasts_the_console_route_with_the_url_nova_will_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dataclasses
+
+    from recovery.engine import preflight
+    from recovery.engine.playbook import load_playbook, resolve_inputs
+    from recovery.engine.templating import Unknown
+    from recovery.safety.redact import Secret
+
+    playbook = load_playbook(Path(__file__).resolve().parents[2] / "playbooks" / "restore-access.yaml")
+    inputs = resolve_inputs(playbook, {"server": "web-1", "user": "ubuntu"})
+    secrets = {"console_password": Secret("pw-for-tests", "<pw>")}
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text("clouds:\n  mycloud:\n    auth_type: none\n    compute_endpoint_override: http://127.0.0.1:9\n")
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    config = Config()
+    config = dataclasses.replace(config, cloud=dataclasses.replace(config.cloud, name="mycloud"))
+    items = {item.spec.id: item for item in preflight.check(playbook, inputs, secrets, config)}
+    choice = items["access"]
+    assert isinstance(choice, preflight.ChoiceForecast)
+    agent, console = choice.routes
+    assert (agent.runs, agent.reason) == (False, "no guest agent given (-e agent=unix://..., libvirt://... or "
+                                                 "proxmox://...)")
+    assert console.runs is True
+    steps = {item.spec.id: item for item in console.steps}
+    assert steps["console_url"].runs is True
+    assert steps["console_url"].values["kind"] == "serial"
+    assert isinstance(steps["console_open"].values["url"], Unknown)
+    assert isinstance(items["verify"].values["host"], Unknown)
