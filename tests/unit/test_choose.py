@@ -447,3 +447,20 @@ def test_restore_access_in_a_cloud_forecasts_the_console_route_with_the_url_nova
     assert steps["console_url"].values["kind"] == "serial"
     assert isinstance(steps["console_open"].values["url"], Unknown)
     assert isinstance(items["verify"].values["host"], Unknown)
+
+
+def test_restore_access_skips_the_console_route_when_the_password_prompt_is_left_empty() -> None:
+    from recovery.engine import preflight
+    from recovery.engine.playbook import load_playbook, resolve_inputs
+    from recovery.safety.redact import Secret
+
+    playbook = load_playbook(Path(__file__).resolve().parents[2] / "playbooks" / "restore-access.yaml")
+    assert playbook.secrets["console_password"].prompt == "Console password (Enter to skip the console route)"
+    inputs = resolve_inputs(playbook, {"console_url": "ws://127.0.0.1:9/?token=t", "ssh_host": "127.0.0.1",
+                                       "user": "ops", "agent": "unix:///run/qga.sock", "trust_first_use": "true"})
+    items = {item.spec.id: item for item in preflight.check(playbook, inputs, {"console_password": Secret("")},
+                                                            Config())}
+    choice = items["access"]
+    assert isinstance(choice, preflight.ChoiceForecast)
+    assert [(route.route.id, route.runs) for route in choice.routes] == [("agent", True), ("console", False)]
+    assert (choice.routes[1].reason or "").startswith("no console password known")
