@@ -255,13 +255,25 @@ def secrets_in_use(playbook: Playbook, inputs: Mapping[str, object], config: Con
     placeholders = {name: Secret(f"<{name}>", f"<{name}>") for name in playbook.secrets}
     used: set[str] = set()
     referenced: set[str] = set()
-    for item in forecast(playbook, inputs, placeholders, config):
-        names = {name for text in [item.spec.when or "", *_texts(item.spec.params)]
-                 for name in _SECRET_REFERENCE.findall(text)}
+    for texts, runs in _references(forecast(playbook, inputs, placeholders, config)):
+        names = {name for text in texts for name in _SECRET_REFERENCE.findall(text)}
         referenced |= names
-        if item.runs is not False:
+        if runs:
             used |= names
     return used | (set(playbook.secrets) - referenced)
+
+
+def _references(items: Sequence[Forecast]) -> list[tuple[list[str], bool]]:
+    """The template texts of each step, choice and route, and whether it may run (a route of a choice too)."""
+    result = []
+    for item in items:
+        result.append(([item.spec.when or "", *_texts(item.spec.params)], item.runs is not False))
+        if isinstance(item, ChoiceForecast):
+            for route in item.routes:
+                may_run = item.runs is not False and route.runs is not False
+                result.append(([route.route.when or "", *route.route.outputs.values()], may_run))
+                result += [(texts, runs and may_run) for texts, runs in _references(route.steps)]
+    return result
 
 
 def _texts(value: object) -> list[str]:

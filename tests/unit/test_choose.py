@@ -438,10 +438,11 @@ def test_restore_access_in_a_cloud_forecasts_the_console_route_with_the_url_nova
     items = {item.spec.id: item for item in preflight.check(playbook, inputs, secrets, config)}
     choice = items["access"]
     assert isinstance(choice, preflight.ChoiceForecast)
-    agent, console = choice.routes
+    agent, console, password = choice.routes
     assert (agent.runs, agent.reason) == (False, "no guest agent given (-e agent=unix://..., libvirt://... or "
                                                  "proxmox://...)")
     assert console.runs is True
+    assert password.runs is True  # tried only if the console is not possible
     steps = {item.spec.id: item for item in console.steps}
     assert steps["console_url"].runs is True
     assert steps["console_url"].values["kind"] == "serial"
@@ -462,5 +463,44 @@ def test_restore_access_skips_the_console_route_when_the_password_prompt_is_left
                                                             Config())}
     choice = items["access"]
     assert isinstance(choice, preflight.ChoiceForecast)
-    assert [(route.route.id, route.runs) for route in choice.routes] == [("agent", True), ("console", False)]
+    assert [(route.route.id, route.runs) for route in choice.routes] == [
+        ("agent", True), ("console", False), ("password", False)]
     assert (choice.routes[1].reason or "").startswith("no console password known")
+
+
+def test_restore_access_in_a_cloud_without_a_password_goes_to_the_password_set_through_the_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dataclasses
+
+    from recovery.engine import preflight
+    from recovery.engine.playbook import load_playbook, resolve_inputs
+
+    playbook = load_playbook(Path(__file__).resolve().parents[2] / "playbooks" / "restore-access.yaml")
+    inputs = resolve_inputs(playbook, {"server": "web-1", "user": "ubuntu"})
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text("clouds:\n  mycloud:\n    auth_type: none\n    compute_endpoint_override: http://127.0.0.1:9\n")
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    config = Config()
+    config = dataclasses.replace(config, cloud=dataclasses.replace(config.cloud, name="mycloud"))
+    items = {item.spec.id: item for item in preflight.check(playbook, inputs, {}, config)}
+    choice = items["access"]
+    assert isinstance(choice, preflight.ChoiceForecast)
+    assert [(route.route.id, route.runs) for route in choice.routes] == [
+        ("agent", False), ("console", False), ("password", True)]
+    steps = [item.spec.id for item in choice.routes[2].steps]
+    assert steps[0] == "set_password"  # the probe: Nova's 409 or 501 means not possible, and nothing was set
+    assert choice.routes[2].route.probes == 1
+    assert steps[-1] == "lock_password"
+
+
+def test_a_secret_only_a_route_uses_is_in_use_only_when_that_route_may_run() -> None:
+    from recovery.engine.playbook import load_playbook, resolve_inputs
+    from recovery.engine.preflight import secrets_in_use
+
+    playbook = load_playbook(Path(__file__).resolve().parents[2] / "playbooks" / "restore-access.yaml")
+    direct = {"user": "ops", "ssh_host": "127.0.0.1", "trust_first_use": "true"}
+    with_console = resolve_inputs(playbook, {**direct, "console_url": "ws://127.0.0.1:9/?token=t"})
+    agent_only = resolve_inputs(playbook, {**direct, "agent": "unix:///run/qga.sock"})
+    assert "console_password" in secrets_in_use(playbook, with_console, Config())
+    assert "console_password" not in secrets_in_use(playbook, agent_only, Config())  # never asked for
