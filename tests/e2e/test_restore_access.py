@@ -2,8 +2,8 @@
 
 The lab has a serial console with a known password and no guest agent: a dead agent socket makes the
 agent route not possible (its first step finds no agent answering), and the console route runs, proven
-by the SSH login with the host key pinned. (The agent route itself is proven against the agent VM by
-tests/e2e/test_agent_recovery.py; a module of its own here would cost one more VM boot, ~2.5 minutes.)
+by the SSH login with the host key pinned. The agent route against the agent test VM:
+tests/e2e/test_restore_access_vm.py.
 """
 
 from __future__ import annotations
