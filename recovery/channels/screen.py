@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import struct
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -507,9 +508,13 @@ def news(seen: Sequence[str], now: Sequence[str]) -> str:
     """The text that turned the screen's lines `seen` into `now`, as a terminal would have printed it.
 
     The screen may have scrolled by any number of lines, and its last line grown (a prompt, then
-    what was typed at it). The smallest scroll that keeps every earlier line and extends the last
-    one wins. When none does (a line was redrawn in place: a kernel message over a prompt, a
-    cleared screen), the lines from the first that changed are new, after a line break.
+    what was typed at it): the smallest scroll that keeps every earlier line and extends the last
+    one wins. Else the last line was redrawn in place (an edit, `^C`): the smallest scroll that
+    keeps the lines before it, and the last line is new again. Else the screen was redrawn from
+    some line on (a cleared screen, a half-painted screen, a scroll too far to align): what follows
+    the longest run of `seen`'s last lines still on the screen, no lower than it was, is new, or all
+    of it. So a line already reported is
+    reported again only when it was redrawn.
     """
     if list(now) == list(seen):
         return ""
@@ -518,11 +523,51 @@ def news(seen: Sequence[str], now: Sequence[str]) -> str:
     last = seen[-1]
     for shift in range(len(seen)):
         kept = len(seen) - shift - 1  # complete lines of `seen` still on the screen
-        if kept >= len(now):
-            continue
-        if list(seen[shift:-1]) == list(now[:kept]) and now[kept].startswith(last):
+        if kept < len(now) and list(seen[shift:-1]) == list(now[:kept]) and now[kept].startswith(last):
             return "\n".join([now[kept][len(last):], *now[kept + 1:]])
-    same = 0
-    while same < min(len(seen), len(now)) and seen[same] == now[same]:
-        same += 1
-    return "\n" + "\n".join(now[same:])
+    for shift in range(len(seen) - 1):
+        kept = len(seen) - shift - 1
+        if kept < len(now) and list(seen[shift:-1]) == list(now[:kept]):
+            return "\n" + "\n".join(now[kept:])
+    for run in range(min(len(seen), len(now)) - 1, 0, -1):
+        tail = list(seen[-run - 1:-1])  # complete lines only: the last one may have changed
+        # Lines only move up (a terminal scrolls up): a run found lower than it was is a later copy of it
+        # (the same prompt printed again), and what came between the two would be lost.
+        for start in range(min(len(now) - run, len(seen) - run - 1), -1, -1):
+            if list(now[start:start + run]) == tail:
+                return "\n" + "\n".join(now[start + run:])
+    return "\n" + "\n".join(now)
+
+
+# A kernel message printk wrote over a line being typed: from its timestamp to the end of its line.
+_KERNEL_OVER = re.compile(r"\[ {0,16}\d{1,10}\.\d{6}\] [^\n]*(?:\n|$)")
+
+
+def shows_typed(screen: ScreenText, typed: str) -> bool:
+    """Whether the screen ends with `typed` as a terminal echoes a line typed at its cursor.
+
+    The rows are read back into the stream the terminal was given: a full row goes on on the next
+    one (the terminal wrapped it), a shorter one ends a line. A kernel message printk wrote over the
+    line (`[   12.345678] ...`, from where the cursor was to the end of its line) is taken out: the
+    typed text goes on after it. A line the line editor broke early (busybox's, counting columns a
+    kernel message has since moved) goes on after the break too; there, the spaces a row lost (rows
+    keep no trailing spaces) cannot be told from none, so any spaces of `typed` may stand at a
+    break. Every other character is compared, up to the last one on the screen; what precedes the
+    line (the prompt) is not, nor are trailing spaces of `typed`.
+    """
+    stream = "".join(row if len(row) >= screen.columns else row + "\n" for row in screen.rows)
+    shown = _KERNEL_OVER.sub("", stream).rstrip()
+    rest = typed.rstrip()
+    at = len(shown)
+    while rest:
+        if at == 0:
+            return False
+        char = shown[at - 1]
+        if char == "\n":
+            rest = rest.rstrip(" ")
+        elif rest[-1] != char:
+            return False
+        else:
+            rest = rest[:-1]
+        at -= 1
+    return True

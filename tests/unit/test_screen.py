@@ -146,6 +146,11 @@ def test_wrapped_rows_are_one_line() -> None:
         (["$ ls", "a b", "$"], ["$ ls", "a b", "$ clear"], " clear"),
         (["$ ls", "a b", "$ clear"], ["$"], "\n$"),  # cleared: all of it is new
         (["boot", "login: ops"], ["boot", "login: [  1.000000] eth0: up"], "\nlogin: [  1.000000] eth0: up"),
+        (["a", "b", "$ x"], ["a", "b", "$ ^C", "$"], "\n$ ^C\n$"),  # the last line redrawn: reported again
+        (["1", "2", "3", "Password:", "x"], ["Password:", "x", "y", "$"], "\ny\n$"),  # not the lines before it
+        # A half-painted screen read, then the whole one: the prompt the marker is printed before is no anchor.
+        (["boot", "u@vm:~$ id", "u", "u@vm:~$", ">"], ["u", "u@vm:~$ sh <<E", "> x", "> E", "RCV-n-0", "u@vm:~$"],
+         "\nu\nu@vm:~$ sh <<E\n> x\n> E\nRCV-n-0\nu@vm:~$"),
     ],
 )
 def test_news_is_what_a_serial_console_would_have_printed(seen: list[str], now: list[str], expected: str) -> None:
