@@ -101,6 +101,11 @@ PROMPT_QUIET = 0.3  # seconds without output after a prompt-like last line befor
 # A read screen: seconds for the echo of a typed line to show before it counts as mistyped, and how many
 # times a command is typed (a mistyped one abandoned with Ctrl-C, never entered) before the run stops.
 ECHO_TIMEOUT = 3.0
+# A checked line is typed in pieces of this many characters, each checked with OVERLAP characters before
+# it as it shows: on a small screen that keeps scrolling (kernel messages), a long line's beginning may be
+# gone from it by the time its end is typed.
+ECHO_PIECE = 96
+ECHO_OVERLAP = 16
 TYPING_ATTEMPTS = 2
 CANCEL_TIMEOUT = 10.0  # seconds for the shell prompt after a Ctrl-C
 
@@ -166,10 +171,11 @@ def _earliest(text: str, start: str, partial: re.Pattern[str], window: int, floo
     return len(text)
 
 
-def _shows_typed(screen: ScreenText, typed: str) -> bool:
-    from recovery.channels.screen import shows_typed
+def _shows_typed(screen: ScreenText, typed: str, need: int) -> bool:
+    """Whether the screen ends with at least the last `need` characters of `typed`."""
+    from recovery.channels.screen import typed_shown
 
-    return shows_typed(screen, typed)
+    return typed_shown(screen, typed) >= need
 
 
 def _continues(screen: ScreenText) -> bool:
@@ -259,13 +265,16 @@ class ConsoleSession:
 
     def send(self, text: Text, *, show: str | None = None) -> None:
         """Type `text`. `show` overrides what the transcript and report record (e.g. "<password>")."""
-        shown = show if show is not None else str(text) if isinstance(text, Secret) else scrub(text)
+        self._record(show if show is not None else str(text) if isinstance(text, Secret) else scrub(text))
+        self.channel.send(text)
+
+    def _record(self, shown: str) -> None:
+        """What is typed, as the transcript and the -vv log show it."""
         self._transcript(f"\n>>> {shown.rstrip()}\n")
         if io_log.isEnabledFor(logging.DEBUG):
             self._log_output("", flush=True)  # the prompt before what is typed at it
             for line in shown.rstrip().splitlines():
                 io_log.debug(">>> %s", _visible(line))
-        self.channel.send(text)
 
     def _receive(self, timeout: float) -> str:
         chunk = self.channel.read(timeout)
@@ -617,9 +626,14 @@ class ConsoleSession:
             if not checked:
                 self.send(Secret(raw + "\r", shown) if isinstance(line, Secret) else raw + "\r", show=shown)
                 continue
-            self.send(line, show=shown)
-            if not self._await_screen(functools.partial(_shows_typed, typed=raw)):
-                return f"line {number} of {len(command)}: {shown[:60]}"
+            self._record(shown)
+            for start in range(0, len(raw), ECHO_PIECE):
+                piece = raw[start:start + ECHO_PIECE]
+                self.channel.send(Secret(piece, shown) if isinstance(line, Secret) else piece)
+                end = start + len(piece)
+                need = min(len(raw[:end].rstrip()), end - start + ECHO_OVERLAP)
+                if not self._await_screen(functools.partial(_shows_typed, typed=raw[:end], need=need)):
+                    return f"line {number} of {len(command)}: {shown[:60]}"
             self.channel.send("\r")  # the transcript has the line already
             if number < len(command):  # the next line waits for the shell's `> `: typed before it, its echo
                 self._await_screen(_continues)  # would come before the prompt

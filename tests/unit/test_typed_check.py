@@ -122,3 +122,22 @@ def test_a_command_mistyped_every_time_is_never_run(monkeypatch: pytest.MonkeyPa
         run(shell)
     assert shell.ran == []
     assert shell.text.count("^C") == 2
+
+
+def test_a_long_line_is_checked_piece_by_piece_as_its_beginning_scrolls_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small screen that keeps scrolling: the whole line is never on it at once, every piece of it was."""
+    monkeypatch.setattr("recovery.channels.dialogue.ECHO_TIMEOUT", 0.2)
+
+    class SmallScreen(FakeShell):
+        def send(self, data: Text) -> None:
+            super().send(data)
+            self.screen = ScreenText(self.screen.rows[-4:], COLUMNS, "test")  # 4 rows: 160 characters
+
+    script = ";".join(f"echo {number:03}" for number in range(40))  # 359 characters
+    shell = SmallScreen()
+    assert ConsoleSession(shell).run_script([script], delimiter="X", nonce="abcd1234", timeout=5).status == 0
+    assert shell.ran[0].endswith(f"{script}'")
+    shell = SmallScreen(lose="7", lose_times=2)  # a key lost in a piece long gone from the screen by the end
+    with pytest.raises(GuestCommandError):
+        ConsoleSession(shell).run_script([script], delimiter="X", nonce="abcd1234", timeout=5)
+    assert shell.ran == []
