@@ -425,9 +425,11 @@ class VncChannel:
         x11vnc keeps a dropped client's keys pressed. After a cut between `r` down and `r` up, the
         next `r` (the first letter of the user name a `--resume` typed) was lost, a press of a key
         already down; a Shift left down would shift everything. Releasing a key that is not down
-        changes nothing. Unshifted keysyms only: they name every key, shifted ones share them.
+        changes nothing. Shifted keysyms too: x11vnc tracks keysyms, not keys, and after a cut with
+        `)` down (Shift and `0`) the resumed run's next `)` was lost, though `0` had been released.
+        Scancodes name keys: one release each.
         """
-        keys = {(key.keysym, key.scancode) for key in KEYMAP.values() if key.modifier is None}
+        keys = {(key.keysym, key.scancode) for key in KEYMAP.values()}
         keys |= {(_XK_SHIFT_L, _SC_SHIFT_L), (_XK_CONTROL_L, _SC_CONTROL_L)}
         if self.qemu_keys:
             codes = {scancode: keysym for keysym, scancode in sorted(keys)}
