@@ -141,3 +141,16 @@ def test_a_long_line_is_checked_piece_by_piece_as_its_beginning_scrolls_off(monk
     with pytest.raises(GuestCommandError):
         ConsoleSession(shell).run_script([script], delimiter="X", nonce="abcd1234", timeout=5)
     assert shell.ran == []
+
+
+def test_the_marker_is_found_on_the_screen_when_the_text_stream_missed_it() -> None:
+    """A redraw the screen-to-text conversion could not align once lost the marker line, and the run waited
+    for it 120 s: a marker (its nonce new) is also looked for on the whole screen."""
+
+    class Unaligned(FakeShell):
+        def read(self, timeout: float) -> str:
+            self.unread = ""
+            return ""  # nothing new as far as the text stream can tell
+
+    shell = Unaligned()
+    assert ConsoleSession(shell).run_script(["echo one"], delimiter="X", nonce="abcd1234", timeout=5).status == 0
