@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.peers import require_programs
-from recovery.channels.screen import GlyphReader
+from recovery.channels.screen import GlyphReader, typed_shown
 from recovery.channels.vnc import QEMU_KEYS_PER_ACK, VncChannel, keys_for
 from recovery.steps.authorized_keys import PREVIEW_KEY, InstallParams, preview
 from tests.e2e.conftest import VNC_PLAYBOOK, Result, recovery
@@ -83,24 +83,16 @@ def key_events(text: str) -> int:
 
 
 def reading_accuracy(channel: VncChannel, typed: list[str]) -> tuple[int, int, float]:
-    """(characters read right, characters shown, ms per screen): the typed lines the screen still shows."""
+    """(characters read right, characters typed, ms per screen) for the last typed line, which the screen
+    shows whole (wrapped over rows): its characters the screen ends with exactly (`typed_shown`)."""
     reader = GlyphReader()
     frame = channel.frame()
     reader.read(frame)  # finds the grid
     started = time.perf_counter()
     text = reader.read(frame)
     ms = (time.perf_counter() - started) * 1000
-    shown = text.lines if text is not None else []
-    right = total = 0
-    # Line by line from the bottom, where the last typed line is; the top one may be cut (scrolled off).
-    pairs = list(zip(reversed(typed), reversed(shown), strict=False))
-    for number, (line, seen) in enumerate(pairs):
-        line = line.rstrip()
-        if number == len(pairs) - 1 and line != seen and line.endswith(seen):
-            break
-        right += sum(a == b for a, b in zip(line, seen, strict=False))
-        total += len(line)
-    return right, total, ms
+    last = typed[-1].rstrip()
+    return (typed_shown(text, last) if text is not None else 0), len(last), ms
 
 
 def recover(vm: Vm, work: Path, password: str) -> tuple[Result, float]:
@@ -195,8 +187,8 @@ def typing() -> int:
                     channel.screenshot(Path(scratch) / "screen.png")  # the screen as it is now
                     right, shown, ms = reading_accuracy(channel, lines)
                     print(f"{name}: {chars} characters, {events} key events ({events * 10 / 1000:.1f} s at QEMU's "
-                          f"10 ms), typed in {elapsed:.1f} s; exact: {exact}; screen read {right}/{shown} "
-                          f"characters right, {ms:.0f} ms")
+                          f"10 ms), typed in {elapsed:.1f} s; exact: {exact}; the last line read back {right}/{shown} "
+                          f"characters right, {ms:.0f} ms a screen")
                     if not exact:
                         print(f"expected {lines!r}\ngot      {got[-len(lines):]!r}")
             finally:
