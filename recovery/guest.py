@@ -919,12 +919,14 @@ def build_lock_script(user: str, *, nonce: str) -> GuestScript:
 # `recovery.channels.dialogue.heredoc_command` types a one-line script without a single quote as
 # `sh -c '...'` (no here-document, no delimiter line). The key sits in double quotes inside that
 # single-quoted argument, so a key whose comment holds a quote, `$`, a backquote, a backslash or
-# `!` gets the long script instead. The one fact line, `RCV-<nonce> facts=DCLA BACKUP` (`_terse_facts`),
-# is printed last: D ssh_dir_created (1/0), C checksum (v verified, u unavailable), L newline_added
-# (1/0), A added (1 yes, 0 already-present), and the backup path or `-`.
+# `!` gets the long script instead, and so does a key too long for one line (RSA: TERSE_FRAME). The
+# one fact line, `RCV-<nonce> facts=DCLA BACKUP` (`_terse_facts`), is printed last: D ssh_dir_created
+# (1/0), C checksum (v verified, u unavailable), L newline_added (1/0), A added (1 yes, 0
+# already-present), and the backup path or `-`.
 # ---------------------------------------------------------------------------------------------
 
 TERSE_DIGEST = 16
+TERSE_FRAME = 100  # characters the dialogue's `sh -c` framing adds: the typed line stays under busybox's 1024
 _TERSE_KEY = re.compile(r"[A-Za-z0-9+/=@%,.:_ -]+")
 _TERSE_FACTS = re.compile(r"([01])([vu])([01])([01]) (.+)")
 
@@ -950,7 +952,10 @@ def _terse_install(public_line: str, nonce: str, run_tag: str | None) -> GuestSc
         "r=/sbin/restorecon;[ -x $r ]&&$r -R .ssh",
         'echo RCV-$n facts=$d$c$l$p "$b"',
     )
-    return GuestScript(lines=(";".join(steps),), nonce=nonce)
+    line = ";".join(steps)
+    if len(line) > MAX_LINE - TERSE_FRAME:  # a long key (RSA): the long script splits it over lines
+        return None
+    return GuestScript(lines=(line,), nonce=nonce)
 
 
 def _terse_facts(name: str, value: str) -> list[tuple[str, str]]:

@@ -3,6 +3,7 @@ it (`sh -c '...'`), run by real shells (dash, busybox), its one fact line and it
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -153,3 +154,11 @@ def test_a_key_the_terse_command_cannot_carry_gets_the_long_script(comment: str)
                                   facts="compact")
     assert len(script.lines) > 1
     assert len(heredoc_command(list(script.lines), delimiter=heredoc_delimiter(NONCE), nonce=NONCE)) > 2
+
+
+def test_a_key_too_long_for_one_line_gets_the_long_script() -> None:
+    rsa = "ssh-rsa " + base64.b64encode(b"\x00\x00\x00\x07ssh-rsa" + bytes(530)).decode() + " rsa-key"
+    script = build_install_script(rsa, sha256=hashlib.sha256(f"{rsa}\n".encode()).hexdigest(), nonce=NONCE,
+                                  facts="compact")
+    assert len(script.lines) > 1
+    assert max(len(str(line)) for line in script.lines) < 1000
