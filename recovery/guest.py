@@ -348,7 +348,9 @@ def build_install_script(
         url: where the VM downloads the key (``http://`` or ``https://``); None types the
             key into the script instead.
         facts: print the facts `parse_report` reads; False for a console nobody can read;
-            "compact" for only those a report needs (a read VNC screen: fewer characters to type).
+            "compact" for only those a report needs (a read VNC screen: fewer characters to type): the
+            terse one-line command (`_terse_install`) for a typed key it can carry, else the short
+            script plus those facts.
         run_tag: names the backup (``authorized_keys.recovery-<run_tag>``), so every attempt of one
             run shares one backup: the file as it was before the run. None: the nonce names it.
     Returns:
@@ -374,6 +376,8 @@ def build_install_script(
     value = public_line if url is None else url.reveal()
     if run_tag is not None and not _RUN_TAG.fullmatch(run_tag):
         raise ValueError(f"run_tag must be 1-64 characters of [A-Za-z0-9_.-], got {run_tag!r}")
+    if facts == "compact" and url is None and (terse := _terse_install(public_line, nonce, run_tag)) is not None:
+        return terse
     lines: list[str | Secret | _Fact] = [
         "{",
         f"n={nonce}",
@@ -435,6 +439,7 @@ def parse_report(output: str, nonce: str) -> InstallReport:
         found = marker.search(line)
         if found:
             facts.append((found.group(1), found.group(2).rstrip()))
+    facts = [expanded for fact in facts for expanded in _terse_facts(*fact)]
     if not facts:
         raise GuestCommandError(
             f"the install script printed no report line (RCV-{nonce}): it did not run, or its "
@@ -889,6 +894,85 @@ def build_lock_script(user: str, *, nonce: str) -> GuestScript:
         "} </dev/null",
     )
     return GuestScript(lines=lines, nonce=nonce)
+
+# ---------------------------------------------------------------------------------------------
+# The terse install: one command line, for a VNC console whose screen is read.
+#
+# On QEMU's VNC server (libvirt, Nova, Proxmox) every typed character costs two to four key events at
+# 10 ms each, so the command's length is the install's time. Where the screen is read, the facts come
+# back on one line and the script can be short; it keeps every rule of the long one that protects
+# the file, in the same order, with the same exit statuses (`ExitCode`):
+#
+# - HOME reachable (`cd`), else 10; a missing ~/.ssh is created under umask 077 (10 if it cannot be):
+#   the only change before the key is checked;
+# - the typed key's sha256, first TERSE_DIGEST hex digits, checked before anything else changes (15
+#   if altered; `checksum unavailable` where there is no sha256sum). 64 bits catch any typing fault;
+#   the dialogue also compares the screen with what was typed before the Enter that runs it;
+# - authorized_keys copied aside once per run (`cp -p`, never over an earlier copy), else 17;
+# - a missing final newline added before appending (18 if it cannot be);
+# - the key appended only if the exact line is absent (`grep -qxF`), and found there after (18);
+# - modes 700/600 (19), and restorecon where SELinux has one.
+#
+# `echo` is safe for the key (it holds no backslash), and so is grep without `-e` (the key starts
+# with its type, never with `-`); `grep -s` is quiet about a file not there yet. It is one line: a
+# shell parses a whole line before running any of it, so a damaged line runs nothing, and
+# `recovery.channels.dialogue.heredoc_command` types a one-line script without a single quote as
+# `sh -c '...'` (no here-document, no delimiter line). The key sits in double quotes inside that
+# single-quoted argument, so a key whose comment holds a quote, `$`, a backquote, a backslash or
+# `!` gets the long script instead, and so does a key too long for one line (RSA: TERSE_FRAME). The
+# one fact line, `RCV-<nonce> facts=DCLA BACKUP` (`_terse_facts`), is printed last: D ssh_dir_created
+# (1/0), C checksum (v verified, u unavailable), L newline_added (1/0), A added (1 yes, 0
+# already-present), and the backup path or `-`.
+# ---------------------------------------------------------------------------------------------
+
+TERSE_DIGEST = 16
+TERSE_FRAME = 100  # characters the dialogue's `sh -c` framing adds: the typed line stays under busybox's 1024
+_TERSE_KEY = re.compile(r"[A-Za-z0-9+/=@%,.:_ -]+")
+_TERSE_FACTS = re.compile(r"([01])([vu])([01])([01]) (.+)")
+
+
+def _terse_install(public_line: str, nonce: str, run_tag: str | None) -> GuestScript | None:
+    """The terse install command (see above) for validated arguments, or None for a key it cannot carry."""
+    if not _TERSE_KEY.fullmatch(public_line):
+        return None
+    digest = hashlib.sha256(f"{public_line}\n".encode()).hexdigest()[:TERSE_DIGEST]
+    tag = run_tag or nonce
+    steps = (
+        f"n={nonce}",
+        f'k="{public_line}"',
+        f"cd||exit {ExitCode.NO_SSH_DIR.value}",
+        "umask 077",  # what is created is the user's alone
+        f"d=0;[ -d .ssh ]||{{ mkdir .ssh||exit {ExitCode.NO_SSH_DIR.value};d=1;}}",
+        "a=.ssh/authorized_keys",
+        f'c=u;h=$(echo "$k"|sha256sum)&&case $h in {digest}*)c=v;;*)exit {ExitCode.TYPED_KEY_ALTERED.value};esac',
+        f'b=-;[ -e $a ]&&{{ b=~/$a.recovery-{tag};[ -e "$b" ]||cp -p $a "$b"||exit {ExitCode.BACKUP_FAILED.value};}}',
+        f'l=0;[ -s $a ]&&[ -n "$(tail -c1 $a)" ]&&{{ echo>>$a||exit {ExitCode.WRITE_FAILED.value};l=1;}}',
+        f'p=0;grep -sqxF "$k" $a||{{ echo "$k">>$a&&grep -qxF "$k" $a||exit {ExitCode.WRITE_FAILED.value};p=1;}}',
+        f"chmod 700 .ssh&&chmod 600 $a||exit {ExitCode.CHMOD_FAILED.value}",
+        "r=/sbin/restorecon;[ -x $r ]&&$r -R .ssh",
+        'echo RCV-$n facts=$d$c$l$p "$b"',
+    )
+    line = ";".join(steps)
+    if len(line) > MAX_LINE - TERSE_FRAME:  # a long key (RSA): the long script splits it over lines
+        return None
+    return GuestScript(lines=(line,), nonce=nonce)
+
+
+def _terse_facts(name: str, value: str) -> list[tuple[str, str]]:
+    """The named facts the terse command's one `facts=` line stands for; any other fact as it is."""
+    found = _TERSE_FACTS.fullmatch(value) if name == "facts" else None
+    if found is None:
+        return [(name, value)]
+    created, checksum, newline, added, backup = found.groups()
+    return [
+        ("ssh_dir_created", "yes" if created == "1" else "no"),
+        ("checksum", "verified" if checksum == "v" else "unavailable"),
+        ("backup", "none" if backup == "-" else backup),
+        ("newline_added", "yes" if newline == "1" else "no"),
+        ("added", "yes" if added == "1" else "already-present"),
+        ("exit", "0"),
+    ]
+
 
 # ---------------------------------------------------------------------------------------------
 # Removal: the script that takes keys OUT of authorized_keys (`authorized_keys.remove`, `revoke`).

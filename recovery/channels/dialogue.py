@@ -18,16 +18,21 @@ login that follows is the proof.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from recovery.channels import Channel, Screen
 from recovery.errors import ChannelTimeout, GuestCommandError, LoginRejected
 from recovery.safety.redact import Secret, Text, reveal, scrub
+
+if TYPE_CHECKING:
+    from recovery.channels.screen import ScreenText
 
 log = logging.getLogger(__name__)
 io_log = logging.getLogger("recovery.console.io")  # recovery.cli.log.CONSOLE_IO: shown from -vv
@@ -93,6 +98,16 @@ FAILED_LOGIN_PAUSE = 5.0
 # show on the screen (and in the screenshots). A VM under software emulation needs well under 1 s.
 PASSWORD_PROMPT_PAUSE = 2.0
 PROMPT_QUIET = 0.3  # seconds without output after a prompt-like last line before it counts as a prompt
+# A read screen: seconds for the echo of a typed line to show before it counts as mistyped, and how many
+# times a command is typed (a mistyped one abandoned with Ctrl-C, never entered) before the run stops.
+ECHO_TIMEOUT = 3.0
+# A checked line is typed in pieces of this many characters, each checked with OVERLAP characters before
+# it as it shows: on a small screen that keeps scrolling (kernel messages), a long line's beginning may be
+# gone from it by the time its end is typed.
+ECHO_PIECE = 96
+ECHO_OVERLAP = 16
+TYPING_ATTEMPTS = 2
+CANCEL_TIMEOUT = 10.0  # seconds for the shell prompt after a Ctrl-C
 
 
 def normalize(text: str) -> str:
@@ -156,6 +171,18 @@ def _earliest(text: str, start: str, partial: re.Pattern[str], window: int, floo
     return len(text)
 
 
+def _shows_typed(screen: ScreenText, typed: str, need: int) -> bool:
+    """Whether the screen ends with at least the last `need` characters of `typed`."""
+    from recovery.channels.screen import typed_shown
+
+    return typed_shown(screen, typed) >= need
+
+
+def _continues(screen: ScreenText) -> bool:
+    """Whether the screen's last line is the shell's continuation prompt: it waits for the next line."""
+    return bool(screen.lines) and CONTINUATION_PROMPT.fullmatch(screen.lines[-1]) is not None
+
+
 def same_user(login: str, shown: str) -> bool:
     """Whether the shell of `shown` (what `id -un` printed) is the account `login` logged in to.
 
@@ -190,8 +217,17 @@ def heredoc_command(lines: Sequence[Text], *, delimiter: str, nonce: str) -> lis
     """The exact lines typed to run `lines` with `sh` and print `RCV-<nonce>-<status>` after.
 
     The leading space keeps the command out of history where HISTCONTROL ignores spaces;
-    unsetting HISTFILE keeps it out everywhere else.
+    unsetting HISTFILE keeps it out everywhere else. A script of one line without a single quote
+    (recovery.guest's terse install) is typed as one line, `sh -c '<line>'`: no here-document, no
+    delimiter line, stdin closed, and the marker printed by an EXIT trap inside, its nonce typed in
+    two halves so the echo never shows it whole. Every proper prefix of that line leaves a quote open
+    or runs nothing of the script, so an Enter pressed on a line cut short runs nothing; the shell
+    parses the whole line before running any of it.
     """
+    if len(lines) == 1 and isinstance(lines[0], str) and "'" not in lines[0]:
+        half = len(nonce) // 2
+        trap = f'trap "echo RCV-{nonce[:half]}""{nonce[half:]}-\\$?" 0'
+        return [f" unset HISTFILE;</dev/null sh -c '{trap};{lines[0]}'"]
     if any(reveal(line) == delimiter for line in lines):
         raise GuestCommandError(f"internal error: a script line equals the heredoc delimiter {delimiter}")
     opening = f" unset HISTFILE; sh <<'{delimiter}'; printf 'RCV-%s-%s\\n' {nonce} \"$?\""
@@ -229,13 +265,16 @@ class ConsoleSession:
 
     def send(self, text: Text, *, show: str | None = None) -> None:
         """Type `text`. `show` overrides what the transcript and report record (e.g. "<password>")."""
-        shown = show if show is not None else str(text) if isinstance(text, Secret) else scrub(text)
+        self._record(show if show is not None else str(text) if isinstance(text, Secret) else scrub(text))
+        self.channel.send(text)
+
+    def _record(self, shown: str) -> None:
+        """What is typed, as the transcript and the -vv log show it."""
         self._transcript(f"\n>>> {shown.rstrip()}\n")
         if io_log.isEnabledFor(logging.DEBUG):
             self._log_output("", flush=True)  # the prompt before what is typed at it
             for line in shown.rstrip().splitlines():
                 io_log.debug(">>> %s", _visible(line))
-        self.channel.send(text)
 
     def _receive(self, timeout: float) -> str:
         chunk = self.channel.read(timeout)
@@ -266,13 +305,17 @@ class ConsoleSession:
         timeout: float,
         *,
         prompts: Mapping[str, re.Pattern[str]] | None = None,
+        on_screen: bool = False,
     ) -> tuple[str, re.Match[str]]:
         """Wait until one of `patterns` matches unconsumed output, or one of `prompts` is on screen.
 
         `patterns` are events, searched anywhere in what has not been consumed; the earliest match
         wins and the output is consumed up to its end. `prompts` must match the whole last line,
         after the console has been quiet for PROMPT_QUIET, and not be a NOT_A_PROMPT line (see
-        there); all output is then consumed.
+        there); all output is then consumed. With `on_screen`, `patterns` are also searched in the
+        whole screen of a console whose screen is read: for markers whose nonce is new, which no
+        earlier screen can hold, so a line the screen-to-text conversion missed (a redraw it could
+        not align) is still found; all output is then consumed.
 
         Raises:
             ChannelTimeout: nothing matched in `timeout` seconds (the message shows the screen's tail).
@@ -292,6 +335,13 @@ class ConsoleSession:
             if found is not None:
                 self._pending = self._pending[found[1].end():]
                 return found
+            if on_screen and (screen := self.screen()) is not None:
+                shown = screen.text
+                on = min(((name, match) for name, pattern in patterns.items() if (match := pattern.search(shown))),
+                         key=lambda item: item[1].start(), default=None)
+                if on is not None:
+                    self._pending = ""
+                    return on
             scanned = len(self._pending)
             if quiet and prompts:
                 last_line = self._pending[self._pending.rfind("\n") + 1:]
@@ -318,6 +368,20 @@ class ConsoleSession:
 
     def tail(self, lines: int = 20) -> list[str]:
         return [scrub(line) for line in self._pending.splitlines()[-lines:]]
+
+    def screen(self) -> ScreenText | None:
+        """The console's screen as last read, where it is read (a VNC channel with a font); else None."""
+        if not self.channel.has_output:
+            return None
+        screen: ScreenText | None = getattr(self.channel, "screen", None)
+        return screen
+
+    def _last_line_unfinished(self) -> bool:
+        """Whether the screen's last line holds something that is no prompt: a command line a cut
+        connection left half-typed (or typed whole, never checked) must be dropped with Ctrl-C, never
+        entered with the Enter that wakes a console."""
+        screen = self.screen()
+        return screen is not None and bool(screen.lines) and bool(screen.lines[-1].strip())
 
     # -- login --------------------------------------------------------------------------------
 
@@ -352,7 +416,7 @@ class ConsoleSession:
         if not isinstance(self.channel, Screen):  # a screen shows its prompt already: an Enter would be an answer
             self.send("\r", show="<Enter>")
             wakes = 1
-        sent_user = sent_password = False
+        sent_user = sent_password = cancelled = False
         logged_out: str | None = None
         # When we last answered a prompt: login may pause (FAILED_LOGIN_PAUSE) before its next one, and
         # an Enter typed to wake it meanwhile would be taken as the next user name.
@@ -375,7 +439,11 @@ class ConsoleSession:
                 # Never after the user name: an Enter at the password prompt fails the attempt, and
                 # the password would then be typed, visible, while login pauses.
                 if not (sent_user or sent_password) and time.monotonic() - answered >= FAILED_LOGIN_PAUSE:
-                    self.send("\r", show="<Enter>")
+                    if not cancelled and self._last_line_unfinished():
+                        self.send("\x03", show="<Ctrl-C>")
+                        cancelled = True
+                    else:
+                        self.send("\r", show="<Enter>")
                     wakes += 1
                 continue
             if name == "login incorrect" and not sent_password:
@@ -423,6 +491,12 @@ class ConsoleSession:
                 self.send("\r", show="<Enter>")
             else:
                 self.shell_may_be_open = True
+                if not (sent_password or cancelled) and isinstance(self.channel, Screen):
+                    # A shell found open: its line may hold a command a cut connection left unfinished,
+                    # which what we type next would complete. Ctrl-C drops it; the next prompt is ours.
+                    self.send("\x03", show="<Ctrl-C>")
+                    cancelled = True
+                    continue
                 who = self.identity(min(IDENTITY_TIMEOUT, max(deadline - time.monotonic(), 1.0)))
                 if same_user(user, who):
                     return LoginResult(who, already_logged_in=not sent_password, logged_out_other_user=logged_out)
@@ -488,7 +562,7 @@ class ConsoleSession:
         """The user of the shell at the console, read from a marker line."""
         nonce = secrets.token_hex(4)
         self.send(f"printf 'RCV-%s-%s\\n' {nonce} \"$(id -un)\"\r")
-        _, match = self.expect({"identity marker": re.compile(rf"RCV-{nonce}-(\S+)\n")}, timeout)
+        _, match = self.expect({"identity marker": re.compile(rf"RCV-{nonce}-(\S+)\n")}, timeout, on_screen=True)
         return match.group(1)
 
     # -- commands -----------------------------------------------------------------------------
@@ -506,19 +580,70 @@ class ConsoleSession:
             ChannelError: a line has a character this console cannot type (nothing was typed).
 
         On a blind console the status is None: the script is typed and given a moment to run.
+
+        Where the screen is read, each line is typed without its Enter, and the Enter follows only
+        once the screen shows the line as typed (`recovery.channels.screen.shows_typed`). A line
+        shown otherwise (a key lost or changed on the way) is abandoned with Ctrl-C, with everything
+        typed before it (nothing ran: the script runs at its last Enter), and the command is typed
+        again, TYPING_ATTEMPTS times in all; then the run stops (GuestCommandError), nothing run.
         """
         self._pending = ""
         command = heredoc_command(lines, delimiter=delimiter, nonce=nonce)
         for line in command:
             self.channel.check_typeable(line)
-        for line in command:
-            shown = str(line) if isinstance(line, Secret) else line
-            self.typed.append(shown)
-            wire = Secret(reveal(line) + "\r", shown) if isinstance(line, Secret) else line + "\r"
-            self.send(wire, show=shown)
+        checked = self.screen() is not None
+        for attempt in range(1, TYPING_ATTEMPTS + 1):
+            wrong = self._type(command, checked=checked)
+            if wrong is None:
+                break
+            self.send("\x03", show="<Ctrl-C>")  # abandons the line, or the here-document: nothing of it ran
+            screen = self.screen()
+            shown = scrub(screen.text).splitlines()[-4:] if screen is not None else []
+            self.expect({}, CANCEL_TIMEOUT, prompts={"shell prompt": SHELL_PROMPT})
+            if attempt == TYPING_ATTEMPTS:
+                raise GuestCommandError(
+                    f"the console did not show what was typed ({wrong}) in {TYPING_ATTEMPTS} attempts: keys "
+                    "were lost or changed between us and the VM. The command was abandoned with Ctrl-C before "
+                    "its Enter: nothing of it ran, and nothing on the VM changed",
+                    transcript_tail=shown,
+                )
+            log.warning("the console did not show what was typed (%s); abandoned it with Ctrl-C, typing it again",
+                        wrong)
         if not self.channel.has_output:
             self.settle(quiet=BLIND_PAUSE)
             return CommandResult(status=None, output="")
         marker = re.compile(rf"RCV-{nonce}-(\d+)\n")
-        _, match = self.expect({"status marker": marker}, timeout)
+        _, match = self.expect({"status marker": marker}, timeout, on_screen=True)
         return CommandResult(status=int(match.group(1)), output=match.string[: match.start()])
+
+    def _type(self, command: Sequence[Text], *, checked: bool) -> str | None:
+        """Type the lines of `command`; with `checked`, each line's Enter only once the screen shows the
+        line as typed. Returns which line was not shown so (its number, masked text), else None."""
+        for number, line in enumerate(command, 1):
+            shown = str(line) if isinstance(line, Secret) else line
+            self.typed.append(shown)
+            raw = reveal(line)
+            if not checked:
+                self.send(Secret(raw + "\r", shown) if isinstance(line, Secret) else raw + "\r", show=shown)
+                continue
+            self._record(shown)
+            for start in range(0, len(raw), ECHO_PIECE):
+                piece = raw[start:start + ECHO_PIECE]
+                self.channel.send(Secret(piece, shown) if isinstance(line, Secret) else piece)
+                end = start + len(piece)
+                need = min(len(raw[:end].rstrip()), end - start + ECHO_OVERLAP)
+                if not self._await_screen(functools.partial(_shows_typed, typed=raw[:end], need=need)):
+                    return f"line {number} of {len(command)}: {shown[:60]}"
+            self.channel.send("\r")  # the transcript has the line already
+            if number < len(command):  # the next line waits for the shell's `> `: typed before it, its echo
+                self._await_screen(_continues)  # would come before the prompt
+        return None
+
+    def _await_screen(self, ready: Callable[[ScreenText], bool]) -> bool:
+        """Read the screen until `ready` says yes of it, for ECHO_TIMEOUT at most; whether it did."""
+        deadline = time.monotonic() + ECHO_TIMEOUT
+        while not ((screen := self.screen()) is not None and ready(screen)):
+            if time.monotonic() >= deadline:
+                return False
+            self._receive(0.05)
+        return True

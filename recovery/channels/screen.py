@@ -2,7 +2,8 @@
 
 A VNC console sends pixels. The consoles a recovery meets draw text with bitmap fonts and no
 smoothing: QEMU's VGA text mode draws the IBM VGA 8x16 font (the one SeaBIOS loads) in 9x16 cells,
-Linux's framebuffer console the same 8x16 font in 8x16 cells, xterm the X "fixed" font (6x13).
+Linux's framebuffer console the kernel's copy of it (a few glyphs differ) in 8x16 cells, or the font a
+distribution sets (Debian's Lat15-Fixed16), xterm the X "fixed" font (6x13).
 Each character is then an exact bitmap, so reading is a dictionary lookup per cell: no OCR, no
 model, a few milliseconds per screen. The fonts come from Debian packages (console-setup-linux's
 `Lat15-VGA16.psf.gz`, xfonts-base's misc-fixed `.pcf.gz`); `system_fonts` finds what is installed.
@@ -16,8 +17,10 @@ How a screen is read (`GlyphReader`):
   screen is readable only when nearly all of its non-blank cells are known glyphs.
 - Read: each cell's bitmap looked up among the glyphs (and their inverse: reverse video); a cell
   that matches nothing exactly takes the nearest glyph within a few pixels (a font that differs
-  in a pixel or two: the kernel's copy of the VGA font), else U+FFFD. A cell whose ink is whole
-  rows only is a text cursor over an empty cell: a space.
+  in a pixel or two), else U+FFFD. A cell whose ink is whole rows only is a text cursor over an
+  empty cell: a space. When a screen has more such doubtful cells than when its font was chosen,
+  the fonts of the same cell size are tried again and the exactest wins: fonts that read the first
+  prompt alike can differ later, where the nearest glyph of the wrong one is a wrong character.
 
 `read` returns None when no font reads the screen (an unknown font, or nothing on it yet): the
 caller then drives the console blind, as before, and says so. RECOVERY_SCREEN_FONTS (font files,
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import struct
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,10 +46,13 @@ from typing import Protocol
 UNKNOWN = "\ufffd"
 # Where Debian puts the fonts; the order breaks ties. console-data's iso01a-8x16 has the IBM VGA
 # glyphs SeaBIOS loads for QEMU's text mode (measured: every cell of a busybox session; kbd's
-# default8x16 and console-setup's Lat15-VGA16 differ in 0, m, v, w), console-setup-linux's fonts
+# default8x16 and console-setup's Lat15-VGA16 differ in 0, m, v, w); its cp850-8x16 has the glyphs of the
+# kernel's built-in VGA 8x16 font, which fbcon draws (measured: every printable ASCII character on a
+# vga=791 console; iso01a differs in 0, f, v, w and ~), console-setup-linux's fonts
 # are what Debian and Ubuntu guests set on their consoles, xfonts-base's 6x13 is xterm's "fixed".
 FONT_PATHS = (
     Path("/usr/share/consolefonts/iso01a-8x16.psf.gz"),
+    Path("/usr/share/consolefonts/cp850-8x16.psf.gz"),
     Path("/usr/share/consolefonts/Lat15-Fixed16.psf.gz"),
     Path("/usr/share/fonts/X11/misc/6x13-ISO8859-1.pcf.gz"),
 )
@@ -74,6 +81,7 @@ class ScreenText:
     font: str
     unknown: int = 0  # cells that matched no glyph (U+FFFD in `rows`)
     known: int = 0  # non-blank cells read as a glyph
+    inexact: int = 0  # of those, cells read as the nearest glyph, not an exact one
 
     @property
     def lines(self) -> list[str]:
@@ -338,14 +346,18 @@ class GlyphReader:
         self.layouts = [Layout.of(font, width) for font in fonts
                         for width in ((font.width, font.width + 1) if font.width == 8 else (font.width,))]
         self._grids: dict[tuple[int, int], _Grid] = {}
+        self._doubts: dict[tuple[int, int], int] = {}  # inexact and unknown cells when the font was last chosen
 
     def read(self, frame: Frame) -> ScreenText | None:
         if not self.layouts:
             return None
         mask = _ink(frame)
-        grid = self._grids.get((frame.width, frame.height))
+        size = (frame.width, frame.height)
+        grid = self._grids.get(size)
         if grid is not None:
             text = _read_grid(frame, mask, grid)
+            if text.inexact + text.unknown > self._doubts.get(size, 0):
+                grid, text = self._exactest(frame, mask, grid, text)
             if _readable(text) or not text.unknown:  # a blank screen is read as blank
                 return text
         grid = self._find_grid(frame, mask)
@@ -354,8 +366,28 @@ class GlyphReader:
         text = _read_grid(frame, mask, grid)
         if not _readable(text):
             return None
-        self._grids[(frame.width, frame.height)] = grid
+        self._grids[size] = grid
+        self._doubts[size] = 0
         return text
+
+    def _exactest(self, frame: Frame, mask: bytes, grid: _Grid, text: ScreenText) -> tuple[_Grid, ScreenText]:
+        """The font, among those of the grid's cell size, that reads the screen with the fewest inexact and
+        unknown cells. Fonts that agree on the first text seen (`(none) login:`) can differ further on:
+        the kernel's VGA font (fbcon) and SeaBIOS's (VGA text mode) do in 0, f, v, w and ~, where the
+        nearest glyph of the other one is a wrong character, so the grid's font is chosen again whenever
+        the screen shows more doubtful cells than when it was last chosen."""
+        best = (text.inexact + text.unknown, grid, text)
+        for layout in self.layouts:
+            if layout is grid.layout or (layout.cell_width, layout.cell_height) != (grid.layout.cell_width,
+                                                                                    grid.layout.cell_height):
+                continue
+            other = _Grid(layout, grid.x, grid.y, grid.columns, grid.rows)
+            read = _read_grid(frame, mask, other)
+            if read.inexact + read.unknown < best[0]:
+                best = (read.inexact + read.unknown, other, read)
+        doubts, grid, text = best
+        self._grids[(frame.width, frame.height)], self._doubts[(frame.width, frame.height)] = grid, doubts
+        return grid, text
 
     def _find_grid(self, frame: Frame, mask: bytes) -> _Grid | None:
         """The layout and origin that read the first non-blank cells best; None if none reads them."""
@@ -432,7 +464,7 @@ def _read_grid(frame: Frame, mask: bytes, grid: _Grid) -> ScreenText:
     cw, ch = layout.cell_width, layout.cell_height
     width, span = frame.width, grid.columns * cw
     rows: list[str] = []
-    known = unknown = 0
+    known = unknown = inexact = 0
     for row in range(grid.rows):
         top = grid.y + row * ch
         band = [mask[(top + line) * width + grid.x:(top + line) * width + grid.x + span] for line in range(ch)]
@@ -459,14 +491,17 @@ def _read_grid(frame: Frame, mask: bytes, grid: _Grid) -> ScreenText:
                 key = b"" if _uniform(frame, x, top, cw, ch) else _cell_ink(frame, x, top, cw, ch)
             else:
                 key = b"".join(line[start:start + cw] for line in band)
-            char = " " if not key else layout.keys.get(key) or _cursor(key, cw) or _nearest(layout, key)
+            char = " " if not key else layout.keys.get(key) or _cursor(key, cw)
+            if char is None:
+                char = _nearest(layout, key)
+                inexact += char != UNKNOWN
             if char == UNKNOWN:
                 unknown += 1
             elif char != " ":
                 known += 1
             chars.append(char)
         rows.append("".join(chars).rstrip())
-    return ScreenText(tuple(rows), grid.columns, layout.name, unknown, known)
+    return ScreenText(tuple(rows), grid.columns, layout.name, unknown, known, inexact)
 
 
 def _uniform(frame: Frame, x: int, y: int, cw: int, ch: int) -> bool:
@@ -507,9 +542,13 @@ def news(seen: Sequence[str], now: Sequence[str]) -> str:
     """The text that turned the screen's lines `seen` into `now`, as a terminal would have printed it.
 
     The screen may have scrolled by any number of lines, and its last line grown (a prompt, then
-    what was typed at it). The smallest scroll that keeps every earlier line and extends the last
-    one wins. When none does (a line was redrawn in place: a kernel message over a prompt, a
-    cleared screen), the lines from the first that changed are new, after a line break.
+    what was typed at it): the smallest scroll that keeps every earlier line and extends the last
+    one wins. Else the last line was redrawn in place (an edit, `^C`): the smallest scroll that
+    keeps the lines before it, and the last line is new again. Else the screen was redrawn from
+    some line on (a cleared screen, a half-painted screen, a scroll too far to align): what follows
+    the longest run of `seen`'s last lines still on the screen, no lower than it was, is new, or all
+    of it. So a line already reported is
+    reported again only when it was redrawn.
     """
     if list(now) == list(seen):
         return ""
@@ -518,11 +557,57 @@ def news(seen: Sequence[str], now: Sequence[str]) -> str:
     last = seen[-1]
     for shift in range(len(seen)):
         kept = len(seen) - shift - 1  # complete lines of `seen` still on the screen
-        if kept >= len(now):
-            continue
-        if list(seen[shift:-1]) == list(now[:kept]) and now[kept].startswith(last):
+        if kept < len(now) and list(seen[shift:-1]) == list(now[:kept]) and now[kept].startswith(last):
             return "\n".join([now[kept][len(last):], *now[kept + 1:]])
-    same = 0
-    while same < min(len(seen), len(now)) and seen[same] == now[same]:
-        same += 1
-    return "\n" + "\n".join(now[same:])
+    for shift in range(len(seen) - 1):
+        kept = len(seen) - shift - 1
+        if kept < len(now) and list(seen[shift:-1]) == list(now[:kept]):
+            return "\n" + "\n".join(now[kept:])
+    for run in range(min(len(seen), len(now)) - 1, 0, -1):
+        tail = list(seen[-run - 1:-1])  # complete lines only: the last one may have changed
+        # Lines only move up (a terminal scrolls up): a run found lower than it was is a later copy of it
+        # (the same prompt printed again), and what came between the two would be lost.
+        for start in range(min(len(now) - run, len(seen) - run - 1), -1, -1):
+            if list(now[start:start + run]) == tail:
+                return "\n" + "\n".join(now[start + run:])
+    return "\n" + "\n".join(now)
+
+
+# A kernel message printk wrote over a line being typed: from its timestamp to the end of its line.
+_KERNEL_OVER = re.compile(r"\[ {0,16}\d{1,10}\.\d{6}\] [^\n]*(?:\n|$)")
+
+
+def shows_typed(screen: ScreenText, typed: str) -> bool:
+    """Whether the screen ends with the whole of `typed` as a terminal echoes a line typed at its cursor
+    (see `typed_shown`)."""
+    return typed_shown(screen, typed) == len(typed.rstrip())
+
+
+def typed_shown(screen: ScreenText, typed: str) -> int:
+    """How many of the last characters of `typed` the screen ends with, as a terminal echoes a line
+    typed at its cursor: all of them, or as many as match before a difference or the screen's top.
+
+    The rows are read back into the stream the terminal was given: a full row goes on on the next
+    one (the terminal wrapped it), a shorter one ends a line. A kernel message printk wrote over the
+    line (`[   12.345678] ...`, from where the cursor was to the end of its line) is taken out: the
+    typed text goes on after it. A line the line editor broke early (busybox's, counting columns a
+    kernel message has since moved) goes on after the break too; there, the spaces a row lost (rows
+    keep no trailing spaces) cannot be told from none, so any spaces of `typed` may stand at a
+    break. Every other character is compared; what precedes the line (the prompt) is not, nor are
+    trailing spaces of `typed`.
+    """
+    stream = "".join(row if len(row) >= screen.columns else row + "\n" for row in screen.rows)
+    shown = _KERNEL_OVER.sub("", stream).rstrip()
+    whole = typed.rstrip()
+    rest = whole
+    at = len(shown)
+    while rest and at > 0:
+        char = shown[at - 1]
+        if char == "\n":
+            rest = rest.rstrip(" ")
+        elif rest[-1] != char:
+            break
+        else:
+            rest = rest[:-1]
+        at -= 1
+    return len(whole) - len(rest)

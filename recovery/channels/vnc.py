@@ -88,9 +88,13 @@ LED_PROBE_TIMEOUT = 2.0  # a guest that has not switched its Num Lock light by t
 SYNC_TIMEOUT = 10.0
 SCREEN_QUIET = 0.5  # a screenshot waits until the screen has not changed for this long,
 SCREEN_SETTLE_LIMIT = 2.0  # or this long at most: a blinking cursor (QEMU's text mode) is never quiet
+TEXT_QUIET = 0.3  # a screen that is read: quiet once its text has not changed for this long
 MAX_PIXELS = 16 * 1024 * 1024  # a larger screen is no VM console (4K is 8.3 million): refused, not allocated
 MAX_TEXT = 4096  # bytes of a desktop name or refusal reason kept; the rest is skipped as it arrives
 SCREEN_READ_WAIT = 3.0  # on opening, seconds for the screen to show text a font reads (a console waking up)
+# After an update, more that follows within this many seconds is taken before the screen is read: QEMU
+# sends a scrolled screen in several updates, and a half-painted screen reads as lines redrawn.
+SCREEN_UPDATE_GAP = 0.05
 
 # RFB constants (RFC 6143), and QEMU's extension (qemu/docs/rfb: "QEMU Extended Key Event").
 _SYNC_SLOTS = 2 * SYNCS_IN_FLIGHT  # barrier k asks for pixel (k % _SYNC_SLOTS, 0)
@@ -359,7 +363,7 @@ class VncChannel:
         self._read_screen(deadline)
 
     def _read_screen(self, deadline: float) -> None:
-        """Read the screen for up to SCREEN_READ_WAIT: `has_output` says whether a font read it."""
+        """Read the screen for up to SCREEN_READ_WAIT while it changes: `has_output` says whether a font read it."""
         reader = self._reader if self._reader is not None else GlyphReader()
         self._reader = reader
         until = min(deadline, time.monotonic() + SCREEN_READ_WAIT)
@@ -368,8 +372,8 @@ class VncChannel:
             self._await_update(max(until, time.monotonic() + SYNC_TIMEOUT))
             while (text := reader.read(self.frame())) is None and time.monotonic() < until:
                 self._send(_update_request(0, 0, self.width, self.height, incremental=True))
-                try:
-                    self._await_update(until)
+                try:  # a screen unchanged for SCREEN_QUIET will not become readable by waiting
+                    self._await_update(min(until, time.monotonic() + SCREEN_QUIET))
                 except TimeoutError:
                     break
         if text is None:
@@ -421,9 +425,11 @@ class VncChannel:
         x11vnc keeps a dropped client's keys pressed. After a cut between `r` down and `r` up, the
         next `r` (the first letter of the user name a `--resume` typed) was lost, a press of a key
         already down; a Shift left down would shift everything. Releasing a key that is not down
-        changes nothing. Unshifted keysyms only: they name every key, shifted ones share them.
+        changes nothing. Shifted keysyms too: x11vnc tracks keysyms, not keys, and after a cut with
+        `)` down (Shift and `0`) the resumed run's next `)` was lost, though `0` had been released.
+        Scancodes name keys: one release each.
         """
-        keys = {(key.keysym, key.scancode) for key in KEYMAP.values() if key.modifier is None}
+        keys = {(key.keysym, key.scancode) for key in KEYMAP.values()}
         keys |= {(_XK_SHIFT_L, _SC_SHIFT_L), (_XK_CONTROL_L, _SC_CONTROL_L)}
         if self.qemu_keys:
             codes = {scancode: keysym for keysym, scancode in sorted(keys)}
@@ -496,10 +502,22 @@ class VncChannel:
                     break
                 self._dispatch(time.monotonic() + SYNC_TIMEOUT)
                 if self._painted and self.has_output:
+                    self._take_following_updates()
                     text = self._screen_news()
                     if text:
                         return text
         return ""
+
+    def _take_following_updates(self) -> None:
+        """Handle the messages that follow within SCREEN_UPDATE_GAP of each other, for SCREEN_QUIET at most
+        (a screen that never stops changing is read as it is then)."""
+        until = time.monotonic() + SCREEN_QUIET
+        while time.monotonic() < until:
+            try:
+                self._fill(1, time.monotonic() + SCREEN_UPDATE_GAP)
+            except TimeoutError:
+                return
+            self._dispatch(time.monotonic() + SYNC_TIMEOUT)
 
     def _screen_news(self) -> str:
         """Read the screen; the text new since the last read (`recovery.channels.screen.news`)."""
@@ -531,7 +549,9 @@ class VncChannel:
         The first (non-incremental) answer can be the server's stale copy: x11vnc, for one, scans
         the X screen only while a client waits for changes. So incremental requests follow until
         the screen has been quiet for SCREEN_QUIET, or for SCREEN_SETTLE_LIMIT at most. One may stay
-        pending; servers merge a client's requests, so the next sync request shares its answer.
+        pending; servers merge a client's requests, so the next sync request shares its answer. A
+        screen that is read is quiet when its text is (TEXT_QUIET): QEMU's text mode blinks its
+        cursor, which would keep every screenshot waiting SCREEN_SETTLE_LIMIT.
 
         Raises:
             ChannelClosed, ChannelTimeout: as for `send`.
@@ -542,12 +562,17 @@ class VncChannel:
             self._send(_update_request(0, 0, self.width, self.height))
             self._await_update(deadline)
             deadline = min(deadline, time.monotonic() + SCREEN_SETTLE_LIMIT)
-            while time.monotonic() < deadline:
+            rows = self._text_rows()
+            quiet = TEXT_QUIET if rows is not None else SCREEN_QUIET
+            changed = time.monotonic()
+            while time.monotonic() < min(deadline, changed + quiet):
                 self._send(_update_request(0, 0, self.width, self.height, incremental=True))
                 try:
-                    self._await_update(min(deadline, time.monotonic() + SCREEN_QUIET))
+                    self._await_update(min(deadline, changed + quiet))
                 except TimeoutError:
                     break
+                if rows is None or (now := self._text_rows()) != rows:  # pixels changed, or the text did
+                    rows, changed = (None if rows is None else now), time.monotonic()
         fb = self._framebuffer
         rgb = bytearray(self.width * self.height * 3)
         rgb[0::3], rgb[1::3], rgb[2::3] = fb[2::4], fb[1::4], fb[0::4]
@@ -555,6 +580,13 @@ class VncChannel:
         if self.has_output and self._reader is not None and (text := self._reader.read(self.frame())) is not None:
             write_atomic(path.with_suffix(".txt"), (scrub(text.text) + "\n").encode())
         return self.width, self.height
+
+    def _text_rows(self) -> tuple[str, ...] | None:
+        """The rows of text on the screen as it is now, where the screen is read; else None."""
+        if not self.has_output or self._reader is None:
+            return None
+        text = self._reader.read(self.frame())
+        return text.rows if text is not None else None
 
     # -- RFB ----------------------------------------------------------------------------------
 
@@ -641,6 +673,8 @@ class VncChannel:
         self._send(events + self._events([(_NUM_LOCK, True), (_NUM_LOCK, False)]))
         try:
             while self._num_lock() != expected:
+                if time.monotonic() > deadline:  # screen updates keep coming, the light does not switch
+                    return False
                 self._dispatch(deadline)
         except TimeoutError:
             return False
@@ -692,6 +726,8 @@ class VncChannel:
         leave an incremental request pending) is no answer to a barrier.
         """
         while True:
+            if time.monotonic() > deadline:  # updates keep coming, none of them the answer
+                raise TimeoutError("no answer to a sync request")
             if self._dispatch(deadline):
                 answered = [index for index, x in enumerate(pending)
                             if any(y == 0 and h == 1 and rx <= x < rx + w for rx, y, w, h in self._updated)]

@@ -63,7 +63,9 @@ def screenshot(ctx: StepContext, moment: str) -> None:
 @step(
     "console.open",
     params=OpenParams,
-    outputs={"url": "the console URL, masked"},
+    outputs={"url": "the console URL, masked",
+             "screen": "how a VNC screen is read (its font and grid), 'blind' where no font reads it; null on a "
+                       "console of text"},
     repeatable=True,  # a connection does not survive the process; --resume reopens it
     retryable=True,
     check=_url_fits,
@@ -85,7 +87,20 @@ def open_console(ctx: StepContext, params: OpenParams) -> Outputs:
     session = ConsoleSession(channel, ctx.journal.transcript)
     ctx.shared.console = session
     ctx.defer("closed the console", channel.close)
-    return {"url": masked_url(params.url)}
+    return {"url": masked_url(params.url), "screen": _screen_reading(channel)}
+
+
+def _screen_reading(channel: object) -> str | None:
+    """How the console's screen is read, for the report: a VNC screen is read by a font, or typed at blind."""
+    from recovery.channels import Screen
+    from recovery.channels.screen import ScreenText
+
+    if not isinstance(channel, Screen):
+        return None
+    screen = getattr(channel, "screen", None)
+    if not isinstance(screen, ScreenText):
+        return "blind"
+    return f"{screen.font}, {screen.columns}x{len(screen.rows)}"
 
 
 @dataclass(frozen=True)

@@ -158,10 +158,19 @@ KERNEL_NOISE = 2
 NOISE_LOOP = f"(while sleep {KERNEL_NOISE}; do echo '<3>recovery-test: kernel noise' >/dev/kmsg; done) &\n"
 
 
+# The kernel command line that gives the VM a framebuffer console: QEMU's boot code sets VESA mode 0x317
+# (1024x768, 16 bits) on the emulated VGA, the kernel's simple framebuffer driver takes it, and fbcon draws
+# the console with the kernel's built-in VGA 8x16 font in 128x48 cells, as cloud images boot.
+FRAMEBUFFER = "vga=791"
+
+
 @contextmanager
-def running_vm(password: str = "vm-Passw0rd", *, kernel_noise: bool = False) -> Iterator[Vm]:
+def running_vm(
+    password: str = "vm-Passw0rd", *, kernel_noise: bool = False, framebuffer: bool = False
+) -> Iterator[Vm]:
     """Boot the VM and wait for its console and sshd; stops QEMU (by PID) afterwards. With `kernel_noise`,
-    the kernel also prints to the VGA console, a message every KERNEL_NOISE seconds."""
+    the kernel also prints to the console, a message every KERNEL_NOISE seconds. Its console is VGA text
+    mode (80x25, the font SeaBIOS loads), or with `framebuffer` the Linux framebuffer console (FRAMEBUFFER)."""
     with tempfile.TemporaryDirectory(prefix="recovery-qemu-") as scratch:
         work = Path(scratch)
         found = parts()
@@ -178,7 +187,8 @@ def running_vm(password: str = "vm-Passw0rd", *, kernel_noise: bool = False) -> 
                 "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
                 "-device", "e1000,netdev=net0",
                 stderr=qemu_log,
-                append="console=tty0 console=ttyS0 quiet" if kernel_noise else "console=ttyS0 quiet",
+                append=" ".join(["console=tty0"] * kernel_noise + ["console=ttyS0", "quiet"]
+                                + [FRAMEBUFFER] * framebuffer),
             )
         try:
             wait_for_text(serial, "VM-READY", BOOT_TIMEOUT)

@@ -1,7 +1,8 @@
 """A whole recovery through QEMU's own VNC server (the console libvirt and Nova VMs have) into a real VM.
 
 The VM (tests/e2e/qemu_vm.py) runs under software emulation: busybox getty and login on its VGA
-console, OpenSSH's sshd behind a loopback port forward, and the kernel printing a message on the
+text console (in one test the Linux framebuffer console, as cloud images boot), OpenSSH's sshd behind a
+loopback port forward, and the kernel printing a message on the
 console every 2 s, over whatever prompt is there (a screen that keeps changing, with QEMU's blinking
 cursor). QEMU feeds the guest keyboard one key event per 10 ms and drops what overflows, so this is
 where typing pace gets tested. The screen is read (recovery.channels.screen): the tests check it really was,
@@ -11,6 +12,7 @@ The same VM then takes every printable ASCII character, read back over SSH.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -49,6 +51,13 @@ def recover(vm: Vm, workdir: Path, password: str, **env: str) -> Result:
     )
 
 
+def screen_reading(workdir: Path, result: Result) -> str:
+    """How the run read the VNC screen (console.open's output): font and grid, or "blind"."""
+    (step,) = (workdir / "runs" / result.run_id / "steps").glob("*-console.json")
+    reading: str = json.loads(step.read_text())["outputs"]["screen"]
+    return reading
+
+
 def ssh_read(vm: Vm, private_key: Path, path: str) -> str:
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # the recovery pinned it; this only reads
@@ -76,6 +85,7 @@ def test_a_wrong_password_ends_the_run_at_login_then_the_right_one_recovers(vm: 
     result = recover(vm, workdir, vm.password)
     elapsed = time.monotonic() - started
     assert result.code == 0, result.stderr
+    assert screen_reading(workdir, result) == "iso01a-8x16 in 9x16 cells, 80x25", "VGA text mode, read"
     report = report_of(workdir, result)
     seconds = {record["id"]: record["seconds"] for record in report["timeline"]}
     print(f"QEMU VNC: wrong password refused {refused_after:.1f} s after the start; recovery {elapsed:.1f} s "
@@ -112,7 +122,25 @@ def test_a_screen_no_font_reads_is_driven_blind_and_still_recovers(vm: Vm, workd
     assert result.code == 0, result.stderr
     report = report_of(workdir, result)
     assert any("typed blind" in change for change in report["vm_changes"]), report["vm_changes"]
+    assert screen_reading(workdir, result) == "blind"
     assert not list((workdir / "runs" / result.run_id).glob("screen-*.txt"))
     key = report["keys"][0]
     lines = ssh_read(vm, Path(key["private_key_path"]), ".ssh/authorized_keys").splitlines()
     assert lines.count(key["public_key"]) == 1
+
+
+def test_the_framebuffer_console_is_read(workdir: Path) -> None:
+    """fbcon (vga=791: 1024x768, the kernel's built-in VGA 8x16 font in 128x48 cells), with kernel messages
+    printed over it: the screen is read, not fallen back on (the facts come back from it)."""
+    with running_vm(kernel_noise=True, framebuffer=True) as machine:
+        result = recover(machine, workdir, machine.password)
+        assert result.code == 0, result.stderr
+        assert screen_reading(workdir, result).endswith(" in 8x16 cells, 128x48"), "read, not blind"
+        report = report_of(workdir, result)
+        assert "appended the new key to ~/.ssh/authorized_keys" in report["vm_changes"], "the facts were read"
+        assert "key checksum on the VM: verified" in report["vm_changes"]
+        screens = sorted((workdir / "runs" / result.run_id).glob("screen-*.txt"))
+        assert re.search(r"^RCV-[0-9a-f]{8}-0$", screens[-1].read_text(), re.MULTILINE), "the marker was read"
+        key = report["keys"][0]
+        assert ssh_read(machine, Path(key["private_key_path"]), ".ssh/authorized_keys") == key["public_key"] + "\n"
+        print(f"QEMU VNC, framebuffer console: recovery {report['seconds']:.1f} s")

@@ -48,7 +48,7 @@ def test_recovery_through_the_vnc_console(vnc_lab: lab.LabInfo, recover_vnc: Rec
     assert_recovered(info, workdir, result)
     report = report_of(workdir, result)
     install = next(record for record in report["timeline"] if record["id"] == "install")
-    print(f"VNC recovery: {elapsed:.1f} s in all, install step (typing ~1.8 KB) {install['seconds']:.1f} s")
+    print(f"VNC recovery: {elapsed:.1f} s in all, install step (typing ~650 characters) {install['seconds']:.1f} s")
     assert "appended the new key to ~/.ssh/authorized_keys" in report["vm_changes"], "the facts were read"
     assert any(change.startswith("backed up authorized_keys to ") for change in report["vm_changes"])
     assert "key checksum on the VM: verified" in report["vm_changes"]
@@ -86,10 +86,11 @@ def test_a_wrong_password_on_the_vnc_console_ends_the_run_at_login(
 
 
 # On plain TCP the client's bytes are RFB KeyEvents (8 bytes each: type 4, down flag, 2 padding, keysym).
-# The first `<` pressed is the heredoc's `sh <<'RECOVERY_SCRIPT_...'`: the user name (rcvlab-hex), the
-# password (lowercase and digits) and the blind login's Ctrl-C/exit never type one.
+# The first `<` pressed is the install command's `</dev/null sh -c '...'` (the terse one-line command a read
+# screen gets): the user name (rcvlab-hex), the password (lowercase and digits) and the identity check never
+# type one.
 HEREDOC_OPENS = struct.pack(">BBxxI", 4, 1, ord("<"))
-INTO_THE_SCRIPT = 6000  # bytes after it: ~2.5 KeyEvents a character, so ~300 characters into the ~3 KB script
+INTO_THE_SCRIPT = 6000  # bytes after it: ~2.5 KeyEvents a character, so ~300 characters into the ~650 of it
 
 
 def test_a_vnc_connection_cut_mid_install_then_resume_adds_the_key_once(
@@ -104,8 +105,8 @@ def test_a_vnc_connection_cut_mid_install_then_resume_adds_the_key_once(
     assert failed.code == 1, failed.stderr
     assert report_of(workdir, failed)["failed_step"] == "install"
     assert "closed the connection mid-conversation" in failed.stderr
-    assert lab.read_authorized_keys(info) == before, "a half-typed heredoc must not run"
-    resumed = recover_vnc(info, info.vnc_console_url, "--resume", failed.run_id)
+    assert lab.read_authorized_keys(info) == before, "a half-typed command must not run"
+    resumed = recover_vnc(info, info.vnc_console_url, "--resume", failed.run_id)  # once hung: a marker missed
     new_key = assert_recovered(info, workdir, resumed)
     assert new_key == new_key_line(workdir, failed)
     assert key_lines(info).count(new_key) == 1

@@ -76,7 +76,7 @@ def test_dry_run_of_the_vnc_playbook_shows_the_shorter_command_with_compact_fact
            "-e", "trust_first_use=true"]
     assert main(["run", str(VNC), "--dry-run", "--journal", str(tmp_path / "runs"), *vnc]) == 0
     out = capsys.readouterr().out
-    assert 'fact backup "$b"' in out
+    assert 'facts=$d$c$l$p "$b"' in out  # the terse one-line command (recovery.guest._terse_install)
     assert "snapshot" not in out
     assert main(["run", str(SERIAL), "--dry-run", "--journal", str(tmp_path / "runs"), *DIRECT]) == 0
     assert "snapshot before" in capsys.readouterr().out

@@ -146,7 +146,29 @@ def test_wrapped_rows_are_one_line() -> None:
         (["$ ls", "a b", "$"], ["$ ls", "a b", "$ clear"], " clear"),
         (["$ ls", "a b", "$ clear"], ["$"], "\n$"),  # cleared: all of it is new
         (["boot", "login: ops"], ["boot", "login: [  1.000000] eth0: up"], "\nlogin: [  1.000000] eth0: up"),
+        (["a", "b", "$ x"], ["a", "b", "$ ^C", "$"], "\n$ ^C\n$"),  # the last line redrawn: reported again
+        (["1", "2", "3", "Password:", "x"], ["Password:", "x", "y", "$"], "\ny\n$"),  # not the lines before it
+        # A half-painted screen read, then the whole one: the prompt the marker is printed before is no anchor.
+        (["boot", "u@vm:~$ id", "u", "u@vm:~$", ">"], ["u", "u@vm:~$ sh <<E", "> x", "> E", "RCV-n-0", "u@vm:~$"],
+         "\nu\nu@vm:~$ sh <<E\n> x\n> E\nRCV-n-0\nu@vm:~$"),
     ],
 )
 def test_news_is_what_a_serial_console_would_have_printed(seen: list[str], now: list[str], expected: str) -> None:
     assert news(seen, now) == expected
+
+
+def test_the_framebuffer_console_is_read_exactly_in_the_kernels_font() -> None:
+    """fbcon (vga=791) draws the kernel's built-in VGA 8x16 font, which SeaBIOS's (iso01a) matches on the first
+    prompt but not in 0, f, v, w and ~: the reader chosen on `(none) login:` switches to the exact font."""
+    frame = captured("fbcon-wrong-password")
+    cp850 = next(font for font in system_fonts() if font.name == "cp850-8x16")
+    reader = GlyphReader()
+    first = reader.read(render(cp850, ["(none) login:"], width=1024, height=768))
+    assert first is not None
+    assert first.lines == ["(none) login:"]
+    text = reader.read(frame)
+    assert text is not None
+    assert (text.font, text.unknown, text.inexact) == ("cp850-8x16 in 8x16 cells", 0, 0)
+    assert text.lines[-5:] == ["Password:", "Login incorrect",
+                               f"(none) login: abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ {SAMPLE}",
+                               "", "(none) login:"]

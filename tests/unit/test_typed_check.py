@@ -1,0 +1,156 @@
+"""Before the Enter that runs a typed command, the screen must show it as typed (`shows_typed`); a mistyped
+command is abandoned with Ctrl-C and typed again, and never run."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from recovery.channels.dialogue import ConsoleSession
+from recovery.channels.screen import ScreenText, shows_typed
+from recovery.errors import GuestCommandError
+from recovery.safety.redact import Text, reveal
+
+COLUMNS = 40
+
+
+def screen_of(text: str, columns: int = COLUMNS) -> ScreenText:
+    """`text` as a terminal shows it: each line wrapped at `columns`, rows without trailing spaces."""
+    rows: list[str] = []
+    for line in text.split("\n"):
+        rows += [line[i:i + columns] for i in range(0, max(len(line), 1), columns)]
+    return ScreenText(tuple(row.rstrip() for row in rows), columns, "test")
+
+
+TYPED = "echo abcdefghij klm opqrstu vwxyz 0123456789 abcdefghij 0123456789 done"
+
+
+@pytest.mark.parametrize(
+    ("shown", "expected"),
+    [
+        (f"boot\n$ {TYPED}", True),
+        (f"$ {TYPED}\n", True),  # the cursor on a row of its own
+        (f"$ {TYPED.replace('klm', 'kLm')}", False),  # a character changed
+        (f"$ {TYPED.replace('klm ', 'klm')}", False),  # a character lost
+        (f"$ {TYPED[:-5]}", False),  # not all shown yet
+        (f"$ {TYPED[12:]}", False),  # the beginning lost
+        # printk wrote over the line where the cursor was; the typed text goes on on the next row
+        ("$ echo abcdefghij klm[   12.345678] noise\n opqrstu vwxyz 0123456789 abcdefghij 0123456789 done", True),
+        (f"$ {TYPED}[   12.345678] noise\n[   14.345678] more noise\n", True),
+        # busybox's line editor breaks a row early after a kernel message moved its cursor
+        ("$ echo abcdefghij[   1.000000] x\n klm opqrstu vwxyz\n0123456789 abcdefghij 0123456789 done", True),
+    ],
+)
+def test_shows_typed(shown: str, expected: bool) -> None:
+    assert shows_typed(screen_of(shown), TYPED) is expected
+
+
+def test_spaces_at_a_row_break_are_the_row_s_missing_columns() -> None:
+    typed = "x" * 38 + "  yz"  # two spaces at the end of the first row: the row keeps neither
+    assert shows_typed(screen_of("$ " + typed), typed)
+    assert not shows_typed(ScreenText(("$ " + "x" * 38, "  yz"), COLUMNS, "test"), typed + "!")
+
+
+class FakeShell:
+    """A shell on a read screen: echoes keys, runs a line at Enter (printing its marker), drops it at Ctrl-C.
+    `lose` drops that character of the first `lose_times` lines typed: a key lost on the way."""
+
+    has_output = True
+
+    def __init__(self, lose: str = "", lose_times: int = 0) -> None:
+        self.text = self.unread = "$ "
+        self.line = ""
+        self.ran: list[str] = []
+        self.lose, self.lose_times = lose, lose_times
+        self.screen = screen_of(self.text)
+
+    def check_typeable(self, data: Text) -> None:
+        pass
+
+    def send(self, data: Text) -> None:
+        before = len(self.text)
+        for char in reveal(data):
+            if char == "\r":
+                self.ran.append(self.line)
+                status = re.search(r'"echo RCV-(\w+)""(\w+)-', self.line)
+                self.text += "\n" + (f"RCV-{status[1]}{status[2]}-0\n" if status else "") + "$ "
+                self.line = ""
+            elif char == "\x03":
+                self.text += "^C\n$ "
+                self.line = ""
+            elif char == self.lose and self.lose_times:
+                self.lose_times -= 1
+            else:
+                self.line += char
+                self.text += char
+        self.screen = screen_of(self.text)
+        self.unread += self.text[before:]
+
+    def read(self, timeout: float) -> str:
+        text, self.unread = self.unread, ""
+        return text
+
+    def close(self) -> None:
+        pass
+
+
+def run(shell: FakeShell) -> int | None:
+    session = ConsoleSession(shell)
+    return session.run_script(["echo one;echo two"], delimiter="X", nonce="abcd1234", timeout=5).status
+
+
+def test_a_command_shown_as_typed_is_entered_once() -> None:
+    shell = FakeShell()
+    assert run(shell) == 0
+    assert len(shell.ran) == 1
+    assert shell.ran[0].endswith("echo one;echo two'")
+
+
+def test_a_mistyped_command_is_abandoned_and_typed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("recovery.channels.dialogue.ECHO_TIMEOUT", 0.2)
+    shell = FakeShell(lose=";", lose_times=1)
+    assert run(shell) == 0
+    assert len(shell.ran) == 1, "only the command shown right was entered"
+    assert "^C" in shell.text
+
+
+def test_a_command_mistyped_every_time_is_never_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("recovery.channels.dialogue.ECHO_TIMEOUT", 0.2)
+    shell = FakeShell(lose=";", lose_times=99)
+    with pytest.raises(GuestCommandError, match=r"did not show what was typed .* nothing of it ran"):
+        run(shell)
+    assert shell.ran == []
+    assert shell.text.count("^C") == 2
+
+
+def test_a_long_line_is_checked_piece_by_piece_as_its_beginning_scrolls_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small screen that keeps scrolling: the whole line is never on it at once, every piece of it was."""
+    monkeypatch.setattr("recovery.channels.dialogue.ECHO_TIMEOUT", 0.2)
+
+    class SmallScreen(FakeShell):
+        def send(self, data: Text) -> None:
+            super().send(data)
+            self.screen = ScreenText(self.screen.rows[-4:], COLUMNS, "test")  # 4 rows: 160 characters
+
+    script = ";".join(f"echo {number:03}" for number in range(40))  # 359 characters
+    shell = SmallScreen()
+    assert ConsoleSession(shell).run_script([script], delimiter="X", nonce="abcd1234", timeout=5).status == 0
+    assert shell.ran[0].endswith(f"{script}'")
+    shell = SmallScreen(lose="7", lose_times=2)  # a key lost in a piece long gone from the screen by the end
+    with pytest.raises(GuestCommandError):
+        ConsoleSession(shell).run_script([script], delimiter="X", nonce="abcd1234", timeout=5)
+    assert shell.ran == []
+
+
+def test_the_marker_is_found_on_the_screen_when_the_text_stream_missed_it() -> None:
+    """A redraw the screen-to-text conversion could not align once lost the marker line, and the run waited
+    for it 120 s: a marker (its nonce new) is also looked for on the whole screen."""
+
+    class Unaligned(FakeShell):
+        def read(self, timeout: float) -> str:
+            self.unread = ""
+            return ""  # nothing new as far as the text stream can tell
+
+    shell = Unaligned()
+    assert ConsoleSession(shell).run_script(["echo one"], delimiter="X", nonce="abcd1234", timeout=5).status == 0
