@@ -224,14 +224,29 @@ def _as_text(inputs: Mapping[str, object]) -> dict[str, str]:
     return {name: text(value) for name, value in inputs.items() if value is not None}
 
 
-def secrets_in_use(playbook: PlaybookSource, inputs: Mapping[str, object], *, config: Config | None = None) -> set[str]:
+def secrets_in_use(
+    playbook: PlaybookSource,
+    inputs: Mapping[str, object],
+    *,
+    config: Config | None = None,
+    journal_root: Path | None = None,
+    resume: str | None = None,
+) -> set[str]:
     """The secrets a run with these inputs uses: the others are neither asked for nor required.
 
+    With `resume`, the run's saved inputs count too, as they will in the run: a resumed run is
+    given again only what was sensitive.
+
     Raises:
-        UsageError: the playbook or the inputs are invalid.
+        UsageError: the playbook or the inputs are invalid, or the run to resume is unknown.
     """
+    config = config or Config()
     book = playbook if isinstance(playbook, Playbook) else load_playbook(Path(playbook))
-    return preflight_secrets_in_use(book, resolve_inputs(book, _as_text(inputs)), config or Config())
+    values = _as_text(inputs)
+    if resume is not None:
+        journal = Journal.open(journal_root or config.journal.dir, resume)
+        values = _merge_saved(journal.read_json("run.json"), resume, book, values)
+    return preflight_secrets_in_use(book, resolve_inputs(book, values), config)
 
 
 def _check_secrets(playbook: Playbook, secrets: Mapping[str, Secret], in_use: set[str]) -> None:
@@ -258,23 +273,28 @@ def _reopen(
             raise UsageError(f"run {run_id} was made with {saved['playbook']}, not {playbook.path.resolve()}")
         if saved.get("status") == STATUS_SUCCEEDED:
             raise UsageError(f"run {run_id} already succeeded; there is nothing to resume")
-        merged = {}
-        for name, value in (saved.get("inputs") or {}).items():
-            decl = playbook.inputs.get(name)
-            if name in given or decl is None or value is None:
-                continue
-            if decl.sensitive and value:
-                env = f", or set {decl.env}" if decl.env else ""
-                raise UsageError(
-                    f"run {run_id}: input {name!r} is sensitive and was not saved; give it again with "
-                    f"-e {name}=@FILE{env}"
-                )
-            merged[name] = str(value).lower() if isinstance(value, bool) else str(value)
-        merged.update(given)
-        return journal, merged, journal.load_steps()
+        return journal, _merge_saved(saved, run_id, playbook, given), journal.load_steps()
     except BaseException:
         journal.unlock()
         raise
+
+
+def _merge_saved(saved: Mapping[str, Any], run_id: str, playbook: Playbook, given: dict[str, str]) -> dict[str, str]:
+    """A resumed run's inputs: those saved in its run.json, under those given again."""
+    merged = {}
+    for name, value in (saved.get("inputs") or {}).items():
+        decl = playbook.inputs.get(name)
+        if name in given or decl is None or value is None:
+            continue
+        if decl.sensitive and value:
+            env = f", or set {decl.env}" if decl.env else ""
+            raise UsageError(
+                f"run {run_id}: input {name!r} is sensitive and was not saved; give it again with "
+                f"-e {name}=@FILE{env}"
+            )
+        merged[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    merged.update(given)
+    return merged
 
 
 def _target(inputs: Mapping[str, object], cloud: str | None) -> tuple[str, str] | None:

@@ -695,7 +695,8 @@ def _run(args: argparse.Namespace, cancel: CancelToken) -> int:
         return EXIT_OK
     prompt = getpass.getpass if sys.stdin.isatty() else None
     secrets = secret_values(playbook, _pairs(args.secret, "--secret"), os.environ, prompt=prompt,
-                            in_use=recovery.api.secrets_in_use(playbook, given, config=config))
+                            in_use=recovery.api.secrets_in_use(playbook, given, config=config,
+                                                               journal_root=journal_root, resume=args.resume))
     _quiet_if_unmaskable(secrets.values())
     try:
         report = recovery.api.run(

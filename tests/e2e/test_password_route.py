@@ -211,7 +211,7 @@ def test_a_wrong_user_fails_clearly_and_leaves_no_usable_password(vm: AgentVm, w
     keys_before = guest(vm, f"cat {KEYS}")
     result = recover(vm, workdir, "vm-root", user="nosuchuser")
     assert result.code == 1, result.stderr
-    assert "the VM has no such user (check -e user)" in result.stderr
+    assert "the VM has no such user in /etc/passwd (check -e user" in result.stderr
     done = report(workdir)
     assert any("was not locked on the console: set it again, through the guest agent, to a random value nobody "
                "keeps" in change for change in done["vm_changes"]), done
