@@ -18,6 +18,7 @@ in a temp dir of its own.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -178,6 +179,32 @@ class SavedVm:
         finally:
             stop_child(vm.process)
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def ssh_run(ssh_port: int, private_key: Path, command: str, user: str = USER) -> str:
+    """Log in to a guest made from this image on `ssh_port` with `private_key`, the host key pinned to
+    the image's own, and run `command`: the proof every route's test ends with."""
+    import paramiko
+
+    host_key = (IMAGE / "host_ed25519.pub").read_text().split()
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.get_host_keys().add(f"[127.0.0.1]:{ssh_port}", host_key[0],
+                               paramiko.PKey.from_type_string(host_key[0], base64.b64decode(host_key[1])))
+    client.connect("127.0.0.1", port=ssh_port, username=user, key_filename=str(private_key),
+                   allow_agent=False, look_for_keys=False, timeout=30, banner_timeout=30, auth_timeout=30)
+    try:
+        _, stdout, _ = client.exec_command(command, timeout=30)
+        return stdout.read().decode()
+    finally:
+        client.close()
+
+
+def guest(vm: AgentVm, script: str) -> str:
+    """Run `script` on the guest through its agent; it must succeed."""
+    status, output = vm.shell(script)
+    assert status == 0, output
+    return output
 
 
 def host_key_fingerprint(image: Path) -> str:

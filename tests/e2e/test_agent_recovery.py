@@ -8,24 +8,20 @@ still log in, and the user's password field must still be `*` (no usable passwor
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import paramiko
 import pytest
 
 from recovery.agent.qga import UnixSocketTransport
 from recovery.errors import AgentError
 from tests.agentvm.fake_proxmox import serving
-from tests.agentvm.vm import IMAGE, AgentVm, SavedVm
+from tests.agentvm.vm import IMAGE, AgentVm, SavedVm, guest, ssh_run
 from tests.e2e.conftest import ROOT, Result, recovery
 
 pytestmark = pytest.mark.vm
@@ -45,12 +41,6 @@ def vm(saved: SavedVm) -> Iterator[AgentVm]:
         yield machine
 
 
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    directory = Path(tempfile.mkdtemp(prefix="rcv-agent-e2e-"))
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-
 
 def run(vm: AgentVm, workdir: Path, *extra: str, agent: str | None = None, user: str = "debian",
         env: dict[str, str] | None = None) -> Result:
@@ -69,26 +59,6 @@ def run(vm: AgentVm, workdir: Path, *extra: str, agent: str | None = None, user:
     )
 
 
-def ssh_run(vm: AgentVm, private_key: Path, command: str) -> str:
-    """Log in with `private_key`, the host key pinned to the image's own, and run `command`."""
-    host_key = (IMAGE / "host_ed25519.pub").read_text().split()
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.get_host_keys().add(f"[127.0.0.1]:{vm.ssh_port}", host_key[0],
-                               paramiko.PKey.from_type_string(host_key[0], base64.b64decode(host_key[1])))
-    client.connect("127.0.0.1", port=vm.ssh_port, username=vm.user, key_filename=str(private_key),
-                   allow_agent=False, look_for_keys=False, timeout=30, banner_timeout=30, auth_timeout=30)
-    try:
-        _, stdout, _ = client.exec_command(command, timeout=30)
-        return stdout.read().decode()
-    finally:
-        client.close()
-
-
-def guest(vm: AgentVm, script: str) -> str:
-    status, output = vm.shell(script)
-    assert status == 0, output
-    return output
 
 
 def test_the_agent_alone_recovers_a_locked_password_vm(vm: AgentVm, workdir: Path) -> None:
@@ -106,8 +76,8 @@ def test_the_agent_alone_recovers_a_locked_password_vm(vm: AgentVm, workdir: Pat
     assert report["authorized_keys"]["after"]["lines"] == 2
     assert report["typed"] == []
     # The proof, again and independently: both keys log in, the host key pinned.
-    assert ssh_run(vm, workdir / "id_new", "id -un").strip() == "debian"
-    assert ssh_run(vm, vm.old_key, "id -un").strip() == "debian"
+    assert ssh_run(vm.ssh_port, workdir / "id_new", "id -un").strip() == "debian"
+    assert ssh_run(vm.ssh_port, vm.old_key, "id -un").strip() == "debian"
     new_public = (workdir / "id_new.pub").read_text().strip()
     after = guest(vm, f"cat {KEYS}; stat -c '%U:%G %a' {KEYS} /home/debian/.ssh")
     assert after.startswith(keys_before + new_public + "\n"), after  # the old line kept, byte for byte
@@ -129,7 +99,7 @@ def test_libvirt_urls_go_through_virsh_qemu_agent_command(vm: AgentVm, workdir: 
     calls = [json.loads(line) for line in (workdir / "virsh.log").read_text().splitlines()]
     assert calls[0][:4] == ["-c", "qemu:///system", "qemu-agent-command", "web-1"]
     assert json.loads(calls[0][4])["execute"] == "guest-exec"
-    assert ssh_run(vm, workdir / "id_new", "id -un").strip() == "debian"
+    assert ssh_run(vm.ssh_port, workdir / "id_new", "id -un").strip() == "debian"
     (workdir / "report.json").unlink()
     (workdir / "id_new").unlink()
     (workdir / "id_new.pub").unlink()
@@ -148,7 +118,7 @@ def test_proxmox_urls_go_through_its_api_with_the_token_as_a_secret(vm: AgentVm,
     transport.close()
     assert result.code == 0, result.stderr
     assert [request["path"].rsplit("/", 1)[1] for request in fake.requests][:2] == ["exec", "exec-status"]
-    assert ssh_run(vm, workdir / "id_new", "id -un").strip() == "debian"
+    assert ssh_run(vm.ssh_port, workdir / "id_new", "id -un").strip() == "debian"
     for text in [result.stdout, result.stderr, (workdir / "report.json").read_text(),
                  *(path.read_text() for path in (workdir / "runs").rglob("*") if path.is_file())]:
         assert "0b7e5c1a-63f2" not in text
@@ -225,8 +195,8 @@ def test_where_guest_exec_is_blocked_the_agents_ssh_command_adds_the_key_and_the
     assert result.code == 0, result.stderr
     report = json.loads((workdir / "report.json").read_text())
     assert "added the final newline qemu-ga leaves out, through guest-file-*" in report["vm_changes"]
-    assert ssh_run(vm, workdir / "id_new", "id -un").strip() == "debian"
-    assert ssh_run(vm, vm.old_key, "tail -c 1 .ssh/authorized_keys | od -An -c").strip() == "\\n"
+    assert ssh_run(vm.ssh_port, workdir / "id_new", "id -un").strip() == "debian"
+    assert ssh_run(vm.ssh_port, vm.old_key, "tail -c 1 .ssh/authorized_keys | od -An -c").strip() == "\\n"
 
 
 def test_a_rhel_like_agent_gets_the_key_and_the_report_warns_of_the_missing_newline(
@@ -237,10 +207,10 @@ def test_a_rhel_like_agent_gets_the_key_and_the_report_warns_of_the_missing_newl
     assert result.code == 0, result.stderr
     report = json.loads((workdir / "report.json").read_text())
     assert any("may now end without a newline" in note for note in report["notes"])
-    assert ssh_run(vm, workdir / "id_new", "id -un").strip() == "debian"
+    assert ssh_run(vm.ssh_port, workdir / "id_new", "id -un").strip() == "debian"
     # qemu-ga 7.2 splits the file on newlines and joins the lines back with none at the end: the old
     # final newline becomes an empty line (harmless to sshd), the new key the unterminated last one.
-    lines = ssh_run(vm, vm.old_key, "cat .ssh/authorized_keys").split("\n")
+    lines = ssh_run(vm.ssh_port, vm.old_key, "cat .ssh/authorized_keys").split("\n")
     new = workdir / "id_new.pub"
     assert lines[0] == (IMAGE / "old_key.pub").read_text().strip(), lines
     assert lines[-1] == new.read_text().strip(), lines

@@ -11,17 +11,14 @@ next boot is the normal one (GRUB's edit was not saved).
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.agentvm.grub import GrubVm, grub_vm, kernel_version
-from tests.agentvm.vm import IMAGE, tail
+from tests.agentvm.vm import IMAGE, ssh_run, tail
 from tests.e2e.conftest import ROOT, recovery
-from tests.e2e.test_agent_recovery import ssh_run
 
 pytestmark = pytest.mark.vm
 
@@ -33,12 +30,6 @@ def vm() -> Iterator[GrubVm]:
     with grub_vm() as machine:
         yield machine
 
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    directory = Path(tempfile.mkdtemp(prefix="rcv-boot-e2e-"))
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_the_boot_loader_route_recovers_a_vm_without_password_or_agent(vm: GrubVm, workdir: Path) -> None:
@@ -67,18 +58,10 @@ def test_the_boot_loader_route_recovers_a_vm_without_password_or_agent(vm: GrubV
     assert edit["before"].split() == ["linux", f"/boot/vmlinuz-{kernel_version(IMAGE / 'vmlinuz')}", "root=/dev/vda",
                                       "ro", "console=tty0", "console=ttyS0,115200", "quiet"]
     assert edit["after"] == edit["before"] + " init=/bin/sh"
-    checked = ssh_run_as(vm, workdir / "id_new", "id -un; stat -c '%U:%G %a' .ssh .ssh/authorized_keys; "
+    checked = ssh_run(vm.ssh_port, workdir / "id_new", "id -un; stat -c '%U:%G %a' .ssh .ssh/authorized_keys; "
                          "cat /proc/cmdline")
     lines = checked.splitlines()
     assert lines[:3] == ["debian", "debian:debian 700", "debian:debian 600"]
     assert "init=/bin/sh" not in lines[-1], "GRUB's edit was saved: the normal boot has it too"
-    assert ssh_run_as(vm, vm.old_key, "id -un").strip() == "debian"
+    assert ssh_run(vm.ssh_port, vm.old_key, "id -un").strip() == "debian"
 
-
-def ssh_run_as(vm: GrubVm, key: Path, command: str) -> str:
-    """`ssh_run` of the agent tests, on this VM's port (the user and host key are the same image's)."""
-    class Target:
-        ssh_port = vm.ssh_port
-        user = "debian"
-
-    return ssh_run(Target(), key, command)  # type: ignore[arg-type]

@@ -14,7 +14,6 @@ given to any run.
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import socket
@@ -22,11 +21,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import paramiko
 import pytest
 
 from recovery.lab.processes import free_port
-from tests.agentvm.vm import IMAGE, AgentVm, SavedVm
+from tests.agentvm.vm import AgentVm, SavedVm, guest, ssh_run
 from tests.cloud.nova_fixture import NovaCloud, NovaServerSpec, running_nova
 from tests.e2e.conftest import ROOT, Result, recovery
 
@@ -112,26 +110,6 @@ def recover(vm: AgentVm, workdir: Path, server: str, user: str = "debian") -> Re
     return run(workdir, server, ssh_port=vm.ssh_port, fingerprint=vm.host_key_fingerprint, user=user)
 
 
-def ssh_run(vm: AgentVm, private_key: Path, command: str) -> str:
-    """Log in as debian with `private_key`, the host key pinned to the image's own, and run `command`."""
-    host_key = (IMAGE / "host_ed25519.pub").read_text().split()
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.get_host_keys().add(f"[127.0.0.1]:{vm.ssh_port}", host_key[0],
-                               paramiko.PKey.from_type_string(host_key[0], base64.b64decode(host_key[1])))
-    client.connect("127.0.0.1", port=vm.ssh_port, username=vm.user, key_filename=str(private_key),
-                   allow_agent=False, look_for_keys=False, timeout=30, banner_timeout=30, auth_timeout=30)
-    try:
-        _, stdout, _ = client.exec_command(command, timeout=30)
-        return stdout.read().decode()
-    finally:
-        client.close()
-
-
-def guest(vm: AgentVm, script: str) -> str:
-    status, output = vm.shell(script)
-    assert status == 0, output
-    return output
 
 
 def shadow(vm: AgentVm, user: str) -> str:
@@ -178,8 +156,8 @@ def test_root_password_set_used_on_the_console_and_locked_again(vm: AgentVm, wor
     after = guest(vm, f"cat {KEYS}; stat -c '%U:%G %a' {KEYS} /home/debian/.ssh")
     assert after.startswith(keys_before + new_public + "\n"), after
     assert after.endswith("debian:debian 600\ndebian:debian 700\n"), after
-    assert ssh_run(vm, workdir / "id_new", "id -un").strip() == "debian"
-    assert ssh_run(vm, vm.old_key, "id -un").strip() == "debian"
+    assert ssh_run(vm.ssh_port, workdir / "id_new", "id -un").strip() == "debian"
+    assert ssh_run(vm.ssh_port, vm.old_key, "id -un").strip() == "debian"
     # Nothing of the console left open: the logout happened after the lock.
     assert "logged out of the console" in done["rolled_back"]
 
@@ -201,8 +179,8 @@ def test_admin_user_who_cannot_lock_gets_a_password_nobody_keeps(vm: AgentVm, wo
     assert password_sets(nova, "vm-admin") == 2
     assert shadow(vm, "root") == "*"
     assert shadow(vm, "debian").startswith("$"), "the second password is set (and unknown), not the first"
-    assert ssh_run(vm, workdir / "id_new", "id -un").strip() == "debian"
-    assert ssh_run(vm, vm.old_key, "id -un").strip() == "debian"
+    assert ssh_run(vm.ssh_port, workdir / "id_new", "id -un").strip() == "debian"
+    assert ssh_run(vm.ssh_port, vm.old_key, "id -un").strip() == "debian"
 
 
 def test_a_wrong_user_fails_clearly_and_leaves_no_usable_password(vm: AgentVm, workdir: Path,

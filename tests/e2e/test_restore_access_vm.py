@@ -5,9 +5,6 @@ host key pinned."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +16,6 @@ pytestmark = pytest.mark.vm
 
 PLAYBOOK = ROOT / "playbooks" / "restore-access.yaml"
 
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    directory = Path(tempfile.mkdtemp(prefix="rcv-choose-vm-"))
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_with_a_guest_agent_the_agent_route_runs_and_no_console_is_needed(
