@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -34,3 +35,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.get_closest_marker("xdist_group") is None:
             group = "qemu-vms" if item.get_closest_marker("vm") is not None else item.nodeid.split("::")[0]
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked `root("why")` fails, naming why, when not run as root: CI runs as root, and a
+    skipped test would hide a part that was never tested."""
+    marker = item.get_closest_marker("root")
+    if marker is not None and os.geteuid() != 0:
+        pytest.fail(f"{marker.args[0]}: run the tests as root, as CI does (.ci/run)")

@@ -25,7 +25,7 @@ from recovery.ssh.keys import generate_keypair
 UID, GID = 4242, 4343
 SHELLS = {"dash": ("/usr/bin/dash",), "busybox": ("/usr/bin/busybox", "sh")}
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts and mknod need root")
+pytestmark = pytest.mark.root("mounts and mknod need root")
 
 
 class Disk:

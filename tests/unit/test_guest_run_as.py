@@ -8,7 +8,6 @@ locking a password of this machine is not a test's to do.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -31,7 +30,7 @@ from recovery.guest import (
 NONCE = "t3st0001"
 WHO = GuestScript(lines=("{", "printf 'who=%s home=%s\\n' \"$(id -un)\" \"$HOME\"", "} </dev/null"), nonce=NONCE)
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runuser needs root")
+pytestmark = pytest.mark.root("runuser needs root")
 
 
 @pytest.fixture
