@@ -61,7 +61,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Literal
@@ -80,6 +80,7 @@ __all__ = [
     "RemoveExitCode",
     "RemoveReport",
     "RemoveSpec",
+    "ScriptStatus",
     "blob_fingerprints",
     "build_install_script",
     "build_lock_script",
@@ -121,7 +122,16 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b\r\n]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
-class ExitCode(IntEnum):
+class ScriptStatus(IntEnum):
+    """An exit status of one of the guest scripts; its name, as a slug, is what the script prints."""
+
+    @property
+    def slug(self) -> str:
+        """The word the script prints as ``error=``, readable on the console as it is."""
+        return self.name.lower().replace("_", "-")
+
+
+class ExitCode(ScriptStatus):
     """Exit status of the install script. Codes start at 10 to stay clear of the shell's own
     (1 generic, 2 syntax error, 126/127 command not runnable or missing, 128+N signal N)."""
 
@@ -139,12 +149,7 @@ class ExitCode(IntEnum):
     NO_SUCH_USER = 20
     CANNOT_SWITCH_USER = 21
     # The root form (`build_root_install_script`) only: before the user's script runs.
-    ROOT_READ_ONLY = 30
-
-    @property
-    def slug(self) -> str:
-        """The word the script prints as ``error=``, readable on the console as it is."""
-        return self.name.lower().replace("_", "-")
+    ROOT_READ_ONLY = 22
 
 
 _UNCHANGED = "authorized_keys was not changed"
@@ -212,11 +217,16 @@ def explain_exit(code: int) -> str:
     Returns:
         the explanation; codes the script never chooses are explained generically.
     """
-    if code in _EXPLANATIONS:
-        return _EXPLANATIONS[code]
+    return _explained(_EXPLANATIONS, code, "read the console output")
+
+
+def _explained(table: Mapping[int, str], code: int, where: str) -> str:
+    """The table's sentence for `code`, else a killing signal or an unexpected status, and `where` to look."""
+    if code in table:
+        return table[code]
     if code > 128:
         return f"the script was killed by signal {code - 128} before it finished"
-    return f"the script failed with unexpected exit status {code}; read the console output"
+    return f"the script failed with unexpected exit status {code}; {where}"
 
 
 def heredoc_delimiter(nonce: str) -> str:
@@ -498,7 +508,8 @@ def _summary(
     }
 
 
-def _fail(code: ExitCode) -> str:
+def _fail(code: ScriptStatus) -> str:
+    """The script line that ends it with `code`, printing the code's slug (every guest script defines `fail`)."""
     return f"fail {code.value} {code.slug}"
 
 
@@ -845,7 +856,7 @@ def run_as(script: GuestScript, user: str) -> GuestScript:
     return GuestScript(lines=tuple(lines), nonce=script.nonce)
 
 
-class LockExitCode(IntEnum):
+class LockExitCode(ScriptStatus):
     """Exit status of the lock script (`build_lock_script`)."""
 
     OK = 0
@@ -1023,7 +1034,7 @@ _LINE_KEY_TYPES = (
 )
 
 
-class RemoveExitCode(IntEnum):
+class RemoveExitCode(ScriptStatus):
     """Exit status of the removal script; 30 and up, clear of the install's and the shell's."""
 
     OK = 0
@@ -1037,10 +1048,6 @@ class RemoveExitCode(IntEnum):
     NO_SUCH_USER = 37
     NOT_THAT_USER = 38
     UNREADABLE = 39
-
-    @property
-    def slug(self) -> str:
-        return self.name.lower().replace("_", "-")
 
 
 _REMOVE_UNCHANGED = "authorized_keys was not changed"
@@ -1079,11 +1086,7 @@ _REMOVE_EXPLANATIONS: dict[int, str] = {
 
 def explain_remove_exit(code: int) -> str:
     """One sentence about what the removal script's exit status means."""
-    if code in _REMOVE_EXPLANATIONS:
-        return _REMOVE_EXPLANATIONS[code]
-    if code > 128:
-        return f"the script was killed by signal {code - 128} before it finished"
-    return f"the script failed with unexpected exit status {code}; read its output"
+    return _explained(_REMOVE_EXPLANATIONS, code, "read its output")
 
 
 @dataclass(frozen=True)
@@ -1292,10 +1295,6 @@ def parse_remove_report(output: str, nonce: str) -> RemoveReport:
     )
 
 
-def _rfail(code: RemoveExitCode) -> str:
-    return f"fail {code.value} {code.slug}"
-
-
 # parse LINE: kt/kb are the key type and blob (empty: no key on the line). hit: does the key in
 # kt/kb/c/cm match a matcher. judge LINE: h=0 remove, 1 keep, 2 not a key line.
 _REMOVE: tuple[str, ...] = (
@@ -1335,30 +1334,30 @@ _REMOVE: tuple[str, ...] = (
     "own=; hd=",
     "if [ -n \"$uu\" ] && [ \"$(id -u)\" = 0 ]; then",
     "pw=$( { getent passwd \"$uu\" || awk -F: -v u=\"$uu\" '$1==u' /etc/passwd; } 2>/dev/null | head -n 1)",
-    f"[ -n \"$pw\" ] || {_rfail(RemoveExitCode.NO_SUCH_USER)}",
+    f"[ -n \"$pw\" ] || {_fail(RemoveExitCode.NO_SUCH_USER)}",
     "IFS=:; set -- $pw; unset IFS",
     "own=$3:$4; hd=$6",
     "elif [ -z \"$uu\" ] || [ \"$(id -un)\" = \"$uu\" ]; then hd=$HOME",
-    f"else {_rfail(RemoveExitCode.NOT_THAT_USER)}",
+    f"else {_fail(RemoveExitCode.NOT_THAT_USER)}",
     "fi",
-    f"[ -n \"$hd\" ] && [ -d \"$hd\" ] || {_rfail(RemoveExitCode.NO_HOME)}",
+    f"[ -n \"$hd\" ] && [ -d \"$hd\" ] || {_fail(RemoveExitCode.NO_HOME)}",
     "d=$hd/.ssh; f=$d/authorized_keys",
     "fact file \"$f\"",
     "if [ -e \"$f\" ]; then :; else fact status absent; fact exit 0; exit 0; fi",
-    f"[ -r \"$f\" ] || {_rfail(RemoveExitCode.UNREADABLE)}",
-    f"[ -z \"$m2$m5\" ] || [ -n \"$kg\" ] || [ \"$dr\" = 1 ] || {_rfail(RemoveExitCode.NO_FINGERPRINT_TOOL)}",
+    f"[ -r \"$f\" ] || {_fail(RemoveExitCode.UNREADABLE)}",
+    f"[ -z \"$m2$m5\" ] || [ -n \"$kg\" ] || [ \"$dr\" = 1 ] || {_fail(RemoveExitCode.NO_FINGERPRINT_TOOL)}",
     "t=",
     "trap 'rm -f \"$t\"' EXIT",
-    f"t=$(mktemp \"$d/.recovery-XXXXXX\") || {_rfail(RemoveExitCode.NO_TEMP_FILE)}",
+    f"t=$(mktemp \"$d/.recovery-XXXXXX\") || {_fail(RemoveExitCode.NO_TEMP_FILE)}",
     "r=0; k=0; pb=0; pa=0; ln=0",
     "while IFS= read -r l || [ -n \"$l\" ]; do",
     "ln=$((ln+1)); judge \"$l\"",
     "if [ $h = 2 ]; then printf '%s\\n' \"$l\" >>\"$t\" || "
-    + _rfail(RemoveExitCode.WRITE_FAILED) + "; continue; fi",
+    + _fail(RemoveExitCode.WRITE_FAILED) + "; continue; fi",
     "case \"$mp\" in *\" $kb \"*) pb=$((pb+1)); [ $h = 0 ] || pa=$((pa+1));; esac",
     "if [ $h = 0 ]; then r=$((r+1)); fact removed_key \"$ln $kt $kb $cm\"",
     "else k=$((k+1)); fact kept_key \"$ln $kt $kb $cm\"",
-    f"printf '%s\\n' \"$l\" >>\"$t\" || {_rfail(RemoveExitCode.WRITE_FAILED)}",
+    f"printf '%s\\n' \"$l\" >>\"$t\" || {_fail(RemoveExitCode.WRITE_FAILED)}",
     "fi",
     "l=",
     "done <\"$f\"",
@@ -1366,20 +1365,20 @@ _REMOVE: tuple[str, ...] = (
     "if [ $r = 0 ]; then fact status nothing-to-remove; fact exit 0; exit 0; fi",
     "if [ \"$dr\" = 1 ]; then fact status would-remove; fact exit 0; exit 0; fi",
     "if [ $pb -gt 0 ] && [ $pa = 0 ] && [ \"$fo\" = 0 ]; then "
-    + _rfail(RemoveExitCode.LAST_PROVEN_KEY) + "; fi",
+    + _fail(RemoveExitCode.LAST_PROVEN_KEY) + "; fi",
     "b=$f.recovery-$(date -u +%Y%m%dT%H%M%SZ)-$n",
     "while [ -e \"$b\" ]; do b=$b-1; done",
-    f"cp -p \"$f\" \"$b\" || {_rfail(RemoveExitCode.BACKUP_FAILED)}",
+    f"cp -p \"$f\" \"$b\" || {_fail(RemoveExitCode.BACKUP_FAILED)}",
     "fact backup \"$b\"",
     "if [ -n \"$own\" ]; then chown --reference=\"$f\" \"$t\" 2>/dev/null || chown \"$own\" \"$t\" || "
-    + _rfail(RemoveExitCode.WRITE_FAILED) + "; fi",
+    + _fail(RemoveExitCode.WRITE_FAILED) + "; fi",
     "chmod --reference=\"$f\" \"$t\" 2>/dev/null || { m=$(stat -c %a \"$f\" 2>/dev/null) && chmod \"$m\" \"$t\"; } || "
-    + "chmod 600 \"$t\" || " + _rfail(RemoveExitCode.WRITE_FAILED),
+    + "chmod 600 \"$t\" || " + _fail(RemoveExitCode.WRITE_FAILED),
     "command -v chcon >/dev/null 2>&1 && chcon --reference=\"$f\" \"$t\" 2>/dev/null",
-    f"mv -f \"$t\" \"$f\" || {_rfail(RemoveExitCode.WRITE_FAILED)}",
+    f"mv -f \"$t\" \"$f\" || {_fail(RemoveExitCode.WRITE_FAILED)}",
     "t=; q=0",
     "while IFS= read -r l || [ -n \"$l\" ]; do judge \"$l\"; [ $h = 0 ] && q=$((q+1)); l=; done <\"$f\"",
-    f"[ $q = 0 ] || {_rfail(RemoveExitCode.STILL_PRESENT)}",
+    f"[ $q = 0 ] || {_fail(RemoveExitCode.STILL_PRESENT)}",
     "e=no-restorecon",
     "for z in restorecon /usr/sbin/restorecon /sbin/restorecon; do",
     "command -v \"$z\" >/dev/null 2>&1 || continue",
@@ -1402,7 +1401,7 @@ _REMOVE: tuple[str, ...] = (
 # (`.autorelabel`): restorecon here would use the rescue system's policy.
 
 
-class MountedExitCode(IntEnum):
+class MountedExitCode(ScriptStatus):
     """Exit statuses of the mounted-root install beyond `ExitCode` (which it also uses)."""
 
     NO_SUCH_DEVICE = 40
@@ -1413,10 +1412,6 @@ class MountedExitCode(IntEnum):
     NO_SUCH_USER = 45
     NO_HOME = 46
     SYMLINK = 47
-
-    @property
-    def slug(self) -> str:
-        return self.name.lower().replace("_", "-")
 
 
 _MOUNTED_NOTHING = "nothing was mounted or changed"
@@ -1512,31 +1507,31 @@ def build_mounted_install_script(
         *_assign("dv", device, secret=False),
         *_assign("uu", user, secret=False),
         f"mp={mount_base}/recovery-$n",
-        f"[ -b \"$dv\" ] || {_mfail(MountedExitCode.NO_SUCH_DEVICE)}",
+        f"[ -b \"$dv\" ] || {_fail(MountedExitCode.NO_SUCH_DEVICE)}",
         "rs=$(stat -c %d /); mj=$(stat -L -c %t \"$dv\"); mn=$(stat -L -c %T \"$dv\")",
         "if [ $(( (rs >> 8) & 4095 )) = $((0x$mj)) ] && [ $(( (rs & 255) | ((rs >> 12) & 1048320) )) = $((0x$mn)) ]; "
-        f"then {_mfail(MountedExitCode.RESCUE_ROOT)}; fi",
+        f"then {_fail(MountedExitCode.RESCUE_ROOT)}; fi",
         "rp=$(readlink -f \"$dv\")",
         "while read -r md mr; do case \"$md\" in /dev/*) ;; *) continue;; esac",
         "for x in \"$md\" \"$(readlink -f \"$md\" 2>/dev/null)\"; do",
-        f"[ \"$x\" = \"$dv\" ] || [ \"$x\" = \"$rp\" ] && {_mfail(MountedExitCode.ALREADY_MOUNTED)}",
+        f"[ \"$x\" = \"$dv\" ] || [ \"$x\" = \"$rp\" ] && {_fail(MountedExitCode.ALREADY_MOUNTED)}",
         "done; done </proc/mounts",
-        f"mkdir -p \"$mp\" || {_mfail(MountedExitCode.MOUNT_FAILED)}",
-        f"mount \"$dv\" \"$mp\" || {{ rmdir \"$mp\"; {_mfail(MountedExitCode.MOUNT_FAILED)}; }}",
+        f"mkdir -p \"$mp\" || {_fail(MountedExitCode.MOUNT_FAILED)}",
+        f"mount \"$dv\" \"$mp\" || {{ rmdir \"$mp\"; {_fail(MountedExitCode.MOUNT_FAILED)}; }}",
         "p=$mp",
         "fact mounted \"$dv\"",
-        f"[ -r \"$p/etc/passwd\" ] || {_mfail(MountedExitCode.NOT_A_ROOT)}",
+        f"[ -r \"$p/etc/passwd\" ] || {_fail(MountedExitCode.NOT_A_ROOT)}",
         "pw=$(awk -F: -v u=\"$uu\" '$1==u' \"$p/etc/passwd\" | head -n 1)",
-        f"[ -n \"$pw\" ] || {_mfail(MountedExitCode.NO_SUCH_USER)}",
+        f"[ -n \"$pw\" ] || {_fail(MountedExitCode.NO_SUCH_USER)}",
         "IFS=:; set -- $pw; unset IFS",
         "ui=$3; gi=$4; hh=$6",
         "fact uid \"$ui\"; fact gid \"$gi\"; fact home \"$hh\"",
-        f"case \"$hh\" in /*) ;; *) {_mfail(MountedExitCode.NO_HOME)};; esac",
+        f"case \"$hh\" in /*) ;; *) {_fail(MountedExitCode.NO_HOME)};; esac",
         "x=$p; IFS=/; set -- $hh; unset IFS",
         f"for c in \"$@\" .ssh .ssh/authorized_keys; do [ -n \"$c\" ] || continue; case \"$c\" in .ssh*) y=$p$hh/$c;; "
-        f"*) x=$x/$c; y=$x;; esac; [ -L \"$y\" ] && {_mfail(MountedExitCode.SYMLINK)}; done",
+        f"*) x=$x/$c; y=$x;; esac; [ -L \"$y\" ] && {_fail(MountedExitCode.SYMLINK)}; done",
         "hd=$p$hh",
-        f"[ -d \"$hd\" ] || {_mfail(MountedExitCode.NO_HOME)}",
+        f"[ -d \"$hd\" ] || {_fail(MountedExitCode.NO_HOME)}",
         "d=$hd/.ssh; f=$d/authorized_keys; nf=",
         "if [ -d \"$d\" ]; then fact ssh_dir_created no",
         f"else mkdir \"$d\" && chown \"$ui:$gi\" \"$d\" || {_fail(ExitCode.NO_SSH_DIR)}",
@@ -1565,7 +1560,3 @@ def build_mounted_install_script(
     ]
     chosen = (line.line if isinstance(line, _Fact) else line for line in lines)
     return GuestScript(lines=tuple(chosen), nonce=nonce)
-
-
-def _mfail(code: MountedExitCode) -> str:
-    return f"fail {code.value} {code.slug}"
