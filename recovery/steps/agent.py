@@ -92,9 +92,9 @@ def preview(params: AgentInstallParams) -> list[str]:
     from recovery.agent import describe_agent
     from recovery.guest import build_install_script
     from recovery.safety.redact import reveal
-    from recovery.steps.authorized_keys import PREVIEW_KEY
+    from recovery.steps.authorized_keys import preview_key
 
-    key = params.key if checks.public_key(params.key) is None else PREVIEW_KEY
+    key = preview_key(params.key)
     script = build_install_script(key, sha256=hashlib.sha256(f"{key}\n".encode()).hexdigest(), nonce="0" * 8,
                                   facts=params.facts)
     where = describe_agent(reveal(params.agent)) if params.agent else "<agent>"

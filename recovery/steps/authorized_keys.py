@@ -70,15 +70,14 @@ PREVIEW_KEY = f"ssh-ed25519 {base64.b64encode(_STAND_IN_BLOB).decode()} new-key-
 PREVIEW_URL = Secret("https://published.invalid/new-key", "<URL from the publish step>")
 
 
+def preview_key(key: str) -> str:
+    """`key` where it is a public key already, else the stand-in of its shape (made by an earlier step)."""
+    return key if checks.public_key(key) is None else PREVIEW_KEY
+
+
 def preview(params: InstallParams) -> list[str]:
     """The lines that would be typed, masked. The nonce, and a key not yet made, differ on a real run."""
-    from recovery.ssh.keys import parse_public_line
-
-    try:
-        parse_public_line(params.key)
-        key = params.key
-    except KeyGenerationError:
-        key = PREVIEW_KEY
+    key = preview_key(params.key)
     url = params.url
     if url is not None and not url.reveal().startswith(("http://", "https://")):
         url = PREVIEW_URL

@@ -25,7 +25,7 @@ from recovery.engine.config import Config
 from recovery.engine.context import StepContext
 from recovery.engine.registry import Outputs, doc, step
 from recovery.engine.templating import Unknown
-from recovery.errors import CloudError, GuestCommandError, KeyGenerationError, StepError
+from recovery.errors import CloudError, GuestCommandError, StepError
 from recovery.steps.cloud import cloud_named
 
 POLL = 1.0
@@ -185,14 +185,9 @@ def _preview_install(params: InstallParams) -> list[str]:
 
     from recovery.channels.dialogue import heredoc_command
     from recovery.guest import build_mounted_install_script, heredoc_delimiter
-    from recovery.ssh.keys import parse_public_line
-    from recovery.steps.authorized_keys import PREVIEW_KEY
+    from recovery.steps.authorized_keys import preview_key
 
-    try:
-        parse_public_line(params.key)
-        key = params.key
-    except KeyGenerationError:
-        key = PREVIEW_KEY
+    key = preview_key(params.key)
     device = params.device if params.device.startswith("/dev/") else "/dev/vdb1"
     nonce = "0" * 8
     script = build_mounted_install_script(key, sha256=hashlib.sha256(f"{key}\n".encode()).hexdigest(), nonce=nonce,

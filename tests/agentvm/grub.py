@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recovery.lab.processes import free_port
-from tests.agentvm.vm import IMAGE, ensure_image, host_key_fingerprint, tail
+from tests.agentvm.vm import IMAGE, copy_old_key, ensure_image, host_key_fingerprint, overlay, tail
 from tests.processes import stop_child
 
 GRUB_ISO = IMAGE.parent / "agent-vm-grub" / "grub.iso"
@@ -102,12 +102,8 @@ def grub_vm() -> Iterator[GrubVm]:
     directory = Path(tempfile.mkdtemp(prefix="rcv-grubvm-"))
     qemu = proxy = None
     try:
-        disk = directory / "disk.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(IMAGE / "base.qcow2"), "-F", "qcow2",
-                        str(disk)], check=True)
-        old_key = directory / "old_key"
-        shutil.copy(IMAGE / "old_key", old_key)
-        old_key.chmod(0o600)
+        disk = overlay(IMAGE / "base.qcow2", directory / "disk.qcow2")
+        old_key = copy_old_key(IMAGE, directory)
         ssh_port, serial_port, ws_port = free_port(), free_port(), free_port()
         qmp, serial_log = directory / "qmp.sock", directory / "serial.log"
         with open(directory / "qemu.log", "wb") as log:

@@ -159,11 +159,9 @@ class SavedVm:
         self.started += 1
         directory = self.directory / f"vm{self.started}"
         directory.mkdir()
-        overlay = directory / "disk.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.disk), "-F", "qcow2",
-                        str(overlay)], check=True)
+        disk = overlay(self.disk, directory / "disk.qcow2")
         began = time.monotonic()
-        vm = _launch(directory, overlay, self.host_key_fingerprint, self.old_key, incoming=self.state,
+        vm = _launch(directory, disk, self.host_key_fingerprint, self.old_key, incoming=self.state,
                      serial_port=serial_port)
         try:
             qmp = Qmp(vm.qmp_socket)
@@ -205,6 +203,21 @@ def guest(vm: AgentVm, script: str) -> str:
     status, output = vm.shell(script)
     assert status == 0, output
     return output
+
+
+def overlay(backing: Path, disk: Path) -> Path:
+    """A qcow2 overlay `disk` on `backing`: a test writes to its own copy, never to the built image."""
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", "qcow2", str(disk)],
+                   check=True)
+    return disk
+
+
+def copy_old_key(image: Path, directory: Path) -> Path:
+    """The image's old key (already in the guest's authorized_keys), 0600 as ssh demands, in `directory`."""
+    old_key = directory / "old_key"
+    shutil.copy(image / "old_key", old_key)
+    old_key.chmod(0o600)
+    return old_key
 
 
 def host_key_fingerprint(image: Path) -> str:
@@ -287,12 +300,8 @@ def saved_vm() -> Iterator[SavedVm]:
     image = ensure_image()
     directory = Path(tempfile.mkdtemp(prefix="rcv-agentvm-"))
     try:
-        disk = directory / "session.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image / "base.qcow2"), "-F", "qcow2",
-                        str(disk)], check=True)
-        old_key = directory / "old_key"
-        shutil.copy(image / "old_key", old_key)
-        old_key.chmod(0o600)
+        disk = overlay(image / "base.qcow2", directory / "session.qcow2")
+        old_key = copy_old_key(image, directory)
         boot = directory / "boot"
         boot.mkdir()
         started = time.monotonic()

@@ -25,7 +25,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.agentvm.vm import ensure_image, host_key_fingerprint
+from tests.agentvm.vm import copy_old_key, ensure_image, host_key_fingerprint, overlay
 from tests.e2e.qemu_vm import busybox_root, pack_initramfs, parts
 
 LABEL = "rootfs"  # the agent image's label (build_image.sh: mkfs.ext4 -L rootfs)
@@ -119,12 +119,8 @@ def prepare(directory: Path, *, ssh_port: int, rescue_serial_port: int, password
     modules = _modules(image, work)
     initrd = _initramfs(work, modules, busybox)
     rescue_disk = _rescue_disk(work, busybox, password)
-    server_disk = directory / "server.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image / "base.qcow2"), "-F", "qcow2",
-                    str(server_disk)], check=True)
-    old_key = directory / "old_key"
-    shutil.copy(image / "old_key", old_key)
-    old_key.chmod(0o600)
+    server_disk = overlay(image / "base.qcow2", directory / "server.qcow2")
+    old_key = copy_old_key(image, directory)
     rescue_pid, server_pid = directory / "rescue.pid", directory / "server.pid"
     common = ["qemu-system-x86_64", "-accel", "tcg", "-smp", "1", "-nodefaults", "-display", "none",
               "-vga", "none", "-kernel", str(image / "vmlinuz"), "-no-reboot"]
