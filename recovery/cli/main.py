@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recovery import PLAYBOOKS_DIR, __version__
+from recovery.cli.flags import add_jump_flags
 from recovery.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -357,12 +358,7 @@ def _add_audit_parser(commands: Any) -> None:
         help="accept and add to --known-hosts (default ~/.ssh/known_hosts) the key of hosts it does not list, "
         "as ssh's accept-new",
     )
-    audit.add_argument("--jump", metavar="USER@HOST:PORT[,...]",
-                       help="jump hosts (bastions) before hosts whose inventory names none, as ssh -J")
-    audit.add_argument("--jump-keys", metavar="PATH[,...]",
-                       help="private keys for the jump hosts, in the same order (default: the host's key)")
-    audit.add_argument("--jump-host-keys", metavar="SHA256:...[,...]",
-                       help="host key pins of the jump hosts, in the same order (else --known-hosts decides)")
+    add_jump_flags(audit, key_default="the host's key")
     audit.add_argument(
         "--format", choices=("table", "json", "junit", "prometheus"), default="table", help="report format"
     )

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from recovery.cli.flags import add_jump_flags
 from recovery.cli.output import write_output
 from recovery.engine.signals import interrupt_on_signals
 from recovery.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_STEP_FAILED, CloudError, KeyGenerationError, UsageError
@@ -73,12 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     trust.add_argument("--known-hosts", type=Path, metavar="FILE", help="OpenSSH known_hosts file vouching for hosts")
     trust.add_argument("--accept-new", action="store_true",
                        help="accept the key of hosts not otherwise pinned, and add it to ~/.ssh/known_hosts")
-    parser.add_argument("--jump", metavar="USER@HOST:PORT[,...]",
-                        help="jump hosts (bastions) before every host, as ssh -J")
-    parser.add_argument("--jump-keys", metavar="PATH[,...]",
-                        help="private keys for the jump hosts, in the same order (default: the admin key)")
-    parser.add_argument("--jump-host-keys", metavar="SHA256:...[,...]",
-                        help="host key pins of the jump hosts, in the same order")
+    add_jump_flags(parser, key_default="the admin key")
     parser.add_argument("--format", choices=("table", "json", "junit"), default="table", help="report format")
     parser.add_argument("--output", type=Path, metavar="FILE", help="write the report here (atomically), not stdout")
     parser.add_argument("--yes", action="store_true",
