@@ -23,7 +23,7 @@ from recovery.cli.main import main
 from recovery.lab import commands, processes, sshd
 from recovery.ssh.keys import generate_keypair
 from tests.integration.sshd_fixture import running_sshd
-from tests.integration.test_jump_sshd import JUMP_KEYS
+from tests.integration.test_jump_sshd import JUMP_KEYS, authorize_at_bastion
 
 _CLONE_NEWNET = 0x40000000
 
@@ -131,11 +131,7 @@ def test_an_audit_reaches_a_vm_only_its_bastion_can_reach(tmp_path: Path, capsys
         vm_key = generate_keypair(tmp_path / "vm", comment="vm")
         jump_key = generate_keypair(tmp_path / "jump", comment="jump")
         lab.authorize(vm_key.public_line)
-        jump_keys = lab.home / JUMP_KEYS
-        jump_keys.write_text(jump_key.public_line + "\n")
-        jump_keys.chmod(0o600)
-        owner = (lab.home / ".ssh").stat()
-        os.chown(jump_keys, owner.st_uid, owner.st_gid)
+        authorize_at_bastion(lab.home, jump_key.public_line)
         entry = stack.enter_context(forwarder(namespace, bastion_port))
         assert processes.poll_until(lambda: sshd.answers(entry), 20.0), processes.log_tail(tmp_path / "bastion.log")
         inventory = tmp_path / "vm.yaml"

@@ -8,7 +8,6 @@ each login ("Accepted publickey"), each TCP connection ("Connection from") and e
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -22,7 +21,7 @@ from recovery.ssh.jump import JumpPool, parse_jumps
 from recovery.ssh.keys import KeyPair, generate_keypair
 from tests.integration.sshd_fixture import SSHServer, running_sshd
 from tests.integration.sshd_fleet import ExtraSSHD, extra_sshd
-from tests.integration.test_jump_sshd import JUMP_KEYS, Bastion, bastion
+from tests.integration.test_jump_sshd import Bastion, authorize_at_bastion, bastion
 
 VMS = 60
 
@@ -62,11 +61,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         vm_key = generate_keypair(directory / "vm", comment="vm")
         jump_key = generate_keypair(directory / "jump", comment="jump")
         lab.authorize(vm_key.public_line)
-        jump_keys = lab.home / JUMP_KEYS
-        jump_keys.write_text(jump_key.public_line + "\n")
-        jump_keys.chmod(0o600)
-        owner = (lab.home / ".ssh").stat()
-        os.chown(jump_keys, owner.st_uid, owner.st_gid)
+        authorize_at_bastion(lab.home, jump_key.public_line)
         yield Site(lab, jump_host, fleet, vm_key, jump_key, directory)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from recovery.cli.main import main
 from recovery.ssh.keys import generate_keypair
 from tests.integration.sshd_fixture import running_sshd
-from tests.integration.test_jump_sshd import JUMP_KEYS, bastion
+from tests.integration.test_jump_sshd import authorize_at_bastion, bastion
 
 
 @pytest.fixture
@@ -32,11 +31,7 @@ def test_two_hosts_behind_one_bastion(
     jump_key = generate_keypair(tmp_path / "jump", comment="jump")
     for vm in vms:
         (vm.home / ".ssh" / "authorized_keys").write_text(f"{admin.public_line}\n{stolen.public_line}\n")
-    jump_keys = vms[0].home / JUMP_KEYS
-    jump_keys.write_text(jump_key.public_line + "\n")
-    owner = (vms[0].home / ".ssh").stat()
-    os.chown(jump_keys, owner.st_uid, owner.st_gid)
-    jump_keys.chmod(0o600)
+    authorize_at_bastion(vms[0].home, jump_key.public_line)
     inventory = tmp_path / "hosts.yaml"
     inventory.write_text(f"defaults: {{key: {admin.private_path}}}\nhosts:\n" + "".join(
         f"  - {{name: vm{index}, host: 127.0.0.1, port: {vm.port}, user: {vm.user}, "

@@ -33,6 +33,15 @@ from tests.integration.sshd_fixture import SSHServer, running_sshd
 JUMP_KEYS = ".ssh/jump_keys"
 
 
+def authorize_at_bastion(home: Path, public_line: str) -> None:
+    """Let `public_line` log in to the bastions (their AuthorizedKeysFile is JUMP_KEYS under the lab user's home)."""
+    jump_keys = home / JUMP_KEYS
+    jump_keys.write_text(public_line + "\n")
+    jump_keys.chmod(0o600)
+    owner = (home / ".ssh").stat()
+    os.chown(jump_keys, owner.st_uid, owner.st_gid)
+
+
 @dataclass(frozen=True)
 class Bastion:
     port: int
@@ -83,11 +92,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         vm_key = generate_keypair(directory / "vm", comment="vm")
         jump_key = generate_keypair(directory / "jump", comment="jump")
         vm.authorize(vm_key.public_line)
-        jump_keys = vm.home / JUMP_KEYS
-        jump_keys.write_text(jump_key.public_line + "\n")
-        jump_keys.chmod(0o600)
-        stat = (vm.home / ".ssh").stat()
-        os.chown(jump_keys, stat.st_uid, stat.st_gid)
+        authorize_at_bastion(vm.home, jump_key.public_line)
         yield Site(vm, first, second, vm_key, jump_key)
 
 
