@@ -145,6 +145,15 @@ class KeyPairInfo:
     public_key: str = ""
 
 
+# Nova reads `hw_qemu_guest_agent` as oslo's bool_from_string does: these are true, any other value false.
+_TRUE = frozenset(("1", "t", "true", "on", "y", "yes"))
+
+
+def guest_agent_enabled(properties: Mapping[str, str]) -> bool:
+    """Whether image properties give the server a QEMU guest agent channel, read as Nova reads them."""
+    return properties.get("hw_qemu_guest_agent", "").strip().lower() in _TRUE
+
+
 class Cloud(Protocol):
     """What the steps ask of a cloud. `OpenStackCloud` is the real one; tests may pass their own."""
 

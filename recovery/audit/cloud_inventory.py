@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from recovery.audit.model import CONSOLE_KINDS, ConsoleAccess, GuestAgent, Host
+from recovery.cloud import guest_agent_enabled
 from recovery.errors import CloudError, UsageError
 
 if TYPE_CHECKING:
@@ -40,8 +41,6 @@ __all__ = ["ConsoleProbe", "FleetCloud", "cloud_hosts", "compile_filter", "guest
 
 # Console URLs are API calls that create tokens: a few at a time, not one per SSH worker.
 _CONSOLE_CONCURRENCY = 4
-# Nova reads `hw_qemu_guest_agent` as oslo's bool_from_string does: these are true, any other value false.
-_TRUE = frozenset(("1", "t", "true", "on", "y", "yes"))
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -138,8 +137,7 @@ def cloud_hosts(
 
 def guest_agent(properties: Mapping[str, str], source: str) -> GuestAgent:
     """What image properties say of the guest agent, read as Nova reads them; `source` names where they are."""
-    enabled = properties.get("hw_qemu_guest_agent", "").strip().lower() in _TRUE
-    return GuestAgent(enabled, properties.get("os_admin_user") or None, source)
+    return GuestAgent(guest_agent_enabled(properties), properties.get("os_admin_user") or None, source)
 
 
 class _Once(Generic[_K, _V]):

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from recovery.cloud import NO_CLOUD, cloud_to_use
+from recovery.cloud import NO_CLOUD, cloud_to_use, guest_agent_enabled
 from recovery.engine import checks
 from recovery.engine.config import Config
 from recovery.engine.context import StepContext
@@ -168,10 +168,6 @@ def _server_given(values: Mapping[str, object], config: Config) -> list[str]:
     return cloud_named(values, config)
 
 
-def _agent_enabled(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("true", "yes", "1", "on", "y", "t")
-
-
 class _PasswordLeftUsable:
     """The deferred safety net: a second changePassword to a random value nobody keeps, unless called off."""
 
@@ -238,7 +234,7 @@ def set_password(ctx: StepContext, params: SetPasswordParams) -> Outputs:
             f"server {server.name} has no image properties to read (its image deleted since, or a boot volume "
             "without a copy of them): asked Nova to set the password anyway, for os_admin_user as Nova knows it, "
             "else root")
-    elif not _agent_enabled(properties.get("hw_qemu_guest_agent")):
+    elif not guest_agent_enabled(properties):
         raise StepError(
             f"server {server.name} ({server.id}): its image does not enable the QEMU guest agent (image property "
             f"hw_qemu_guest_agent is {properties.get('hw_qemu_guest_agent', 'not set')!r}), so Nova cannot set a "
