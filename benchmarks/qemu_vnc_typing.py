@@ -35,7 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.peers import require_programs
-from recovery.channels.screen import GlyphReader, typed_shown
+from recovery.channels.echo import typed_shown
+from recovery.channels.screen import GlyphReader
 from recovery.channels.vnc import QEMU_KEYS_PER_ACK, VncChannel, keys_for
 from recovery.steps.authorized_keys import PREVIEW_KEY, InstallParams, preview
 from tests.e2e.conftest import VNC_PLAYBOOK, Result, recovery

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from recovery.channels import Channel, Screen
+from recovery.channels.echo import typed_shown
 from recovery.errors import ChannelTimeout, GuestCommandError, LoginRejected
 from recovery.safety.redact import Secret, Text, reveal, scrub
 
@@ -173,8 +174,6 @@ def _earliest(text: str, start: str, partial: re.Pattern[str], window: int, floo
 
 def _shows_typed(screen: ScreenText, typed: str, need: int) -> bool:
     """Whether the screen ends with at least the last `need` characters of `typed`."""
-    from recovery.channels.screen import typed_shown
-
     return typed_shown(screen, typed) >= need
 
 
@@ -582,7 +581,7 @@ class ConsoleSession:
         On a blind console the status is None: the script is typed and given a moment to run.
 
         Where the screen is read, each line is typed without its Enter, and the Enter follows only
-        once the screen shows the line as typed (`recovery.channels.screen.shows_typed`). A line
+        once the screen shows the line as typed (`recovery.channels.echo.typed_shown`). A line
         shown otherwise (a key lost or changed on the way) is abandoned with Ctrl-C, with everything
         typed before it (nothing ran: the script runs at its last Enter), and the command is typed
         again, TYPING_ATTEMPTS times in all; then the run stops (GuestCommandError), nothing run.

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import struct
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -571,43 +570,3 @@ def news(seen: Sequence[str], now: Sequence[str]) -> str:
             if list(now[start:start + run]) == tail:
                 return "\n" + "\n".join(now[start + run:])
     return "\n" + "\n".join(now)
-
-
-# A kernel message printk wrote over a line being typed: from its timestamp to the end of its line.
-_KERNEL_OVER = re.compile(r"\[ {0,16}\d{1,10}\.\d{6}\] [^\n]*(?:\n|$)")
-
-
-def shows_typed(screen: ScreenText, typed: str) -> bool:
-    """Whether the screen ends with the whole of `typed` as a terminal echoes a line typed at its cursor
-    (see `typed_shown`)."""
-    return typed_shown(screen, typed) == len(typed.rstrip())
-
-
-def typed_shown(screen: ScreenText, typed: str) -> int:
-    """How many of the last characters of `typed` the screen ends with, as a terminal echoes a line
-    typed at its cursor: all of them, or as many as match before a difference or the screen's top.
-
-    The rows are read back into the stream the terminal was given: a full row goes on on the next
-    one (the terminal wrapped it), a shorter one ends a line. A kernel message printk wrote over the
-    line (`[   12.345678] ...`, from where the cursor was to the end of its line) is taken out: the
-    typed text goes on after it. A line the line editor broke early (busybox's, counting columns a
-    kernel message has since moved) goes on after the break too; there, the spaces a row lost (rows
-    keep no trailing spaces) cannot be told from none, so any spaces of `typed` may stand at a
-    break. Every other character is compared; what precedes the line (the prompt) is not, nor are
-    trailing spaces of `typed`.
-    """
-    stream = "".join(row if len(row) >= screen.columns else row + "\n" for row in screen.rows)
-    shown = _KERNEL_OVER.sub("", stream).rstrip()
-    whole = typed.rstrip()
-    rest = whole
-    at = len(shown)
-    while rest and at > 0:
-        char = shown[at - 1]
-        if char == "\n":
-            rest = rest.rstrip(" ")
-        elif rest[-1] != char:
-            break
-        else:
-            rest = rest[:-1]
-        at -= 1
-    return len(whole) - len(rest)

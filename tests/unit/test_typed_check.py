@@ -8,7 +8,8 @@ import re
 import pytest
 
 from recovery.channels.dialogue import ConsoleSession
-from recovery.channels.screen import ScreenText, shows_typed
+from recovery.channels.echo import shows_typed
+from recovery.channels.screen import ScreenText
 from recovery.errors import GuestCommandError
 from recovery.safety.redact import Text, reveal
 
