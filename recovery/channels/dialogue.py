@@ -496,6 +496,11 @@ class ConsoleSession:
                     self.send("\x03", show="<Ctrl-C>")
                     cancelled = True
                     continue
+                if sent_password and logged_out is None:
+                    # login(1) took our user name and password and started this shell: it is `user`'s. Asking
+                    # `id -un` costs a typed command (a second on QEMU's VNC) and can tell nothing more. After
+                    # logging another user out it is asked all the same: that shell did not end as expected.
+                    return LoginResult(user, already_logged_in=False, logged_out_other_user=None)
                 who = self.identity(min(IDENTITY_TIMEOUT, max(deadline - time.monotonic(), 1.0)))
                 if same_user(user, who):
                     return LoginResult(who, already_logged_in=not sent_password, logged_out_other_user=logged_out)

@@ -239,10 +239,22 @@ def test_busybox_cursor_queries_are_answered_wherever_they_were_cut() -> None:
 
 
 def test_an_sssd_name_with_its_domain_is_the_same_user() -> None:
+    """A shell found open is asked who it is; SSSD prints the login `alice` as `alice@corp.example`."""
     guest = next(guest for guest in GUESTS if guest.name == "sssd-fully-qualified")
-    result = log_in(FakeConsole(guest=guest))
+    result = log_in(FakeConsole(guest=guest, state="shell"))
     assert result.user == "alice@corp.example"
+    assert result.already_logged_in
     assert result.logged_out_other_user is None
+
+
+def test_a_shell_our_own_password_login_opened_is_not_asked_who_it_is() -> None:
+    """login(1) started it for the name we typed; asking costs a typed command (a second on QEMU's VNC)."""
+    guest = next(guest for guest in GUESTS if guest.name == "sssd-fully-qualified")
+    console = FakeConsole(guest=guest)
+    result = log_in(console)
+    assert result.user == "alice"
+    assert not result.already_logged_in
+    assert not any("id -un" in sent for sent in console.sent)
 
 
 @pytest.mark.parametrize(
@@ -324,7 +336,7 @@ def test_the_login_step_that_fails_in_a_shell_leaves_its_logout_behind(tmp_path:
 
 def test_the_login_step_reports_a_directory_name_for_the_same_account(tmp_path: Path) -> None:
     guest = next(guest for guest in GUESTS if guest.name == "sssd-fully-qualified")
-    ctx = step_context(tmp_path, FakeConsole(guest=guest))
+    ctx = step_context(tmp_path, FakeConsole(guest=guest, state="shell"))
     outputs = login_step(ctx, LoginParams(user="alice", password=PASSWORD))
     assert outputs["user"] == "alice@corp.example"
     assert any("same account as 'alice'" in note for note in ctx.report.notes)
