@@ -912,13 +912,13 @@ def build_lock_script(user: str, *, nonce: str) -> GuestScript:
 # On QEMU's VNC server (libvirt, Nova, Proxmox) every typed character costs two to four key events at
 # 10 ms each, so the command's length is the install's time. Where the screen is read, the facts come
 # back on one line and the script can be short; it keeps every rule of the long one that protects
-# the file, in the same order, with the same exit statuses (`ExitCode`):
+# the file, with the same exit statuses (`ExitCode`):
 #
-# - HOME reachable (`cd`), else 10; a missing ~/.ssh is created under umask 077 (10 if it cannot be):
-#   the only change before the key is checked;
-# - the typed key's sha256, first TERSE_DIGEST hex digits, checked before anything else changes (15
-#   if altered; `checksum unavailable` where there is no sha256sum). 64 bits catch any typing fault;
-#   the dialogue also compares the screen with what was typed before the Enter that runs it;
+# - the typed key's sha256, first TERSE_DIGEST hex digits, checked before anything changes (15 if
+#   altered; `checksum unavailable` where there is no sha256sum). 32 bits catch any typing fault
+#   but one in four billion, and the dialogue has compared the screen with what was typed before
+#   the Enter that runs it;
+# - HOME reachable (`cd`), else 10; a missing ~/.ssh is created under umask 077 (10 if it cannot be);
 # - authorized_keys copied aside once per run (`cp -p`, never over an earlier copy), else 17;
 # - a missing final newline added before appending (18 if it cannot be);
 # - the key appended only if the exact line is absent (`grep -qxF`), and found there after (18);
@@ -930,13 +930,14 @@ def build_lock_script(user: str, *, nonce: str) -> GuestScript:
 # `recovery.channels.dialogue.heredoc_command` types a one-line script without a single quote as
 # `sh -c '...'` (no here-document, no delimiter line). The key sits in double quotes inside that
 # single-quoted argument, so a key whose comment holds a quote, `$`, a backquote, a backslash or
-# `!` gets the long script instead, and so does a key too long for one line (RSA: TERSE_FRAME). The
+# `!` gets the long script instead, and so does a key too long for one line (RSA: TERSE_FRAME). That
+# framing sets `n` to the nonce, which the script must not change. The
 # one fact line, `RCV-<nonce> facts=DCLA BACKUP` (`_terse_facts`), is printed last: D ssh_dir_created
 # (1/0), C checksum (v verified, u unavailable), L newline_added (1/0), A added (1 yes, 0
 # already-present), and the backup path or `-`.
 # ---------------------------------------------------------------------------------------------
 
-TERSE_DIGEST = 16
+TERSE_DIGEST = 8
 TERSE_FRAME = 100  # characters the dialogue's `sh -c` framing adds: the typed line stays under busybox's 1024
 _TERSE_KEY = re.compile(r"[A-Za-z0-9+/=@%,.:_ -]+")
 _TERSE_FACTS = re.compile(r"([01])([vu])([01])([01]) (.+)")
@@ -949,19 +950,18 @@ def _terse_install(public_line: str, nonce: str, run_tag: str | None) -> GuestSc
     digest = hashlib.sha256(f"{public_line}\n".encode()).hexdigest()[:TERSE_DIGEST]
     tag = run_tag or nonce
     steps = (
-        f"n={nonce}",
         f'k="{public_line}"',
+        f'c=u;h=$(echo "$k"|sha256sum)&&case $h in {digest}*)c=v;;*)exit {ExitCode.TYPED_KEY_ALTERED.value};esac',
         f"cd||exit {ExitCode.NO_SSH_DIR.value}",
         "umask 077",  # what is created is the user's alone
         f"d=0;[ -d .ssh ]||{{ mkdir .ssh||exit {ExitCode.NO_SSH_DIR.value};d=1;}}",
         "a=.ssh/authorized_keys",
-        f'c=u;h=$(echo "$k"|sha256sum)&&case $h in {digest}*)c=v;;*)exit {ExitCode.TYPED_KEY_ALTERED.value};esac',
         f'b=-;[ -e $a ]&&{{ b=~/$a.recovery-{tag};[ -e "$b" ]||cp -p $a "$b"||exit {ExitCode.BACKUP_FAILED.value};}}',
         f'l=0;[ -s $a ]&&[ -n "$(tail -c1 $a)" ]&&{{ echo>>$a||exit {ExitCode.WRITE_FAILED.value};l=1;}}',
         f'p=0;grep -sqxF "$k" $a||{{ echo "$k">>$a&&grep -qxF "$k" $a||exit {ExitCode.WRITE_FAILED.value};p=1;}}',
         f"chmod 700 .ssh&&chmod 600 $a||exit {ExitCode.CHMOD_FAILED.value}",
-        "r=/sbin/restorecon;[ -x $r ]&&$r -R .ssh",
-        'echo RCV-$n facts=$d$c$l$p "$b"',
+        "/sbin/restorecon -R .ssh 2>&-",  # SELinux's labels; no such program without it (stderr closed)
+        'echo RCV-$n facts=$d$c$l$p "$b"',  # n: the nonce, set by the one-line framing (heredoc_command)
     )
     line = ";".join(steps)
     if len(line) > MAX_LINE - TERSE_FRAME:  # a long key (RSA): the long script splits it over lines

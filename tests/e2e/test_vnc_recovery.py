@@ -86,10 +86,10 @@ def test_a_wrong_password_on_the_vnc_console_ends_the_run_at_login(
 
 
 # On plain TCP the client's bytes are RFB KeyEvents (8 bytes each: type 4, down flag, 2 padding, keysym).
-# The first `<` pressed is the install command's `</dev/null sh -c '...'` (the terse one-line command a read
+# The first `;` pressed is the install command's `sh -c 'n=NONCE;...'` (the terse one-line command a read
 # screen gets): the user name (rcvlab-hex), the password (lowercase and digits) and the identity check never
 # type one.
-HEREDOC_OPENS = struct.pack(">BBxxI", 4, 1, ord("<"))
+SCRIPT_STARTS = struct.pack(">BBxxI", 4, 1, ord(";"))
 INTO_THE_SCRIPT = 6000  # bytes after it: ~2.5 KeyEvents a character, so ~300 characters into the ~650 of it
 
 
@@ -99,7 +99,7 @@ def test_a_vnc_connection_cut_mid_install_then_resume_adds_the_key_once(
     info = vnc_lab
     before = lab.read_authorized_keys(info)
     vnc_port = int(info.vnc_console_url.rsplit(":", 1)[1])
-    with CuttingProxy(vnc_port, trigger=HEREDOC_OPENS, extra=INTO_THE_SCRIPT) as proxy:
+    with CuttingProxy(vnc_port, trigger=SCRIPT_STARTS, extra=INTO_THE_SCRIPT) as proxy:
         failed = recover_vnc(info, f"vnc://127.0.0.1:{proxy.port}")
         assert proxy.cut_done.is_set()
     assert failed.code == 1, failed.stderr

@@ -13,13 +13,14 @@ COLUMNS = 80
 PROMPT = "~ $ "
 # The terse install as the VNC playbook types it (recovery.guest), a key and nonces of a real run.
 TYPED = (
-    " unset HISTFILE;</dev/null sh -c 'trap \"echo RCV-3d92\"\"a73d-\\$?\" 0;n=3d92a73d;k=\"ssh-ed25519 "
+    " sh -c 'n=3d92a73d;trap \"echo RCV-\\$n-\\$?\" 0;k=\"ssh-ed25519 "
     "AAAAC3NzaC1lZDI1NTE5AAAAIO3gb86+IArZBemNusUReQFNf80PuIku/DobFNWWb1hn recovery-20261206T131818Z-e90593\";"
-    "cd||exit 10;umask 077;d=0;[ -d .ssh ]||{ mkdir .ssh||exit 10;d=1;};a=.ssh/authorized_keys;c=u;"
-    "h=$(echo \"$k\"|sha256sum)&&case $h in 47d28f1ec6cc9d01*)c=v;;*)exit 15;esac;b=-;[ -e $a ]&&"
+    "c=u;h=$(echo \"$k\"|sha256sum)&&case $h in 47d28f1e*)c=v;;*)exit 15;esac;cd||exit 10;umask 077;d=0;"
+    "[ -d .ssh ]||{ mkdir .ssh||exit 10;d=1;};a=.ssh/authorized_keys;b=-;[ -e $a ]&&"
     "{ b=~/$a.recovery-20261206T131818Z-e90593;[ -e \"$b\" ]||cp -p $a \"$b\"||exit 17;};l=0;[ -s $a ]&&"
     "[ -n \"$(tail -c1 $a)\" ]&&{ echo>>$a||exit 18;l=1;};p=0;grep -sqxF \"$k\" $a||{ echo \"$k\">>$a&&"
-    "grep -qxF \"$k\" $a||exit 18;p=1;};chmod 700 .ssh&&chmod 600 $a||exit 19;echo RCV-$n facts=$d$c$l$p \"$b\"'"
+    "grep -qxF \"$k\" $a||exit 18;p=1;};chmod 700 .ssh&&chmod 600 $a||exit 19;/sbin/restorecon -R .ssh 2>&-;"
+    "echo RCV-$n facts=$d$c$l$p \"$b\"'"
 )
 # Real messages of the test VM, and ones whose words end exactly at a row's last column from some offsets.
 MESSAGES = ("[   16.702811] recovery-test: kernel noise", "[    8.661024] random: crng init done",

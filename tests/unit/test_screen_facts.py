@@ -123,6 +123,12 @@ def test_an_altered_key_changes_nothing(shell: tuple[list[str], dict[str, str]],
     assert sorted(path.name for path in (tmp_path / ".ssh").iterdir()) == ["authorized_keys"], "no backup either"
 
 
+def test_an_altered_key_does_not_even_create_ssh(shell: tuple[list[str], dict[str, str]], tmp_path: Path) -> None:
+    status, _ = run(shell, tmp_path, typed().replace("new-key-from", "new-kex-from"))
+    assert status == ExitCode.TYPED_KEY_ALTERED
+    assert not (tmp_path / ".ssh").exists()
+
+
 def test_a_missing_home_changes_nothing(shell: tuple[list[str], dict[str, str]], tmp_path: Path) -> None:
     status, _ = run(shell, tmp_path / "gone")
     assert status == ExitCode.NO_SSH_DIR
