@@ -18,7 +18,6 @@ login that follows is the proof.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import secrets
@@ -104,7 +103,8 @@ PROMPT_QUIET = 0.3  # seconds without output after a prompt-like last line befor
 ECHO_TIMEOUT = 3.0
 # A checked line is typed in pieces of this many characters, each checked with OVERLAP characters before
 # it as it shows: on a small screen that keeps scrolling (kernel messages), a long line's beginning may be
-# gone from it by the time its end is typed.
+# gone from it by the time its end is typed. A piece is checked while the next one is typed (waiting for
+# each echo stalled QEMU's key queue ~0.25 s a piece); only the last one is waited for.
 ECHO_PIECE = 96
 ECHO_OVERLAP = 16
 TYPING_ATTEMPTS = 2
@@ -172,9 +172,14 @@ def _earliest(text: str, start: str, partial: re.Pattern[str], window: int, floo
     return len(text)
 
 
-def _shows_typed(screen: ScreenText, typed: str, need: int) -> bool:
-    """Whether the screen ends with at least the last `need` characters of `typed`."""
-    return typed_shown(screen, typed) >= need
+def _echo_reached(screen: ScreenText, typed: str, low: int, seen: int) -> int | None:
+    """How far into `typed` the screen's echo has got, at `low` or beyond, with everything typed since the
+    first `seen` characters (and ECHO_OVERLAP before them) shown as typed; None if not that far."""
+    for reached in range(len(typed), low - 1, -1):
+        shown = len(typed[:reached].rstrip())
+        if typed_shown(screen, typed[:reached]) >= min(shown, max(shown - seen, 0) + ECHO_OVERLAP):
+            return reached
+    return None
 
 
 def _continues(screen: ScreenText) -> bool:
@@ -596,7 +601,7 @@ class ConsoleSession:
             self.channel.check_typeable(line)
         checked = self.screen() is not None
         for attempt in range(1, TYPING_ATTEMPTS + 1):
-            wrong = self._type(command, checked=checked)
+            wrong = self._type(command, checked=checked, overlapped=attempt == 1)  # a retype waits for each piece
             if wrong is None:
                 break
             self.send("\x03", show="<Ctrl-C>")  # abandons the line, or the here-document: nothing of it ran
@@ -619,9 +624,11 @@ class ConsoleSession:
         _, match = self.expect({"status marker": marker}, timeout, on_screen=True)
         return CommandResult(status=int(match.group(1)), output=match.string[: match.start()])
 
-    def _type(self, command: Sequence[Text], *, checked: bool) -> str | None:
+    def _type(self, command: Sequence[Text], *, checked: bool, overlapped: bool) -> str | None:
         """Type the lines of `command`; with `checked`, each line's Enter only once the screen shows the
-        line as typed. Returns which line was not shown so (its number, masked text), else None."""
+        line as typed, piece by piece, each piece checked while the next is typed when `overlapped` (two
+        pieces must then fit on the screen at once, between the kernel messages that scroll it), else
+        before it. Returns which line was not shown so (its number, masked text), else None."""
         for number, line in enumerate(command, 1):
             shown = str(line) if isinstance(line, Secret) else line
             self.typed.append(shown)
@@ -630,17 +637,32 @@ class ConsoleSession:
                 self.send(Secret(raw + "\r", shown) if isinstance(line, Secret) else raw + "\r", show=shown)
                 continue
             self._record(shown)
+            seen = 0  # raw[:seen] was seen on the screen as typed
             for start in range(0, len(raw), ECHO_PIECE):
                 piece = raw[start:start + ECHO_PIECE]
                 self.channel.send(Secret(piece, shown) if isinstance(line, Secret) else piece)
                 end = start + len(piece)
-                need = min(len(raw[:end].rstrip()), end - start + ECHO_OVERLAP)
-                if not self._await_screen(functools.partial(_shows_typed, typed=raw[:end], need=need)):
-                    return f"line {number} of {len(command)}: {shown[:60]}"
+                # Overlapped, the piece before this one had this one's typing time to show; the last is waited for.
+                low = start if overlapped and end < len(raw) else end
+                if low > seen:
+                    reached = self._await_echo(raw[:end], low, seen)
+                    if reached is None:
+                        return f"line {number} of {len(command)}: {shown[:60]}"
+                    seen = reached
             self.channel.send("\r")  # the transcript has the line already
             if number < len(command):  # the next line waits for the shell's `> `: typed before it, its echo
                 self._await_screen(_continues)  # would come before the prompt
         return None
+
+    def _await_echo(self, typed: str, low: int, seen: int) -> int | None:
+        """Read the screen until its echo reaches `low` (`_echo_reached`), for ECHO_TIMEOUT at most; how far
+        it got, or None."""
+        deadline = time.monotonic() + ECHO_TIMEOUT
+        while (screen := self.screen()) is None or (reached := _echo_reached(screen, typed, low, seen)) is None:
+            if time.monotonic() >= deadline:
+                return None
+            self._receive(0.05)
+        return reached
 
     def _await_screen(self, ready: Callable[[ScreenText], bool]) -> bool:
         """Read the screen until `ready` says yes of it, for ECHO_TIMEOUT at most; whether it did."""

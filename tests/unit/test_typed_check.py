@@ -125,23 +125,47 @@ def test_a_command_mistyped_every_time_is_never_run(monkeypatch: pytest.MonkeyPa
     assert shell.text.count("^C") == 2
 
 
-def test_a_long_line_is_checked_piece_by_piece_as_its_beginning_scrolls_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A small screen that keeps scrolling: the whole line is never on it at once, every piece of it was."""
-    monkeypatch.setattr("recovery.channels.dialogue.ECHO_TIMEOUT", 0.2)
+def small_screen(rows: int, lose: str = "", lose_times: int = 0) -> FakeShell:
+    """A small screen that keeps scrolling: only its last `rows` rows are seen."""
 
     class SmallScreen(FakeShell):
         def send(self, data: Text) -> None:
             super().send(data)
-            self.screen = ScreenText(self.screen.rows[-4:], COLUMNS, "test")  # 4 rows: 160 characters
+            self.screen = ScreenText(self.screen.rows[-rows:], COLUMNS, "test")
 
-    script = ";".join(f"echo {number:03}" for number in range(40))  # 359 characters
-    shell = SmallScreen()
-    assert ConsoleSession(shell).run_script([script], delimiter="X", nonce="abcd1234", timeout=5).status == 0
-    assert shell.ran[0].endswith(f"{script}'")
-    shell = SmallScreen(lose="7", lose_times=2)  # a key lost in a piece long gone from the screen by the end
+    return SmallScreen(lose, lose_times)
+
+
+SCRIPT = ";".join(f"echo {number:03}" for number in range(40))  # 359 characters
+
+
+@pytest.mark.parametrize("rows", [4, 6])
+def test_a_long_line_is_checked_piece_by_piece_as_its_beginning_scrolls_off(
+    monkeypatch: pytest.MonkeyPatch, rows: int
+) -> None:
+    """The whole line is never on the screen at once, every piece of it was; a key lost in a piece long gone
+    from the screen by the end is still seen."""
+    monkeypatch.setattr("recovery.channels.dialogue.ECHO_TIMEOUT", 0.2)
+    shell = small_screen(rows)
+    assert ConsoleSession(shell).run_script([SCRIPT], delimiter="X", nonce="abcd1234", timeout=5).status == 0
+    assert len(shell.ran) == 1
+    assert shell.ran[0].endswith(f"{SCRIPT}'")
+    shell = small_screen(rows, lose="7", lose_times=2)
     with pytest.raises(GuestCommandError):
-        ConsoleSession(shell).run_script([script], delimiter="X", nonce="abcd1234", timeout=5)
+        ConsoleSession(shell).run_script([SCRIPT], delimiter="X", nonce="abcd1234", timeout=5)
     assert shell.ran == []
+
+
+def test_each_piece_is_checked_while_the_next_is_typed_where_two_fit_on_the_screen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Six rows of 40 hold two pieces and the overlap: typed once. Four do not: the first attempt cannot
+    check it, and the retype waits for each piece to show before the next."""
+    monkeypatch.setattr("recovery.channels.dialogue.ECHO_TIMEOUT", 0.2)
+    for rows, cancelled in ((6, 0), (4, 1)):
+        shell = small_screen(rows)
+        ConsoleSession(shell).run_script([SCRIPT], delimiter="X", nonce="abcd1234", timeout=5)
+        assert shell.text.count("^C") == cancelled, f"{rows} rows"
 
 
 def test_the_marker_is_found_on_the_screen_when_the_text_stream_missed_it() -> None:
