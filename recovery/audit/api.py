@@ -111,6 +111,7 @@ def check(
         interrupted=outcome.interrupted,
         not_checked=outcome.not_checked,
         engine=chosen.name,
+        known_hosts_added=trust.record.added if trust.record is not None else (),
     )
     if outcome.interrupted and not (cancel is not None and cancel.cancelled):
         raise AuditInterrupted(report)

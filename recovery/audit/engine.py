@@ -260,6 +260,8 @@ class HostTrust:
     def with_jumps_checked(self, host: Host) -> Host:
         """The host, its jump hosts' keys to be checked as its own: their pins, else known_hosts, else --accept-new.
 
+        A jump host's key accepted as new is recorded as a VM's is (`record`), once its login succeeds.
+
         Decided once per chain of hops for the run, not per host (a hashed known_hosts costs an HMAC a line).
         """
         if not host.jumps:
@@ -267,7 +269,9 @@ class HostTrust:
         with self._jumps_lock:
             hops = self._jumps.get(host.jumps)
             if hops is None:
-                hops = self._jumps[host.jumps] = with_host_keys(host.jumps, self._pins, accept_new=self.accept_new)
+                hops = self._jumps[host.jumps] = with_host_keys(
+                    host.jumps, self._pins, accept_new=self.accept_new, record=self.record if self.accept_new else None
+                )
         return replace(host, jumps=hops)
 
     def _pins(self, address: str, port: int) -> list[str]:

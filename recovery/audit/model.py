@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from recovery.ssh.diagnosis import Failure
 
 if TYPE_CHECKING:
+    from recovery.ssh.hostkeys import RecordedKey
     from recovery.ssh.jump import JumpHop
 
 __all__ = [
@@ -167,6 +168,8 @@ class AuditReport:
     `not_checked` lists the hosts an interrupted audit never reached. `engine` names
     the SSH library that made the checks (`libssh2`, or `paramiko` where ssh2-python
     cannot be imported: see `recovery.audit.engine`); None in a report made by hand.
+    `known_hosts_added` are the host keys `--accept-new` appended to known_hosts, the VMs'
+    and the jump hosts' alike.
     """
 
     results: tuple[HostResult, ...]
@@ -177,6 +180,7 @@ class AuditReport:
     not_checked: tuple[Host, ...] = ()
     remediations: tuple[Remediation, ...] = field(default=())
     engine: str | None = None
+    known_hosts_added: tuple[RecordedKey, ...] = ()
 
     def counts(self) -> dict[Status, int]:
         """How many hosts ended in each status; every status is present, zeros included."""

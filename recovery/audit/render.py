@@ -22,6 +22,9 @@ reason): the table's CONSOLE and AGENT columns, the JSON's `console` and
 `recovery_guest_agent_enabled` (no sample when unknown). JUnit has no per-host
 properties to carry them.
 
+The host keys `--accept-new` appended to known_hosts (VMs and jump hosts alike) are listed
+under the table and in the JSON summary's `known_hosts_added`.
+
 Each format names the SSH library that made the checks (`AuditReport.engine`:
 libssh2, or paramiko where ssh2-python cannot be imported), so a report that
 is slower or differs can be traced to it: the table's last line, the JSON
@@ -110,6 +113,9 @@ def render_table(report: AuditReport) -> str:
     if report.not_checked:
         names = ", ".join(printable(host.name) for host in report.not_checked)
         lines += ["", f"not checked (interrupted): {names}"]
+    if report.known_hosts_added:
+        lines += ["", "host keys added to known_hosts (--accept-new):"]
+        lines += [printable(f"  {key}") for key in report.known_hosts_added]
     if report.engine:
         lines += ["", f"engine: {report.engine}"]
     return "\n".join(lines) + "\n"
@@ -167,6 +173,10 @@ def render_json(report: AuditReport) -> str:
             "interrupted": report.interrupted,
             "not_checked": [host.name for host in report.not_checked],
             "engine": report.engine,
+            "known_hosts_added": [
+                {"name": key.name, "key_type": key.key_type, "fingerprint": key.fingerprint}
+                for key in report.known_hosts_added
+            ],
         },
     }
     return json.dumps(document, indent=2) + "\n"

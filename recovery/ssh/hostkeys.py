@@ -44,6 +44,7 @@ __all__ = [
     "KnownHosts",
     "KnownHostsAppender",
     "KnownKey",
+    "RecordedKey",
     "known_hosts_name",
     "parse_pin",
 ]
@@ -119,6 +120,7 @@ class HostKeyCheck:
         self.pinned_by = pinned_by
         self.offered_sha256 = ""
         self.offered_type = ""
+        self.offered_line = ""  # `type base64` of the offered key: what `KnownHostsAppender.add` records
         self.trusted_on_first_use = False
 
     def check(self, key_type: str, public_line: str) -> None:
@@ -129,7 +131,7 @@ class HostKeyCheck:
         """
         sha256 = fingerprint_sha256(public_line)
         md5 = "MD5:" + fingerprint_md5(public_line)
-        self.offered_sha256, self.offered_type = sha256, key_type
+        self.offered_sha256, self.offered_type, self.offered_line = sha256, key_type, public_line
         if not self.pins:
             if not self.trust_first_use:
                 raise HostKeyUnknown(
@@ -314,7 +316,10 @@ class KnownHostsAppender:
     from a known one is a mismatch, decided before anything is recorded.
 
     A file that hides its names (`hashed`) gets hashed lines, as ssh writes
-    them with `HashKnownHosts yes`.
+    them with `HashKnownHosts yes`. `added` lists what this run recorded, VMs
+    and jump hosts alike, for the report; closing says it once on stderr, as
+    ssh's "Permanently added" does (once, not per host: a fleet's first audit
+    adds hundreds).
 
     :raises UsageError: the file cannot be created or written, or its mode
         gives no one write permission (a file made read-only on purpose,
@@ -325,7 +330,7 @@ class KnownHostsAppender:
         self.path = path
         self.hashed = hashed
         self._lock = threading.Lock()
-        self._added: set[tuple[str, str]] = set()
+        self._added: dict[tuple[str, str], RecordedKey] = {}
         # Read and write: the last byte is read to see whether the file ends its last line.
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
         try:
@@ -373,8 +378,15 @@ class KnownHostsAppender:
                     f"accepted the new host key of {name} but could not add it to {self.path}: "
                     f"{exc.strerror or exc}"
                 ) from exc
-            self._added.add((name, key))
-            log.info("%s: added the host key of %s", self.path, name)
+            recorded = RecordedKey(name, key.split()[0], fingerprint_sha256(key))
+            self._added[(name, key)] = recorded
+            log.info("%s: added the host key of %s", self.path, recorded)
+
+    @property
+    def added(self) -> tuple[RecordedKey, ...]:
+        """The keys this run appended, in the order they were."""
+        with self._lock:
+            return tuple(self._added.values())
 
     @staticmethod
     def _hashed(name: str) -> str:
@@ -384,6 +396,27 @@ class KnownHostsAppender:
 
     def close(self) -> None:
         os.close(self._fd)
+        if added := self.added:
+            shown = ", ".join(map(str, added[:_NAMED]))
+            more = f" and {len(added) - _NAMED} more" if len(added) > _NAMED else ""
+            log.warning("permanently added %d new host key(s) to %s (--accept-new): %s%s",
+                        len(added), self.path, shown, more)
+
+
+# How many keys the closing warning names; the report lists them all.
+_NAMED = 5
+
+
+@dataclass(frozen=True)
+class RecordedKey:
+    """A host key `--accept-new` appended to known_hosts: the name it is filed under, its type and fingerprint."""
+
+    name: str  # as known_hosts files it: `host`, or `[host]:port` off port 22
+    key_type: str
+    fingerprint: str
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.key_type} {self.fingerprint}"
 
 
 class _Sha1Pads:

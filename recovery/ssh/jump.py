@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from paramiko import Channel, Transport
 
     from recovery.safety.redact import Secret
+    from recovery.ssh.hostkeys import KnownHostsAppender
     from recovery.ssh.keys import KeyPair
 
 __all__ = [
@@ -61,7 +62,11 @@ PREFIX = "jump host "
 
 @dataclass(frozen=True)
 class JumpHop:
-    """One bastion on the way. No `private_key_path`: the key the VM is reached with."""
+    """One bastion on the way. No `private_key_path`: the key the VM is reached with.
+
+    `record`: where a key trusted on first use is appended (`--accept-new`, `with_host_keys`);
+    not part of the hop's identity, so the logins are shared as before.
+    """
 
     host: str
     port: int
@@ -69,6 +74,7 @@ class JumpHop:
     private_key_path: str | None = None
     host_key_fingerprint: str | None = None
     trust_first_use: bool = False
+    record: KnownHostsAppender | None = field(default=None, compare=False, repr=False)
 
     @property
     def where(self) -> str:
@@ -170,18 +176,22 @@ def check_jump_lists(values: Mapping[str, object]) -> list[str]:
 
 
 def with_host_keys(
-    hops: tuple[JumpHop, ...], lookup: Callable[[str, int], list[str]], *, accept_new: bool
+    hops: tuple[JumpHop, ...], lookup: Callable[[str, int], list[str]], *, accept_new: bool,
+    record: KnownHostsAppender | None = None,
 ) -> tuple[JumpHop, ...]:
     """The hops, their host keys decided as the VMs' of the same run are.
 
     A hop's own pin, else the keys `lookup` (a known_hosts file) vouches for, else, with
-    `accept_new`, whatever it offers; a hop that none of them vouches for is refused.
+    `accept_new`, whatever it offers, appended to `record` once its login succeeds (as a VM's
+    key is: ssh's ``accept-new``); a hop that none of them vouches for is refused.
     """
     checked = []
     for hop in hops:
         if not hop.host_key_fingerprint:
             pins = ",".join(lookup(hop.host, hop.port))
-            hop = replace(hop, host_key_fingerprint=pins or None, trust_first_use=accept_new and not pins)
+            first_use = accept_new and not pins
+            hop = replace(hop, host_key_fingerprint=pins or None, trust_first_use=first_use,
+                          record=record if first_use else None)
         checked.append(hop)
     return tuple(checked)
 
@@ -471,6 +481,8 @@ class JumpPool:
                 transport = connection.client.get_transport()
                 if transport is None:
                     raise VerifyError(f"the SSH connection to {last.host}:{last.port} closed")
+                if connection.check.trusted_on_first_use and last.record is not None:
+                    last.record.add(last.host, last.port, connection.check.offered_line)
         except BaseException:
             stack.close()
             raise

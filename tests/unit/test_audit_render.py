@@ -16,6 +16,7 @@ import pytest
 
 from recovery.audit.model import AuditReport, ConsoleAccess, GuestAgent, Host, HostResult, Remediation, Status
 from recovery.audit.render import FORMATS, JUNIT_OUTCOMES, render, summary_line
+from recovery.ssh.hostkeys import RecordedKey
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "audit" / "report"
 SUFFIXES = {"table": "txt", "json": "json", "junit": "xml", "prometheus": "prom"}
@@ -51,6 +52,7 @@ FINISHED = AuditReport(
                     exit_code=0),
         Remediation("db-1", "skipped", "a recovery playbook does not fix timeout"),
     ),
+    known_hosts_added=(RecordedKey("[bastion.example.com]:2222", "ssh-ed25519", HOST_KEY),),
 )
 
 INTERRUPTED = AuditReport(
