@@ -22,6 +22,10 @@ reason): the table's CONSOLE and AGENT columns, the JSON's `console` and
 `recovery_guest_agent_enabled` (no sample when unknown). JUnit has no per-host
 properties to carry them.
 
+A host reached through jump hosts lists them, first hop first, as `host:port` (never a user,
+key or pin): the table's VIA column (shown when some host has one), the JSON's `jumps` (a list
+of `{"host", "port"}`, empty for a host reached directly).
+
 The host keys `--accept-new` appended to known_hosts (VMs and jump hosts alike) are listed
 under the table and in the JSON summary's `known_hosts_added`.
 
@@ -42,10 +46,13 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 
 from recovery.audit.model import CONSOLE_KINDS, AuditReport, GuestAgent, HostResult, Remediation, Status
+
+if TYPE_CHECKING:
+    from recovery.ssh.jump import JumpHop
 
 __all__ = [
     "FORMATS",
@@ -93,10 +100,15 @@ def summary_line(report: AuditReport) -> str:
 def render_table(report: AuditReport) -> str:
     """Aligned columns, failures explained in the last one; remediations and unchecked hosts below."""
     with_console = any(result.console is not None for result in report.results)
-    header = ["NAME", "ADDRESS", "STATUS", "SECONDS", *(["CONSOLE", "AGENT"] if with_console else []), "DETAIL"]
+    with_jumps = any(result.host.jumps for result in report.results)
+    header = ["NAME", "ADDRESS", *(["VIA"] if with_jumps else []), "STATUS", "SECONDS",
+              *(["CONSOLE", "AGENT"] if with_console else []), "DETAIL"]
     rows = [header]
     for result in report.results:
-        row = [result.host.name, result.host.where, str(result.status), f"{result.seconds:.3f}"]
+        row = [result.host.name, result.host.where]
+        if with_jumps:
+            row.append(",".join(_hop_where(hop) for hop in result.host.jumps) or "-")
+        row += [str(result.status), f"{result.seconds:.3f}"]
         if with_console:
             row.append((",".join(result.console.available) or "none") if result.console else "-")
             row.append(_agent_cell(result.console.guest_agent if result.console else None))
@@ -119,6 +131,11 @@ def render_table(report: AuditReport) -> str:
     if report.engine:
         lines += ["", f"engine: {report.engine}"]
     return "\n".join(lines) + "\n"
+
+
+def _hop_where(hop: JumpHop) -> str:
+    """`host:port`, an IPv6 address in brackets, as `jump` is written: no user, key or pin."""
+    return f"[{hop.host}]:{hop.port}" if ":" in hop.host else f"{hop.host}:{hop.port}"
 
 
 def _detail(result: HostResult) -> str:
@@ -195,6 +212,7 @@ def _host_json(result: HostResult, remediation: Remediation | None) -> dict[str,
         "key_path": str(result.key_path) if result.key_path else None,
         "host_key": result.host_key_fingerprint,
         "host_key_trusted_on_first_use": result.host_key_trusted_on_first_use,
+        "jumps": [{"host": hop.host, "port": hop.port} for hop in host.jumps],
         "message": result.message,
         "console": (
             {"available": list(result.console.available), "problems": list(result.console.problems)}

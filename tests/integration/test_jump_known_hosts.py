@@ -40,11 +40,12 @@ class Site:
     def jump(self, *bastions: Bastion) -> str:
         return ",".join(f"{self.vm.user}@127.0.0.1:{hop.port}" for hop in bastions)
 
-    def inventory(self, path: Path, jump: str) -> Path:
-        """The VM pinned, behind `jump` with no pin: only known_hosts or --accept-new can vouch for the bastions."""
+    def inventory(self, path: Path, jump: str, pins: str = "") -> Path:
+        """The VM pinned, behind `jump`; without `pins` only known_hosts or --accept-new vouch for the bastions."""
         path.write_text(f"hosts:\n  - {{name: vm, host: 127.0.0.1, port: {self.vm.port}, "
                         f"host_key: '{self.vm.host_key_sha256}', user: {self.vm.user}, "
-                        f"key: {self.vm_key.private_path}, jump: '{jump}', jump_keys: {self.jump_key.private_path}}}\n")
+                        f"key: {self.vm_key.private_path}, jump: '{jump}', jump_keys: {self.jump_key.private_path}, "
+                        f"jump_host_keys: '{pins}'}}\n")
         return path
 
 
@@ -83,6 +84,19 @@ def test_accept_new_appends_each_unpinned_bastion_and_the_next_audit_checks_agai
     ]
     assert checked == 0, again
     assert again["summary"]["known_hosts_added"] == []  # type: ignore[index]
+
+
+def test_the_json_report_names_the_hosts_jump_hosts_by_host_and_port(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pins = f"{site.first.host_key},{site.second.host_key}"
+    inventory = site.inventory(tmp_path / "two-hops.yaml", site.jump(site.first, site.second), pins)
+
+    code, report = audit(capsys, "--inventory", str(inventory))
+
+    [host] = report["hosts"]  # type: ignore[misc]
+    assert code == 0, host
+    assert host["jumps"] == [{"host": "127.0.0.1", "port": hop.port} for hop in (site.first, site.second)]
 
 
 def test_a_hashed_file_gets_hashed_lines_and_keeps_its_own(

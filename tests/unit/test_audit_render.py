@@ -17,6 +17,7 @@ import pytest
 from recovery.audit.model import AuditReport, ConsoleAccess, GuestAgent, Host, HostResult, Remediation, Status
 from recovery.audit.render import FORMATS, JUNIT_OUTCOMES, render, summary_line
 from recovery.ssh.hostkeys import RecordedKey
+from recovery.ssh.jump import JumpHop
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "audit" / "report"
 SUFFIXES = {"table": "txt", "json": "json", "junit": "xml", "prometheus": "prom"}
@@ -29,10 +30,13 @@ def host(name: str, address: str | None, port: int = 22, **extra: str) -> Host:
     return Host(name, address, port, "ops", (KEY,), **extra)
 
 
+# Behind two bastions: the report names each hop's host and port, never its user, key or pin.
+JUMPS = (JumpHop("bastion.example.com", 2222, "jumper", "/secret/jump_key", HOST_KEY), JumpHop("fd00::7", 22, "jumper"))
+
 FINISHED = AuditReport(
     results=(
-        HostResult(host("web-1", "203.0.113.10"), Status.OK, 0.0421, key_fingerprint=AUDIT_KEY, key_path=KEY,
-                   host_key_fingerprint=HOST_KEY),
+        HostResult(dataclasses.replace(host("web-1", "203.0.113.10"), jumps=JUMPS), Status.OK, 0.0421,
+                   key_fingerprint=AUDIT_KEY, key_path=KEY, host_key_fingerprint=HOST_KEY),
         HostResult(host("web-2", "203.0.113.11", 2222), Status.AUTH_REJECTED, 0.0533,
                    "203.0.113.11:2222 rejected the key for user 'ops' (offered SHA256:x)",
                    host_key_fingerprint=HOST_KEY),
@@ -155,3 +159,15 @@ def test_every_format_names_the_engine(engine: str) -> None:
     assert suite is not None
     assert [(item.get("name"), item.get("value")) for item in suite.iter("property")] == [("engine", engine)]
     assert f'recovery_audit_engine_info{{shard="1/4",engine="{engine}"}} 1\n' in render(report, "prometheus")
+
+
+def test_a_host_behind_jump_hosts_lists_them_by_host_and_port_and_nothing_secret() -> None:
+    web1, *direct = json.loads(render(FINISHED, "json"))["hosts"]
+
+    assert web1["jumps"] == [{"host": "bastion.example.com", "port": 2222}, {"host": "fd00::7", "port": 22}]
+    assert [host["jumps"] for host in direct] == [[]] * 4
+    table = render(FINISHED, "table")
+    assert "bastion.example.com:2222,[fd00::7]:22" in table.splitlines()[1]
+    for fmt in FORMATS:
+        assert "jumper" not in render(FINISHED, fmt)
+        assert "/secret/jump_key" not in render(FINISHED, fmt)
