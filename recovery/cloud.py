@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from recovery.errors import CloudError, CloudUnavailable, ConfigError
 from recovery.safety.redact import Secret, masked_url, register
@@ -47,6 +47,7 @@ __all__ = [
     "NO_CLOUD",
     "BootVolume",
     "Cloud",
+    "Image",
     "KeyPairInfo",
     "OpenStackCloud",
     "Server",
@@ -124,6 +125,15 @@ class Server:
 
 
 @dataclass(frozen=True)
+class Image:
+    """A Glance image as Nova lists it: its ID, name and status (ACTIVE, SAVING...)."""
+
+    id: str
+    name: str
+    status: str
+
+
+@dataclass(frozen=True)
 class BootVolume:
     """The volume a server boots from: Cinder's copy of its image's properties, None when it has none."""
 
@@ -164,6 +174,7 @@ class Cloud(Protocol):
     def console_log(self, server: Server, lines: int | None = None) -> str: ...
     def host_key_fingerprints(self, server: Server) -> list[str]: ...
     def image_properties(self, server: Server) -> dict[str, str] | None: ...
+    def find_image(self, name_or_id: str) -> Image: ...
     def set_password(self, server: Server, password: Secret) -> None: ...
     def import_keypair(self, name: str, public_key: str) -> KeyPairInfo: ...
     def delete_keypair(self, name: str, *, missing_ok: bool = False) -> None: ...
@@ -692,6 +703,43 @@ class OpenStackCloud:
             metadata = (response.json().get("image") or {}).get("metadata") or {}
         return {str(name): str(value) for name, value in metadata.items()}
 
+    def find_image(self, name_or_id: str) -> Image:
+        """The image with this ID, else the one image with this exact name, as the openstack CLI finds one.
+
+        Through Nova's image API (microversion 2.1), as `image_metadata`: the images a rescue or a
+        boot can use. Nova's `name` filter narrows the listing; the exact match is ours.
+
+        Raises:
+            CloudError: no image has this ID or name, or several have the name (the message lists
+                each one's ID and status).
+            CloudUnavailable: the cloud did not answer, or answered 5xx.
+        """
+        from openstack import exceptions as sdk
+
+        if _UUID.fullmatch(name_or_id):
+            try:
+                with self._translated(f"get image {name_or_id}"):
+                    response = self._conn.compute.get(f"/images/{quote(name_or_id)}", microversion="2.1")
+                    sdk.raise_from_response(response)
+                    return _image(response.json().get("image") or {})
+            except CloudError as exc:
+                if exc.status_code != 404:
+                    raise  # else an image may also be *named* like a UUID
+        with self._translated(f"list images named {name_or_id!r}"):
+            response = self._conn.compute.get(f"/images/detail?name={quote(name_or_id, safe='')}",
+                                              microversion="2.1")
+            sdk.raise_from_response(response)
+            raws = response.json().get("images") or []
+        images = [image for image in map(_image, raws) if image.name == name_or_id]
+        if not images:
+            raise CloudError(f"cloud {self.name!r}: no image is named {name_or_id!r} or has that ID "
+                             "(`openstack image list` shows the project's images)")
+        if len(images) > 1:
+            listing = "\n".join(f"  {image.id}  {image.status}" for image in images)
+            raise CloudError(f"cloud {self.name!r}: {len(images)} images are named {name_or_id!r}; "
+                             f"give the ID of the one to use:\n{listing}")
+        return images[0]
+
     def boot_volumes(self) -> dict[str, BootVolume]:
         """The boot volume of each server that has one attached, by server ID: one volume listing.
 
@@ -870,6 +918,10 @@ def _server(raw: Any) -> Server:
     # Nova lists `"image": ""` for a server booted from a volume; openstacksdk makes that an Image without an ID.
     image_id = str(getattr(raw.image, "id", None) or "")
     return Server(id=str(raw.id), name=str(raw.name), status=str(raw.status), addresses=addresses, image_id=image_id)
+
+
+def _image(raw: Mapping[str, Any]) -> Image:
+    return Image(id=str(raw.get("id") or ""), name=str(raw.get("name") or ""), status=str(raw.get("status") or ""))
 
 
 def _keypair(raw: Any, public_key: str) -> KeyPairInfo:

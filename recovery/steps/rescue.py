@@ -1,5 +1,6 @@
 """rescue.*: Nova rescue mode, for a VM nobody can log in to: the key goes in from a rescue system.
 
+`rescue.find_image` finds the rescue image by ID or unique name before anything changes;
 `rescue.enter` reboots the server into a rescue image (`allow_reboot` is required: the pre-flight
 refuses a run without it before anything changes) and gives its serial console URL;
 `rescue.find_root` asks the rescue system which disk is the server's root (`recovery.rootdisk`:
@@ -34,25 +35,55 @@ NO_REBOOT = (
     "-e allow_reboot=true to allow it"
 )
 NO_IMAGE = (
-    "no rescue image: give -e rescue_image=IMAGE_ID, an image whose console login you know "
-    "(its password as the secret rescue_password)"
+    "no rescue image: give -e rescue_image=IMAGE (its ID, or its name when no other image has it), "
+    "an image whose console login you know (its password as the secret rescue_password)"
 )
 
 
+def _given(image: object) -> list[str]:
+    """The image parameter is given (a value not known yet is checked when it is)."""
+    if isinstance(image, Unknown) or (isinstance(image, str) and image.strip()):
+        return []
+    return [NO_IMAGE]
+
+
 def _enter_checks(values: Mapping[str, object], config: Config) -> list[str]:
-    problems = []
-    allow, image = values.get("allow_reboot"), values.get("image")
-    if not isinstance(allow, Unknown) and allow is not True:
-        problems.append(NO_REBOOT)
-    if not isinstance(image, Unknown) and not (isinstance(image, str) and image.strip()):
-        problems.append(NO_IMAGE)
-    return problems + cloud_named(values, config)
+    allow = values.get("allow_reboot")
+    problems = [NO_REBOOT] if not isinstance(allow, Unknown) and allow is not True else []
+    return problems + _given(values.get("image")) + cloud_named(values, config)
+
+
+def _image_checks(values: Mapping[str, object], config: Config) -> list[str]:
+    return _given(values.get("image")) + cloud_named(values, config)
+
+
+@dataclass(frozen=True)
+class ImageParams:
+    image: str = doc("the rescue image's ID, or its name when no other image has it")
+
+
+@step(
+    "rescue.find_image",
+    params=ImageParams,
+    outputs={"id": "the rescue image's ID", "name": "its name"},
+    repeatable=True,
+    retryable=True,
+    changes=False,  # a lookup, before anything changes: a name nobody has, or several have, stops the run there
+    check=_image_checks,
+)
+def find_image(ctx: StepContext, params: ImageParams) -> Outputs:
+    """Find the rescue image as the openstack CLI does: by ID, else by a name only one image has."""
+    given = params.image.strip()
+    image = ctx.require_cloud().find_image(given)
+    named = "" if given == image.id else f" (named {given!r})"
+    ctx.report.notes.append(f"rescue image {image.id}{named}, {image.status or 'status unknown'}")
+    return {"id": image.id, "name": image.name}
 
 
 @dataclass(frozen=True)
 class EnterParams:
     server: str = doc("server ID (cloud.find_server output)")
-    image: str = doc("the rescue image's ID: one whose console login is known")
+    image: str = doc("the rescue image's ID (rescue.find_image output): one whose console login is known")
     allow_reboot: bool = doc("must be true: the server is rebooted into the rescue image and back", default=False)
 
 

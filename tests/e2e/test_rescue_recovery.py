@@ -111,7 +111,7 @@ def test_without_allow_reboot_the_run_is_refused_before_anything_changes(bed: Be
 def test_without_a_rescue_image_the_run_is_refused_before_anything_changes(bed: Bed) -> None:
     result = bed.run(*_args(bed, "-e", "allow_reboot=true", "-e", "rescue_image="))
     _nothing_changed(bed, result)
-    assert "rescue_image=IMAGE_ID" in result.stderr
+    assert "rescue_image=IMAGE (its ID, or its name" in result.stderr
 
 
 def test_without_the_rescue_password_the_run_is_refused_before_anything_changes(bed: Bed) -> None:
