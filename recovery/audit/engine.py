@@ -258,7 +258,7 @@ class HostTrust:
         return found if found is not None else self.known_hosts.lookup(host.address, host.port)
 
     def with_jumps_checked(self, host: Host) -> Host:
-        """The host, its jump hosts' keys to be checked as its own: their pins, else known_hosts, else --accept-new.
+        """The host, its jump hosts' keys checked as its own: @revoked, their pins, else known_hosts, else --accept-new.
 
         A jump host's key accepted as new is recorded as a VM's is (`record`), once its login succeeds.
 
@@ -270,14 +270,10 @@ class HostTrust:
             hops = self._jumps.get(host.jumps)
             if hops is None:
                 hops = self._jumps[host.jumps] = with_host_keys(
-                    host.jumps, self._pins, accept_new=self.accept_new, record=self.record if self.accept_new else None
+                    host.jumps, self.known_hosts, accept_new=self.accept_new,
+                    record=self.record if self.accept_new else None,
                 )
         return replace(host, jumps=hops)
-
-    def _pins(self, address: str, port: int) -> list[str]:
-        if self.known_hosts is None:
-            return []
-        return [key.fingerprint for key in self.known_hosts.lookup(address, port) if not key.revoked]
 
     def for_host(self, host: Host) -> HostKeyDecision:
         where = host.where

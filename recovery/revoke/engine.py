@@ -251,7 +251,7 @@ def _target(host: Host, request: RevokeRequest, user: str, admin_path: str) -> S
         return [key.fingerprint for key in request.known_hosts.lookup(address, port) if not key.revoked]
 
     pins = [host.host_key] if host.host_key else pins_of(host.address or "", host.port)
-    hops = with_host_keys(host.jumps, pins_of, accept_new=request.accept_new, record=request.record)
+    hops = with_host_keys(host.jumps, request.known_hosts, accept_new=request.accept_new, record=request.record)
     hops = tuple(hop if hop.private_key_path else replace(hop, private_key_path=admin_path) for hop in hops)
     return SSHTarget(host.address or "", host.port, user, host_key_fingerprint=",".join(pins) or None,
                      trust_first_use=request.accept_new and not pins, jumps=hops)

@@ -101,6 +101,8 @@ class HostKeyCheck:
     :param trust_first_use: accept any key when there are no pins. A pin always wins.
     :param advice: how the user pins or trusts, for the message of an unknown key.
     :param pinned_by: what the pins came from, for the message of a mismatch.
+    :param revoked: `SHA256:` fingerprints never accepted, pinned or not (a known_hosts
+        file's `@revoked` keys), checked first, as ssh does.
     :raises VerifyError: a pin is malformed.
     """
 
@@ -112,8 +114,10 @@ class HostKeyCheck:
         trust_first_use: bool = False,
         advice: Advice = VERIFIER_ADVICE,
         pinned_by: str = "the pin",
+        revoked: Sequence[str] = (),
     ) -> None:
         self.where = where
+        self.revoked = frozenset(revoked)
         self.pins = [pin for pin in map(parse_pin, pins) if pin is not None]
         self.trust_first_use = trust_first_use
         self.advice = advice
@@ -127,11 +131,16 @@ class HostKeyCheck:
         """Accept the offered key or raise; called once per connection.
 
         :raises HostKeyUnknown: no pins, and first use is not trusted.
-        :raises HostKeyMismatch: the key matches none of the pins.
+        :raises HostKeyMismatch: the key is revoked, or matches none of the pins.
         """
         sha256 = fingerprint_sha256(public_line)
         md5 = "MD5:" + fingerprint_md5(public_line)
         self.offered_sha256, self.offered_type, self.offered_line = sha256, key_type, public_line
+        if sha256 in self.revoked:
+            raise HostKeyMismatch(
+                f"{self.where} offered host key {key_type} {sha256}, which the known_hosts file marks @revoked: "
+                "never accepted"
+            )
         if not self.pins:
             if not self.trust_first_use:
                 raise HostKeyUnknown(

@@ -26,7 +26,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from paramiko import Channel, Transport
 
     from recovery.safety.redact import Secret
-    from recovery.ssh.hostkeys import KnownHostsAppender
+    from recovery.ssh.hostkeys import KnownHosts, KnownHostsAppender
     from recovery.ssh.keys import KeyPair
 
 __all__ = [
@@ -64,7 +64,8 @@ PREFIX = "jump host "
 class JumpHop:
     """One bastion on the way. No `private_key_path`: the key the VM is reached with.
 
-    `record`: where a key trusted on first use is appended (`--accept-new`, `with_host_keys`);
+    `revoked_host_keys` are never accepted (a known_hosts file's `@revoked`, `with_host_keys`);
+    `record`: where a key trusted on first use is appended (`--accept-new`, `with_host_keys`),
     not part of the hop's identity, so the logins are shared as before.
     """
 
@@ -74,6 +75,7 @@ class JumpHop:
     private_key_path: str | None = None
     host_key_fingerprint: str | None = None
     trust_first_use: bool = False
+    revoked_host_keys: tuple[str, ...] = ()
     record: KnownHostsAppender | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -176,19 +178,22 @@ def check_jump_lists(values: Mapping[str, object]) -> list[str]:
 
 
 def with_host_keys(
-    hops: tuple[JumpHop, ...], lookup: Callable[[str, int], list[str]], *, accept_new: bool,
+    hops: tuple[JumpHop, ...], known: KnownHosts | None, *, accept_new: bool,
     record: KnownHostsAppender | None = None,
 ) -> tuple[JumpHop, ...]:
     """The hops, their host keys decided as the VMs' of the same run are.
 
-    A hop's own pin, else the keys `lookup` (a known_hosts file) vouches for, else, with
-    `accept_new`, whatever it offers, appended to `record` once its login succeeds (as a VM's
-    key is: ssh's ``accept-new``); a hop that none of them vouches for is refused.
+    `@revoked` keys in `known` first (never accepted, pinned or not); then a hop's own pin, else
+    the keys `known` vouches for, else, with `accept_new`, whatever else it offers, appended to
+    `record` once its login succeeds (as a VM's key is: ssh's ``accept-new``); a hop that none
+    of them vouches for is refused.
     """
     checked = []
     for hop in hops:
+        listed = known.lookup(hop.host, hop.port) if known is not None else []
+        hop = replace(hop, revoked_host_keys=tuple(key.fingerprint for key in listed if key.revoked))
         if not hop.host_key_fingerprint:
-            pins = ",".join(lookup(hop.host, hop.port))
+            pins = ",".join(key.fingerprint for key in listed if not key.revoked)
             first_use = accept_new and not pins
             hop = replace(hop, host_key_fingerprint=pins or None, trust_first_use=first_use,
                           record=record if first_use else None)
@@ -466,7 +471,8 @@ class JumpPool:
 
         last = hops[-1]
         target = SSHTarget(last.host, last.port, last.user, host_key_fingerprint=last.host_key_fingerprint,
-                           trust_first_use=last.trust_first_use, jumps=hops[:-1])
+                           trust_first_use=last.trust_first_use, jumps=hops[:-1],
+                           revoked_host_keys=last.revoked_host_keys)
         stack = ExitStack()
         try:
             with _named_after(last):

@@ -67,6 +67,7 @@ class SSHTarget:
     host_key_fingerprint: str | None = None
     trust_first_use: bool = False
     jumps: tuple[JumpHop, ...] = ()  # bastions on the way, first hop first (recovery.ssh.jump)
+    revoked_host_keys: tuple[str, ...] = ()  # `SHA256:` keys never accepted (known_hosts `@revoked`)
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,8 @@ def connect(
     `with` block come out as the `VerifyError` family too. Raises what `ParamikoVerifier.verify` lists.
     """
     pins = [pin.strip() for pin in (target.host_key_fingerprint or "").split(",") if pin.strip()]
-    check = HostKeyCheck(f"{target.host}:{target.port}", pins, trust_first_use=target.trust_first_use)
+    check = HostKeyCheck(f"{target.host}:{target.port}", pins, trust_first_use=target.trust_first_use,
+                         revoked=target.revoked_host_keys)
     pkey = _load_private_key(key, passphrase)
     with _through_jumps(target, key, passphrase, timeout) as sock, _map_errors(target), _client(check) as client:
         client.connect(

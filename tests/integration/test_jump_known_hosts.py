@@ -154,3 +154,20 @@ def test_revoke_accept_new_records_the_bastion_in_the_users_known_hosts(
     assert (tmp_path / ".ssh" / "known_hosts").read_text() == f"[127.0.0.1]:{site.first.port} {site.public('b1')}\n"
     assert f"permanently added 1 new host key(s) to {tmp_path}/.ssh/known_hosts (--accept-new): " \
            f"[127.0.0.1]:{site.first.port} ssh-ed25519 {site.first.host_key}" in err
+
+
+def test_a_bastion_key_marked_revoked_is_refused_even_with_accept_new(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As a VM's: `@revoked` is checked first, so --accept-new neither accepts nor records that key."""
+    inventory = site.inventory(tmp_path / "one-hop.yaml", site.jump(site.first))
+    known = tmp_path / "known_hosts"
+    known.write_text(f"@revoked [127.0.0.1]:{site.first.port} {site.public('b1')}\n")
+
+    code, report = audit(capsys, "--inventory", str(inventory), "--accept-new", "--known-hosts", str(known))
+
+    [host] = report["hosts"]  # type: ignore[misc]
+    assert (code, host["status"]) == (1, "host_key_changed")
+    assert host["message"].startswith(f"jump host {site.jump(site.first)}: ")
+    assert "@revoked" in host["message"]
+    assert known.read_text() == f"@revoked [127.0.0.1]:{site.first.port} {site.public('b1')}\n"

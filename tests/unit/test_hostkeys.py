@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,18 @@ def test_first_use_is_trusted_only_when_asked_and_only_without_pins() -> None:
 
     with pytest.raises(HostKeyMismatch):
         HostKeyCheck("h:22", [SHA_B], trust_first_use=True).check("ssh-ed25519", KEY_A)
+
+
+def test_a_revoked_key_is_refused_first_pinned_or_trusted_on_first_use() -> None:
+    refusal = rf"offered host key ssh-ed25519 {re.escape(SHA_A)}, which .* @revoked"
+    for check in (HostKeyCheck("h:22", [SHA_A], revoked=[SHA_A]),
+                  HostKeyCheck("h:22", trust_first_use=True, revoked=[SHA_A])):
+        with pytest.raises(HostKeyMismatch, match=refusal):
+            check.check("ssh-ed25519", KEY_A)
+        assert check.trusted_on_first_use is False
+    another = HostKeyCheck("h:22", trust_first_use=True, revoked=[SHA_A])
+    another.check("ssh-ed25519", KEY_B)
+    assert another.trusted_on_first_use is True
 
 
 def test_a_malformed_pin_fails_at_once() -> None:

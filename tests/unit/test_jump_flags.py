@@ -7,9 +7,14 @@ from pathlib import Path
 import pytest
 
 from recovery.errors import UsageError
+from recovery.ssh.hostkeys import KnownHosts, KnownHostsAppender
 from recovery.ssh.jump import JumpHop, hops_from_flags, with_host_keys
+from recovery.ssh.keys import fingerprint_sha256
 
 PIN = "SHA256:" + "A" * 43
+KEY_ONE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINtVjkJUVDUd+Fbp0qgMhRtJ8ZPi8GIvzL+uYs4XT/Ur"
+KEY_TWO = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFr4v3rQoxC4W+qt1kYByHdWZOT5LOBteAVke3TU2ez0"
+SHA_ONE, SHA_TWO = fingerprint_sha256(KEY_ONE), fingerprint_sha256(KEY_TWO)
 
 
 def test_flags_parse_into_hops_each_with_its_key_and_pin(tmp_path: Path) -> None:
@@ -36,18 +41,32 @@ def test_bad_flags_are_usage_errors(jump: str, keys: str, pins: str, message: st
         hops_from_flags(jump, keys, pins)
 
 
-def test_an_unpinned_hop_takes_known_hosts_keys_else_is_trusted_only_with_accept_new() -> None:
+def test_an_unpinned_hop_takes_known_hosts_keys_else_is_trusted_only_with_accept_new(tmp_path: Path) -> None:
     pinned, vouched, unknown = JumpHop("a", 22, "u", host_key_fingerprint=PIN), JumpHop("b", 22, "u"), \
         JumpHop("c", 2222, "u")
-    known = {("b", 22): ["SHA256:one", "SHA256:two"]}
+    path = tmp_path / "known_hosts"
+    path.write_text(f"b {KEY_ONE}\nb {KEY_TWO}\n")
+    known = KnownHosts.load(path)
+    record = KnownHostsAppender(path)
 
-    def lookup(host: str, port: int) -> list[str]:
-        return known.get((host, port), [])
-
-    strict = with_host_keys((pinned, vouched, unknown), lookup, accept_new=False)
-    lenient = with_host_keys((pinned, vouched, unknown), lookup, accept_new=True)
+    strict = with_host_keys((pinned, vouched, unknown), known, accept_new=False)
+    lenient = with_host_keys((pinned, vouched, unknown), known, accept_new=True, record=record)
+    record.close()
 
     assert [(hop.host_key_fingerprint, hop.trust_first_use) for hop in strict] == [
-        (PIN, False), ("SHA256:one,SHA256:two", False), (None, False)]
+        (PIN, False), (f"{SHA_ONE},{SHA_TWO}", False), (None, False)]
     assert [(hop.host_key_fingerprint, hop.trust_first_use) for hop in lenient] == [
-        (PIN, False), ("SHA256:one,SHA256:two", False), (None, True)]
+        (PIN, False), (f"{SHA_ONE},{SHA_TWO}", False), (None, True)]
+    assert [hop.record for hop in lenient] == [None, None, record]  # only a key accepted as new is recorded
+    assert with_host_keys((unknown,), None, accept_new=True)[0].trust_first_use is True
+
+
+def test_revoked_keys_go_with_every_hop_pinned_or_not(tmp_path: Path) -> None:
+    path = tmp_path / "known_hosts"
+    path.write_text(f"@revoked a {KEY_ONE}\n@revoked [c]:2222 {KEY_TWO}\n")
+    pinned, unknown = JumpHop("a", 22, "u", host_key_fingerprint=PIN), JumpHop("c", 2222, "u")
+
+    hops = with_host_keys((pinned, unknown), KnownHosts.load(path), accept_new=True)
+
+    assert [(hop.revoked_host_keys, hop.host_key_fingerprint, hop.trust_first_use) for hop in hops] == [
+        ((SHA_ONE,), PIN, False), ((SHA_TWO,), None, True)]
