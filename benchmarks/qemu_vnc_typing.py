@@ -35,9 +35,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.peers import require_programs
+from recovery.channels.dialogue import ECHO_PIECE
 from recovery.channels.echo import typed_shown
 from recovery.channels.screen import GlyphReader
-from recovery.channels.vnc import QEMU_KEYS_PER_ACK, VncChannel, keys_for
+from recovery.channels.vnc import VncChannel, keys_for, qemu_bursts
 from recovery.steps.authorized_keys import PREVIEW_KEY, InstallParams, preview
 from tests.e2e.conftest import VNC_PLAYBOOK, Result, recovery
 from tests.e2e.qemu_vm import (
@@ -70,17 +71,20 @@ def build_initramfs(busybox: Path, out: Path) -> None:
 
 
 def key_events(text: str) -> int:
-    """KeyEvents typing `text` on QEMU as VncChannel sends them: a modifier held across a run of characters
-    that need it, and a Num Lock press and release after every QEMU_KEYS_PER_ACK characters (the guest's
-    acknowledgement)."""
-    events, held = 0, None
-    for key in keys_for(text):
-        if key.modifier != held:
-            events += (held is not None) + (key.modifier is not None)
-            held = key.modifier
-        events += 2
-    events += held is not None
-    return events + 2 * -(-len(text) // QEMU_KEYS_PER_ACK)
+    """KeyEvents typing `text` on QEMU as the dialogue and VncChannel send them: in pieces of ECHO_PIECE
+    characters, each in bursts (`qemu_bursts`: a modifier held across a run of characters that need it),
+    and a Num Lock press and release after each burst (the guest's acknowledgement)."""
+    events = 0
+    for start in range(0, len(text), ECHO_PIECE):
+        for burst in qemu_bursts(keys_for(text[start:start + ECHO_PIECE])):
+            held = None
+            for key in burst:
+                if key.modifier != held:
+                    events += (held is not None) + (key.modifier is not None)
+                    held = key.modifier
+                events += 2
+            events += (held is not None) + 2
+    return events
 
 
 def reading_accuracy(channel: VncChannel, typed: list[str]) -> tuple[int, int, float]:

@@ -20,14 +20,15 @@ Typing never loses or changes a character:
 - QEMU (its desktop name is "QEMU" or "QEMU (VM-NAME)", also through Nova's proxy) is different: it
   queues key events and feeds them to the emulated keyboard one per `key-delay-ms` (10 ms by
   default), and drops what does not fit its queue (1024 entries, 3 per key event). A barrier only
-  proves the events were queued, so on QEMU the guest itself acknowledges: each burst of
-  QEMU_KEYS_PER_ACK characters ends with a Num Lock press, the guest's keyboard driver answers by
+  proves the events were queued, so on QEMU the guest itself acknowledges: each burst of at most
+  QEMU_EVENTS_PER_ACK key events ends with a Num Lock press, the guest's keyboard driver answers by
   switching its Num Lock light, QEMU reports the light (its LED State pseudo-encoding), and the next
   burst goes only then. That keeps QEMU's queue busy but never full, whatever the guest's speed.
-  Num Lock changes only the numeric keypad, which we never type with, and each `send` leaves it as
-  it found it. A probe on connecting (two presses, before anything is typed) tells whether the guest
-  answers; if it does not (no LED reports, or a console the guest does not drive), each key waits
-  for its own barrier and then `QEMU_KEY_INTERVAL`, three times QEMU's default delay. TigerVNC
+  Num Lock changes only the numeric keypad, which we never type with; `close` leaves it as the
+  connection found it (not each `send`: that cost an acknowledgement, ~50 ms, a send). A probe on
+  connecting (two presses, before anything is typed) tells whether the guest answers; if it does
+  not (no LED reports, or a console the guest does not drive), each key waits for its own barrier
+  and then `QEMU_KEY_INTERVAL`, three times QEMU's default delay. TigerVNC
   advertises scancodes too, but feeds X: it needs none of this.
 - On connecting, every key we type with is released: a connection cut mid-typing can leave one down.
 
@@ -81,8 +82,10 @@ KEYS_PER_SYNC = 256  # characters between two sync barriers
 # before the next batch capped typing at ~2000 characters/s; 2 in flight hide that latency.
 SYNCS_IN_FLIGHT = 2
 QEMU_KEY_INTERVAL = 0.03  # TESTBED: QEMU took a 300-character line exactly at 30 ms per key, not at 4 ms
-# At most 4 key events per character: a burst is at most ~190 of the ~340 key events QEMU queues.
-QEMU_KEYS_PER_ACK = 48
+# Key events in a burst, its Num Lock press and release aside: with them 774 of the 1024 entries QEMU
+# queues (3 an event). A character is 2 events, and a modifier pressed and released around a run 2 more.
+QEMU_EVENTS_PER_ACK = 256
+NUM_LOCK_RESTORE_TIMEOUT = 2.0  # on closing: a guest that stopped answering does not hold the close up
 QEMU_ACK_PER_EVENT = 0.05  # on top of SYNC_TIMEOUT, per key event in a burst: 5x QEMU's default delay
 LED_PROBE_TIMEOUT = 2.0  # a guest that has not switched its Num Lock light by then does not answer
 SYNC_TIMEOUT = 10.0
@@ -132,6 +135,23 @@ class Key:
     keysym: int
     scancode: int
     modifier: tuple[int, int] | None  # (keysym, scancode) of Shift_L or Control_L
+
+
+def qemu_bursts(keys: list[Key]) -> Iterator[list[Key]]:
+    """`keys` in bursts of at most QEMU_EVENTS_PER_ACK key events, as `VncChannel._key_events` sends them: each
+    key pressed and released, a modifier held across a run of keys that need it and released at the end."""
+    burst: list[Key] = []
+    events = 0
+    for key in keys:
+        held = burst[-1].modifier if burst else None
+        cost = 2 + (0 if key.modifier == held else (held is not None) + (key.modifier is not None))
+        if burst and events + cost + (key.modifier is not None) > QEMU_EVENTS_PER_ACK:
+            yield burst
+            burst, events, cost = [], 0, 2 + (key.modifier is not None)
+        burst.append(key)
+        events += cost
+    if burst:
+        yield burst
 
 
 def _keymap() -> dict[str, Key]:
@@ -336,6 +356,7 @@ class VncChannel:
         self.slow_keyboard = False  # QEMU's emulated keyboard: paced, see the module docstring
         self.guest_acks = False  # the guest answers a Num Lock press with its light (QEMU only)
         self._leds: int | None = None  # the guest's keyboard lights, as QEMU last reported them
+        self._num_lock_found: bool | None = None  # Num Lock once the connection's probe was done
         self._framebuffer = bytearray()
         self._updated: list[tuple[int, int, int, int]] = []  # the Raw rectangles (x, y, w, h) of the last update
 
@@ -405,6 +426,7 @@ class VncChannel:
             self._sync(deadline)
             if self.slow_keyboard and self._leds is not None:
                 self.guest_acks = self._probe_guest_acks(deadline)
+                self._num_lock_found = self._num_lock() if self.guest_acks else None
 
     def _set_encodings(self, *, cursor: bool) -> None:
         encodings = (_ENC_RAW, _ENC_QEMU_EXT_KEY, *((_ENC_CURSOR,) if cursor else ()),
@@ -537,6 +559,14 @@ class VncChannel:
         return Frame(self.width, self.height, bytes(self._framebuffer))
 
     def close(self) -> None:
+        """Close the connection, Num Lock first switched back to how it was found where typing switched it."""
+        switched = self._num_lock_found is not None and self._num_lock() != self._num_lock_found
+        if self._transport is not None and switched:
+            try:
+                with self._errors():
+                    self._acknowledged(b"", time.monotonic() + NUM_LOCK_RESTORE_TIMEOUT)
+            except ChannelError:  # the connection is going anyway; the light is cosmetic
+                log.debug("VNC console %s: Num Lock could not be switched back", self._where, exc_info=True)
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
@@ -650,9 +680,7 @@ class VncChannel:
 
     def _type_acknowledged(self, keys: list[Key]) -> None:
         """Type in bursts, each sent once the guest has taken the one before (QEMU; see the module docstring)."""
-        num_lock = self._num_lock()
-        for start in range(0, len(keys), QEMU_KEYS_PER_ACK):
-            burst = keys[start:start + QEMU_KEYS_PER_ACK]
+        for burst in qemu_bursts(keys):
             timeout = self._ack_timeout(len(burst))
             if not self._acknowledged(self._key_events(burst), time.monotonic() + timeout):
                 raise ChannelTimeout(
@@ -660,9 +688,6 @@ class VncChannel:
                     f"Num Lock light after the last {len(burst)} characters within {timeout:.0f} s (hung, or busy); "
                     "nothing after them was typed"
                 )
-        if self._num_lock() != num_lock and not self._acknowledged(b"", time.monotonic() + self._ack_timeout(0)):
-            raise ChannelTimeout(f"the VM behind the VNC console at {self._where} stopped taking keys after "
-                                 "everything was typed: it did not switch its Num Lock light back")
 
     def _acknowledged(self, events: bytes, deadline: float) -> bool:
         """Send `events` and a Num Lock press; True once QEMU reports the guest's light switched by `deadline`.

@@ -11,6 +11,10 @@ from recovery.errors import ChannelTimeout
 from recovery.safety.redact import Secret
 from tests.unit.fake_qemu_vnc import FakeQemuVnc
 
+BURST = 63  # key events: 31 unshifted characters
+# A burst, its Num Lock press and release, and the release before it, still queued when the light switched
+# (the key-ups sent on connecting, 54, fit too).
+QUEUE = BURST + 3
 TEXT = "".join(chr(code) for code in range(0x20, 0x7F)) * 4 + "\r"
 
 
@@ -23,12 +27,11 @@ def opened(qemu: FakeQemuVnc) -> vnc.VncChannel:
 @pytest.fixture
 def small_bursts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bursts and a queue scaled down together, so a test types several bursts in a second or two."""
-    monkeypatch.setattr(vnc, "QEMU_KEYS_PER_ACK", 16)
+    monkeypatch.setattr(vnc, "QEMU_EVENTS_PER_ACK", BURST)
 
 
 def test_every_burst_waits_for_the_guest_so_qemu_drops_nothing(small_bursts: None) -> None:
-    # 16 characters are at most 64 key events, plus the Num Lock press and release.
-    with FakeQemuVnc(queue_limit=4 * 16 + 2, delay=0.0005) as qemu:
+    with FakeQemuVnc(queue_limit=QUEUE, delay=0.0005) as qemu:
         channel = opened(qemu)
         try:
             assert channel.slow_keyboard
@@ -43,7 +46,7 @@ def test_every_burst_waits_for_the_guest_so_qemu_drops_nothing(small_bursts: Non
 
 def test_the_same_text_sent_at_once_overflows_the_fake(small_bursts: None) -> None:
     """The fake can fail: without waiting for the guest, its queue overflows and keys are lost."""
-    with FakeQemuVnc(queue_limit=4 * 16 + 2, delay=0.0005) as qemu:
+    with FakeQemuVnc(queue_limit=QUEUE, delay=0.01) as qemu:  # a guest slower than the wire, however busy the machine
         channel = opened(qemu)
         try:
             channel._send(channel._key_events(vnc.keys_for(TEXT)))
@@ -78,9 +81,9 @@ def test_a_guest_that_stops_answering_is_a_timeout_naming_the_keys(
     with FakeQemuVnc(queue_limit=1000, delay=0.0005, answered_presses=3) as qemu:
         channel = opened(qemu)
         try:
-            with pytest.raises(ChannelTimeout, match=r"stopped taking keys.*last 16 characters.*nothing after"):
-                channel.send("x" * 40)
+            with pytest.raises(ChannelTimeout, match=r"stopped taking keys.*last 31 characters.*nothing after"):
+                channel.send("x" * 100)
         finally:
             channel.close()
         qemu.wait_idle()
-        assert qemu.typed == "x" * 32, "no burst goes before the one ahead of it is acknowledged"
+        assert qemu.typed == "x" * 62, "no burst goes before the one ahead of it is acknowledged"
