@@ -22,9 +22,12 @@ import pytest
 
 from recovery.cli.main import main
 from recovery.errors import AuthRejected
+from recovery.guest import blob_fingerprints, key_blob
 from recovery.lab import commands, processes, sshd
 from recovery.ssh.keys import KeyPair, generate_keypair
 from recovery.ssh.verifier import ParamikoVerifier, SSHTarget
+from recovery.steps.authorized_keys import RemoveParams, remove
+from tests.integration.test_revoke_remove_step import context
 
 ALICE = 65534
 OVERLAY_ETC = '/usr/bin/mount -t overlay overlay -o "lowerdir=/etc,upperdir=$0,workdir=$1" /etc && shift && exec "$@"'
@@ -242,3 +245,21 @@ def test_an_authorized_keys_command_is_named_and_only_the_refused_key_proves_the
 
         assert code == 0, host
         assert (host["status"], host["proof"]) == ("clean", "auth_rejected")
+
+
+def test_the_remove_step_over_ssh_cleans_authorized_keys2_too() -> None:
+    with sshd_with(BOTH) as bed:
+        second = _keys(bed, "alice", "authorized_keys2", OTHER, bed.stolen.public_line)
+        assert bed.logs_in("alice", bed.stolen)
+        ctx = context(bed.directory / "run")
+
+        outputs = remove(ctx, RemoveParams(
+            via="ssh", host="127.0.0.1", port=bed.port, ssh_user="alice", private_key_path=str(bed.admin.private_path),
+            host_key_fingerprint=bed.host_key, keys=bed.stolen.public_line))
+
+        assert (outputs["status"], outputs["removed"]) == ("removed", bed.stolen.sha256)
+        assert outputs["kept"] == f"{bed.admin.sha256},{blob_fingerprints(key_blob(OTHER))[0]}"
+        assert second.read_text() == f"{OTHER}\n"
+        assert [item["file"] for item in ctx.report.authorized_keys["removal"]["files"]] == [
+            str(bed.ssh("alice") / "authorized_keys"), str(second)]
+        assert not bed.logs_in("alice", bed.stolen)
