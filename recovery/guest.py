@@ -1431,7 +1431,8 @@ _REMOVE: tuple[str, ...] = (
 # AuthorizedKeysFile, AuthorizedKeysCommand and Match lines, and what each Include pattern matched
 # (sorted, as sshd's glob), for the controller to follow (Match blocks cannot be applied there).
 #
-# Facts: one ``pw`` per user found (``name:uid:home``), ``sshd_config`` (sshd-T|files),
+# Facts: ``uid`` (the script's own: 0 is root), one ``pw`` per user found (``name:uid:home``),
+# ``sshd_config`` (sshd-T|files),
 # ``sshd_as`` (plain|sudo), per user ``akf`` and ``akc`` (``<user> <value>``, from sshd -T), or per
 # file read ``conf`` then its ``cl`` lines and ``inc`` (``<word><TAB><path>``), and
 # ``conf_unreadable`` for a file that exists but cannot be read.
@@ -1446,6 +1447,7 @@ _SSHD_T_AWK = (
     "k=($1==\"authorizedkeysfile\")?\"akf\":\"akc\"; print \"RCV-\" n \" \" k \"=\" u \" \" v}"
 )
 _KEY_FILES: tuple[str, ...] = (
+    "fact uid \"$(id -u)\"",
     "if [ \"$al\" = 1 ]; then",
     "ul=$(awk -F: 'length($6) {print $1}' /etc/passwd)",
     "awk -F: -v n=\"$n\" 'length($6) {print \"RCV-\" n \" pw=\" $1 \":\" $3 \":\" $6}' /etc/passwd",
@@ -1502,6 +1504,7 @@ class KeyFilesReport:
     """
 
     read_from: str | None  # sshd-T, files
+    uid: str | None  # the script's own uid
     users: dict[str, tuple[str, str]]  # name -> (uid, home)
     sshd_t: dict[str, tuple[str, str]]
     config: tuple[tuple[str, tuple[str, ...]], ...]
@@ -1583,6 +1586,7 @@ def parse_key_files_report(output: str, nonce: str, *, config: str = "/etc/ssh/s
         )
     return KeyFilesReport(
         read_from=facts.get("sshd_config"),
+        uid=facts.get("uid"),
         users=users,
         sshd_t={user: (pair[0], pair[1]) for user, pair in sshd_t.items()},
         config=tuple((path, tuple(lines)) for path, lines in config_lines),

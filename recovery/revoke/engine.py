@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from recovery.errors import AuthRejected, GuestCommandError, VerifyError
 from recovery.guest import (
+    KeyFilesReport,
     KeyLine,
     RemoveExitCode,
     RemoveReport,
@@ -316,14 +317,20 @@ class _Guest:
 def _revoke_with(
     shell: RemoteShell, host: Host, request: RevokeRequest, budget: _Budget, outcome: HostOutcome, admin_blob: str
 ) -> None:
-    root = shell.run("id -u", timeout=request.timeout).output.strip() == "0"
+    probe = _probe(shell, request, host)
+    root = probe.uid == "0"
     guest = _Guest(shell, request.timeout, root, host.user)
     elevated = request.all_users and not root
-    candidates = _key_files(guest, request, host, outcome, elevated)
+    candidates = _key_files(guest, probe, outcome, elevated)
     holding: list[tuple[str, str, RemoveReport, list[KeyLine], bool]] = []
     unreadable: list[str] = []
     for user, path, known in candidates:
-        report, as_root = _scan(guest, request, user, path, elevated) if known else (None, elevated)
+        if known:
+            report, as_root = _scan(guest, request, user, path, elevated)
+        elif guest.can_sudo():  # its directory hides it from the login user
+            report, as_root = _scan(guest, request, user, path, True)
+        else:
+            report, as_root = None, elevated
         if report is None:
             outcome.files.append(FileOutcome(user, path, "unreadable"))
             unreadable.append(path)
@@ -373,21 +380,28 @@ def _revoke_with(
     _unreadable(outcome, unreadable)
 
 
-def _key_files(
-    guest: _Guest, request: RevokeRequest, host: Host, outcome: HostOutcome, elevated: bool
-) -> list[tuple[str, str, bool]]:
-    """(user, file, whether it can be read) for every existing file sshd reads the users' keys from.
+def _probe(shell: RemoteShell, request: RevokeRequest, host: Host) -> KeyFilesReport:
+    """Who the login is, and where sshd reads keys: for the login user, or with --all-users every user with a home.
 
-    The users are the login user, or with --all-users every user in /etc/passwd with a home. What
-    cannot be taken into account (an AuthorizedKeysCommand, a Match block not applied) goes into
-    the outcome's notes.
+    Run as the login user: it reads the passwd database and sshd's configuration (``sshd -T``
+    through ``sudo -n`` by itself when that is needed and allowed).
     """
     nonce = secrets.token_hex(4)
     script = build_key_files_script(None if request.all_users else [host.user], nonce=nonce)
-    result = guest.shell.run(guest.command(elevated), script.raw(), timeout=request.timeout)
-    probe = parse_key_files_report(result.output, nonce)
+    probe = parse_key_files_report(shell.run("sh -s", script.raw(), timeout=request.timeout).output, nonce)
     if host.user not in probe.users and not request.all_users:
         raise GuestCommandError(f"user {host.user!r} is not in the passwd database of {host.name}")
+    return probe
+
+
+def _key_files(
+    guest: _Guest, probe: KeyFilesReport, outcome: HostOutcome, elevated: bool
+) -> list[tuple[str, str, bool]]:
+    """(user, file, whether it can be read) for every existing file sshd reads the users' keys from.
+
+    What cannot be taken into account (an AuthorizedKeysCommand, a Match block not applied) goes
+    into the outcome's notes.
+    """
     wanted: list[tuple[str, str]] = []
     notes: list[str] = []
     for user in sorted(probe.users):
@@ -413,7 +427,8 @@ def _exists(guest: _Guest, paths: Sequence[str], elevated: bool) -> dict[str, st
              "printf '%s %s\\n' \"$s\" \"$f\"; done")
     result = guest.shell.run(guest.command(elevated), check, timeout=guest.timeout)
     if result.status != 0:
-        raise GuestCommandError(f"could not look for the key files (exit {result.status}): {result.output[-200:]}")
+        raise GuestCommandError(f"could not look for the key files{' as root or through sudo -n' if elevated else ''} "
+                                f"(exit {result.status}): {result.output[-200:]}")
     states: dict[str, str] = {}
     for line in result.output.splitlines():
         state, _, path = line.partition(" ")

@@ -107,3 +107,23 @@ def test_without_sudo_the_file_is_named_as_still_holding_the_key(machine: Path) 
     assert outcome.files[-1].status == "needs-root"
     assert "/etc/ssh/authorized_keys/alice still hold(s) the key" in outcome.message
     assert (machine / "etc-upper" / "ssh" / "authorized_keys" / "alice").read_text() == f"{OTHER}\n{STOLEN}\n"
+
+
+def test_a_directory_that_hides_the_file_is_searched_through_sudo(machine: Path) -> None:
+    (machine / "etc-upper" / "ssh" / "authorized_keys").chmod(0o700)
+
+    outcome, _ = revoke(machine, sudoer=True)
+
+    assert outcome.status == Status.REMOVED
+    assert (machine / "etc-upper" / "ssh" / "authorized_keys" / "alice").read_text() == f"{OTHER}\n"
+
+
+def test_without_sudo_a_hidden_file_leaves_the_host_unchecked_and_says_which(machine: Path) -> None:
+    (machine / "etc-upper" / "ssh" / "authorized_keys").chmod(0o700)
+
+    outcome, _ = revoke(machine, sudoer=False)
+
+    assert outcome.status == Status.NEEDS_ROOT
+    assert [(item.file, item.status) for item in outcome.files][-1] == ("/etc/ssh/authorized_keys/alice", "unreadable")
+    assert "/etc/ssh/authorized_keys/alice could not be read: log in as root or as a user with sudo -n" in (
+        outcome.message)
