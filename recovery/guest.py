@@ -1090,7 +1090,9 @@ _REMOVE_EXPLANATIONS: dict[int, str] = {
     RemoveExitCode.NOT_THAT_USER: (
         f"the script runs as another user, and not as root, so it cannot change this user's keys; {_REMOVE_UNCHANGED}"
     ),
-    RemoveExitCode.UNREADABLE: f"authorized_keys exists but cannot be read; {_REMOVE_UNCHANGED}",
+    RemoveExitCode.UNREADABLE: (
+        f"authorized_keys exists but cannot be read, or its directory cannot be searched; {_REMOVE_UNCHANGED}"
+    ),
     RemoveExitCode.NEEDS_ROOT: (
         "the file is not the running user's, or its directory is not writable by that user (a root-owned "
         f"file such as /etc/ssh/authorized_keys/USER): only root can rewrite it; {_REMOVE_UNCHANGED}"
@@ -1367,7 +1369,8 @@ _REMOVE: tuple[str, ...] = (
     f"else [ -n \"$hd\" ] && [ -d \"$hd\" ] || {_fail(RemoveExitCode.NO_HOME)}",
     "d=$hd/.ssh; f=$d/authorized_keys; fi",
     "fact file \"$f\"",
-    "if [ -e \"$f\" ]; then :; else fact status absent; fact exit 0; exit 0; fi",
+    "if [ -e \"$f\" ]; then :; elif [ -e \"$d\" ] && [ -x \"$d\" ]; then fact status absent; fact exit 0; exit 0",
+    f"elif [ -e \"$d\" ]; then {_fail(RemoveExitCode.UNREADABLE)}; else fact status absent; fact exit 0; exit 0; fi",
     f"[ -r \"$f\" ] || {_fail(RemoveExitCode.UNREADABLE)}",
     f"[ -z \"$m2$m5\" ] || [ -n \"$kg\" ] || [ \"$dr\" = 1 ] || {_fail(RemoveExitCode.NO_FINGERPRINT_TOOL)}",
     "t=; w=/dev/null",
@@ -1425,17 +1428,17 @@ _REMOVE: tuple[str, ...] = (
 # `.ssh/authorized_keys .ssh/authorized_keys2`; an absolute `/etc/ssh/authorized_keys/%u`), and ask
 # an AuthorizedKeysCommand. This script only reads and reports; the controller expands the tokens
 # (`recovery.ssh.key_files`) and runs the removal script once per file. Where `sshd -T` runs (as
-# the user, else through `sudo -n`; it needs the host keys), it answers for each user with Match
-# blocks and Includes applied, asked as the connection the script runs in ($SSH_CLIENT). Otherwise
-# the configuration files are reported in the order sshd reads them: each readable file's Include,
-# AuthorizedKeysFile, AuthorizedKeysCommand and Match lines, and what each Include pattern matched
-# (sorted, as sshd's glob), for the controller to follow (Match blocks cannot be applied there).
+# root, or through `sudo -n`: it needs the host keys, which no user may read), it answers for each
+# user with Match blocks and Includes applied, asked as the connection the script runs in
+# ($SSH_CLIENT). Otherwise the configuration files are reported in the order sshd reads them: each
+# readable file's Include, AuthorizedKeysFile, AuthorizedKeysCommand and Match lines, and what each
+# Include pattern matched (sorted, as sshd's glob), for the controller to follow (Match blocks
+# cannot be applied there).
 #
 # Facts: ``uid`` (the script's own: 0 is root), one ``pw`` per user found (``name:uid:home``),
-# ``sshd_config`` (sshd-T|files),
-# ``sshd_as`` (plain|sudo), per user ``akf`` and ``akc`` (``<user> <value>``, from sshd -T), or per
-# file read ``conf`` then its ``cl`` lines and ``inc`` (``<word><TAB><path>``), and
-# ``conf_unreadable`` for a file that exists but cannot be read.
+# ``sshd_config`` (sshd-T|files), ``sshd_as`` (plain|sudo), per user ``akf`` and ``akc``
+# (``<user> <value>``, from sshd -T), or per file read ``conf`` then its ``cl`` lines and ``inc``
+# (``<word><TAB><path>``), and ``conf_unreadable`` for a file that exists but cannot be read.
 
 _CONFIG_WORDS = "include|authorizedkeysfile|authorizedkeyscommand|match"
 _INCLUDES_AWK = (
@@ -1447,7 +1450,7 @@ _SSHD_T_AWK = (
     "k=($1==\"authorizedkeysfile\")?\"akf\":\"akc\"; print \"RCV-\" n \" \" k \"=\" u \" \" v}"
 )
 _KEY_FILES: tuple[str, ...] = (
-    "fact uid \"$(id -u)\"",
+    "me=$(id -u); fact uid \"$me\"",
     "if [ \"$al\" = 1 ]; then",
     "ul=$(awk -F: 'length($6) {print $1}' /etc/passwd)",
     "awk -F: -v n=\"$n\" 'length($6) {print \"RCV-\" n \" pw=\" $1 \":\" $3 \":\" $6}' /etc/passwd",
@@ -1466,8 +1469,8 @@ _KEY_FILES: tuple[str, ...] = (
     "}",
     "sx=; set -- $ul",
     "if [ -n \"$sd\" ] && [ -n \"$1\" ]; then",
-    "sx=plain; if st \"$1\" >/dev/null; then :; elif [ \"$(id -u)\" = 0 ]; then sx=",
-    "else sx=sudo; st \"$1\" >/dev/null || sx=; fi",
+    "if [ \"$me\" = 0 ]; then sx=plain; elif command -v sudo >/dev/null 2>&1; then sx=sudo; fi",
+    "[ -z \"$sx\" ] || st \"$1\" >/dev/null || sx=",
     "fi",
     "if [ -n \"$sx\" ]; then",
     "fact sshd_config sshd-T; fact sshd_as \"$sx\"",

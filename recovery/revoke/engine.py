@@ -321,23 +321,18 @@ def _revoke_with(
     root = probe.uid == "0"
     guest = _Guest(shell, request.timeout, root, host.user)
     elevated = request.all_users and not root
-    candidates = _key_files(guest, probe, outcome, elevated)
     holding: list[tuple[str, str, RemoveReport, list[KeyLine], bool]] = []
     unreadable: list[str] = []
-    for user, path, known in candidates:
-        if known:
-            report, as_root = _scan(guest, request, user, path, elevated)
-        elif guest.can_sudo():  # its directory hides it from the login user
-            report, as_root = _scan(guest, request, user, path, True)
-        else:
-            report, as_root = None, elevated
+    for user, path, report, as_root in _scan_all(guest, request, _key_files(probe, outcome), elevated):
         if report is None:
             outcome.files.append(FileOutcome(user, path, "unreadable"))
             unreadable.append(path)
             continue
+        if report.status == "absent":
+            continue
         matching = [key for key in (*report.removed, *report.kept) if request.stolen.matches(key)]
         if not matching:
-            outcome.files.append(FileOutcome(user, report.file, report.status or "absent"))
+            outcome.files.append(FileOutcome(user, path, report.status or ""))
         else:
             holding.append((user, path, report, matching, as_root))
     if not holding:
@@ -394,10 +389,8 @@ def _probe(shell: RemoteShell, request: RevokeRequest, host: Host) -> KeyFilesRe
     return probe
 
 
-def _key_files(
-    guest: _Guest, probe: KeyFilesReport, outcome: HostOutcome, elevated: bool
-) -> list[tuple[str, str, bool]]:
-    """(user, file, whether it can be read) for every existing file sshd reads the users' keys from.
+def _key_files(probe: KeyFilesReport, outcome: HostOutcome) -> list[tuple[str, str]]:
+    """(user, file) for every file sshd reads the users' keys from, existing or not.
 
     What cannot be taken into account (an AuthorizedKeysCommand, a Match block not applied) goes
     into the outcome's notes.
@@ -413,28 +406,7 @@ def _key_files(
             outcome.keys_command = sources.command
         wanted += [(user, path) for path in sources.files]
     outcome.notes = list(dict.fromkeys(notes))
-    states = _exists(guest, [path for _, path in wanted], elevated)
-    return [(user, path, states[path] == "E") for user, path in wanted if states.get(path, "A") != "A"]
-
-
-def _exists(guest: _Guest, paths: Sequence[str], elevated: bool) -> dict[str, str]:
-    """Each path's state: E exists, A absent, U unknown (its directory exists but cannot be searched)."""
-    if not paths:
-        return {}
-    words = " ".join(_shell_quote(path) for path in dict.fromkeys(paths))
-    check = (f"for f in {words}; do d=${{f%/*}}; if [ -e \"$f\" ]; then s=E; elif [ -e \"${{d:-/}}\" ] && "
-             "[ -x \"${d:-/}\" ]; then s=A; elif [ -e \"${d:-/}\" ]; then s=U; else s=A; fi; "
-             "printf '%s %s\\n' \"$s\" \"$f\"; done")
-    result = guest.shell.run(guest.command(elevated), check, timeout=guest.timeout)
-    if result.status != 0:
-        raise GuestCommandError(f"could not look for the key files{' as root or through sudo -n' if elevated else ''} "
-                                f"(exit {result.status}): {result.output[-200:]}")
-    states: dict[str, str] = {}
-    for line in result.output.splitlines():
-        state, _, path = line.partition(" ")
-        if state in ("E", "A", "U"):
-            states[path] = state
-    return states
+    return wanted
 
 
 def _unreadable(outcome: HostOutcome, paths: Sequence[str]) -> None:
@@ -446,20 +418,52 @@ def _unreadable(outcome: HostOutcome, paths: Sequence[str]) -> None:
         outcome.message, f"{', '.join(paths)} could not be read: log in as root or as a user with sudo -n"]))
 
 
+def _scan_spec(guest: _Guest, request: RevokeRequest, user: str, path: str, elevated: bool) -> RemoveSpec:
+    stolen = request.stolen
+    return RemoveSpec(blobs=(stolen.blob,) if stolen.blob else (), fingerprints=() if stolen.blob else (stolen.name,),
+                      user=guest.user_arg(user, elevated), dry_run=True, file=path)
+
+
+def _scan_all(
+    guest: _Guest, request: RevokeRequest, files: Sequence[tuple[str, str]], elevated: bool
+) -> list[tuple[str, str, RemoveReport | None, bool]]:
+    """Read every file (dry run) in one round trip, each script in a subshell of its own; (user, file, report, as root).
+
+    A file that cannot be read so is read again through ``sudo -n`` where that works; None where not.
+    """
+    if not files:
+        return []
+    nonces = [secrets.token_hex(4) for _ in files]
+    scripts = [build_remove_script(_scan_spec(guest, request, user, path, elevated), nonce=nonce).raw()
+               for (user, path), nonce in zip(files, nonces, strict=True)]
+    result = guest.shell.run(guest.command(elevated), "".join(f"(\n{script})\n" for script in scripts),
+                             timeout=request.timeout)
+    scanned: list[tuple[str, str, RemoveReport | None, bool]] = []
+    for (user, path), nonce in zip(files, nonces, strict=True):
+        try:
+            parsed = parse_remove_report(result.output, nonce)
+        except GuestCommandError:
+            tail = result.output.strip().splitlines()[-1:]
+            raise GuestCommandError(
+                f"the removal script did not run{' as root (sudo -n)' if elevated and not guest.root else ''} "
+                f"(exit {result.status})" + (f": {tail[0][:200]}" if tail else "")) from None
+        report = _checked(parsed, result.output, allow=(RemoveExitCode.UNREADABLE,))
+        if report.exit_code != RemoveExitCode.UNREADABLE:
+            scanned.append((user, path, report, elevated))
+        elif not elevated and not guest.root and guest.can_sudo():
+            scanned.append((user, path, *_scan(guest, request, user, path, True)))
+        else:
+            scanned.append((user, path, None, elevated))
+    return scanned
+
+
 def _scan(
     guest: _Guest, request: RevokeRequest, user: str, path: str, elevated: bool
 ) -> tuple[RemoveReport | None, bool]:
-    """Read `path` (dry run); through ``sudo -n`` when it cannot be read otherwise. None: not readable."""
-    stolen = request.stolen
-    spec = RemoveSpec(blobs=(stolen.blob,) if stolen.blob else (), fingerprints=() if stolen.blob else (stolen.name,),
-                      user=guest.user_arg(user, elevated), dry_run=True, file=path)
-    report = _run(guest.shell, guest.command(elevated), spec, request.timeout,
-                  allow=(RemoveExitCode.UNREADABLE,))
-    if report.exit_code != RemoveExitCode.UNREADABLE:
-        return report, elevated
-    if elevated or guest.root or not guest.can_sudo():
-        return None, elevated
-    return _scan(guest, request, user, path, True)
+    """Read `path` (dry run). None: it cannot be read."""
+    spec = _scan_spec(guest, request, user, path, elevated)
+    report = _run(guest.shell, guest.command(elevated), spec, request.timeout, allow=(RemoveExitCode.UNREADABLE,))
+    return (None if report.exit_code == RemoveExitCode.UNREADABLE else report), elevated
 
 
 def _remove(
@@ -483,22 +487,29 @@ def _run(
     """The removal script's report; a failure other than an exit status in `allow` raises."""
     nonce = secrets.token_hex(4)
     result = shell.run(command, build_remove_script(spec, nonce=nonce).raw(), timeout=timeout)
-    if result.status in allow:
+    try:
         report = parse_remove_report(result.output, nonce)
-        if report.exit_code == result.status:
-            return report
-    if result.status != 0:
-        try:
-            error = parse_remove_report(result.output, nonce).error
-        except GuestCommandError:
-            error = None
-        tail = result.output.strip().splitlines()[-1:] if not error else []
+    except GuestCommandError:
+        tail = result.output.strip().splitlines()[-1:]
         raise GuestCommandError(
-            f"the removal script failed (exit {result.status}"
-            + (f", {error}" if error else "") + f"): {explain_remove_exit(result.status)}"
+            f"the removal script failed (exit {result.status}): {explain_remove_exit(result.status)}"
             + (f"; it said: {tail[0][:200]}" if tail else "")
-        )
-    return parse_remove_report(result.output, nonce)
+        ) from None
+    return _checked(report, result.output, allow=allow)
+
+
+def _checked(report: RemoveReport, output: str, *, allow: Sequence[int] = ()) -> RemoveReport:
+    """`report` if the script ended well or with a status in `allow`; else the failure, explained."""
+    if report.exit_code == 0 or (report.exit_code is not None and report.exit_code in allow):
+        return report
+    status = report.exit_code
+    tail = output.strip().splitlines()[-1:] if not report.error else []
+    raise GuestCommandError(
+        f"the removal script failed (exit {status if status is not None else 'unknown'}"
+        + (f", {report.error}" if report.error else "") + "): "
+        + (explain_remove_exit(status) if status is not None else report.explanation)
+        + (f"; it said: {tail[0][:200]}" if tail else "")
+    )
 
 
 def _prove(host: Host, request: RevokeRequest, outcome: HostOutcome, admin_path: str) -> None:
@@ -539,6 +550,3 @@ def _named(keys: Sequence[KeyLine]) -> tuple[str, ...]:
 def _holders(holding: Sequence[tuple[str, str, RemoveReport, list[KeyLine], bool]]) -> str:
     return ", ".join(f"{path} ({len(matching)} line(s))" for _, path, _, matching, _ in holding)
 
-
-def _shell_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"

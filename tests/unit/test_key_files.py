@@ -129,6 +129,8 @@ def test_no_exit_line_means_the_script_did_not_finish() -> None:
 # --- sshd -T, where it runs: Match blocks applied -----------------------------------------------------------------
 
 def test_sshd_t_answers_for_the_user_with_match_blocks_applied(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("run the unit tests as root: sshd -T is run as root (no user may read host keys)")
     key = tmp_path / "host_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     config = tmp_path / "sshd_config"
