@@ -74,6 +74,7 @@ __all__ = [
     "ExitCode",
     "GuestScript",
     "InstallReport",
+    "KeyFilesReport",
     "KeyLine",
     "LockExitCode",
     "MountedExitCode",
@@ -83,6 +84,7 @@ __all__ = [
     "ScriptStatus",
     "blob_fingerprints",
     "build_install_script",
+    "build_key_files_script",
     "build_lock_script",
     "build_mounted_install_script",
     "build_remove_script",
@@ -94,6 +96,7 @@ __all__ = [
     "heredoc_delimiter",
     "key_blob",
     "normalize_fingerprint",
+    "parse_key_files_report",
     "parse_remove_report",
     "parse_report",
     "run_as",
@@ -1011,8 +1014,16 @@ def _terse_facts(name: str, value: str) -> list[tuple[str, str]]:
 # guests without ssh-keygen too), ``removed`` and ``kept`` counts, ``backup``, ``selinux``,
 # ``status`` (absent|nothing-to-remove|would-remove|removed) and ``exit``; a failure prints ``error=`` and
 # ``exit=``. Run as root with `user` set, it reads the home from the passwd database and gives
-# the new file the old one's owner (``chown --reference``, else the passwd uid:gid); run as the
+# the new file the old one's owner (``chown --reference``, else ``stat``'s uid:gid, else the
+# passwd uid:gid: a root-owned file stays root's on busybox too); run as the
 # user it never chowns.
+#
+# The file is ``~/.ssh/authorized_keys`` unless the spec names another (`RemoveSpec.file`): sshd may
+# read several (AuthorizedKeysFile, `build_key_files_script`), each removed from the same way. Run
+# as a user, the script refuses (``needs-root``, nothing changed) to rewrite a file that is not
+# that user's or whose directory it cannot write (``/etc/ssh/authorized_keys/%u``, root's): the
+# caller goes through ``sudo -n`` or reports the file as still holding the key. A dry run creates
+# nothing, so it reads such a file as any user who may read it.
 # ---------------------------------------------------------------------------------------------
 
 _FINGERPRINT_SHA256 = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
@@ -1048,6 +1059,7 @@ class RemoveExitCode(ScriptStatus):
     NO_SUCH_USER = 37
     NOT_THAT_USER = 38
     UNREADABLE = 39
+    NEEDS_ROOT = 40
 
 
 _REMOVE_UNCHANGED = "authorized_keys was not changed"
@@ -1078,7 +1090,13 @@ _REMOVE_EXPLANATIONS: dict[int, str] = {
     RemoveExitCode.NOT_THAT_USER: (
         f"the script runs as another user, and not as root, so it cannot change this user's keys; {_REMOVE_UNCHANGED}"
     ),
-    RemoveExitCode.UNREADABLE: f"authorized_keys exists but cannot be read; {_REMOVE_UNCHANGED}",
+    RemoveExitCode.UNREADABLE: (
+        f"authorized_keys exists but cannot be read, or its directory cannot be searched; {_REMOVE_UNCHANGED}"
+    ),
+    RemoveExitCode.NEEDS_ROOT: (
+        "the file is not the running user's, or its directory is not writable by that user (a root-owned "
+        f"file such as /etc/ssh/authorized_keys/USER): only root can rewrite it; {_REMOVE_UNCHANGED}"
+    ),
     2: "sh reported a syntax error: the script probably arrived damaged through the console",
     127: "a command the script needs was not found in the VM",
 }
@@ -1098,6 +1116,8 @@ class RemoveSpec:
     line exactly (a CR line end ignored); `comments` match a key's comment exactly. `protect`
     holds the blobs of keys the run has proven to log in: the script refuses to remove the last
     of them unless `force`. `user`: whose file, when run as root; None means the running user.
+    `file`: an absolute path to change instead of the user's ``~/.ssh/authorized_keys`` (another
+    file sshd reads for that user, `build_key_files_script`).
     `dry_run` reads and reports (status ``would-remove``) and changes nothing; a fingerprint then
     matches only where ssh-keygen exists, but every key line is listed with its blob, for the
     controller to match.
@@ -1112,6 +1132,7 @@ class RemoveSpec:
     force: bool = False
     user: str | None = None
     dry_run: bool = False
+    file: str | None = None
 
     def __post_init__(self) -> None:
         if not (self.blobs or self.fingerprints or self.lines or self.comments):
@@ -1126,6 +1147,9 @@ class RemoveSpec:
                 raise ValueError(f"a line or comment to match must be non-empty printable ASCII: {text[:60]!r}")
         if self.user is not None and not _USER.fullmatch(self.user):
             raise ValueError(f"not a user name: {self.user!r}")
+        if self.file is not None and not (_printable(self.file) and self.file.startswith("/")
+                                          and len(self.file) <= 400):
+            raise ValueError(f"not an absolute path of printable ASCII: {self.file[:60]!r}")
 
 
 def normalize_fingerprint(value: str) -> str:
@@ -1249,6 +1273,7 @@ def build_remove_script(spec: RemoveSpec, *, nonce: str, facts: bool = True) -> 
         f"fo={int(spec.force)}",
         f"dr={int(spec.dry_run)}",
         f"uu={spec.user or ''}",
+        *(_assign("af", spec.file, secret=False) if spec.file else ["af="]),
         *_REMOVE,
     ]
     return GuestScript(lines=tuple(lines), nonce=nonce)
@@ -1340,24 +1365,30 @@ _REMOVE: tuple[str, ...] = (
     "elif [ -z \"$uu\" ] || [ \"$(id -un)\" = \"$uu\" ]; then hd=$HOME",
     f"else {_fail(RemoveExitCode.NOT_THAT_USER)}",
     "fi",
-    f"[ -n \"$hd\" ] && [ -d \"$hd\" ] || {_fail(RemoveExitCode.NO_HOME)}",
-    "d=$hd/.ssh; f=$d/authorized_keys",
+    "if [ -n \"$af\" ]; then f=$af; d=${af%/*}; d=${d:-/}",
+    f"else [ -n \"$hd\" ] && [ -d \"$hd\" ] || {_fail(RemoveExitCode.NO_HOME)}",
+    "d=$hd/.ssh; f=$d/authorized_keys; fi",
     "fact file \"$f\"",
-    "if [ -e \"$f\" ]; then :; else fact status absent; fact exit 0; exit 0; fi",
+    "if [ -e \"$f\" ]; then :; elif [ -e \"$d\" ] && [ -x \"$d\" ]; then fact status absent; fact exit 0; exit 0",
+    f"elif [ -e \"$d\" ]; then {_fail(RemoveExitCode.UNREADABLE)}; else fact status absent; fact exit 0; exit 0; fi",
     f"[ -r \"$f\" ] || {_fail(RemoveExitCode.UNREADABLE)}",
     f"[ -z \"$m2$m5\" ] || [ -n \"$kg\" ] || [ \"$dr\" = 1 ] || {_fail(RemoveExitCode.NO_FINGERPRINT_TOOL)}",
-    "t=",
+    "t=; w=/dev/null",
     "trap 'rm -f \"$t\"' EXIT",
+    "if [ \"$dr\" = 0 ]; then",
+    "if [ \"$(id -u)\" = 0 ]; then :; elif [ -O \"$f\" ] && [ -w \"$d\" ]; then :; else "
+    + _fail(RemoveExitCode.NEEDS_ROOT) + "; fi",
     f"t=$(mktemp \"$d/.recovery-XXXXXX\") || {_fail(RemoveExitCode.NO_TEMP_FILE)}",
+    "w=$t; fi",
     "r=0; k=0; pb=0; pa=0; ln=0",
     "while IFS= read -r l || [ -n \"$l\" ]; do",
     "ln=$((ln+1)); judge \"$l\"",
-    "if [ $h = 2 ]; then printf '%s\\n' \"$l\" >>\"$t\" || "
+    "if [ $h = 2 ]; then printf '%s\\n' \"$l\" >>\"$w\" || "
     + _fail(RemoveExitCode.WRITE_FAILED) + "; continue; fi",
     "case \"$mp\" in *\" $kb \"*) pb=$((pb+1)); [ $h = 0 ] || pa=$((pa+1));; esac",
     "if [ $h = 0 ]; then r=$((r+1)); fact removed_key \"$ln $kt $kb $cm\"",
     "else k=$((k+1)); fact kept_key \"$ln $kt $kb $cm\"",
-    f"printf '%s\\n' \"$l\" >>\"$t\" || {_fail(RemoveExitCode.WRITE_FAILED)}",
+    f"printf '%s\\n' \"$l\" >>\"$w\" || {_fail(RemoveExitCode.WRITE_FAILED)}",
     "fi",
     "l=",
     "done <\"$f\"",
@@ -1370,7 +1401,8 @@ _REMOVE: tuple[str, ...] = (
     "while [ -e \"$b\" ]; do b=$b-1; done",
     f"cp -p \"$f\" \"$b\" || {_fail(RemoveExitCode.BACKUP_FAILED)}",
     "fact backup \"$b\"",
-    "if [ -n \"$own\" ]; then chown --reference=\"$f\" \"$t\" 2>/dev/null || chown \"$own\" \"$t\" || "
+    "if [ -n \"$own\" ]; then chown --reference=\"$f\" \"$t\" 2>/dev/null || "
+    "{ o=$(stat -c %u:%g \"$f\" 2>/dev/null) && chown \"$o\" \"$t\"; } || chown \"$own\" \"$t\" || "
     + _fail(RemoveExitCode.WRITE_FAILED) + "; fi",
     "chmod --reference=\"$f\" \"$t\" 2>/dev/null || { m=$(stat -c %a \"$f\" 2>/dev/null) && chmod \"$m\" \"$t\"; } || "
     + "chmod 600 \"$t\" || " + _fail(RemoveExitCode.WRITE_FAILED),
@@ -1390,6 +1422,182 @@ _REMOVE: tuple[str, ...] = (
     "} </dev/null",
 )
 
+
+# --- which files sshd reads keys from (for the removal) ------------------------------------------
+# sshd may read keys from several files (AuthorizedKeysFile: Debian's and Ubuntu's default is
+# `.ssh/authorized_keys .ssh/authorized_keys2`; an absolute `/etc/ssh/authorized_keys/%u`), and ask
+# an AuthorizedKeysCommand. This script only reads and reports; the controller expands the tokens
+# (`recovery.ssh.key_files`) and runs the removal script once per file. Where `sshd -T` runs (as
+# root, or through `sudo -n`: it needs the host keys, which no user may read), it answers for each
+# user with Match blocks and Includes applied, asked as the connection the script runs in
+# ($SSH_CLIENT). Otherwise the configuration files are reported in the order sshd reads them: each
+# readable file's Include, AuthorizedKeysFile, AuthorizedKeysCommand and Match lines, and what each
+# Include pattern matched (sorted, as sshd's glob), for the controller to follow (Match blocks
+# cannot be applied there).
+#
+# Facts: ``uid`` (the script's own: 0 is root), one ``pw`` per user found (``name:uid:home``),
+# ``sshd_config`` (sshd-T|files), ``sshd_as`` (plain|sudo), per user ``akf`` and ``akc``
+# (``<user> <value>``, from sshd -T), or per file read ``conf`` then its ``cl`` lines and ``inc``
+# (``<word><TAB><path>``), and ``conf_unreadable`` for a file that exists but cannot be read.
+
+_CONFIG_WORDS = "include|authorizedkeysfile|authorizedkeyscommand|match"
+_INCLUDES_AWK = (
+    "{l=$0; sub(/^[ \\t]+/,\"\",l); w=tolower(l); sub(/[ \\t=].*/,\"\",w); "
+    "if (w==\"include\") {sub(/^[^ \\t=]+[ \\t]*=?[ \\t]*/,\"\",l); print l}}"
+)
+_SSHD_T_AWK = (
+    "$1==\"authorizedkeysfile\"||$1==\"authorizedkeyscommand\" {v=$0; sub(/^[^ ]+ /,\"\",v); "
+    "k=($1==\"authorizedkeysfile\")?\"akf\":\"akc\"; print \"RCV-\" n \" \" k \"=\" u \" \" v}"
+)
+_KEY_FILES: tuple[str, ...] = (
+    "me=$(id -u); fact uid \"$me\"",
+    "if [ \"$al\" = 1 ]; then",
+    "ul=$(awk -F: 'length($6) {print $1}' /etc/passwd)",
+    "awk -F: -v n=\"$n\" 'length($6) {print \"RCV-\" n \" pw=\" $1 \":\" $3 \":\" $6}' /etc/passwd",
+    "else for u in $ul; do",
+    "p=$( { getent passwd \"$u\" || awk -F: -v u=\"$u\" '$1==u' /etc/passwd; } 2>/dev/null | head -n 1)",
+    "[ -n \"$p\" ] || continue",
+    "IFS=:; set -- $p; unset IFS",
+    "fact pw \"$1:$3:$6\"",
+    "done; fi",
+    "a=${SSH_CLIENT%% *}; a=${a:-127.0.0.1}",
+    "sd=; for s in $(command -v sshd 2>/dev/null) /usr/sbin/sshd /usr/local/sbin/sshd; do",
+    "[ -x \"$s\" ] && { sd=$s; break; }; done",
+    "st() {",
+    "if [ \"$sx\" = sudo ]; then sudo -n \"$sd\" -T -f \"$cf\" -C \"user=$1,host=$a,addr=$a\" 2>/dev/null",
+    "else \"$sd\" -T -f \"$cf\" -C \"user=$1,host=$a,addr=$a\" 2>/dev/null; fi",
+    "}",
+    "sx=; set -- $ul",
+    "if [ -n \"$sd\" ] && [ -n \"$1\" ]; then",
+    "if [ \"$me\" = 0 ]; then sx=plain; elif command -v sudo >/dev/null 2>&1; then sx=sudo; fi",
+    "[ -z \"$sx\" ] || st \"$1\" >/dev/null || sx=",
+    "fi",
+    "if [ -n \"$sx\" ]; then",
+    "fact sshd_config sshd-T; fact sshd_as \"$sx\"",
+    f"for u in $ul; do st \"$u\" | awk -v n=\"$n\" -v u=\"$u\" '{_SSHD_T_AWK}'; done",
+    "else",
+    "fact sshd_config files",
+    "q=$cf; seen=$tab",
+    "while [ -n \"$q\" ]; do",
+    "c=${q%%\"$tab\"*}; q=${q#\"$c\"}; q=${q#\"$tab\"}",
+    "case \"$seen\" in *\"$tab$c$tab\"*) continue;; esac",
+    "seen=$seen$c$tab",
+    "[ -e \"$c\" ] || continue",
+    "if [ -r \"$c\" ]; then :; else fact conf_unreadable \"$c\"; continue; fi",
+    "fact conf \"$c\"",
+    f"grep -iE '^[[:space:]]*({_CONFIG_WORDS})([[:space:]=]|$)' \"$c\" | while IFS= read -r l; do fact cl \"$l\"; done",
+    f"for p in $(awk '{_INCLUDES_AWK}' \"$c\"); do",
+    "g=$p; case \"$g\" in /*) ;; *) g=${cf%/*}/$g;; esac",
+    "set +f; for i in $g; do [ -e \"$i\" ] && { fact inc \"$p$tab$i\"; q=${q:+$q$tab}$i; }; done; set -f",
+    "done",
+    "done",
+    "fi",
+    "fact exit 0",
+    "} </dev/null",
+)
+
+
+@dataclass(frozen=True)
+class KeyFilesReport:
+    """What `build_key_files_script` reported: users, and sshd's answer or its configuration's lines.
+
+    `sshd_t` maps a user to (AuthorizedKeysFile, AuthorizedKeysCommand) as ``sshd -T`` printed
+    them; `config` lists each configuration file read, in the order read, with its relevant
+    lines; `includes` maps (file, Include word) to the paths it matched.
+    """
+
+    read_from: str | None  # sshd-T, files
+    uid: str | None  # the script's own uid
+    users: dict[str, tuple[str, str]]  # name -> (uid, home)
+    sshd_t: dict[str, tuple[str, str]]
+    config: tuple[tuple[str, tuple[str, ...]], ...]
+    includes: dict[tuple[str, str], tuple[str, ...]]
+    unreadable: tuple[str, ...]
+    main: str
+    through_sudo: bool = False
+
+
+def build_key_files_script(
+    users: Iterable[str] | None, *, nonce: str, config: str = "/etc/ssh/sshd_config"
+) -> GuestScript:
+    """Build the script that reports where sshd reads each user's keys (see above).
+
+    Args:
+        users: whose files; None for every user in /etc/passwd with a home.
+        nonce: tags the facts (`parse_key_files_report`).
+        config: sshd's main configuration file; relative Includes are taken from its directory.
+    """
+    _check_nonce(nonce)
+    names = list(users) if users is not None else []
+    for name in names:
+        if not _USER.fullmatch(name):
+            raise ValueError(f"not a user name: {name!r}")
+    if not (_printable(config) and config.startswith("/")):
+        raise ValueError(f"not an absolute path: {config!r}")
+    lines: list[str | Secret] = [
+        "{",
+        f"n={nonce}",
+        "set -f",
+        "tab=$(printf '\\t')",
+        "fact() { printf 'RCV-%s %s=%s\\n' \"$n\" \"$1\" \"$2\"; }",
+        *_assign("cf", config, secret=False),
+        f"al={int(users is None)}",
+        f"ul='{' '.join(names)}'",
+        *_KEY_FILES,
+    ]
+    return GuestScript(lines=tuple(lines), nonce=nonce)
+
+
+def parse_key_files_report(output: str, nonce: str, *, config: str = "/etc/ssh/sshd_config") -> KeyFilesReport:
+    """Collect `build_key_files_script`'s facts.
+
+    Raises:
+        GuestCommandError: no fact line carries this nonce, or no ``exit``: the script did not finish.
+    """
+    marker = re.compile(rf"RCV-{re.escape(_check_nonce(nonce))} ([a-z_]+)=(.*)")
+    users: dict[str, tuple[str, str]] = {}
+    sshd_t: dict[str, list[str]] = {}
+    config_lines: list[tuple[str, list[str]]] = []
+    includes: dict[tuple[str, str], list[str]] = {}
+    unreadable: list[str] = []
+    facts: dict[str, str] = {}
+    for line in re.split(r"\r\n|\r|\n", _ANSI.sub("", output)):
+        found = marker.search(line)
+        if not found:
+            continue
+        name, value = found.group(1), found.group(2).rstrip("\r")
+        facts[name] = value
+        if name == "pw" and value.count(":") >= 2:
+            user, uid, home = value.split(":", 2)
+            users[user] = (uid, home)
+        elif name in ("akf", "akc") and " " in value:
+            user, setting = value.split(" ", 1)
+            sshd_t.setdefault(user, ["", ""])[name == "akc"] = setting.strip()
+        elif name == "conf":
+            config_lines.append((value, []))
+        elif name == "cl" and config_lines:
+            config_lines[-1][1].append(value)
+        elif name == "inc" and config_lines and "\t" in value:
+            word, path = value.split("\t", 1)
+            includes.setdefault((config_lines[-1][0], word), []).append(path)
+        elif name == "conf_unreadable":
+            unreadable.append(value)
+    if facts.get("exit") != "0":
+        raise GuestCommandError(
+            f"the script asking where sshd reads keys did not finish (no RCV-{nonce} exit=0 line)",
+            transcript_tail=scrub_all(output.splitlines()),
+        )
+    return KeyFilesReport(
+        read_from=facts.get("sshd_config"),
+        uid=facts.get("uid"),
+        users=users,
+        sshd_t={user: (pair[0], pair[1]) for user, pair in sshd_t.items()},
+        config=tuple((path, tuple(lines)) for path, lines in config_lines),
+        includes={key: tuple(paths) for key, paths in includes.items()},
+        unreadable=tuple(unreadable),
+        main=config,
+        through_sudo=facts.get("sshd_as") == "sudo",
+    )
 
 # --- install into a mounted root (the rescue route) ----------------------------------------------
 # The rescue system's root shell installs into the server's own root disk, mounted at a prefix:

@@ -294,8 +294,9 @@ def _add_revoke_parser(commands: Any) -> None:
     revoke = _command(
         commands, "revoke", "remove a stolen key from every host of a fleet, and prove it no longer logs in",
         "For every host, concurrently: log in with the admin key, remove the lines holding the key from the "
-        "user's authorized_keys (every user's with --all-users; a backup first, owner and modes kept), read the "
-        "file back, and with --stolen-key prove the stolen key is now rejected (auth_rejected). Hosts that are "
+        "files sshd reads the user's keys from (AuthorizedKeysFile: authorized_keys2 and "
+        "/etc/ssh/authorized_keys/%u too; every user's with --all-users; a backup first, owner and modes kept), "
+        "read them back, and with --stolen-key prove the stolen key is now rejected (auth_rejected). Hosts that are "
         "down or reject the admin key are reported and the run goes on. No prompt: --dry-run looks first. "
         "With --cloud the hosts are the cloud's servers, and the Nova key pairs holding the key (those of the "
         "credentials' user) are deleted first, once confirmed: asked on a terminal, or --yes.",

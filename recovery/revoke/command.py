@@ -60,9 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", action="append", default=[], metavar="ADMIN_KEY",
                         help="private key that logs in to make the change (repeatable; never the stolen one)")
     parser.add_argument("--user", help="login user for hosts whose inventory names none; the key is removed from "
-                        "the login user's authorized_keys (every user's with --all-users)")
+                        "every file sshd reads the login user's keys from (every user's with --all-users)")
     parser.add_argument("--all-users", action="store_true",
-                        help="every user's authorized_keys (needs root or passwordless sudo on the hosts)")
+                        help="every user's key files (needs root or passwordless sudo on the hosts)")
     parser.add_argument("--stolen-key", type=Path, metavar="PATH",
                         help="the stolen private key: prove afterwards that it is rejected everywhere")
     parser.add_argument("--concurrency", type=int, default=50, metavar="N", help="hosts at once (default 50)")

@@ -1,8 +1,11 @@
 """The revoke report: a table for people, JSON (schema 1) for programs, JUnit for CI.
 
-With `--cloud` it also says what became of each Nova key pair holding the key (a section of the
-table, `cloud` and `keypairs` in the JSON, one test case each in JUnit): a key pair kept is as
-much "not clean" as a host that still holds the key.
+Per host, every file sshd reads keys from that was read (``~/.ssh/authorized_keys2`` and
+``/etc/ssh/authorized_keys/%u`` included), what was removed from each, how those files were
+learned (``sshd -T``, the sshd_config files, or sshd's default), and what could not be taken into
+account (an AuthorizedKeysCommand). With `--cloud` it also says what became of each Nova key
+pair holding the key (a section of the table, `cloud` and `keypairs` in the JSON, one test case
+each in JUnit): a key pair kept is as much "not clean" as a host that still holds the key.
 """
 
 from __future__ import annotations
@@ -80,6 +83,13 @@ def _table(report: RevokeReport) -> str:
     for host in report.hosts:
         rows.append((host.name, host.where, str(host.status), host.proof or "-", host.message or "-"))
     lines = _columns(rows)
+    files = [(host.name, item.user, printable(item.file or "-"), item.status, ", ".join(item.removed) or "-")
+             for host in report.hosts for item in host.files]
+    if files:
+        lines += ["", *_columns([("HOST", "USER", "FILE READ", "STATUS", "REMOVED"), *files])]
+    notes = [f"{host.name} ({host.read_from}): {printable(note)}" for host in report.hosts for note in host.notes]
+    if notes:
+        lines += ["", *notes]
     if report.keypairs:
         lines += ["", *_columns([("KEY PAIR", "FINGERPRINT", "STATUS", "DETAIL")] + [
             (printable(item.name), item.fingerprint or "-", str(item.status), printable(item.message))
@@ -121,6 +131,9 @@ def _json(report: RevokeReport) -> str:
                 "proof": host.proof,
                 "message": host.message,
                 "seconds": round(host.seconds, 3),
+                "read_from": host.read_from,
+                "keys_command": host.keys_command,
+                "notes": host.notes,
                 "files": [
                     {"user": item.user, "file": item.file, "status": item.status, "removed": list(item.removed),
                      "backup": item.backup}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -20,8 +20,10 @@ from recovery.safety.redact import Secret
 from recovery.ssh.jump import check_jump, check_jump_lists, check_jump_pins
 
 if TYPE_CHECKING:
-    from recovery.guest import RemoveSpec
+    from recovery.guest import RemoveReport, RemoveSpec
+    from recovery.ssh.key_files import KeySources
     from recovery.ssh.keys import KeyPair
+    from recovery.ssh.remote import RemoteShell
     from recovery.ssh.verifier import SSHTarget
 
 
@@ -303,7 +305,11 @@ def _remove_spec(params: RemoveParams, ctx: StepContext, login_blob: str | None)
     check=_remove_check,
 )
 def remove(ctx: StepContext, params: RemoveParams) -> Outputs:
-    """Remove keys from ~/.ssh/authorized_keys (a stolen key), backup first, every other byte kept."""
+    """Remove keys (a stolen key), backup first, every other byte kept.
+
+    Over SSH from every file sshd reads the user's keys from (AuthorizedKeysFile: authorized_keys2,
+    /etc/ssh/authorized_keys/%u); typed into a console, from ~/.ssh/authorized_keys.
+    """
     from recovery.guest import build_remove_script, heredoc_delimiter, key_blob
 
     timeout = min(params.timeout or ctx.config.console.command_timeout, ctx.remaining())
@@ -321,8 +327,9 @@ def remove(ctx: StepContext, params: RemoveParams) -> Outputs:
                 result = shell.run_script(build_remove_script(spec, nonce=nonce), timeout=timeout)
                 return result.status, result.output
 
+            sources = _sshd_key_sources(shell, params.user or login_user, timeout)
             return _remove_with(ctx, over_ssh, spec, f"over SSH at {params.host}:{params.port}",
-                                lambda output: output.splitlines()[-20:])
+                                lambda output: output.splitlines()[-20:], sources)
     session = ctx.require_console()
     facts = params.facts if params.facts is not None else session.channel.has_output
 
@@ -356,20 +363,40 @@ def remove(ctx: StepContext, params: RemoveParams) -> Outputs:
 RunRemoval = Callable[["RemoveSpec", str], tuple[int | None, str]]
 
 
-def _remove_with(ctx: StepContext, run: RunRemoval, spec: RemoveSpec, where: str,
-                 tail: Callable[[str], list[str]]) -> Outputs:
-    from recovery.guest import explain_remove_exit
+def _sshd_key_sources(shell: RemoteShell, user: str, timeout: float) -> KeySources:
+    """Every file sshd reads `user`'s keys from (`recovery.ssh.key_files`), asked over the SSH login."""
+    from recovery.guest import build_key_files_script, parse_key_files_report
+    from recovery.ssh import key_files
 
-    spec = _protect_proven(ctx, run, spec)
     nonce = secrets.token_hex(4)
-    status, output = run(spec, nonce)
-    if status != 0:
-        raise GuestCommandError(
-            f"the key removal {where} failed (exit {status}): "
-            + (explain_remove_exit(status) if status is not None else "no status came back"),
-            transcript_tail=tail(output),
-        )
-    return _removal_outputs(ctx, output, nonce)
+    result = shell.run_script(build_key_files_script([user], nonce=nonce), timeout=timeout)
+    try:
+        return key_files.for_user(parse_key_files_report(result.output, nonce), user)
+    except ValueError as exc:
+        raise GuestCommandError(f"cannot tell where sshd reads {user}'s keys: {exc}") from exc
+
+
+def _remove_with(ctx: StepContext, run: RunRemoval, spec: RemoveSpec, where: str,
+                 tail: Callable[[str], list[str]], sources: KeySources | None = None) -> Outputs:
+    """Remove from ~/.ssh/authorized_keys, or from every file in `sources` (each its own backup and read-back)."""
+    import dataclasses
+
+    from recovery.guest import explain_remove_exit, parse_remove_report
+
+    reports: list[RemoveReport] = []
+    for path in sources.files if sources is not None else (None,):
+        file_spec = _protect_proven(ctx, run, dataclasses.replace(spec, file=path))
+        nonce = secrets.token_hex(4)
+        status, output = run(file_spec, nonce)
+        if status != 0:
+            raise GuestCommandError(
+                f"the key removal {where}{f' from {path}' if path else ''} failed (exit {status}): "
+                + (explain_remove_exit(status) if status is not None else "no status came back")
+                + "".join(f"; already done: {report.file} {report.status}" for report in reports),
+                transcript_tail=tail(output),
+            )
+        reports.append(parse_remove_report(output, nonce))
+    return _removal_outputs(ctx, reports, sources)
 
 
 def _protect_proven(ctx: StepContext, run: RunRemoval, spec: RemoveSpec) -> RemoveSpec:
@@ -394,24 +421,39 @@ def _protect_proven(ctx: StepContext, run: RunRemoval, spec: RemoveSpec) -> Remo
     return dataclasses.replace(spec, protect=tuple(dict.fromkeys((*spec.protect, *blobs))))
 
 
-def _removal_outputs(ctx: StepContext, output: str, nonce: str) -> Outputs:
-    from recovery.guest import parse_remove_report
-
-    report = parse_remove_report(output, nonce)
-    ctx.report.authorized_keys["removal"] = report.summary()
-    if report.backup:
-        ctx.report.vm_changes.append(f"backed up authorized_keys to {report.backup}")
-    ctx.report.vm_changes.append(
-        f"removed {len(report.removed)} key line(s) from {report.file}: "
-        + (", ".join(sorted({key.sha256 for key in report.removed})) or "none matched")
-        if report.status == "removed"
-        else f"no key line matched in {report.file} ({report.status}): nothing changed"
-    )
+def _removal_outputs(ctx: StepContext, reports: Sequence[RemoveReport], sources: KeySources | None) -> Outputs:
+    """One set of outputs for every file read: "removed" if any file changed, "absent" if none exists."""
+    present = [report for report in reports if report.status != "absent"] or list(reports[:1])
+    for report in present:
+        if report.backup:
+            ctx.report.vm_changes.append(f"backed up {report.file} to {report.backup}")
+        ctx.report.vm_changes.append(
+            f"removed {len(report.removed)} key line(s) from {report.file}: "
+            + (", ".join(sorted({key.sha256 for key in report.removed})) or "none matched")
+            if report.status == "removed"
+            else f"no key line matched in {report.file} ({report.status}): nothing changed"
+        )
+    statuses = {report.status for report in present}
+    status = next((word for word in ("removed", "nothing-to-remove") if word in statuses), present[0].status)
+    summary: dict[str, object] = {
+        "file": ", ".join(report.file or "?" for report in present),
+        "status": status,
+        "backup": ", ".join(report.backup for report in present if report.backup) or None,
+        "removed": [f"{key.sha256} {key.comment}".rstrip() for report in present for key in report.removed],
+        "kept": [f"{key.sha256} {key.comment}".rstrip() for report in present for key in report.kept],
+    }
+    if sources is not None:
+        summary["files"] = [report.summary() for report in present]
+        summary["sshd"] = sources.summary()
+        if sources.command:
+            ctx.report.vm_changes.append(
+                f"keys also come from AuthorizedKeysCommand {sources.command}: revoke the key there")
+    ctx.report.authorized_keys["removal"] = summary
     return {
-        "status": report.status,
-        "removed": ",".join(key.sha256 for key in report.removed),
-        "kept": ",".join(key.sha256 for key in report.kept),
-        "backup": report.backup,
+        "status": status,
+        "removed": ",".join(key.sha256 for report in present for key in report.removed),
+        "kept": ",".join(key.sha256 for report in present for key in report.kept),
+        "backup": summary["backup"],
     }
 
 
