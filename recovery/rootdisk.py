@@ -9,15 +9,24 @@ works where /proc/mounts says ``/dev/root``), and every disk under them (a parti
 an LVM volume's physical volumes' disks) is the rescue disk, excluded whole. What remains,
 with a file system a root can be on, is a candidate; one candidate is the answer, several are
 refused with a list (``root_device`` then names one), unless exactly one looks like a root
-(a label or LVM name with ``root`` in it).
+(a label or LVM name with ``root`` in it). An LVM physical volume or LUKS container that nothing
+sits on (the rescue system could not open it) may hold the root out of sight: then the other file
+systems may be /boot or data only, and they are refused too.
 
 Where the rescue system's root is not a disk (an initramfs, a live image's overlay), nothing
 mounted names the boot disk; then the first disk (Nova attaches the rescue disk first: vda,
 sda, xvda) is taken for it when other disks have candidates, and the choice says so.
 
-`PROBE` is the read-only shell text typed into the rescue console (busybox included: lsblk,
+`probe_script` is the read-only shell text typed into the rescue console (busybox included: lsblk,
 blkid and stat are used where present); `parse_probe` reads its fact lines, `choose` decides.
 Nothing here touches a disk.
+
+A minimal busybox rescue image has neither lsblk nor blkid (or a blkid applet built without file
+system types), and then a cloud image's disk (an ext4 root, a BIOS boot partition with no file
+system, a vfat EFI partition) shows three partitions of unknown type: too many to choose from. So
+for every device neither tool typed, the probe reads the first 4 KiB and 16 bytes at 64 KiB with
+`dd` and reports the rows holding the magic numbers as hex (`od`, else `hexdump`);
+`superblock_type` turns them into the type blkid would have named, or "no file system".
 """
 
 from __future__ import annotations
@@ -28,13 +37,22 @@ from dataclasses import dataclass, field
 
 from recovery.errors import GuestCommandError
 
-__all__ = ["BlockDevice", "Choice", "Probe", "RootDiskError", "choose", "parse_probe", "probe_script"]
+__all__ = ["BlockDevice", "Choice", "Probe", "RootDiskError", "choose", "parse_probe", "probe_script",
+           "superblock_reader", "superblock_type"]
 
 ROOT_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs"})
 _NOT_ROOT = frozenset({"swap", "vfat", "LVM2_member", "iso9660", "squashfs", "linux_raid_member", "crypto_LUKS"})
 _PSEUDO = re.compile(r"(loop|ram|sr|zram|fd|nbd)\d")
 _LSBLK_FIELD = re.compile(r'([A-Z:]+)="((?:[^"\\]|\\.)*)"')
 _BLKID = re.compile(r"^(/dev/\S+):\s*(.*)$")
+
+# The 16-byte rows of a device the probe reports: 0 (xfs, LUKS), 3 and 5 (FAT's "FAT" at 54 or 82),
+# 31 (0x55AA at 510), 32 (LVM's LABELONE in sector 1), 67, 69 and 70 (ext's magic at 1080, its
+# feature flags at 1116-1127), 255 (swap's signature at 4086, 4 KiB pages), and 4100 (btrfs at 65600).
+_ROWS = (0, 3, 5, 31, 32, 67, 69, 70, 255)
+_BTRFS_ROW = 4100
+_EXT3_INCOMPAT = 0x0002 | 0x0004 | 0x0010  # filetype, recover, meta_bg: anything else is ext4's
+_EXT3_RO_COMPAT = 0x0001 | 0x0002 | 0x0004  # sparse_super, large_file, btree_dir
 
 
 class RootDiskError(GuestCommandError):
@@ -53,13 +71,14 @@ class BlockDevice:
     uuid: str = ""
     mapper_name: str = ""  # a dm device's name (vg-root)
     size_kib: int = 0
+    no_filesystem: bool = False  # its superblock was read and no file system's magic number is there
 
     @property
     def path(self) -> str:
         return f"/dev/mapper/{self.mapper_name}" if self.mapper_name else f"/dev/{self.name}"
 
     def describe(self) -> str:
-        what = [self.fstype or "unknown file system"]
+        what = [self.fstype or ("no file system" if self.no_filesystem else "unknown file system")]
         if self.label:
             what.append(f"label {self.label!r}")
         if self.size_kib:
@@ -101,16 +120,86 @@ def probe_script(nonce: str) -> list[str]:
         "for b in /sys/class/block/*; do [ -r \"$b/dev\" ] && fact devno \"${b##*/} $(cat \"$b/dev\")\"; done",
         "for s in /sys/block/*/slaves/*; do [ -e \"$s\" ] && fact slave \"${s#/sys/block/}\"; done",
         "for b in /sys/block/dm-*; do [ -r \"$b/dm/name\" ] && fact dm \"${b##*/} $(cat \"$b/dm/name\")\"; done",
-        "if command -v lsblk >/dev/null 2>&1; then",
-        "lsblk -P -o NAME,KNAME,PKNAME,TYPE,FSTYPE,LABEL,UUID 2>/dev/null |",
-        "while IFS= read -r l; do fact lsblk \"$l\"; done",
-        "fi",
-        "if command -v blkid >/dev/null 2>&1; then",
-        "blkid 2>/dev/null | while IFS= read -r l; do fact blkid \"$l\"; done",
-        "fi",
+        "L=; B=",
+        "command -v lsblk >/dev/null 2>&1 &&",
+        "L=$(lsblk -P -o NAME,KNAME,PKNAME,TYPE,FSTYPE,LABEL,UUID 2>/dev/null)",
+        "command -v blkid >/dev/null 2>&1 && B=$(blkid 2>/dev/null)",
+        "[ -n \"$L\" ] && printf '%s\\n' \"$L\" | while IFS= read -r l; do fact lsblk \"$l\"; done",
+        "[ -n \"$B\" ] && printf '%s\\n' \"$B\" | while IFS= read -r l; do fact blkid \"$l\"; done",
+        *superblock_reader(),
+        "for p in /sys/class/block/*; do d=${p##*/}",
+        "case $d in loop*|ram*|sr*|zram*|fd*|nbd*) continue;; esac",
+        "ls -d \"$p/$d\"?* >/dev/null 2>&1 && continue",
+        "[ -b \"/dev/$d\" ] || continue",
+        "typed \"$d\" || fact magic \"$d $(sb \"/dev/$d\")\"",
+        "done",
         "fact exit 0",
         "} </dev/null",
     ]
+
+
+def superblock_reader() -> list[str]:
+    """The shell functions of `probe_script` that read a device's magic numbers (run by the tests on files).
+
+    ``typed NAME`` succeeds when lsblk (``$L``) or blkid (``$B``) gave the device a type already;
+    ``sb PATH`` prints the rows `superblock_type` reads, as hex: one read of the first 4 KiB and
+    one of 16 bytes at 64 KiB, through ``od`` or, where busybox has no full od, ``hexdump``.
+    """
+    lines = [f"{row + 1}p" for row in _ROWS] + ["257p"]  # the btrfs row follows the first read's 256
+    return [
+        "hx() { od -An -tx1 -v; }",
+        "od -An -tx1 </dev/null >/dev/null 2>&1 ||",
+        "hx() { hexdump -v -e '16/1 \" %02x\" \"\\n\"'; }",
+        "sb() { { dd if=\"$1\" bs=4096 count=1; dd if=\"$1\" bs=16 skip=4100 count=1; } 2>/dev/null |",
+        f"hx | sed -n '{';'.join(lines)}' | tr -d ' \\n'; }}",
+        "typed() { printf '%s\\n' \"$L\" \"$B\" |",
+        "grep -q -e \"^/dev/$1:.* TYPE=\" -e \" KNAME=\\\"$1\\\".* FSTYPE=\\\"[^\\\"]\"; }",
+    ]
+
+
+def superblock_type(hexdump: str) -> str | None:
+    """The file system type (blkid's name) the rows `sb` printed show; "" for none, None if unread.
+
+    Rows missing (a read that failed, a device under 4 KiB) leave the type unknown; only the btrfs
+    row may be missing, on a device too small for btrfs.
+    """
+    try:
+        data = bytes.fromhex(hexdump.strip())
+    except ValueError:
+        return None
+    if len(data) not in (16 * len(_ROWS), 16 * len(_ROWS) + 16):
+        return None
+    rows = {row: data[16 * index:16 * index + 16] for index, row in enumerate((*_ROWS, _BTRFS_ROW))}
+
+    def at(offset: int, length: int) -> bytes:
+        row = rows.get(offset // 16, b"")
+        return row[offset % 16:offset % 16 + length]
+
+    if at(0, 6) == b"LUKS\xba\xbe":
+        return "crypto_LUKS"
+    if at(0, 4) == b"XFSB":
+        return "xfs"
+    if at(1080, 2) == b"\x53\xef":
+        return _ext_type(at(1116, 4), at(1120, 4), at(1124, 4))
+    if at(65600, 8) == b"_BHRfS_M":
+        return "btrfs"
+    if at(512, 8) == b"LABELONE":
+        return "LVM2_member"
+    if at(4086, 10) in (b"SWAPSPACE2", b"SWAP-SPACE"):
+        return "swap"
+    if at(510, 2) == b"\x55\xaa" and b"FAT" in (at(54, 3), at(82, 3)):
+        return "vfat"
+    return ""
+
+
+def _ext_type(compat: bytes, incompat: bytes, ro_compat: bytes) -> str:
+    """ext2, ext3 or ext4 by the superblock's feature flags, as blkid tells them apart."""
+    flags = [int.from_bytes(value, "little") for value in (compat, incompat, ro_compat)]
+    if flags[1] & 0x0008:
+        return "jbd"  # an external journal, not a file system
+    if flags[1] & ~_EXT3_INCOMPAT or flags[2] & ~_EXT3_RO_COMPAT:
+        return "ext4"
+    return "ext3" if flags[0] & 0x0004 else "ext2"
 
 
 def parse_probe(output: str, nonce: str) -> Probe:
@@ -133,6 +222,7 @@ def parse_probe(output: str, nonce: str) -> Probe:
         dm_names=[v for k, v in facts if k == "dm"],
         lsblk=[v for k, v in facts if k == "lsblk"],
         blkid=[v for k, v in facts if k == "blkid"],
+        magic=[v for k, v in facts if k == "magic"],
         rootdev=next((v for k, v in facts if k == "rootdev"), ""),
     )
 
@@ -146,9 +236,11 @@ def build_probe(
     dm_names: Iterable[str] = (),
     lsblk: Iterable[str] = (),
     blkid: Iterable[str] = (),
+    magic: Iterable[str] = (),
     rootdev: str = "",
 ) -> Probe:
-    """A `Probe` from the raw lines of each source (/proc/mounts, /proc/partitions, `lsblk -P`, `blkid`)."""
+    """A `Probe` from the raw lines of each source (/proc/mounts, /proc/partitions, `lsblk -P`, `blkid`,
+    and the probe's own superblock rows, ``NAME HEX``, for what lsblk and blkid left untyped)."""
     sizes: dict[str, int] = {}
     for line in partitions:
         words = line.split()
@@ -193,9 +285,19 @@ def build_probe(
         names.add(kname)
         values = dict(_LSBLK_FIELD.findall(found.group(2)))
         entry = info.setdefault(kname, {})
-        entry.setdefault("FSTYPE", values.get("TYPE", ""))
-        entry.setdefault("LABEL", values.get("LABEL", ""))
-        entry.setdefault("UUID", values.get("UUID", ""))
+        for key, value in (("FSTYPE", "TYPE"), ("LABEL", "LABEL"), ("UUID", "UUID")):
+            if not entry.get(key):
+                entry[key] = values.get(value, "")
+    unformatted = set()
+    for line in magic:
+        name, _, rows = line.strip().partition(" ")
+        fstype = superblock_type(rows)
+        if not name or fstype is None or info.get(name, {}).get("FSTYPE"):
+            continue
+        names.add(name)
+        info.setdefault(name, {})["FSTYPE"] = fstype
+        if not fstype:
+            unformatted.add(name)
     devices = {}
     for name in sorted(names):
         if _PSEUDO.match(name):
@@ -208,7 +310,7 @@ def build_probe(
         devices[name] = BlockDevice(
             name=name, type=kind, parents=tuple(p for p in own_parents if p), fstype=entry.get("FSTYPE", ""),
             label=entry.get("LABEL", ""), uuid=entry.get("UUID", ""), mapper_name=mapper.get(name, ""),
-            size_kib=sizes.get(name, 0),
+            size_kib=sizes.get(name, 0), no_filesystem=name in unformatted,
         )
     mounted: dict[str, list[str]] = {}
     for line in mounts:
@@ -255,12 +357,31 @@ def choose(probe: Probe, wanted: str | None = None) -> Choice:
         if name not in owned and not set(_disks_under(name, devices)) & rescue_disks and _could_be_root(device, devices)
     ]
     rescued = ", ".join(sorted(rescue_disks))
+    # An LVM physical volume or LUKS container nothing sits on: the root may be inside, out of sight.
+    closed = [device for name, device in sorted(devices.items()) if device.fstype in ("LVM2_member", "crypto_LUKS")
+              and not set(_disks_under(name, devices)) & rescue_disks
+              and not any(name in other.parents for other in devices.values())]
+    if closed and candidates:
+        raise RootDiskError(
+            "the server's root may be inside " + ", ".join(d.describe() for d in closed) + ", which the rescue "
+            "system has not opened (an LVM volume group needs vgchange, which this rescue image lacks; an encrypted "
+            "disk cannot be opened on this route), so the other file systems, "
+            + "; ".join(d.describe() for d in candidates)
+            + ", may be /boot or data only. If the root is one of them, name it with -e root_device=/dev/...; "
+            "nothing was changed"
+        )
     if not candidates:
         encrypted = [d.describe() for d in devices.values() if d.fstype == "crypto_LUKS"
                      and not set(_disks_under(d.name, devices)) & rescue_disks]
         if encrypted:
             raise RootDiskError(f"the server's disk is encrypted ({', '.join(encrypted)}): this route cannot open "
                                 "it; nothing was changed")
+        if closed:
+            raise RootDiskError(
+                "the server's disk holds LVM (" + ", ".join(d.describe() for d in closed) + ") that the rescue "
+                "system has not opened: it needs vgchange, which this rescue image lacks; use a rescue image with the "
+                "LVM tools. Nothing was changed"
+            )
         raise RootDiskError(
             f"no disk other than the rescue system's own ({rescued}) has a file system a root could be on: is the "
             "server's disk attached (a volume-backed server needs a rescue that keeps it, Nova 2.87 stable "
@@ -306,11 +427,11 @@ def _disks_under(name: str, devices: Mapping[str, BlockDevice], depth: int = 0) 
 
 
 def _could_be_root(device: BlockDevice, devices: Mapping[str, BlockDevice]) -> bool:
-    if device.type in ("rom", "loop") or device.fstype in _NOT_ROOT:
+    if device.type in ("rom", "loop") or device.fstype in _NOT_ROOT or device.no_filesystem:
         return False
     if device.fstype:
         return device.fstype in ROOT_FILESYSTEMS
-    # Nothing read the file system type (busybox without blkid): a device nothing else sits on.
+    # Nothing read the file system type (its superblock could not be read): a device nothing else sits on.
     return not any(device.name in other.parents for other in devices.values())
 
 

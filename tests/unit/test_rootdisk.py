@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from recovery.rootdisk import RootDiskError, build_probe, choose, parse_probe, probe_script
+from recovery.rootdisk import RootDiskError, build_probe, choose, parse_probe, probe_script, superblock_type
 
 # Ubuntu's cloud image used as its own rescue image: both disks carry the same label AND UUID.
 UBUNTU_SAME_UUID_LSBLK = [
@@ -199,3 +199,142 @@ def test_a_probe_whose_end_marker_never_came_is_an_error_not_a_guess() -> None:
 
     with pytest.raises(GuestCommandError, match="no end marker"):
         parse_probe("RCV-c0ffee12 mount=/dev/vda / ext4 rw 0 0\r\n", "c0ffee12")
+
+
+# --- Busybox without lsblk or blkid: the probe reads the superblocks itself (`sb` in probe_script) ---
+# Rows as `sb` printed them (16-byte rows 0, 3, 5, 31, 32, 67, 69, 70, 255 and 4100, in hex) for
+# file systems made by mkfs.ext4 -L cloudimg-rootfs and busybox mkdosfs -n UEFI, and a zeroed BIOS
+# boot partition.
+SB_EXT4 = ("0" * 160 + "fd69156b0000ffff53ef010001000000" "000000000b000000000100003c000000"
+           "c20200006b0400005f935659526d4caa" + "0" * 64)
+SB_VFAT = ("eb58906d6b646f736673000002010600" "01000300000000000000000000000000" "000046415433322020200e1fbe777cac"
+           "000000000000000000000000000055aa" "52526141" + "0" * 184)
+SB_NONE = "0" * 320
+CLOUD_PARTITIONS = ["major minor  #blocks  name", "", " 254 0 3670016 vda", " 254 1 3553263 vda1",
+                    " 254 14 4096 vda14", " 254 15 108544 vda15", " 254 16 10485760 vdb", " 254 17 10368495 vdb1",
+                    " 254 30 4096 vdb14", " 254 31 108544 vdb15"]
+CLOUD_DEVNOS = ["vda 254:0", "vda1 254:1", "vda14 254:14", "vda15 254:15",
+                "vdb 254:16", "vdb1 254:17", "vdb14 254:30", "vdb15 254:31"]
+CLOUD_MAGIC = [f"{disk}{part} {rows}" for disk in ("vda", "vdb")
+               for part, rows in (("1", SB_EXT4), ("14", SB_NONE), ("15", SB_VFAT))]
+
+
+def _console(nonce: str, **facts: list[str]) -> str:
+    """What the rescue console shows: the probe's echo, then its facts among prompts and escapes."""
+    lines = [f"> {line}" for line in probe_script(nonce)]
+    for name, values in facts.items():
+        lines += [f"RCV-{nonce} {name}={value}" for value in values]
+    return "\r\n".join([*lines, f"RCV-{nonce} exit=0", "~ # "])
+
+
+def _rows(size: int = 65616, **magic: bytes) -> str:
+    """`sb`'s rows of a device whose bytes are zero but `magic` (offset_N=bytes)."""
+    data = bytearray(size)
+    for key, value in magic.items():
+        offset = int(key.removeprefix("offset_"))
+        data[offset:offset + len(value)] = value
+    rows = [data[16 * row:16 * row + 16] for row in (0, 3, 5, 31, 32, 67, 69, 70, 255, 4100) if 16 * row < size]
+    return b"".join(rows).hex()
+
+
+def test_busybox_cloud_image_without_blkid_the_root_is_known_by_its_superblock() -> None:
+    """Both disks a cloud image's (ext4 root, BIOS boot, EFI); / is /dev/root, found by device number."""
+    nonce = "5eed0001"
+    output = _console(nonce, mount=["/dev/root / ext4 rw,relatime 0 0", "proc /proc proc rw 0 0"],
+                      rootdev=[str((254 << 8) | 1)], part=CLOUD_PARTITIONS, devno=CLOUD_DEVNOS, magic=CLOUD_MAGIC)
+    probe = parse_probe(output, nonce)
+    assert probe.devices["vdb1"].fstype == "ext4"
+    assert probe.devices["vdb15"].fstype == "vfat"
+    assert probe.devices["vdb14"].no_filesystem
+    choice = choose(probe)
+    assert choice.device.path == "/dev/vdb1"
+    assert choice.rescue_disks == ("vda",)
+
+
+def test_busybox_cloud_image_rescue_disk_attached_second_is_still_left_out() -> None:
+    """The same layout and label on both disks, the rescue system on vdb: its vdb1 is never chosen."""
+    nonce = "5eed0002"
+    output = _console(nonce, mount=["/dev/vdb1 / ext4 rw 0 0", "/dev/vdb15 /boot/efi vfat rw 0 0"],
+                      rootdev=[str((254 << 8) | 17)], part=CLOUD_PARTITIONS, devno=CLOUD_DEVNOS, magic=CLOUD_MAGIC)
+    choice = choose(parse_probe(output, nonce))
+    assert choice.device.path == "/dev/vda1"
+    assert choice.rescue_disks == ("vdb",)
+
+
+def test_util_linux_blkid_lists_a_bios_boot_partition_without_a_type_its_superblock_says_none() -> None:
+    """A cloud image whose root has no label: blkid's PARTUUID-only line left vdb14 a second candidate."""
+    blkid = ['/dev/vda1: UUID="r" BLOCK_SIZE="4096" TYPE="ext4" PARTUUID="a1"', '/dev/vda14: PARTUUID="a14"',
+             '/dev/vda15: SEC_TYPE="msdos" UUID="E1" BLOCK_SIZE="512" TYPE="vfat" PARTUUID="a15"',
+             '/dev/vdb1: UUID="s" BLOCK_SIZE="4096" TYPE="ext4" PARTUUID="b1"', '/dev/vdb14: PARTUUID="b14"',
+             '/dev/vdb15: SEC_TYPE="msdos" UUID="E2" BLOCK_SIZE="512" TYPE="vfat" PARTUUID="b15"']
+    nonce = "5eed0003"
+    output = _console(nonce, mount=["/dev/vda1 / ext4 rw 0 0"], part=CLOUD_PARTITIONS, devno=CLOUD_DEVNOS,
+                      blkid=blkid, magic=[f"vda14 {SB_NONE}", f"vdb14 {SB_NONE}"])
+    probe = parse_probe(output, nonce)
+    assert choose(probe).device.path == "/dev/vdb1"
+    assert probe.devices["vdb14"].describe() == "/dev/vdb14 (no file system, 4 MiB)"
+
+
+def test_a_superblock_the_probe_could_not_read_leaves_the_type_unknown_not_none() -> None:
+    """dd failed (no /dev node, an I/O error): the device is still a candidate, as without the read."""
+    probe = build_probe(
+        mounts=["/dev/root / ext4 rw,relatime 0 0"],
+        partitions=[" 254 0 16384 vda", " 254 16 2097152 vdb"],
+        devnos=["vda 254:0", "vdb 254:16"],
+        magic=["vdb ", f"vda {SB_EXT4}"],
+        rootdev=str(254 << 8),
+    )
+    assert not probe.devices["vdb"].no_filesystem
+    assert choose(probe).device.path == "/dev/vdb"
+
+
+def test_the_superblock_does_not_override_what_lsblk_or_blkid_said() -> None:
+    probe = build_probe(mounts=["/dev/vda1 / ext4 rw 0 0"], partitions=[" 8 0 1 vda", " 8 1 1 vda1"],
+                        blkid=['/dev/vda1: TYPE="xfs"'], magic=[f"vda1 {SB_EXT4}"])
+    assert probe.devices["vda1"].fstype == "xfs"
+
+
+def test_busybox_lvm_that_cannot_be_opened_refuses_the_boot_partition_beside_it() -> None:
+    """RHEL's layout without vgchange: vdb1 (xfs /boot) is the only file system seen, but not the root."""
+    probe = build_probe(
+        mounts=["/dev/vda1 / ext4 rw 0 0"],
+        partitions=[" 252 0 1 vda", " 252 1 1 vda1", " 252 16 1 vdb", " 252 17 1048576 vdb1", " 252 18 9 vdb2"],
+        magic=[f"vdb1 {_rows(offset_0=b'XFSB')}", f"vdb2 {_rows(offset_512=b'LABELONE')}"],
+    )
+    with pytest.raises(RootDiskError, match=r"inside /dev/vdb2 \(LVM2_member.*vgchange.*/dev/vdb1 \(xfs"):
+        choose(probe)
+    assert choose(probe, "/dev/vdb1").device.path == "/dev/vdb1"
+    only_lvm = build_probe(mounts=["/dev/vda1 / ext4 rw 0 0"],
+                           partitions=[" 252 0 1 vda", " 252 1 1 vda1", " 252 16 1 vdb", " 252 18 9 vdb2"],
+                           magic=[f"vdb2 {_rows(offset_512=b'LABELONE')}"])
+    with pytest.raises(RootDiskError, match=r"holds LVM .*rescue image with the LVM tools"):
+        choose(only_lvm)
+
+
+EXT_SB = {"offset_1080": b"\x53\xef"}
+
+
+@pytest.mark.parametrize(("rows", "fstype"), [
+    (_rows(**EXT_SB), "ext2"),
+    (_rows(**EXT_SB, offset_1116=b"\x04", offset_1120=b"\x02"), "ext3"),
+    (_rows(**EXT_SB, offset_1116=b"\x3c", offset_1120=b"\xc2\x02"), "ext4"),  # mkfs.ext4's extents, flex_bg
+    (_rows(**EXT_SB, offset_1116=b"\x04", offset_1124=b"\x08"), "ext4"),  # huge_file
+    (_rows(**EXT_SB, offset_1120=b"\x08"), "jbd"),
+    (_rows(offset_0=b"XFSB"), "xfs"),
+    (_rows(offset_65600=b"_BHRfS_M"), "btrfs"),
+    (_rows(offset_0=b"LUKS\xba\xbe"), "crypto_LUKS"),
+    (_rows(offset_512=b"LABELONE"), "LVM2_member"),
+    (_rows(offset_4086=b"SWAPSPACE2"), "swap"),
+    (_rows(offset_4086=b"SWAP-SPACE"), "swap"),
+    (_rows(offset_54=b"FAT16   ", offset_510=b"\x55\xaa"), "vfat"),
+    (_rows(offset_82=b"FAT32   ", offset_510=b"\x55\xaa"), "vfat"),
+    (_rows(offset_82=b"FAT32   "), ""),  # no boot signature
+    (_rows(offset_510=b"\x55\xaa"), ""),  # an MBR: a partition table, no file system
+    (_rows(), ""),
+    (_rows(size=8192, offset_0=b"XFSB"), "xfs"),  # too small for btrfs: its row is missing
+    (_rows(size=2048), None),  # a short read
+    ("", None),
+    ("not hex", None),
+])
+def test_superblock_rows_name_the_type_blkid_would(rows: str, fstype: str | None) -> None:
+    assert superblock_type(rows) == fstype
