@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from recovery.cli.main import main
@@ -51,9 +54,17 @@ def _home(root: Path, user: str, uid: int, content: str) -> Path:
 def host(tmp_path: Path) -> Iterator[Host]:
     if os.geteuid() != 0:
         pytest.fail("run the integration tests as root: this one starts an sshd that root logs in to")
-    root = tmp_path / "homes"
-    root.mkdir(mode=0o755)
-    tmp_path.chmod(0o755)
+    # World-traversable, under /tmp: pytest's tmp_path sits in a directory only root may enter, where sshd,
+    # reading alice's keys as alice, would find none, and every stolen-key login would fail for nothing.
+    root = Path(tempfile.mkdtemp(prefix="rcv-allusers-"))
+    root.chmod(0o755)
+    try:
+        yield from _host(tmp_path, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _host(tmp_path: Path, root: Path) -> Iterator[Host]:
     admin = generate_keypair(tmp_path / "admin", comment="admin")
     stolen = generate_keypair(tmp_path / "stolen", comment="stolen@laptop")
     homes = {
@@ -93,9 +104,23 @@ def host(tmp_path: Path) -> Iterator[Host]:
         processes.stop(pid)
 
 
+def logs_in(host: Host, user: str, key: KeyPair) -> bool:
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    try:
+        client.connect("127.0.0.1", host.port, username=user, key_filename=str(key.private_path),
+                       look_for_keys=False, allow_agent=False, timeout=20)
+    except paramiko.AuthenticationException:
+        return False
+    finally:
+        client.close()
+    return True
+
+
 def test_every_users_file_is_cleaned_and_keeps_its_owner(
     host: Host, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    assert logs_in(host, "alice", host.stolen), "the stolen key must log in first, or its proof proves nothing"
     inventory = tmp_path / "hosts.yaml"
     inventory.write_text(f"hosts:\n  - {{name: vm, host: 127.0.0.1, port: {host.port}, user: root, "
                          f"key: {host.admin.private_path}, host_key: '{host.host_key}'}}\n")
@@ -115,3 +140,4 @@ def test_every_users_file_is_cleaned_and_keeps_its_owner(
     for user, uid in (("alice", ALICE), ("bob", BOB)):
         stat = host.ak(user).stat()
         assert (stat.st_uid, stat.st_gid, stat.st_mode & 0o777) == (uid, uid, 0o600)
+    assert not logs_in(host, "alice", host.stolen)
