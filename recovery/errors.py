@@ -10,6 +10,7 @@
     │   │   ├── ChannelClosed           the console went away mid-conversation
     │   │   └── LoginRejected           the console refused the user or password
     │   ├── GuestCommandError           a command typed into the VM reported failure
+    │   ├── NotPossible                 found, before anything changed, that the VM offers no such way in
     │   ├── AgentError(command, blocked)  the VM's guest agent was unreachable, silent or refused
     │   ├── PublishError                publishing or withdrawing the public key failed
     │   │   └── PublishUnavailable      5xx or a reset from object storage (transient)
@@ -58,6 +59,7 @@ __all__ = [
     "KeyGenerationError",
     "LabError",
     "LoginRejected",
+    "NotPossible",
     "PlaybookError",
     "Problem",
     "PublishError",
@@ -147,6 +149,15 @@ class LoginRejected(ChannelError):
 
 class GuestCommandError(StepError):
     pass
+
+
+class NotPossible(StepError):
+    """A step found, before it changed anything, that this way in does not exist on this VM.
+
+    Raised where no driver error says it already (the image's properties give the server no guest
+    agent, so Nova cannot set a password): a `choose:` route's probe raising it moves on to the next
+    route (`recovery.engine.routes.not_possible`).
+    """
 
 
 class AgentError(StepError):

@@ -11,7 +11,9 @@ for an error that says this way in does not exist, not that it broke half-way:
 - the guest agent could not be reached or did not answer its first command (an
   `AgentError` about the connection or `guest-sync`, not one about a command that ran);
 - the cloud answered that the action is not possible for this server (`CloudError`
-  409: the agent is not enabled, or the state is wrong; 501: the agent does not answer).
+  409: the agent is not enabled, or the state is wrong; 501: the agent does not answer);
+- a step found so itself before asking (`NotPossible`: the image's properties give the
+  server no guest agent, so Nova could not set a password).
 
 Anything else, or the same errors after a step that is not a probe, fails the run as
 any failed step does, and `--resume` goes back into the same route.
@@ -28,6 +30,7 @@ from recovery.errors import (
     CloudError,
     ConnectionRefused,
     ConnectTimeout,
+    NotPossible,
     StepError,
 )
 
@@ -43,7 +46,7 @@ _CLOUD_NOT_POSSIBLE = {409, 501}
 
 def not_possible(error: StepError) -> bool:
     """True when `error`, raised by a probe step, says the route cannot be taken (see the module doc)."""
-    if isinstance(error, (ChannelError, AuthRejected, ConnectionRefused, ConnectTimeout)):
+    if isinstance(error, (ChannelError, AuthRejected, ConnectionRefused, ConnectTimeout, NotPossible)):
         return True
     if isinstance(error, AgentError):
         return error.command in _AGENT_HANDSHAKE and not error.blocked

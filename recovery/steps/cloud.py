@@ -221,7 +221,7 @@ class SetPasswordParams:
 )
 def set_password(ctx: StepContext, params: SetPasswordParams) -> Outputs:
     """Set a fresh random console password through the guest agent (Nova changePassword), for the image's admin user."""
-    from recovery.errors import CloudError, StepError
+    from recovery.errors import CloudError, NotPossible, StepError
     from recovery.safety.redact import Secret, register
 
     cloud = ctx.require_cloud()
@@ -235,7 +235,7 @@ def set_password(ctx: StepContext, params: SetPasswordParams) -> Outputs:
             "without a copy of them): asked Nova to set the password anyway, for os_admin_user as Nova knows it, "
             "else root")
     elif not guest_agent_enabled(properties):
-        raise StepError(
+        raise NotPossible(
             f"server {server.name} ({server.id}): its image does not enable the QEMU guest agent (image property "
             f"hw_qemu_guest_agent is {properties.get('hw_qemu_guest_agent', 'not set')!r}), so Nova cannot set a "
             "password: set hw_qemu_guest_agent=True on the image (`openstack image set --property "

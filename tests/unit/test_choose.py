@@ -23,6 +23,7 @@ from recovery.errors import (
     GuestCommandError,
     HostKeyMismatch,
     LoginRejected,
+    NotPossible,
     PlaybookError,
     StepError,
 )
@@ -385,6 +386,7 @@ def test_later_steps_may_read_the_choice_and_its_route_outputs(tmp_path: Path) -
         (CloudError("agent not enabled", status_code=409), True),
         (CloudError("agent not answering", status_code=501), True),
         (CloudError("forbidden", status_code=403), False),
+        (NotPossible("the image gives the server no guest agent"), True),
         (HostKeyMismatch("changed"), False),
         (GuestCommandError("half-way"), False),
         (StepError("anything"), False),

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from recovery.cloud import Server
+from recovery.engine import routes
 from recovery.engine.config import Config
 from recovery.engine.context import SharedState, StepContext
 from recovery.engine.journal import Journal
 from recovery.engine.report import RunReport
-from recovery.errors import CloudError, StepError
+from recovery.errors import CloudError, NotPossible
 from recovery.safety.redact import Secret
 from recovery.steps.cloud import SetPasswordParams, set_password
 
@@ -77,21 +78,30 @@ def test_the_image_admin_user_gets_a_fresh_secret_password_made_unusable_at_the_
     assert "to a random value nobody keeps" in ctx.report.vm_changes[-1]
 
 
-def test_an_image_without_the_agent_is_refused_before_any_password(tmp_path: Path) -> None:
-    cloud = FakeCloud({"hw_qemu_guest_agent": "False", "os_admin_user": "ubuntu"})
+@pytest.mark.parametrize(("properties", "shown"), [
+    ({"hw_qemu_guest_agent": "False", "os_admin_user": "ubuntu"}, "'False'"),
+    ({"os_admin_user": "ubuntu"}, "'not set'"),
+])
+def test_an_image_without_the_agent_is_refused_before_any_password_as_not_possible(
+    tmp_path: Path, properties: dict[str, str], shown: str,
+) -> None:
+    cloud = FakeCloud(properties)
     ctx = context(tmp_path, cloud)
-    with pytest.raises(StepError, match="hw_qemu_guest_agent is 'False'"):
+    with pytest.raises(NotPossible, match=f"hw_qemu_guest_agent is {shown}") as refused:
         set_password(ctx, SetPasswordParams(server=SERVER.id))
     assert cloud.passwords == []
     assert ctx.shared.cleanups == []
+    # restore-access.yaml's `choose:` then moves on to the next route, this reason in the report.
+    assert routes.not_possible(refused.value)
 
 
 @pytest.mark.parametrize("status", [409, 501])
 def test_a_password_nova_refused_leaves_nothing_to_undo(tmp_path: Path, status: int) -> None:
     cloud = FakeCloud(None, [CloudError("refused", status_code=status)])
     ctx = context(tmp_path, cloud)
-    with pytest.raises(CloudError):
+    with pytest.raises(CloudError) as refused:
         set_password(ctx, SetPasswordParams(server=SERVER.id))
+    assert routes.not_possible(refused.value)
     assert "no image properties to read" in ctx.report.notes[0]
     cleanup(ctx)
     assert cloud.passwords == []
