@@ -83,6 +83,8 @@ def _virsh_error(where: str, name: str, stderr: str) -> AgentError:
 class LibvirtAgent(QgaAgent):
     """`libvirt://DOMAIN` (virsh's default connection) or `libvirt://URI/DOMAIN` (`qemu:///system/web-1`)."""
 
+    poll: ClassVar[tuple[float, ...]] = (0.02, 0.05, 0.1, 0.2)  # each poll starts a virsh: no finer
+
     scheme: ClassVar[str] = "libvirt"
 
     @staticmethod
