@@ -49,10 +49,16 @@ class InstallParams:
         "run the command as this user, where the console's shell is another user's (root: runuser; a sudoer: "
         "sudo -n), so what it creates is the user's; default: as the console's user", default=None,
         check=checks.login_name)
+    lock_password: str | None = doc(
+        "with as_user, also lock this user's password (the one cloud.set_password set) in the same command, after "
+        "the install whatever its result: one round trip less than cloud.lock_password typing it alone. Only where "
+        "the console shows text, so the lock's result can be read (else cloud.lock_password types it)",
+        default=None, check=checks.login_name)
 
 
 def _script(
-    params: InstallParams, nonce: str, *, facts: bool | Literal["compact"], run_tag: str | None = None
+    params: InstallParams, nonce: str, *, facts: bool | Literal["compact"], run_tag: str | None = None,
+    lock: str | None = None,
 ) -> tuple[list[str | Secret], str]:
     from recovery.guest import build_install_script, heredoc_delimiter, run_as
     from recovery.steps.publish import key_bytes
@@ -62,7 +68,7 @@ def _script(
         params.key, sha256=expected, nonce=nonce, url=params.url, facts=facts, run_tag=run_tag
     )
     if params.as_user:
-        script = run_as(script, params.as_user)
+        script = run_as(script, params.as_user, lock=lock)
     return list(script.lines), heredoc_delimiter(nonce)
 
 
@@ -88,7 +94,8 @@ def preview(params: InstallParams) -> list[str]:
     stand_in = InstallParams(key=key, url=url, sha256=None if key != params.key else params.sha256,
                              as_user=params.as_user)
     nonce = "0" * 8
-    lines, delimiter = _script(stand_in, nonce, facts=True if params.facts is None else params.facts)
+    lines, delimiter = _script(stand_in, nonce, facts=True if params.facts is None else params.facts,
+                               lock=params.lock_password)
     return [str(line) for line in heredoc_command(lines, delimiter=delimiter, nonce=nonce)]
 
 
@@ -111,21 +118,25 @@ def _keep_typed(ctx: StepContext, lines: list[str]) -> None:
         "backup": "path of the backup of authorized_keys on the VM, or null",
         "before_sha256": "sha256 of authorized_keys before (or 'absent')",
         "after_sha256": "sha256 of authorized_keys after",
+        "password_lock": "with lock_password, the lock's status in the same command (recovery.guest.LockExitCode: "
+                         "0 locked), or null when it was not asked for or not read (cloud.lock_password types it then)",
     },
     repeatable=True,  # idempotent on the VM: the key is appended only if absent
     preview=preview,
 )
 def install(ctx: StepContext, params: InstallParams) -> Outputs:
     """Append the key to ~/.ssh/authorized_keys without losing a byte of what is there."""
-    from recovery.guest import explain_exit, parse_report
+    from recovery.guest import explain_exit, parse_lock_status, parse_report
 
     session = ctx.require_console()
     nonce = secrets.token_hex(4)
     facts: bool | Literal["compact"] = session.channel.has_output if params.facts is None else params.facts
     if facts == "compact" and not session.channel.has_output:
         facts = False  # nobody could read them
+    # A lock typed blind would be typed again by cloud.lock_password: only where its status can be read.
+    lock = params.lock_password if params.as_user and session.channel.has_output else None
     try:
-        lines, delimiter = _script(params, nonce, facts=facts, run_tag=ctx.run_id)  # one backup per run
+        lines, delimiter = _script(params, nonce, facts=facts, run_tag=ctx.run_id, lock=lock)  # one backup per run
     except ValueError as exc:  # a URL or checksum that cannot be typed safely
         raise GuestCommandError(f"cannot build the command to type into the console: {exc}") from exc
     timeout = min(params.timeout or ctx.config.console.command_timeout, ctx.remaining())
@@ -136,6 +147,12 @@ def install(ctx: StepContext, params: InstallParams) -> Outputs:
     from recovery.steps.console import screenshot
 
     screenshot(ctx, "after-install")  # a console with pixels (VNC) only: its evidence
+    lock_status = None
+    if lock is not None and result.status is not None:
+        from recovery.steps.cloud import password_lock_seen
+
+        lock_status = parse_lock_status(result.output, nonce)
+        password_lock_seen(ctx, lock, lock_status)  # before a failed install's error: the lock happened
     if result.status not in (None, 0):
         raise GuestCommandError(
             f"the command typed into the VM failed (exit {result.status}): {explain_exit(result.status)}",
@@ -148,7 +165,8 @@ def install(ctx: StepContext, params: InstallParams) -> Outputs:
             if result.status is None
             else "the key install command exited 0 (no facts asked for): proven by the SSH login"
         )
-        return {"added": None, "backup": None, "before_sha256": None, "after_sha256": None}
+        return {"added": None, "backup": None, "before_sha256": None, "after_sha256": None,
+                "password_lock": lock_status}
     facts_seen = parse_report(result.output, nonce)
     if facts is True:  # the compact facts have no snapshots
         ctx.report.authorized_keys = {"before": facts_seen.before_summary(), "after": facts_seen.after_summary()}
@@ -169,6 +187,7 @@ def install(ctx: StepContext, params: InstallParams) -> Outputs:
         "backup": facts_seen.backup,
         "before_sha256": facts_seen.before_sha256,
         "after_sha256": facts_seen.after_sha256,
+        "password_lock": lock_status,
     }
 
 

@@ -261,11 +261,38 @@ def set_password(ctx: StepContext, params: SetPasswordParams) -> Outputs:
     return {"user": user, "password": password}
 
 
+def _nets(ctx: StepContext) -> list[_PasswordLeftUsable]:
+    return [c.action for c in ctx.shared.cleanups if isinstance(c.action, _PasswordLeftUsable)]
+
+
+def password_lock_seen(ctx: StepContext, user: str, status: int | None) -> None:
+    """What the lock typed in the install's own command did (authorized_keys.install with lock_password).
+
+    Locked: the safety net is called off, as cloud.lock_password does, also when the install then fails.
+    Not locked: the net stays, and cloud.lock_password (or the cleanup after a failure) sets the password
+    again to a value nobody keeps. No status seen (None): cloud.lock_password types the lock alone.
+    """
+    from recovery.guest import LockExitCode, explain_lock_exit
+
+    if status is None:
+        return
+    if status == LockExitCode.OK:
+        for net in _nets(ctx):
+            net.settled = True
+        ctx.report.vm_changes.append(f"locked the password of {user} again on the console (passwd -l): "
+                                     "no usable password is left")
+        return
+    ctx.report.notes.append(f"the password of {user} was not locked on the console: {explain_lock_exit(status)}")
+
+
 @dataclass(frozen=True)
 class LockPasswordParams:
     server: str | None = doc("server ID (cloud.find_server output)")
     user: str = doc("the user whose password cloud.set_password set", check=checks.login_name)
     timeout: float | None = doc("seconds for the lock command (default: console.command_timeout)", default=None)
+    status: int | None = doc(
+        "the lock's status when the key install's command ran it already (authorized_keys.install's password_lock "
+        "output): then nothing is typed; null: the lock is typed here", default=None)
 
 
 @step(
@@ -279,6 +306,10 @@ def lock_password(ctx: StepContext, params: LockPasswordParams) -> Outputs:
     """Lock the password cloud.set_password set, on the console before logout; else make it unusable through Nova."""
     from recovery.guest import LockExitCode, build_lock_script, explain_lock_exit, heredoc_delimiter
 
+    if params.status == LockExitCode.OK:  # locked in the install's command, and reported there
+        return {"method": "passwd -l"}
+    if params.status is not None:  # tried there and not possible: the note is in the report already
+        return _unusable_otherwise(ctx, params)
     session = ctx.require_console()
     nonce = secrets.token_hex(4)
     script = build_lock_script(params.user, nonce=nonce)
@@ -286,9 +317,8 @@ def lock_password(ctx: StepContext, params: LockPasswordParams) -> Outputs:
     result = session.run_script(list(script.lines), delimiter=heredoc_delimiter(nonce), nonce=nonce,
                                 timeout=min(params.timeout or ctx.config.console.command_timeout, ctx.remaining()))
     session.typed.clear()
-    nets = [c.action for c in ctx.shared.cleanups if isinstance(c.action, _PasswordLeftUsable)]
     if result.status == LockExitCode.OK:
-        for net in nets:
+        for net in _nets(ctx):
             net.settled = True
         ctx.report.vm_changes.append(f"locked the password of {params.user} again on the console (passwd -l): "
                                      "no usable password is left")
@@ -296,6 +326,11 @@ def lock_password(ctx: StepContext, params: LockPasswordParams) -> Outputs:
     why = ("its result could not be read (a console with no text)" if result.status is None
            else explain_lock_exit(result.status))
     ctx.report.notes.append(f"the password of {params.user} was not locked on the console: {why}")
-    for net in nets or [_PasswordLeftUsable(ctx, params.server or "", params.user)]:
+    return _unusable_otherwise(ctx, params)
+
+
+def _unusable_otherwise(ctx: StepContext, params: LockPasswordParams) -> Outputs:
+    """Not locked on the console: set it again through the guest agent, to a value nobody keeps."""
+    for net in _nets(ctx) or [_PasswordLeftUsable(ctx, params.server or "", params.user)]:
         net()
     return {"method": "changePassword"}

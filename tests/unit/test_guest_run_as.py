@@ -24,6 +24,7 @@ from recovery.guest import (
     explain_exit,
     explain_lock_exit,
     heredoc_delimiter,
+    parse_lock_status,
     run_as,
 )
 
@@ -137,3 +138,47 @@ def test_a_sudoer_locks_through_sudo_and_a_plain_user_changes_nothing(public: Pa
     done = typed(build_lock_script("ubuntu", nonce=NONCE), as_user="nobody", path=path)
     assert done.returncode == LockExitCode.NOT_PRIVILEGED
     assert (tmp_path / "bin" / "calls.log").read_text() == ""
+
+
+# --- the install and the lock in one command (run_as(..., lock=USER)) -------------------------------
+
+
+def test_the_lock_follows_the_install_in_the_same_command(tmp_path: Path) -> None:
+    path = stand_ins(tmp_path, "!$y$j9T$locked") + ":/usr/sbin:/sbin"
+    done = typed(run_as(WHO, "nobody", lock="debian"), path=path)
+    assert done.returncode == 0, done.stderr
+    assert "who=nobody " in done.stdout
+    assert parse_lock_status(done.stdout, NONCE) == LockExitCode.OK
+    assert (tmp_path / "calls.log").read_text() == "passwd -l debian\n"
+
+
+FAILING = GuestScript(lines=("{", "exit 15", "} </dev/null"), nonce=NONCE)
+
+
+@pytest.mark.parametrize(("script", "user", "status"), [
+    (FAILING, "nobody", 15),  # the install ran and failed
+    (WHO, "no-such-user-rcv", ExitCode.NO_SUCH_USER),  # it could not start
+])
+def test_the_lock_happens_even_when_the_install_fails(tmp_path: Path, script: GuestScript, user: str,
+                                                      status: int) -> None:
+    path = stand_ins(tmp_path, "!$y$j9T$locked") + ":/usr/sbin:/sbin"
+    done = typed(run_as(script, user, lock="debian"), path=path)
+    assert done.returncode == status  # the command's status stays the install's
+    assert "who=" not in done.stdout
+    assert parse_lock_status(done.stdout, NONCE) == LockExitCode.OK
+    assert (tmp_path / "calls.log").read_text() == "passwd -l debian\n"
+
+
+def test_a_shell_that_can_neither_switch_nor_lock_says_both(public: Path) -> None:
+    path = stand_ins(public / "bin", "$y$j9T$open")
+    (public / "bin" / "sudo").write_text("#!/bin/sh\nexit 1\n")
+    done = typed(run_as(WHO, "root", lock="ubuntu"), as_user="nobody", path=path)
+    assert done.returncode == ExitCode.CANNOT_SWITCH_USER
+    assert parse_lock_status(done.stdout, NONCE) == LockExitCode.NOT_PRIVILEGED
+
+
+def test_the_lock_status_is_read_from_its_own_line_only() -> None:
+    echoed = "printf 'RCV-%s password_lock=%s\\n' \"$n\" \"$?\"\r\n"
+    assert parse_lock_status(echoed + f"RCV-{NONCE} exit=0\r\n", NONCE) is None
+    assert parse_lock_status(echoed + f"RCV-{NONCE} password_lock=11\r\n", NONCE) == LockExitCode.LOCK_FAILED
+    assert parse_lock_status("RCV-0ther000 password_lock=0\n", NONCE) is None

@@ -616,6 +616,18 @@ def test_each_checksum_tool_is_enough(busybox_bin: Path, tool: str) -> None:
         shutil.rmtree(root)
 
 
+def test_a_checksum_tool_printing_other_than_64_hex_digits_is_passed_over(box: Box) -> None:
+    """The shell checks the digits itself (no `tr`): a tool printing 64 other characters is not believed."""
+    fake = box.root / "sha256sum"
+    fake.write_text("#!/bin/sh\necho " + "0123456789abcdeF" * 4 + "\n")
+    fake.chmod(0o755)
+    tools = box.toolbox(exclude=("sha256sum", "busybox", "shasum", "openssl"), extra={"sha256sum": str(fake)})
+
+    report = assert_ok(box.run(typed_script(), path=tools))
+
+    assert report.checksum == "unavailable"
+
+
 def test_interactive_bash_reading_the_heredoc(busybox_bin: Path) -> None:
     """An interactive shell (history, prompts, job control) is what a console really runs."""
     root = Path(tempfile.mkdtemp(prefix="recovery-interactive-"))

@@ -20,8 +20,15 @@ from recovery.engine.context import SharedState, StepContext
 from recovery.engine.journal import Journal
 from recovery.engine.report import RunReport
 from recovery.errors import CloudError, NotPossible
+from recovery.guest import LockExitCode
 from recovery.safety.redact import Secret
-from recovery.steps.cloud import SetPasswordParams, set_password
+from recovery.steps.cloud import (
+    LockPasswordParams,
+    SetPasswordParams,
+    lock_password,
+    password_lock_seen,
+    set_password,
+)
 
 SERVER = Server(id="0b9c", name="web-1", status="ACTIVE", addresses={}, image_id="img")
 
@@ -117,3 +124,34 @@ def test_a_silent_agent_at_the_end_is_asked_again_then_named(tmp_path: Path, mon
     with pytest.raises(CloudError, match="may still be usable \\(lock it: `passwd -l root`\\)"):
         cleanup(ctx)
     assert len(cloud.passwords) == 1
+
+
+# --- the lock typed in the install's own command (authorized_keys.install lock_password) -------------
+
+
+def test_a_lock_seen_in_the_install_command_calls_the_net_off_and_nothing_more_is_typed(tmp_path: Path) -> None:
+    cloud = FakeCloud({"hw_qemu_guest_agent": "True", "os_admin_user": "ubuntu"})
+    ctx = context(tmp_path, cloud)
+    set_password(ctx, SetPasswordParams(server=SERVER.id))
+    password_lock_seen(ctx, "ubuntu", LockExitCode.OK)
+    # No console in this context: lock_password would fail if it typed anything.
+    assert lock_password(ctx, LockPasswordParams(server=SERVER.id, user="ubuntu", status=0)) == {
+        "method": "passwd -l"}
+    cleanup(ctx)
+    assert len(cloud.passwords) == 1
+    assert ctx.report.vm_changes[-1] == (
+        "locked the password of ubuntu again on the console (passwd -l): no usable password is left")
+
+
+def test_a_lock_the_install_command_could_not_do_is_made_unusable_through_nova(tmp_path: Path) -> None:
+    cloud = FakeCloud({"hw_qemu_guest_agent": "True", "os_admin_user": "ubuntu"})
+    ctx = context(tmp_path, cloud)
+    first = set_password(ctx, SetPasswordParams(server=SERVER.id))["password"]
+    password_lock_seen(ctx, "ubuntu", LockExitCode.NOT_PRIVILEGED)
+    assert ctx.report.notes[-1].startswith("the password of ubuntu was not locked on the console: the console's shell")
+    assert lock_password(ctx, LockPasswordParams(server=SERVER.id, user="ubuntu", status=10)) == {
+        "method": "changePassword"}
+    assert len(cloud.passwords) == 2
+    assert cloud.passwords[1].reveal() != first.reveal()
+    cleanup(ctx)
+    assert len(cloud.passwords) == 2  # settled: not set a third time
