@@ -71,6 +71,7 @@ from recovery.safety.redact import MASK, Secret, reveal, scrub_all
 
 __all__ = [
     "KEY_TYPES",
+    "USER_PATH",
     "ExitCode",
     "GuestScript",
     "InstallReport",
@@ -836,6 +837,13 @@ def _check_wire_safe(lines: Iterable[str | Secret], nonce: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+USER_PATH = "PATH=/usr/local/bin:/usr/bin:/bin; export PATH"
+"""A user's PATH for the install script run as a user other than root. The shell that switches (root's on
+the console, the guest agent's) has sbin on its PATH, runuser and sudo keep it, and then the script tries
+`sshd -T`, which only root can run (it reads the host keys): the failing try costs 0.4-0.6 s on an
+emulated guest, and a user's script reads sshd's files anyway."""
+
+
 def run_as(script: GuestScript, user: str, *, lock: str | None = None) -> GuestScript:
     """`script` run as `user`, from root's shell, a password-less sudoer's, or the user's own.
 
@@ -872,6 +880,7 @@ def run_as(script: GuestScript, user: str, *, lock: str | None = None) -> GuestS
         f"else no {ExitCode.CANNOT_SWITCH_USER.value} {ExitCode.CANNOT_SWITCH_USER.slug}",
         "fi",
         f"[ -n \"$st\" ] || {{ \"$@\" <<'{inner}'",
+        *([] if user == "root" else [USER_PATH]),
         *script.lines,
         inner,
         "st=$?; }",
@@ -932,7 +941,7 @@ def build_lock_script(user: str, *, nonce: str) -> GuestScript:
         "fi",
         "$s passwd -l \"$a\" >/dev/null 2>&1 || $s usermod -L \"$a\" >/dev/null 2>&1 || "
         f"exit {LockExitCode.LOCK_FAILED.value}",
-        "p=$($s getent shadow \"$a\" | cut -d: -f2)",
+        "p=$($s getent shadow \"$a\"); p=${p#*:}; p=${p%%:*}",  # the password field, with no `cut` process
         f"case $p in \"$bang\"*) exit 0 ;; *) exit {LockExitCode.LOCK_FAILED.value} ;; esac",
         "} </dev/null",
     )

@@ -81,16 +81,13 @@ def _argv(user: str) -> list[str]:
     return ["runuser", "-u", user, "--", "/bin/sh"]
 
 
-# The agent's PATH is root's (with sbin); the script runs with a user's login PATH instead. Only root can
-# run `sshd -T` (it reads the host keys), so a user's script reads sshd's files anyway, and the failing
-# try cost 0.4-0.6 s on an emulated guest.
-USER_PATH = "PATH=/usr/local/bin:/usr/bin:/bin; export PATH"
+# The agent's PATH is root's (with sbin); the script runs with a user's PATH instead (recovery.guest.USER_PATH).
 
 
 def preview(params: AgentInstallParams) -> list[str]:
     """The command the agent would run and the script on its stdin; the nonce and key differ on a real run."""
     from recovery.agent import describe_agent
-    from recovery.guest import build_install_script
+    from recovery.guest import USER_PATH, build_install_script
     from recovery.safety.redact import reveal
     from recovery.steps.authorized_keys import preview_key
 
@@ -119,7 +116,7 @@ def preview(params: AgentInstallParams) -> list[str]:
 def install(ctx: StepContext, params: AgentInstallParams) -> Outputs:
     """Append the key to the user's authorized_keys through the VM's guest agent."""
     from recovery.agent import agent_for, describe_agent
-    from recovery.guest import build_install_script, explain_exit, parse_report
+    from recovery.guest import USER_PATH, build_install_script, explain_exit, parse_report
     from recovery.safety.redact import reveal
 
     if not params.agent:

@@ -182,3 +182,13 @@ def test_the_lock_status_is_read_from_its_own_line_only() -> None:
     assert parse_lock_status(echoed + f"RCV-{NONCE} exit=0\r\n", NONCE) is None
     assert parse_lock_status(echoed + f"RCV-{NONCE} password_lock=11\r\n", NONCE) == LockExitCode.LOCK_FAILED
     assert parse_lock_status("RCV-0ther000 password_lock=0\n", NONCE) is None
+
+
+def test_another_user_gets_a_users_path_and_root_keeps_its_own() -> None:
+    """runuser keeps root's PATH, and a user's `sshd -T` only fails (0.4-0.6 s on an emulated guest)."""
+    path = GuestScript(lines=("{", "printf 'path=%s\\n' \"$PATH\"", "} </dev/null"), nonce=NONCE)
+    done = typed(run_as(path, "nobody"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "path=/usr/local/bin:/usr/bin:/bin"
+    done = typed(run_as(path, "root"))
+    assert done.stdout.strip() == "path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
