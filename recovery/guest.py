@@ -42,7 +42,7 @@ reported, not changed), ``fingerprints`` (listed|unavailable: is there ssh-keyge
 a verify failure can then name a non-default file or an AuthorizedKeysCommand), the
 ``before_*`` snapshot (``dir_mode``, ``sha256``, ``lines``, ``mode``, one ``before_key`` per
 key), ``source`` (typed|wget|curl), ``received_sha256``, ``checksum``
-(verified|unavailable), ``new_key``, ``backup``, ``newline_added``, ``added``
+(verified|unavailable), ``backup``, ``newline_added``, ``added``
 (yes|already-present), ``selinux``, the ``after_*`` snapshot, and ``exit``; a failure
 prints ``error=<slug>`` and ``exit=<code>`` instead of what would have followed. The exit
 status is one of `ExitCode` (`explain_exit`).
@@ -285,7 +285,6 @@ class InstallReport:
     source: str | None
     received_sha256: str | None
     checksum: str | None
-    new_key: str | None
     backup: str | None
     newline_added: bool | None
     added: bool | None
@@ -487,7 +486,6 @@ def parse_report(output: str, nonce: str) -> InstallReport:
         source=last.get("source"),
         received_sha256=last.get("received_sha256"),
         checksum=last.get("checksum"),
-        new_key=last.get("new_key"),
         backup=None if last.get("backup", "none") == "none" else last["backup"],
         newline_added=flag("newline_added", "yes"),
         added=flag("added", "yes"),
@@ -637,7 +635,6 @@ _DOWNLOAD: tuple[str | _Fact, ...] = (
 # earlier attempt of the same run made it, and it holds the file as it was before the run, so it
 # is kept rather than replaced with already-changed content or joined by one more copy.
 _APPEND: tuple[str | _Fact, ...] = (
-    _Fact("[ -n \"$kg\" ] && fact new_key \"$($kg -lf \"$t\" 2>/dev/null)\""),
     _Fact("b=none", compact=True),
     "if [ -e \"$f\" ]; then",
     "b=$f.recovery-$r",
