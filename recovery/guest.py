@@ -101,6 +101,7 @@ __all__ = [
     "parse_lock_status",
     "parse_remove_report",
     "parse_report",
+    "plain_user",
     "run_as",
 ]
 
@@ -839,6 +840,11 @@ USER_PATH = "PATH=/usr/local/bin:/usr/bin:/bin; export PATH"
 the console, the guest agent's) has sbin on its PATH, runuser and sudo keep it, and then the script tries
 `sshd -T`, which only root can run (it reads the host keys): the failing try costs 0.4-0.6 s on an
 emulated guest, and a user's script reads sshd's files anyway."""
+
+
+def plain_user(name: str) -> bool:
+    """Whether `run_as` and `build_lock_script` take `name`: a plain login name, typed without quoting."""
+    return _USER.fullmatch(name) is not None
 
 
 def run_as(script: GuestScript, user: str, *, lock: str | None = None) -> GuestScript:

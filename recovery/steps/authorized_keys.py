@@ -84,8 +84,13 @@ def preview_key(key: str) -> str:
 
 
 def preview(params: InstallParams) -> list[str]:
-    """The lines that would be typed, masked. The nonce, and a key not yet made, differ on a real run."""
+    """The lines that would be typed, masked. The nonce, and a key or lock user not known yet, differ on a real run."""
     key = preview_key(params.key)
+    from recovery.guest import plain_user
+
+    lock = params.lock_password
+    if lock is not None and not plain_user(lock):
+        lock = "root"  # named by cloud.set_password at run time (os_admin_user, else root)
     url = params.url
     if url is not None and not url.reveal().startswith(("http://", "https://")):
         url = PREVIEW_URL
@@ -94,8 +99,7 @@ def preview(params: InstallParams) -> list[str]:
     stand_in = InstallParams(key=key, url=url, sha256=None if key != params.key else params.sha256,
                              as_user=params.as_user)
     nonce = "0" * 8
-    lines, delimiter = _script(stand_in, nonce, facts=True if params.facts is None else params.facts,
-                               lock=params.lock_password)
+    lines, delimiter = _script(stand_in, nonce, facts=True if params.facts is None else params.facts, lock=lock)
     return [str(line) for line in heredoc_command(lines, delimiter=delimiter, nonce=nonce)]
 
 

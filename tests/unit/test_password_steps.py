@@ -155,3 +155,13 @@ def test_a_lock_the_install_command_could_not_do_is_made_unusable_through_nova(t
     assert cloud.passwords[1].reveal() != first.reveal()
     cleanup(ctx)
     assert len(cloud.passwords) == 2  # settled: not set a third time
+
+
+def test_a_dry_run_shows_the_lock_typed_with_the_install_before_set_password_names_the_user() -> None:
+    from recovery.steps.authorized_keys import InstallParams, preview
+
+    lines = preview(InstallParams(key="<steps.key.outputs.public_key>", as_user="debian",
+                                  lock_password="<steps.set_password.outputs.user>"))
+    assert "u=debian" in lines
+    assert "a=root" in lines  # the stand-in for the user cloud.set_password names at run time
+    assert "printf 'RCV-%s password_lock=%s\\n' \"$n\" \"$?\"" in lines
