@@ -862,7 +862,7 @@ def run_as(script: GuestScript, user: str, *, lock: str | None = None) -> GuestS
     if not _USER.fullmatch(user):
         raise ValueError(f"user must be a login name ([A-Za-z_][A-Za-z0-9_.-]*), got {user!r}")
     locking = () if lock is None else (
-        "(", *build_lock_script(lock, nonce=script.nonce).lines, ")",
+        "(", *build_lock_script(lock, nonce=script.nonce, uid_var="mu").lines, ")",
         "printf 'RCV-%s password_lock=%s\\n' \"$n\" \"$?\"",
     )
     inner = f"RECOVERY_AS_USER_{script.nonce}"
@@ -925,20 +925,26 @@ def explain_lock_exit(code: int) -> str:
     return f"the lock command failed with unexpected exit status {code}; read the console output"
 
 
-def build_lock_script(user: str, *, nonce: str) -> GuestScript:
+def build_lock_script(user: str, *, nonce: str, uid_var: str | None = None) -> GuestScript:
     """The script that locks `user`'s password (root's shell, or a password-less sudoer's).
 
+    `uid_var` names a variable that holds this shell's uid already (`run_as` sets `mu`), which
+    saves an `id -u` process (~60 ms on an emulated guest).
+
     Raises:
-        ValueError: `user` is not a plain login name, or `nonce` is malformed.
+        ValueError: `user` is not a plain login name, `nonce` is malformed, or `uid_var` is not a variable name.
     """
     if not _USER.fullmatch(user):
         raise ValueError(f"user must be a login name ([A-Za-z_][A-Za-z0-9_.-]*), got {user!r}")
     _check_nonce(nonce)
+    if uid_var is not None and not re.fullmatch(r"[a-z_][a-z0-9_]*", uid_var):
+        raise ValueError(f"uid_var must be a shell variable name, got {uid_var!r}")
+    uid = "$(id -u)" if uid_var is None else f"${uid_var}"
     lines = (
         "{",
         f"a={user}",
         "bang=$(printf '\\041')",
-        "if [ \"$(id -u)\" = 0 ]; then s=",
+        f"if [ \"{uid}\" = 0 ]; then s=",
         "elif sudo -n true >/dev/null 2>&1; then s='sudo -n'",
         f"else exit {LockExitCode.NOT_PRIVILEGED.value}",
         "fi",

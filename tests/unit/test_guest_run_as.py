@@ -192,3 +192,9 @@ def test_another_user_gets_a_users_path_and_root_keeps_its_own() -> None:
     assert done.stdout.strip() == "path=/usr/local/bin:/usr/bin:/bin"
     done = typed(run_as(path, "root"))
     assert done.stdout.strip() == "path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def test_the_lock_reads_a_known_uid_from_a_variable_name_only() -> None:
+    assert "if [ \"$mu\" = 0 ]; then s=" in build_lock_script("debian", nonce=NONCE, uid_var="mu").lines
+    with pytest.raises(ValueError, match="variable name"):
+        build_lock_script("debian", nonce=NONCE, uid_var="mu; rm -rf /")
