@@ -14,16 +14,23 @@ login with the host key pinned. Per run, alternately:
   as RECOVERY_CONSOLE_PASSWORD: the console recovery as it was before this route.
 
 Printed: the wall time of each command (interpreter start included), its steps' seconds from the run
-report, and what the guest went through (boots, scripts typed). The goal: the password-set route within
+report, and what the guest went through (boots, commands typed: the lock counts apart only where it
+was typed alone, after the install). The goal: the password-set route within
 2 s of the console recovery (compared on the median of the runs).
 
-Measured 2026-12-06 (2 cores shared with other test runs, load ~15; TCG; 3 runs each): password-set
-11.7-12.9 s (median 12.8), console 8.7-24.7 s (median 8.9): +4.0 s, goal NOT met. Where it goes, by
-step: set_password 0.9-1.1 s (image properties and changePassword through qemu-ga), lock_password
-0.4-0.6 s, root's login 2.5-3.7 s against debian's 2.7 s, the install 3.3-4.2 s against 2.0-3.2 s (the
-run-as wrapper's lines typed over the serial line, and runuser: 0.15-0.6 s more than `true` through the
-agent, where `setpriv --reset-env` costs nothing measurable). Boots 0 on both routes; two commands typed
-(install, lock) against one.
+Measured 2026-12-06, TCG, 2 cores shared with other test runs (load 2-4, spikes to 30), the code
+before and after in one session (alternating runs on the same saved VM, 3 rounds each). Before (the
+lock typed as a second command; runuser kept root's PATH, so the user's script tried `sshd -T`):
+password-set 9.5-12.2 s (median 11.5), console 7.3-7.9 s (median 7.8): +3.6 s (+4.0 s in an earlier
+session). After: password-set 9.5-10.0 s (median 9.65), console 7.1-7.6 s (median 7.5): +2.1 s; this
+script's own sessions gave +1.74 s and +2.08 s. Goal: met in one session of three, within 0.15 s in the
+others. Where the rest goes, by step: set_password 0.8-1.0 s (Nova, then qemu-ga's
+guest-set-user-password running chpasswd in the guest), root's login as long as debian's (2.4-2.8 s),
+the install 0.8-1.4 s longer than debian's own (the switch to the user: one `id` for the shell and one
+for the user, then runuser, ~0.35 s; the lock in the same command ~0.45 s: passwd -l 0.2-0.3 s and the
+shadow field read back), lock_password 0.00 s (nothing typed: the install's command locked it). Boots 0
+on both routes; one command typed on each. `setpriv --reset-env` would save ~80 ms over runuser, but
+util-linux before 2.33 (RHEL 8, Ubuntu 18.04) lacks --reset-env, and asking costs a process too.
 """
 
 from __future__ import annotations
