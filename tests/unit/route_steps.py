@@ -7,10 +7,11 @@ from typing import Literal
 
 from recovery.engine.context import StepContext
 from recovery.engine.registry import Outputs, doc, step
-from recovery.errors import AgentError, CloudError, GuestCommandError, LoginRejected, StepError
+from recovery.errors import AgentError, CloudError, GuestCommandError, LoginRejected, NotPossible, StepError
 from tests.unit.fake_steps import CALLS
 
-Failure = Literal["", "login_rejected", "agent_silent", "agent_dropped_keys", "cloud_409", "guest_failed", "bug"]
+Failure = Literal["", "login_rejected", "agent_silent", "agent_dropped_keys", "cloud_409", "no_agent_image",
+                  "guest_failed", "bug"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ _ERRORS: dict[str, StepError] = {
                                command="guest-sync-delimited"),
     "agent_dropped_keys": AgentError("the guest agent dropped 1 key(s)", command="guest-ssh-add-authorized-keys"),
     "cloud_409": CloudError("changePassword: the guest agent is not enabled", status_code=409),
+    "no_agent_image": NotPossible("server vm: its image does not enable the QEMU guest agent"),
     "guest_failed": GuestCommandError("the install script failed half-way"),
     "bug": StepError("a failure that says nothing about the route"),
 }

@@ -126,7 +126,7 @@ def test_the_first_possible_route_runs_and_the_later_ones_are_not_tried(tmp_path
     assert report.choices[0].skipped == {"agent": "no -e agent given"}
 
 
-@pytest.mark.parametrize("failure", ["agent_silent", "cloud_409"])
+@pytest.mark.parametrize("failure", ["agent_silent", "cloud_409", "no_agent_image"])
 def test_a_first_step_that_finds_the_route_not_possible_moves_on(tmp_path: Path, failure: str) -> None:
     report, _ = run(tmp_path, inputs={"agent": failure, "console": ""})
     assert report.status == "succeeded"
