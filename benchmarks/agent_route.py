@@ -16,9 +16,9 @@ What the guest goes through on this route: no boot, no key typed, no password se
 Measured 2026-12-06 (TCG; 2 cores shared with other test runs; 3 runs each). Before, at load 0.2-0.9:
 facts on 3.8-4.2 s (install 2.2-2.5 s, verify 1.1-1.2 s), facts off 2.4-3.2 s (install 0.9-1.1 s).
 After (guest-exec-status polled from 5 ms instead of 20-200 ms; the install script's checksum check
-and its new_key fact no longer start a tr and an ssh-keygen), at load 3-4: facts on 3.6-4.5 s
-(install 1.9-2.7 s), facts off 2.5-3.0 s (install 0.93-0.96 s, verify 1.1-1.5 s); at load 4-30 both
-spread to 5-7 s, old and new code alike. Goal: met without facts on a quiet machine, not with them.
+and its new_key fact no longer start a tr and an ssh-keygen), at load 2.6-3.9: facts on 3.2-3.8 s
+(install 1.7-2.1 s, verify 1.0-1.3 s), facts off 2.4-2.5 s (install 0.92-0.97 s, verify 1.0-1.2 s);
+at load 4-30 both spread to 4-7 s, old and new code alike. Goal: met without facts, not with them.
 Where the time goes: interpreter start and imports to the run's start ~0.4 s (openstacksdk is not
 imported on this route); the key 0.02 s; the agent's socket and guest-sync a few ms; runuser ~0.2 s;
 the script's processes; the SSH login 1.0-1.2 s: paramiko's import 0.1-0.3 s (a third of it its
