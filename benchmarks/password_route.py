@@ -18,15 +18,17 @@ report, and what the guest went through (boots, commands typed: the lock counts 
 was typed alone, after the install). The goal: the password-set route within
 2 s of the console recovery (compared on the median of the runs).
 
-Measured 2026-12-06, TCG, 2 cores shared with other test runs (load 2-4, spikes to 30), the code
-before and after in one session (alternating runs on the same saved VM, 3 rounds each). Before (the
-lock typed as a second command; runuser kept root's PATH, so the user's script tried `sshd -T`):
-password-set 9.5-12.2 s (median 11.5), console 7.3-7.9 s (median 7.8): +3.6 s (+4.0 s in an earlier
-session). After: password-set 9.5-10.0 s (median 9.65), console 7.1-7.6 s (median 7.5): +2.1 s; this
-script's own sessions gave +1.74 s and +2.08 s. Goal: met in one session of three, within 0.15 s in the
-others. Where the rest goes, by step: set_password 0.8-1.0 s (Nova, then qemu-ga's
+Measured 2026-12-06, TCG, 2 cores shared with other test runs, the code before (78af3b4) and after in
+one session (alternating runs on the same saved VM, 3 rounds each). Before (the lock typed as a second
+command; runuser kept root's PATH, so the user's script tried `sshd -T`): at load ~2.5, password-set
+9.6-10.7 s (median 9.96), console 7.7-8.2 s (median 7.87): +2.1 s; at load 3-10, +3.6 s (+4.0 s in an
+earlier session). After: at load ~2.5, password-set 8.4-8.8 s (median 8.60), console 6.3-7.2 s (median
+7.15): +1.45 s, goal met; at load 3-10, +2.1 s; this script's own sessions gave +1.74 s (load 2-4) and
++2.08 s (load 3-32). The console route got faster too (the install script starts two processes fewer,
+and the console changes merged since 78af3b4 count in the after figures of both routes).
+Where the rest goes, by step: set_password 0.8-1.0 s (Nova, then qemu-ga's
 guest-set-user-password running chpasswd in the guest), root's login as long as debian's (2.4-2.8 s),
-the install 0.8-1.4 s longer than debian's own (the switch to the user: one `id` for the shell and one
+the install 0.4-1.4 s longer than debian's own (the switch to the user: one `id` for the shell and one
 for the user, then runuser, ~0.35 s; the lock in the same command ~0.45 s: passwd -l 0.2-0.3 s and the
 shadow field read back), lock_password 0.00 s (nothing typed: the install's command locked it). Boots 0
 on both routes; one command typed on each. `setpriv --reset-env` would save ~80 ms over runuser, but
