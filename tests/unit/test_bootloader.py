@@ -44,7 +44,7 @@ def test_good_direct_inputs_pass() -> None:
         ({"power": ""}, "nothing can reset the VM: give -e power=qmp+unix:///path/to/qmp.sock"),
         ({"power": "ipmi://bmc/"}, "unsupported power control"),
         ({"power": "qmp+unix://"}, "no socket path"),
-        ({"console_url": "vnc://127.0.0.1:5900"}, "is a vnc console URL"),
+        ({"console_url": "ssh://127.0.0.1:22"}, "unsupported scheme 'ssh'"),
         ({"user": ""}, "with.user (-e user): is empty"),
     ],
 )
@@ -54,6 +54,13 @@ def test_what_cannot_work_is_refused_before_anything_changes(change: dict[str, s
         check(**given)
     assert caught.value.exit_code == 2
     assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["vnc://127.0.0.1:5900", "vnc+ws://127.0.0.1:6080/?token=T"])
+def test_a_vnc_console_is_a_console_for_the_route(url: str) -> None:
+    """GRUB's VGA screen is read by glyphs (recovery.channels.grub_vnc): a VNC URL is no longer refused."""
+    steps = {item.spec.id: item for item in check(**{**GOOD, "console_url": url})}
+    assert steps["install"].runs is True
 
 
 def test_allow_reboot_left_out_is_refused() -> None:
