@@ -108,8 +108,10 @@ class Terminal(Protocol):
         """Why GRUB's menu may not have shown, for the message after ESC from power-on did not stop it."""
         ...
 
-    def handed_over(self, timeout: float) -> None:
-        """The edited entry booted: the console is the booted system's again (for what types at it next)."""
+    def handed_over(self, timeout: float) -> bool | None:
+        """The edited entry booted: the console is the booted system's again (for what types at it next).
+        Whether that system acknowledges keys (VNC), None where nothing asks (serial)."""
+        ...
 
 
 # A CSI sequence, another escape, a control character that moves the cursor, or a run of text.
@@ -341,8 +343,8 @@ class SerialTerminal:
     def no_menu(self) -> str:
         return "GRUB's terminal is not the serial port (the VM's GRUB_TERMINAL has no `serial`)"
 
-    def handed_over(self, timeout: float) -> None:
-        pass  # a serial console types the same for every system
+    def handed_over(self, timeout: float) -> bool | None:
+        return None  # a serial console types the same for every system
 
 
 def terminal_for(channel: Channel, transcript: Callable[[str], None]) -> Terminal:
@@ -501,6 +503,7 @@ class GrubConsole:
         """Boot the edited entry (Ctrl-X); GRUB does not save the edit."""
         self.press(CTRL_X, "<Ctrl-X>")
 
-    def handed_over(self, timeout: float) -> None:
-        """The edited entry booted to its shell: the console types for that system from now on."""
-        self.terminal.handed_over(timeout)
+    def handed_over(self, timeout: float) -> bool | None:
+        """The edited entry booted to its shell: the console types for that system from now on; whether
+        it acknowledges keys (VNC: typing goes faster), None on a serial console."""
+        return self.terminal.handed_over(timeout)

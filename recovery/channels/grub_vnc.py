@@ -165,8 +165,8 @@ class VncTerminal:
                 "for a key missed in every try under QEMU; such a VM needs its serial console, or a GRUB timeout of "
                 "a few seconds (the first ESC after the reset can go out a second late)")
 
-    def handed_over(self, timeout: float) -> None:
-        self.channel.probe_guest(timeout)
+    def handed_over(self, timeout: float) -> bool:
+        return self.channel.probe_guest(timeout)
 
 
 def _char(rows: tuple[str, ...], row: int, column: int) -> str:

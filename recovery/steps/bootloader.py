@@ -175,8 +175,9 @@ def install(ctx: StepContext, params: BootParams) -> Outputs:
     ctx.waiting_for("the root shell (init=/bin/sh)")
     _wait_for_root_shell(session, min(params.boot_timeout, ctx.remaining()))
     shell_seconds = round(time.monotonic() - began, 1)
-    ctx.journal.event("root_shell", boot_seconds=round(time.monotonic() - booting, 1), since_reset=shell_seconds)
-    grub.handed_over(min(10.0, ctx.remaining()))
+    acknowledged = grub.handed_over(min(10.0, ctx.remaining()))
+    ctx.journal.event("root_shell", boot_seconds=round(time.monotonic() - booting, 1), since_reset=shell_seconds,
+                      keys_acknowledged=acknowledged)
     installing = time.monotonic()
     ctx.report.notes.append(
         f"route: the boot loader; GRUB's default entry ({_entry(menu)}) booted once with {KERNEL_ARGUMENT} "
