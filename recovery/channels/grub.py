@@ -397,7 +397,7 @@ class GrubConsole:
                 "the guest agent or rescue mode instead; nothing was changed on the VM, which now waits in GRUB "
                 "and boots normally on the next reset")
 
-    def stop(self, timeout: float) -> Menu:
+    def stop(self, timeout: float, after: str = "the reset") -> Menu:
         """Press ESC every ESC_INTERVAL from power-on until GRUB's menu is on the screen.
 
         A hidden menu with `timeout=0` looks for a key once, in a moment: only a key that is already
@@ -409,7 +409,7 @@ class GrubConsole:
             now = time.monotonic()
             if now >= deadline:
                 raise BootLoaderRefused(
-                    f"GRUB's menu did not appear on {self.terminal.where} within {timeout:.0f} s of the reset, "
+                    f"GRUB's menu did not appear on {self.terminal.where} within {timeout:.0f} s of {after}, "
                     f"although ESC was pressed from power-on: {self.terminal.no_menu()}, or the VM does not boot "
                     f"with GRUB. The screen ends: {self.screen.text()[-400:]!r}")
             if now - last >= ESC_INTERVAL:

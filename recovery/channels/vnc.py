@@ -118,6 +118,8 @@ _PIXEL_FORMAT = struct.pack(">BBBBHHHBBB3x", 32, 24, 0, 1, 255, 255, 255, 16, 8,
 
 _XK_SHIFT_L, _XK_CONTROL_L = 0xFFE1, 0xFFE3
 _SC_SHIFT_L, _SC_CONTROL_L = 0x2A, 0x1D
+# Ctrl-Alt-Del as (keysym, scancode): XK_Control_L, XK_Alt_L, XK_Delete (an extended key: 0xE0 0x53).
+_CTRL_ALT_DEL = ((_XK_CONTROL_L, _SC_CONTROL_L), (0xFFE9, 0x38), (0xFFFF, 0xD3))
 _NUM_LOCK = (0xFF7F, 0x45)  # (keysym, scancode)
 # Non-printable characters we can type, as (keysym, scancode).
 _SPECIAL = {"\r": (0xFF0D, 0x1C), "\n": (0xFF0D, 0x1C), "\t": (0xFF09, 0x0F), "\x1b": (0xFF1B, 0x01),
@@ -475,6 +477,20 @@ class VncChannel:
             codes = {scancode: keysym for keysym, scancode in sorted(keys)}
             return b"".join(struct.pack(">BBHII", _MSG_QEMU, 0, 0, sym, code) for code, sym in sorted(codes.items()))
         return b"".join(struct.pack(">BBxxI", _MSG_KEY_EVENT, 0, keysym) for keysym, _ in sorted(keys))
+
+    def send_ctrl_alt_del(self) -> None:
+        """Press Ctrl-Alt-Del: a running system reboots (systemd's ctrl-alt-del.target), a kernel that no init
+        told otherwise restarts at once, the BIOS resets. Acknowledged by a barrier only: whatever runs may not
+        switch Num Lock.
+
+        Raises:
+            ChannelClosed, ChannelTimeout: as for `send`.
+        """
+        self._require()
+        with self._errors():
+            self._send(self._events([(key, True) for key in _CTRL_ALT_DEL]
+                                    + [(key, False) for key in reversed(_CTRL_ALT_DEL)]))
+            self._sync(time.monotonic() + SYNC_TIMEOUT)
 
     def check_typeable(self, data: Text) -> None:
         """Raises ChannelError for a character with no key on the US layout (see `keys_for`)."""

@@ -48,8 +48,8 @@ NEEDS_REBOOT_CONSENT = (
     "button); give -e allow_reboot=true to accept that"
 )
 NO_POWER = (
-    "nothing can reset the VM: give -e power=qmp+unix:///path/to/qmp.sock (QEMU's QMP socket), or "
-    "-e server=NAME with --cloud (Nova's hard reboot)"
+    "nothing can reset the VM: give -e power=qmp+unix:///path/to/qmp.sock (QEMU's QMP socket), -e "
+    "power=ctrl-alt-del (sent over a VNC console), or -e server=NAME with --cloud (Nova's hard reboot)"
 )
 KERNEL_ARGUMENT = "init=/bin/sh"
 # What a boot may stop at instead of the root shell: the route cannot go on from there.
@@ -91,7 +91,8 @@ class BootParams:
     user: str = doc("the VM user whose authorized_keys gets the key", check=checks.login_name)
     key: str = doc("the public key line to add", check=_public_key)
     allow_reboot: bool = doc("must be true: the VM is reset twice", check=_consent)
-    power: str | None = doc("qmp+unix:///path/to/qmp.sock: QEMU's QMP socket, to reset a VM run directly by QEMU",
+    power: str | None = doc("qmp+unix:///path/to/qmp.sock: QEMU's QMP socket, to reset a VM run directly by QEMU; "
+                            "ctrl-alt-del: the keys sent over the VNC console (a reboot the system performs)",
                             default=None, check=_power)
     server: str | None = doc("the cloud server's ID (with --cloud): reset by Nova's hard reboot", default=None)
     grub_timeout: float = doc("seconds from the reset to GRUB's menu", default=90.0)
@@ -100,7 +101,7 @@ class BootParams:
 
 def preview(params: BootParams) -> list[str]:
     return [
-        f"reset the VM ({'QMP ' + params.power if params.power else 'Nova hard reboot of ' + str(params.server)})",
+        f"reset the VM ({_reset(params)})",
         "press ESC from power-on until GRUB's menu shows; `e` on the default entry",
         f"move to the kernel line by reading the editor; Ctrl-E; type ' {KERNEL_ARGUMENT}'; Ctrl-X (not saved)",
         f"at the root shell: the install script as {params.user} (owner from /etc/passwd), relabel where SELinux "
@@ -136,7 +137,7 @@ def install(ctx: StepContext, params: BootParams) -> Outputs:
     grub = GrubConsole(session.channel, ctx.journal.transcript)  # refuses a screen no font reads, before the reset
     power: PowerControl
     if params.power:
-        power = power_for(params.power)
+        power = power_for(params.power, session.channel)
     elif params.server:
         power = NovaPower(ctx.require_cloud(), params.server)
     else:
@@ -161,7 +162,7 @@ def install(ctx: StepContext, params: BootParams) -> Outputs:
     power.reset(min(60.0, ctx.remaining()))
     ctx.defer(f"reset the VM to boot normally ({power.describe()})", boot_normally)
     ctx.report.vm_changes.append(f"reset the VM ({power.describe()})")
-    menu = grub.stop(min(params.grub_timeout, ctx.remaining()))
+    menu = grub.stop(min(params.grub_timeout, ctx.remaining()), after=f"the reset ({power.describe()})")
     ctx.journal.event("grub_menu", entries=list(menu.entries), selected=menu.selected,
                       seconds=round(time.monotonic() - began, 1))
     ctx.waiting_for("GRUB's editor")
@@ -214,6 +215,14 @@ def install(ctx: StepContext, params: BootParams) -> Outputs:
         ctx.report.authorized_keys = {"before": report.before_summary(), "after": report.after_summary()}
     return {"kernel_line": after.strip(), "added": report.added, "backup": report.backup, "relabel": relabel,
             "shell_seconds": shell_seconds}
+
+
+def _reset(params: BootParams) -> str:
+    from recovery.power import CTRL_ALT_DEL
+
+    if params.power == CTRL_ALT_DEL:
+        return "Ctrl-Alt-Del over the VNC console: the running system reboots itself"
+    return f"QMP {params.power}" if params.power else f"Nova hard reboot of {params.server}"
 
 
 def _entry(menu: Menu) -> str:

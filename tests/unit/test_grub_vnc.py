@@ -11,6 +11,7 @@ console below plays them back, so the driver meets the same screens as on the VM
 from __future__ import annotations
 
 import json
+import struct
 import zlib
 from pathlib import Path
 
@@ -218,3 +219,22 @@ def test_grub_in_graphics_mode_is_refused_with_why() -> None:
     with pytest.raises(BootLoaderRefused, match="graphics mode"):
         grub.stop(timeout=1)
     assert set(console.sent) == {ESC}
+
+
+def test_ctrl_alt_del_goes_as_scancodes_pressed_together_and_released_in_reverse(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from recovery.channels import vnc
+    from recovery.safety.redact import Secret
+
+    channel = vnc.VncChannel(Secret("vnc://127.0.0.1:5900"))
+    sent: list[bytes] = []
+    monkeypatch.setattr(channel, "_transport", object())  # open, as far as _require sees
+    monkeypatch.setattr(channel, "_send", sent.append)
+    monkeypatch.setattr(channel, "_sync", lambda deadline: sent.append(b"<barrier>"))
+    channel.qemu_keys = True
+    channel.send_ctrl_alt_del()
+    events = [struct.unpack(">BBHII", sent[0][at:at + 12]) for at in range(0, len(sent[0]), 12)]
+    assert [(down, scancode) for _, _, down, _, scancode in events] == [
+        (1, 0x1D), (1, 0x38), (1, 0xD3), (0, 0xD3), (0, 0x38), (0, 0x1D)]
+    assert {keysym for *_, keysym, _ in events} == {0xFFE3, 0xFFE9, 0xFFFF}  # XK_Control_L, XK_Alt_L, XK_Delete
+    assert sent[1:] == [b"<barrier>"]
