@@ -14,6 +14,7 @@ import json
 import struct
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -238,3 +239,14 @@ def test_ctrl_alt_del_goes_as_scancodes_pressed_together_and_released_in_reverse
         (1, 0x1D), (1, 0x38), (1, 0xD3), (0, 0xD3), (0, 0x38), (0, 0x1D)]
     assert {keysym for *_, keysym, _ in events} == {0xFFE3, 0xFFE9, 0xFFFF}  # XK_Control_L, XK_Alt_L, XK_Delete
     assert sent[1:] == [b"<barrier>"]
+
+
+def test_a_vm_that_ignores_ctrl_alt_del_is_named_when_grub_does_not_come() -> None:
+    from recovery.power import power_for
+
+    console = Frames(captured(CURSOR_HIDDEN))  # the screen stays as it is: nothing reboots
+    grub = GrubConsole(console)
+    power = power_for("ctrl-alt-del", SimpleNamespace(send_ctrl_alt_del=lambda: None))
+    masked = r"within 1 s of the reset \(Ctrl-Alt-Del .* ctrl-alt-del.target is masked"
+    with pytest.raises(BootLoaderRefused, match=masked):
+        grub.stop(timeout=1, after=f"the reset ({power.describe()})")
