@@ -718,7 +718,9 @@ def build_root_install_script(install: GuestScript, user: str) -> GuestScript:
     asks for an SELinux relabel where SELinux is on, syncs and remounts / read-only. Its facts come
     on top of the install script's: ``owner`` (uid:gid), ``switch`` (setpriv|runuser|su),
     ``relabel`` (off|autorelabel), ``root`` (ro); its own failures print ``error`` and ``exit``
-    (`ExitCode.ROOT_READ_ONLY`, `ExitCode.NO_SUCH_USER`) before the install script runs.
+    (`ExitCode.ROOT_READ_ONLY`, `ExitCode.NO_SUCH_USER`) before the install script runs. The user's
+    shell gets `n`, the nonce, first: the terse install (`facts="compact"`, a VNC screen) prints its
+    facts with `$n`, which its one-line framing (`heredoc_command`) sets and a here-document does not.
 
     Raises:
         ValueError: `user` is not a plain user name.
@@ -727,7 +729,7 @@ def build_root_install_script(install: GuestScript, user: str) -> GuestScript:
         raise ValueError(f"not a user name: {user!r}")
     inner = f"RECOVERY_USER_{install.nonce}"
     lines = ("{", f"n={install.nonce}", f"u={_quote(user)}", *_ROOT_HEAD, f"as_user <<'{inner}'",
-             *install.lines, inner, *_ROOT_TAIL)
+             f"n={install.nonce}", *install.lines, inner, *_ROOT_TAIL)
     return GuestScript(lines=lines, nonce=install.nonce)
 
 

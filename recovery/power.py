@@ -5,6 +5,11 @@ Two ways: QEMU's own monitor (QMP) on a unix socket, for a VM run directly under
 hard reboot for a server in the cloud given with --cloud. Both restart the VM at once, as the
 power button would: whatever runs in it gets no warning, so the boot loader route only resets a
 VM whose console it is about to take over.
+
+A third, for a VM whose VNC console is all there is: `ctrl-alt-del`, the keys sent over that
+console. The running system performs the reboot (systemd's ctrl-alt-del.target: its services stop
+first), or ignores it where that target is masked: the route then waits for GRUB in vain and says
+so. A kernel that no init told otherwise (init=/bin/sh) restarts at once, and the BIOS resets.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 from recovery.errors import StepError
@@ -20,9 +25,13 @@ from recovery.errors import StepError
 if TYPE_CHECKING:
     from recovery.cloud import Cloud
 
-__all__ = ["NovaPower", "PowerControl", "QmpPower", "power_for", "power_url_problem"]
+__all__ = ["CTRL_ALT_DEL", "CtrlAltDelPower", "NovaPower", "PowerControl", "QmpPower", "power_for",
+           "power_url_problem"]
 
 SCHEMES = ("qmp+unix",)
+CTRL_ALT_DEL = "ctrl-alt-del"
+EXPECTED = ("expected qmp+unix:///path/to/qmp.sock, QEMU's QMP socket, or ctrl-alt-del, sent over the VNC "
+            "console; for a cloud server give -e server=NAME with --cloud instead")
 
 
 class PowerError(StepError):
@@ -39,20 +48,45 @@ class PowerControl(Protocol):
 
 def power_url_problem(url: str) -> str | None:
     """Why `url` is not a power control we can drive, or None."""
+    if url == CTRL_ALT_DEL:
+        return None
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
-        return (f"{url!r}: unsupported power control (expected qmp+unix:///path/to/qmp.sock, QEMU's QMP socket; "
-                "for a cloud server give -e server=NAME with --cloud instead)")
+        return f"{url!r}: unsupported power control ({EXPECTED})"
     if not unquote(parts.path):
         return f"{url!r}: no socket path (expected qmp+unix:///path/to/qmp.sock)"
     return None
 
 
-def power_for(url: str) -> PowerControl:
+class KeyboardReboot(Protocol):
+    def send_ctrl_alt_del(self) -> None: ...
+
+
+def power_for(url: str, console: object = None) -> PowerControl:
+    """The power control `url` names; `ctrl-alt-del` is sent over `console`, which must be a VNC console."""
     problem = power_url_problem(url)
     if problem:
         raise PowerError(problem)
+    if url == CTRL_ALT_DEL:
+        if not callable(getattr(console, "send_ctrl_alt_del", None)):
+            raise PowerError("power=ctrl-alt-del sends the keys over the VM's VNC console, and this console is not "
+                             "one (give a vnc:// console URL, or another power control)")
+        return CtrlAltDelPower(cast(KeyboardReboot, console))
     return QmpPower(unquote(urlsplit(url).path))
+
+
+class CtrlAltDelPower:
+    """Ctrl-Alt-Del sent over the VNC console (see the module docstring)."""
+
+    def __init__(self, console: KeyboardReboot) -> None:
+        self.console = console
+
+    def describe(self) -> str:
+        return ("Ctrl-Alt-Del sent over the VNC console: the running system reboots, or ignores it where its "
+                "ctrl-alt-del.target is masked")
+
+    def reset(self, timeout: float) -> None:
+        self.console.send_ctrl_alt_del()
 
 
 class QmpPower:

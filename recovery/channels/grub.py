@@ -1,4 +1,4 @@
-"""GRUB on a serial console: stop it at power-on, read its menu and editor, add a kernel argument.
+"""GRUB on a console: stop it at power-on, read its menu and editor, add a kernel argument.
 
 GRUB's serial terminal draws full screens with cursor addressing (`ESC[row;colH`), not lines of
 text, so what it shows is only known by replaying its output on a screen (`Screen`, the few VT100
@@ -16,6 +16,10 @@ edits and returns to the menu. The edit is never saved: GRUB boots the edited en
 Where the route cannot work it is refused, with what was seen: a GRUB password (`Enter
 username:`), a GRUB that never shows up on the serial port (its terminal is the screen only), or
 an entry without a kernel line.
+
+The same reading serves a VNC console (`recovery.channels.grub_vnc`): there GRUB draws on the VGA
+screen, read as rows of text by the glyph reader, its box and arrows in glyphs the reader may not
+know (U+FFFD, or the nearest character). Both consoles are a `Terminal`: keys in, a `GrubScreen` out.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from recovery.channels import Channel
 from recovery.errors import ChannelError
@@ -37,8 +42,11 @@ __all__ = [
     "BootLoaderRefused",
     "Editor",
     "GrubConsole",
+    "GrubScreen",
     "Menu",
     "Screen",
+    "SerialTerminal",
+    "Terminal",
     "read_editor",
     "read_menu",
 ]
@@ -58,6 +66,52 @@ QUIET = 0.3  # seconds without output after which the screen is taken as drawn
 
 class BootLoaderRefused(ChannelError):
     """The boot loader route cannot work on this VM (a GRUB password, no GRUB on the serial port...)."""
+
+
+class GrubScreen(Protocol):
+    """A screen as the menu and editor readers see it: rows of text and the cursor (-1 where unknown)."""
+
+    @property
+    def columns(self) -> int: ...
+
+    @property
+    def row(self) -> int: ...
+
+    @property
+    def column(self) -> int: ...
+
+    def lines(self) -> list[str]:
+        """Every row, padded to `columns`."""
+        ...
+
+    def text(self) -> str:
+        """The screen for messages."""
+        ...
+
+
+class Terminal(Protocol):
+    """The console GRUB is driven through: keys go in, its screen is read."""
+
+    where: str  # "the serial console", for messages
+
+    @property
+    def screen(self) -> GrubScreen: ...
+
+    def press(self, keys: str) -> None:
+        """Send `keys` (characters and control characters)."""
+
+    def read(self, timeout: float) -> bool:
+        """Take what the console shows within `timeout` seconds; whether the screen's text changed."""
+        ...
+
+    def no_menu(self) -> str:
+        """Why GRUB's menu may not have shown, for the message after ESC from power-on did not stop it."""
+        ...
+
+    def handed_over(self, timeout: float) -> bool | None:
+        """The edited entry booted: the console is the booted system's again (for what types at it next).
+        Whether that system acknowledges keys (VNC), None where nothing asks (serial)."""
+        ...
 
 
 # A CSI sequence, another escape, a control character that moves the cursor, or a run of text.
@@ -164,17 +218,21 @@ class Box:
     right: int
 
 
-_BORDER = re.compile(r"\+-{20,}\+")
+# GRUB's terminfo draws the frame in ASCII (`+----+`); on a VGA screen it is box-drawing glyphs, whose
+# straight lines a glyph reader takes for blanks and whose corners it does not know (U+FFFD): a border
+# row there is two corners and nothing else.
+_BORDER = re.compile(r"\+-{20,}\+|^ *([+\ufffd]) {20,}[+\ufffd] *$")
 
 
-def _box(screen: Screen) -> Box | None:
+def _box(screen: GrubScreen) -> Box | None:
     borders = [(row, found) for row, line in enumerate(screen.lines()) if (found := _BORDER.search(line))]
     if len(borders) < 2:
         return None
     (top, first), (bottom, _) = borders[0], borders[1]
     if bottom - top < 2:
         return None
-    return Box(top, bottom, first.start(), first.end() - 1)
+    left = first.start(1) if first.group(1) else first.start()
+    return Box(top, bottom, left, len(first.group(0).rstrip()) - 1 if first.group(1) else first.end() - 1)
 
 
 @dataclass(frozen=True)
@@ -185,7 +243,7 @@ class Menu:
     selected: int | None
 
 
-def read_menu(screen: Screen) -> Menu | None:
+def read_menu(screen: GrubScreen) -> Menu | None:
     """The menu on `screen`, or None where the screen shows no GRUB menu (or shows the editor)."""
     lines = screen.lines()
     box = _box(screen)
@@ -222,7 +280,7 @@ class Editor:
                 if line.split(maxsplit=1)[:1] and line.split(maxsplit=1)[0] in KERNEL_COMMANDS]
 
 
-def read_editor(screen: Screen) -> Editor | None:
+def read_editor(screen: GrubScreen) -> Editor | None:
     """The entry editor on `screen`, or None. GRUB 2's editor always opens on `setparams 'TITLE'`,
     in every language; the help under the box says Ctrl-x in English."""
     box = _box(screen)
@@ -253,35 +311,75 @@ def read_editor(screen: Screen) -> Editor | None:
     # The editor leaves the cursor on the character it edits, inside the box.
     inside = box.top < screen.row < box.bottom and box.left < screen.column < box.right
     cursor = row_line.get(screen.row) if inside else None
+    # The arrows beside the box: `^` and `v` on serial, `↑` and `↓` on VGA (which a reader may not know).
     scroll_column = box.right + 1
     return Editor(
         lines=tuple(logical), cursor=cursor,
-        more_above=scroll_column < screen.columns and lines[box.top + 1][scroll_column] == "^",
-        more_below=scroll_column < screen.columns and lines[box.bottom - 1][scroll_column] == "v",
+        more_above=scroll_column < screen.columns and lines[box.top + 1][scroll_column] != " ",
+        more_below=scroll_column < screen.columns and lines[box.bottom - 1][scroll_column] != " ",
     )
 
 
-class GrubConsole:
-    """GRUB driven over a serial `Channel`: every byte read is replayed on `screen` and passed to
-    `transcript` (the journal's console transcript)."""
+class SerialTerminal:
+    """A serial console: every byte read is replayed on a `Screen` and passed to `transcript`."""
 
-    def __init__(self, channel: Channel, transcript: Callable[[str], None] = lambda text: None) -> None:
+    where = "the serial console"
+
+    def __init__(self, channel: Channel, transcript: Callable[[str], None]) -> None:
         self.channel = channel
         self.screen = Screen()
         self._transcript = transcript
-        self.keys: list[str] = []  # what was pressed, for the report
 
-    def press(self, keys: str, shown: str) -> None:
-        self._transcript(f"\n>>> {shown}\n")
-        self.keys.append(shown)
+    def press(self, keys: str) -> None:
         self.channel.send(keys)
 
-    def _read(self, timeout: float) -> str:
+    def read(self, timeout: float) -> bool:
         chunk = self.channel.read(timeout)
         if chunk:
             self._transcript(chunk)
             self.screen.feed(chunk)
-        return chunk
+        return bool(chunk)
+
+    def no_menu(self) -> str:
+        return "GRUB's terminal is not the serial port (the VM's GRUB_TERMINAL has no `serial`)"
+
+    def handed_over(self, timeout: float) -> bool | None:
+        return None  # a serial console types the same for every system
+
+
+def terminal_for(channel: Channel, transcript: Callable[[str], None]) -> Terminal:
+    """The serial terminal, or for a console that shows pixels (VNC) its screen read by glyphs."""
+    from recovery.channels import Screen as Pixels
+    from recovery.channels.grub_vnc import PixelConsole, VncTerminal
+
+    if isinstance(channel, PixelConsole):
+        return VncTerminal(channel, transcript)
+    if isinstance(channel, Pixels):
+        raise BootLoaderRefused("this console shows pixels but gives no frames to read: GRUB's editor cannot be "
+                                "read there, and is never edited blind; nothing was changed")
+    return SerialTerminal(channel, transcript)
+
+
+class GrubConsole:
+    """GRUB driven over a console `Channel`; what it shows goes to `transcript` (the journal's console
+    transcript)."""
+
+    def __init__(self, channel: Channel, transcript: Callable[[str], None] = lambda text: None) -> None:
+        self.terminal = terminal_for(channel, transcript)
+        self._transcript = transcript
+        self.keys: list[str] = []  # what was pressed, for the report
+
+    @property
+    def screen(self) -> GrubScreen:
+        return self.terminal.screen
+
+    def press(self, keys: str, shown: str) -> None:
+        self._transcript(f"\n>>> {shown}\n")
+        self.keys.append(shown)
+        self.terminal.press(keys)
+
+    def _read(self, timeout: float) -> bool:
+        return self.terminal.read(timeout)
 
     def settle(self, timeout: float) -> None:
         """Read until the screen has been quiet for QUIET seconds (GRUB finished drawing)."""
@@ -299,7 +397,7 @@ class GrubConsole:
                 "the guest agent or rescue mode instead; nothing was changed on the VM, which now waits in GRUB "
                 "and boots normally on the next reset")
 
-    def stop(self, timeout: float) -> Menu:
+    def stop(self, timeout: float, after: str = "the reset") -> Menu:
         """Press ESC every ESC_INTERVAL from power-on until GRUB's menu is on the screen.
 
         A hidden menu with `timeout=0` looks for a key once, in a moment: only a key that is already
@@ -311,12 +409,11 @@ class GrubConsole:
             now = time.monotonic()
             if now >= deadline:
                 raise BootLoaderRefused(
-                    f"GRUB's menu did not appear on the serial console within {timeout:.0f} s of the reset, "
-                    "although ESC was pressed from power-on: GRUB's terminal is not the serial port (the VM's "
-                    "GRUB_TERMINAL has no `serial`), or the VM does not boot with GRUB. The screen ends: "
-                    f"{self.screen.text()[-400:]!r}")
+                    f"GRUB's menu did not appear on {self.terminal.where} within {timeout:.0f} s of {after}, "
+                    f"although ESC was pressed from power-on: {self.terminal.no_menu()}, or the VM does not boot "
+                    f"with GRUB. The screen ends: {self.screen.text()[-400:]!r}")
             if now - last >= ESC_INTERVAL:
-                self.channel.send(ESC)  # not in the transcript: dozens of them
+                self.terminal.press(ESC)  # not in the transcript: dozens of them
                 last = now
             self._read(ESC_INTERVAL / 2)
             self._refuse_password()
@@ -405,3 +502,8 @@ class GrubConsole:
     def boot(self) -> None:
         """Boot the edited entry (Ctrl-X); GRUB does not save the edit."""
         self.press(CTRL_X, "<Ctrl-X>")
+
+    def handed_over(self, timeout: float) -> bool | None:
+        """The edited entry booted to its shell: the console types for that system from now on; whether
+        it acknowledges keys (VNC: typing goes faster), None on a serial console."""
+        return self.terminal.handed_over(timeout)

@@ -106,6 +106,10 @@ _ENC_RAW = 0
 _ENC_QEMU_EXT_KEY = -258
 _ENC_QEMU_LED_STATE = -261  # one byte: bit 0 Scroll Lock, bit 1 Num Lock, bit 2 Caps Lock
 _ENC_CURSOR = -239  # the pointer's shape comes apart, not drawn into the screen
+# The screen's new size, when the guest changes mode: a reboot goes from the OS's console to the firmware's
+# and the boot loader's (QEMU: 720x400 text mode) and back. Without it the server paints a smaller screen
+# into the corner of the old one, and cuts a larger one off.
+_ENC_DESKTOP_SIZE = -223
 _LED_NUM_LOCK = 0x02
 _MSG_SET_PIXEL_FORMAT, _MSG_SET_ENCODINGS, _MSG_FB_REQUEST, _MSG_KEY_EVENT, _MSG_QEMU = 0, 2, 3, 4, 255
 _SRV_FB_UPDATE, _SRV_COLOURMAP, _SRV_BELL, _SRV_CUT_TEXT = 0, 1, 2, 3
@@ -114,6 +118,8 @@ _PIXEL_FORMAT = struct.pack(">BBBBHHHBBB3x", 32, 24, 0, 1, 255, 255, 255, 16, 8,
 
 _XK_SHIFT_L, _XK_CONTROL_L = 0xFFE1, 0xFFE3
 _SC_SHIFT_L, _SC_CONTROL_L = 0x2A, 0x1D
+# Ctrl-Alt-Del as (keysym, scancode): XK_Control_L, XK_Alt_L, XK_Delete (an extended key: 0xE0 0x53).
+_CTRL_ALT_DEL = ((_XK_CONTROL_L, _SC_CONTROL_L), (0xFFE9, 0x38), (0xFFFF, 0xD3))
 _NUM_LOCK = (0xFF7F, 0x45)  # (keysym, scancode)
 # Non-printable characters we can type, as (keysym, scancode).
 _SPECIAL = {"\r": (0xFF0D, 0x1C), "\n": (0xFF0D, 0x1C), "\t": (0xFF09, 0x0F), "\x1b": (0xFF1B, 0x01),
@@ -428,8 +434,22 @@ class VncChannel:
                 self.guest_acks = self._probe_guest_acks(deadline)
                 self._num_lock_found = self._num_lock() if self.guest_acks else None
 
+    def probe_guest(self, timeout: float) -> bool:
+        """Whether the guest that runs now switches its Num Lock light when asked; typing is paced by that
+        from now on (`guest_acks`). A reboot changes the guest: firmware and boot loaders do not answer,
+        the system that booted may.
+
+        Raises:
+            ChannelClosed, ChannelTimeout: as for `send`.
+        """
+        self._require()
+        with self._errors():
+            self.guest_acks = (self.slow_keyboard and self._leds is not None
+                               and self._probe_guest_acks(time.monotonic() + max(timeout, LED_PROBE_TIMEOUT)))
+        return self.guest_acks
+
     def _set_encodings(self, *, cursor: bool) -> None:
-        encodings = (_ENC_RAW, _ENC_QEMU_EXT_KEY, *((_ENC_CURSOR,) if cursor else ()),
+        encodings = (_ENC_RAW, _ENC_QEMU_EXT_KEY, _ENC_DESKTOP_SIZE, *((_ENC_CURSOR,) if cursor else ()),
                      *((_ENC_QEMU_LED_STATE,) if self.slow_keyboard else ()))
         self._send(struct.pack(f">BxH{len(encodings)}i", _MSG_SET_ENCODINGS, len(encodings), *encodings))
 
@@ -457,6 +477,20 @@ class VncChannel:
             codes = {scancode: keysym for keysym, scancode in sorted(keys)}
             return b"".join(struct.pack(">BBHII", _MSG_QEMU, 0, 0, sym, code) for code, sym in sorted(codes.items()))
         return b"".join(struct.pack(">BBxxI", _MSG_KEY_EVENT, 0, keysym) for keysym, _ in sorted(keys))
+
+    def send_ctrl_alt_del(self) -> None:
+        """Press Ctrl-Alt-Del: a running system reboots (systemd's ctrl-alt-del.target), a kernel that no init
+        told otherwise restarts at once, the BIOS resets. Acknowledged by a barrier only: whatever runs may not
+        switch Num Lock.
+
+        Raises:
+            ChannelClosed, ChannelTimeout: as for `send`.
+        """
+        self._require()
+        with self._errors():
+            self._send(self._events([(key, True) for key in _CTRL_ALT_DEL]
+                                    + [(key, False) for key in reversed(_CTRL_ALT_DEL)]))
+            self._sync(time.monotonic() + SYNC_TIMEOUT)
 
     def check_typeable(self, data: Text) -> None:
         """Raises ChannelError for a character with no key on the US layout (see `keys_for`)."""
@@ -656,16 +690,20 @@ class VncChannel:
                     raise LoginRejected(f"the VNC server at {self._where} rejected the VNC password ({reason})")
                 raise ChannelError(f"the VNC server at {self._where} refused us: {reason}")
         self._send(b"\x01")  # ClientInit: shared, so a watching operator's viewer stays connected
-        self.width, self.height = struct.unpack(">HH", self._read(4, deadline))
-        if self.width * self.height > MAX_PIXELS:
-            raise ChannelError(f"the VNC server at {self._where} announced a {self.width}x{self.height} screen, "
-                               f"more than the {MAX_PIXELS} pixels of any VM console: is this a VNC console?")
+        self._resize(*struct.unpack(">HH", self._read(4, deadline)))
         self._read(16, deadline)  # the server's pixel format: we set our own next
         (name_length,) = struct.unpack(">I", self._read(4, deadline))
         self.name = self._read(min(name_length, MAX_TEXT), deadline).decode("utf-8", errors="replace")
         self._skip(name_length - min(name_length, MAX_TEXT), deadline)
         self.slow_keyboard = self.name == "QEMU" or self.name.startswith("QEMU (")
-        self._framebuffer = bytearray(self.width * self.height * 4)
+
+    def _resize(self, width: int, height: int) -> None:
+        """A blank screen of the size the server announced; its pixels follow."""
+        if width * height > MAX_PIXELS:
+            raise ChannelError(f"the VNC server at {self._where} announced a {width}x{height} screen, "
+                               f"more than the {MAX_PIXELS} pixels of any VM console: is this a VNC console?")
+        self.width, self.height = width, height
+        self._framebuffer = bytearray(width * height * 4)
 
     def _choose_security(self, offered: list[int]) -> int:
         if _SEC_VNC_AUTH in offered and (self._password is not None or _SEC_NONE not in offered):
@@ -784,6 +822,8 @@ class VncChannel:
                     self.qemu_keys = True
                 elif encoding == _ENC_QEMU_LED_STATE:
                     (self._leds,) = self._read(1, deadline)
+                elif encoding == _ENC_DESKTOP_SIZE:
+                    self._resize(width, height)
                 elif encoding == _ENC_CURSOR:  # the pointer's pixels and mask: not the screen's
                     self._skip(width * height * 4 + (width + 7) // 8 * height, deadline)
                 elif encoding == _ENC_RAW:  # read a row at a time: a rectangle may claim up to 17 GB

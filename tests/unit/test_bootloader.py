@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import subprocess
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,7 +45,7 @@ def test_good_direct_inputs_pass() -> None:
         ({"power": ""}, "nothing can reset the VM: give -e power=qmp+unix:///path/to/qmp.sock"),
         ({"power": "ipmi://bmc/"}, "unsupported power control"),
         ({"power": "qmp+unix://"}, "no socket path"),
-        ({"console_url": "vnc://127.0.0.1:5900"}, "is a vnc console URL"),
+        ({"console_url": "ssh://127.0.0.1:22"}, "unsupported scheme 'ssh'"),
         ({"user": ""}, "with.user (-e user): is empty"),
     ],
 )
@@ -54,6 +55,13 @@ def test_what_cannot_work_is_refused_before_anything_changes(change: dict[str, s
         check(**given)
     assert caught.value.exit_code == 2
     assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["vnc://127.0.0.1:5900", "vnc+ws://127.0.0.1:6080/?token=T"])
+def test_a_vnc_console_is_a_console_for_the_route(url: str) -> None:
+    """GRUB's VGA screen is read by glyphs (recovery.channels.grub_vnc): a VNC URL is no longer refused."""
+    steps = {item.spec.id: item for item in check(**{**GOOD, "console_url": url})}
+    assert steps["install"].runs is True
 
 
 def test_allow_reboot_left_out_is_refused() -> None:
@@ -70,11 +78,25 @@ def root_script(user: str = "debian") -> str:
 def test_the_root_form_runs_the_same_install_script_as_the_user() -> None:
     text = root_script()
     inner = build_install_script(KEY, sha256=hashlib.sha256(f"{KEY}\n".encode()).hexdigest(), nonce="n0nce123").raw()
-    assert "as_user <<'RECOVERY_USER_n0nce123'\n" + inner + "RECOVERY_USER_n0nce123\n" in text
+    assert "as_user <<'RECOVERY_USER_n0nce123'\nn=n0nce123\n" + inner + "RECOVERY_USER_n0nce123\n" in text
     assert "u='debian'" in text
     assert "chown" not in text  # what the user's script creates is the user's
     # The owner comes from the VM's own /etc/passwd; / is writable first, synced and read-only after.
     assert text.index("remount,rw") < text.index("/etc/passwd") < text.index("as_user <<") < text.index("remount,ro")
+
+
+def test_the_root_form_of_the_terse_install_prints_its_facts_with_the_nonce(tmp_path: Path) -> None:
+    """The terse install (a VNC screen) prints `RCV-$n facts=...`; its one-line framing sets n, and the
+    user's shell of the root form must too, or the facts line is `RCV- facts=...` and is never read."""
+    digest = hashlib.sha256(f"{KEY}\n".encode()).hexdigest()
+    install = build_install_script(KEY, sha256=digest, nonce="n0nce123", facts="compact", run_tag="run1")
+    lines = list(build_root_install_script(install, "debian").lines)
+    user_shell = lines[lines.index("as_user <<'RECOVERY_USER_n0nce123'") + 1:lines.index("RECOVERY_USER_n0nce123")]
+    done = subprocess.run(["/bin/sh"], input="\n".join(map(str, user_shell)) + "\n", capture_output=True, text=True,
+                          env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, timeout=30, check=False)
+    facts = parse_report(done.stdout, "n0nce123")
+    assert facts.added, done.stdout + done.stderr
+    assert (tmp_path / ".ssh" / "authorized_keys").read_text() == KEY + "\n"
 
 
 @pytest.mark.parametrize("user", ["-oops", "a b", "x;reboot", ""])
@@ -133,6 +155,23 @@ def test_qmp_resets_the_vm_and_starts_a_stopped_one(tmp_path: Path, status: str,
     power_for(f"qmp+unix://{tmp_path}/qmp.sock").reset(timeout=10)
     fake.thread.join(10)
     assert fake.commands == commands
+
+
+def test_ctrl_alt_del_is_a_power_control_of_a_vnc_console() -> None:
+    steps = {item.spec.id: item for item in check(**{**GOOD, "console_url": "vnc://127.0.0.1:5900",
+                                                      "power": "ctrl-alt-del"})}
+    assert steps["install"].runs is True
+    pressed: list[str] = []
+    console = SimpleNamespace(send_ctrl_alt_del=lambda: pressed.append("ctrl-alt-del"))
+    power = power_for("ctrl-alt-del", console)
+    power.reset(timeout=10)
+    assert pressed == ["ctrl-alt-del"]
+    assert "the running system reboots" in power.describe()
+
+
+def test_ctrl_alt_del_without_a_vnc_console_is_refused() -> None:
+    with pytest.raises(StepError, match="power=ctrl-alt-del sends the keys over the VM's VNC console"):
+        power_for("ctrl-alt-del", SimpleNamespace(send=lambda data: None))
 
 
 def test_a_missing_qmp_socket_is_a_clear_error(tmp_path: Path) -> None:
