@@ -49,7 +49,7 @@ test-vm:
 # from the apt mirror this machine uses (~90 s; debootstrap and qemu-img from apt).
 test-agent-vm: system-deps
 	bash tests/agentvm/build_image.sh
-	$(BIN)/python -c 'from tests.agentvm.grub import ensure_grub_iso; ensure_grub_iso()'
+	$(BIN)/python -c 'from tests.agentvm.grub import ensure_grub_iso; ensure_grub_iso(); ensure_grub_iso("vnc")'
 
 lint: venv
 	$(BIN)/ruff check recovery tests benchmarks

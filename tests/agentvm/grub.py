@@ -10,11 +10,12 @@ websockify (as Nova's serial proxy), its QMP socket the power control.
 
 The VNC variant (`grub_vm("vnc")`) is the same VM with GRUB's terminal on the VGA console (text
 mode), the kernel's console last on tty0 (the root shell of init=/bin/sh comes up there), and
-QEMU's VNC server on a loopback port as the console. Its hidden menu waits 3 s: a key sent over
+QEMU's VNC server on a loopback port as the console. Its hidden menu waits 5 s (Debian's default): a key sent over
 VNC reaches GRUB through the BIOS keyboard, and GRUB's single look for a key with timeout=0 missed
 it in every try here (880 ESCs, and Shift held, in one run); and the first ESC after the reset can
 go out a second late (the screen reader meets the firmware's new screen size), which a 1 s
-countdown missed in 2 of 5 runs.
+countdown missed in 2 of 5 runs, and more on a machine busy with other tests. Each CD is named by a
+digest of its grub.cfg: a changed configuration makes a new one.
 
 QEMU starts the VM stopped (`-S`, a VM powered off): the route's first reset starts it, so the
 test pays for the route's two boots only.
@@ -22,6 +23,7 @@ test pays for the route's two boots only.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -46,7 +48,7 @@ set timeout=0
 """
 VGA_TERMINAL = """terminal_input console
 terminal_output console
-set timeout=3
+set timeout=5
 """
 
 GRUB_CFG = """{terminal}set default=0
@@ -90,7 +92,9 @@ def grub_cfg(console: str, version: str) -> str:
 def ensure_grub_iso(console: str = "serial") -> Path:
     """The GRUB CD for the agent VM's disk, made once (grub-mkrescue, well under a second)."""
     image = ensure_image()
-    iso = GRUB_VGA_ISO if console == "vnc" else GRUB_ISO
+    cfg = grub_cfg(console, kernel_version(image / "vmlinuz"))
+    base = GRUB_VGA_ISO if console == "vnc" else GRUB_ISO
+    iso = base.with_name(f"{base.stem}-{hashlib.sha256(cfg.encode()).hexdigest()[:12]}{base.suffix}")
     if iso.exists():
         return iso
     for tool in ("grub-mkrescue", "xorriso"):
@@ -101,7 +105,7 @@ def ensure_grub_iso(console: str = "serial") -> Path:
     with tempfile.TemporaryDirectory(prefix="rcv-grub-") as scratch:
         tree = Path(scratch) / "iso"
         (tree / "boot" / "grub").mkdir(parents=True)
-        (tree / "boot" / "grub" / "grub.cfg").write_text(grub_cfg(console, kernel_version(image / "vmlinuz")))
+        (tree / "boot" / "grub" / "grub.cfg").write_text(cfg)
         partial = Path(scratch) / "grub.iso"
         subprocess.run(["grub-mkrescue", "-o", str(partial), str(tree)], check=True, capture_output=True)
         shutil.move(partial, iso)
