@@ -17,8 +17,8 @@ import pytest
 from recovery.cli.main import main
 from recovery.ssh.hostkeys import KnownHosts, KnownHostsAppender
 from recovery.ssh.keys import KeyPair, generate_keypair
-from tests.integration.sshd_fixture import SSHServer, running_sshd
-from tests.integration.test_jump_sshd import Bastion, authorize_at_bastion, bastion
+from tests.integration.sshd_fixture import SSHServer
+from tests.integration.test_jump_sshd import Bastion, two_bastions
 
 # Another host's key, already in the file: it must stay as it is.
 OTHER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -52,12 +52,8 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     directory = tmp_path_factory.mktemp("jump-known")
-    with running_sshd() as vm, bastion(directory, vm.user, "b1") as first, bastion(directory, vm.user, "b2") as second:
-        vm_key = generate_keypair(directory / "vm", comment="vm")
-        jump_key = generate_keypair(directory / "jump", comment="jump")
-        vm.authorize(vm_key.public_line)
-        authorize_at_bastion(vm.home, jump_key.public_line)
-        yield Site(vm, first, second, vm_key, jump_key, directory)
+    with two_bastions(directory) as bed:
+        yield Site(bed.vm, bed.first, bed.second, bed.vm_key, bed.jump_key, directory)
 
 
 def audit(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, object]]:

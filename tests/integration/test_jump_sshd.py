@@ -85,15 +85,21 @@ class Site:
     jump_key: KeyPair
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    directory = tmp_path_factory.mktemp("jump")
+@contextmanager
+def two_bastions(directory: Path) -> Iterator[Site]:
+    """A VM's sshd behind two bastions b1 and b2, with a key for the VM and one the bastions take."""
     with running_sshd() as vm, bastion(directory, vm.user, "b1") as first, bastion(directory, vm.user, "b2") as second:
         vm_key = generate_keypair(directory / "vm", comment="vm")
         jump_key = generate_keypair(directory / "jump", comment="jump")
         vm.authorize(vm_key.public_line)
         authorize_at_bastion(vm.home, jump_key.public_line)
         yield Site(vm, first, second, vm_key, jump_key)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with two_bastions(tmp_path_factory.mktemp("jump")) as site:
+        yield site
 
 
 def target(site: Site, jump: str, host_keys: str) -> SSHTarget:
