@@ -133,7 +133,8 @@ def test_every_result_kind_from_real_servers(
     assert f"Accepted publickey for {user} from 127.0.0.1" in log
     assert f"ED25519 {good.sha256}" in log
     assert stranger.sha256 in by_name["rejected"].message
-    assert TIMEOUT <= by_name["tarpit"].seconds < TIMEOUT + 3  # one timeout, loosely: a busy 2-core machine
+    # One timeout, loosely: a busy 2-core machine; the clock read before the connect may trail the timer by µs.
+    assert TIMEOUT - 0.05 <= by_name["tarpit"].seconds < TIMEOUT + 3
     changed = by_name["changed"].message
     assert sshd.host_key_sha256 in changed
     assert other.fingerprint("ed25519") in changed

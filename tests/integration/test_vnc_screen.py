@@ -51,7 +51,9 @@ def test_the_xterm_is_read_and_what_is_typed_comes_back_exactly(vnc: VncServer, 
     assert PRINTABLE in lines, lines  # every printable character, read as it was typed
     assert PRINTABLE[::-1].rstrip() in lines
     assert "RCV-42-done" in lines
-    assert UNKNOWN not in text
+    # What this test typed is read exactly. Rows an earlier test left on the xterm may be reported again (a
+    # screen the text stream cannot align is reported whole), the X pointer over one of their cells.
+    assert UNKNOWN not in text[text.rindex("cat >/dev/null"):]
     assert "RCV-42-done" in (tmp_path / "screen.txt").read_text().splitlines()
 
 
