@@ -86,6 +86,7 @@ _SECRET = {
 }
 
 
+_ID = {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}  # a step or route id
 _CONDITION = {"type": ["string", "boolean"], "description": "a condition: \"{{ inputs.agent }}\""}
 
 _CHOOSE = {
@@ -94,7 +95,7 @@ _CHOOSE = {
     "required": ["id", "choose"],
     "additionalProperties": False,
     "properties": {
-        "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+        "id": _ID,
         "name": {"type": "string"},
         "when": _CONDITION,
         "choose": {"type": "array", "minItems": 2, "items": {"$ref": "#/$defs/route"}},
@@ -108,7 +109,7 @@ _ROUTE = {
     "required": ["id", "steps"],
     "additionalProperties": False,
     "properties": {
-        "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+        "id": _ID,
         "name": {"type": "string"},
         "when": _CONDITION,
         "skip_reason": {"type": "string", "description": "said in the report when `when` is false"},
@@ -126,7 +127,7 @@ def _step(step_types: Mapping[str, StepType]) -> dict[str, Any]:
         "required": ["id", "uses"],
         "additionalProperties": False,
         "properties": {
-            "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+            "id": _ID,
             "uses": {"enum": list(step_types), "description": "the step type (`recovery steps` lists them)"},
             "name": {"type": "string"},
             "with": {"type": ["object", "null"]},

@@ -16,21 +16,16 @@ import pytest
 
 from recovery.cli.main import main
 from recovery.ssh.hostkeys import KnownHosts, KnownHostsAppender
-from recovery.ssh.keys import KeyPair, generate_keypair
-from tests.integration.sshd_fixture import SSHServer
+from recovery.ssh.keys import generate_keypair
 from tests.integration.test_jump_sshd import Bastion, two_bastions
+from tests.integration.test_jump_sshd import Site as JumpSite
 
 # Another host's key, already in the file: it must stay as it is.
 OTHER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
 
 @dataclass(frozen=True)
-class Site:
-    vm: SSHServer
-    first: Bastion
-    second: Bastion
-    vm_key: KeyPair
-    jump_key: KeyPair
+class Site(JumpSite):
     directory: Path
 
     def public(self, name: str) -> str:
