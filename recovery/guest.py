@@ -718,9 +718,7 @@ def build_root_install_script(install: GuestScript, user: str) -> GuestScript:
     asks for an SELinux relabel where SELinux is on, syncs and remounts / read-only. Its facts come
     on top of the install script's: ``owner`` (uid:gid), ``switch`` (setpriv|runuser|su),
     ``relabel`` (off|autorelabel), ``root`` (ro); its own failures print ``error`` and ``exit``
-    (`ExitCode.ROOT_READ_ONLY`, `ExitCode.NO_SUCH_USER`) before the install script runs. The user's
-    shell gets `n`, the nonce, first: the terse install (`facts="compact"`, a VNC screen) prints its
-    facts with `$n`, which its one-line framing (`heredoc_command`) sets and a here-document does not.
+    (`ExitCode.ROOT_READ_ONLY`, `ExitCode.NO_SUCH_USER`) before the install script runs.
 
     Raises:
         ValueError: `user` is not a plain user name.
@@ -729,7 +727,7 @@ def build_root_install_script(install: GuestScript, user: str) -> GuestScript:
         raise ValueError(f"not a user name: {user!r}")
     inner = f"RECOVERY_USER_{install.nonce}"
     lines = ("{", f"n={install.nonce}", f"u={_quote(user)}", *_ROOT_HEAD, f"as_user <<'{inner}'",
-             f"n={install.nonce}", *install.lines, inner, *_ROOT_TAIL)
+             *install.lines, inner, *_ROOT_TAIL)
     return GuestScript(lines=lines, nonce=install.nonce)
 
 
@@ -982,8 +980,7 @@ def build_lock_script(user: str, *, nonce: str, uid_var: str | None = None) -> G
 # `recovery.channels.dialogue.heredoc_command` types a one-line script without a single quote as
 # `sh -c '...'` (no here-document, no delimiter line). The key sits in double quotes inside that
 # single-quoted argument, so a key whose comment holds a quote, `$`, a backquote, a backslash or
-# `!` gets the long script instead, and so does a key too long for one line (RSA: TERSE_FRAME). That
-# framing sets `n` to the nonce, which the script must not change. The
+# `!` gets the long script instead, and so does a key too long for one line (RSA: TERSE_FRAME). The
 # one fact line, `RCV-<nonce> facts=DCLA BACKUP` (`_terse_facts`), is printed last: D ssh_dir_created
 # (1/0), C checksum (v verified, u unavailable), L newline_added (1/0), A added (1 yes, 0
 # already-present), and the backup path or `-`.
@@ -1002,6 +999,7 @@ def _terse_install(public_line: str, nonce: str, run_tag: str | None) -> GuestSc
     digest = hashlib.sha256(f"{public_line}\n".encode()).hexdigest()[:TERSE_DIGEST]
     tag = run_tag or nonce
     steps = (
+        f"n={nonce}",
         f'k="{public_line}"',
         f'c=u;h=$(echo "$k"|sha256sum)&&case $h in {digest}*)c=v;;*)exit {ExitCode.TYPED_KEY_ALTERED.value};esac',
         f"cd||exit {ExitCode.NO_SSH_DIR.value}",
@@ -1013,7 +1011,7 @@ def _terse_install(public_line: str, nonce: str, run_tag: str | None) -> GuestSc
         f'p=0;grep -sqxF "$k" $a||{{ echo "$k">>$a&&grep -qxF "$k" $a||exit {ExitCode.WRITE_FAILED.value};p=1;}}',
         f"chmod 700 .ssh&&chmod 600 $a||exit {ExitCode.CHMOD_FAILED.value}",
         "/sbin/restorecon -R .ssh 2>&-",  # SELinux's labels; no such program without it (stderr closed)
-        'echo RCV-$n facts=$d$c$l$p "$b"',  # n: the nonce, set by the one-line framing (heredoc_command)
+        'echo RCV-$n facts=$d$c$l$p "$b"',  # from n: the echo of the typed line never shows RCV-<nonce>
     )
     line = ";".join(steps)
     if len(line) > MAX_LINE - TERSE_FRAME:  # a long key (RSA): the long script splits it over lines

@@ -224,13 +224,14 @@ def heredoc_command(lines: Sequence[Text], *, delimiter: str, nonce: str) -> lis
     unsetting HISTFILE keeps it out everywhere else (a script may hold a signed URL). A script of one
     line without a single quote and without a secret (recovery.guest's terse install) is typed as one
     line, `sh -c '<line>'`: no here-document, no delimiter line, nothing to keep out of history, and
-    the marker printed by an EXIT trap inside from `n`, which the line sets to the nonce first, so
-    the echo never shows `RCV-<nonce>`; the script may use `$n` and must not change it. Every proper
+    the marker printed by an EXIT trap inside, its nonce typed in two halves so the echo never shows
+    it whole. Every proper
     prefix of that line leaves a quote open or runs nothing of the script, so an Enter pressed on a
     line cut short runs nothing; the shell parses the whole line before running any of it.
     """
     if len(lines) == 1 and isinstance(lines[0], str) and "'" not in lines[0]:
-        return [f" sh -c 'n={nonce};trap \"echo RCV-\\$n-\\$?\" 0;{lines[0]}'"]
+        half = len(nonce) // 2
+        return [f" sh -c 'trap \"echo RCV-{nonce[:half]}\"\"{nonce[half:]}-\\$?\" 0;{lines[0]}'"]
     if any(reveal(line) == delimiter for line in lines):
         raise GuestCommandError(f"internal error: a script line equals the heredoc delimiter {delimiter}")
     opening = f" unset HISTFILE; sh <<'{delimiter}'; printf 'RCV-%s-%s\\n' {nonce} \"$?\""

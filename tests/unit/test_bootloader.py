@@ -78,7 +78,7 @@ def root_script(user: str = "debian") -> str:
 def test_the_root_form_runs_the_same_install_script_as_the_user() -> None:
     text = root_script()
     inner = build_install_script(KEY, sha256=hashlib.sha256(f"{KEY}\n".encode()).hexdigest(), nonce="n0nce123").raw()
-    assert "as_user <<'RECOVERY_USER_n0nce123'\nn=n0nce123\n" + inner + "RECOVERY_USER_n0nce123\n" in text
+    assert "as_user <<'RECOVERY_USER_n0nce123'\n" + inner + "RECOVERY_USER_n0nce123\n" in text
     assert "u='debian'" in text
     assert "chown" not in text  # what the user's script creates is the user's
     # The owner comes from the VM's own /etc/passwd; / is writable first, synced and read-only after.
@@ -86,8 +86,8 @@ def test_the_root_form_runs_the_same_install_script_as_the_user() -> None:
 
 
 def test_the_root_form_of_the_terse_install_prints_its_facts_with_the_nonce(tmp_path: Path) -> None:
-    """The terse install (a VNC screen) prints `RCV-$n facts=...`; its one-line framing sets n, and the
-    user's shell of the root form must too, or the facts line is `RCV- facts=...` and is never read."""
+    """The terse install (a VNC screen) prints `RCV-$n facts=...`: it sets n itself, so inside the root
+    form's here-document too, where a facts line `RCV- facts=...` would never be read."""
     digest = hashlib.sha256(f"{KEY}\n".encode()).hexdigest()
     install = build_install_script(KEY, sha256=digest, nonce="n0nce123", facts="compact", run_tag="run1")
     lines = list(build_root_install_script(install, "debian").lines)

@@ -168,3 +168,14 @@ def test_a_key_too_long_for_one_line_gets_the_long_script() -> None:
                                   facts="compact")
     assert len(script.lines) > 1
     assert max(len(str(line)) for line in script.lines) < 1000
+
+
+def test_the_terse_command_reports_its_facts_inside_a_here_document_too(tmp_path: Path) -> None:
+    """run_as (the password-set route) and the boot route's root shell type the terse line inside a
+    here-document, not the one-line framing: its facts must still carry the nonce."""
+    script = build_install_script(KEY, sha256=hashlib.sha256(f"{KEY}\n".encode()).hexdigest(), nonce=NONCE,
+                                  facts="compact", run_tag="run-1")
+    delimiter = heredoc_delimiter(NONCE)
+    done = subprocess.run(["dash"], input=f"sh <<'{delimiter}'\n{script.raw()}{delimiter}\n", text=True,
+                          capture_output=True, timeout=30, env={**os.environ, "HOME": str(tmp_path)}, cwd="/")
+    assert parse_report(done.stdout, NONCE).added is True, done.stdout + done.stderr

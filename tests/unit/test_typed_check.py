@@ -74,8 +74,8 @@ class FakeShell:
         for char in reveal(data):
             if char == "\r":
                 self.ran.append(self.line)
-                status = re.search(r"sh -c 'n=(\w+);trap ", self.line)
-                self.text += "\n" + (f"RCV-{status[1]}-0\n" if status else "") + "$ "
+                status = re.search(r'"echo RCV-(\w+)""(\w+)-', self.line)
+                self.text += "\n" + (f"RCV-{status[1]}{status[2]}-0\n" if status else "") + "$ "
                 self.line = ""
             elif char == "\x03":
                 self.text += "^C\n$ "
