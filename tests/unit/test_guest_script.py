@@ -302,6 +302,52 @@ def test_reports_a_home_others_can_write(box: Box) -> None:
     assert box.home.stat().st_mode & 0o777 == 0o775  # reported, not changed
 
 
+def grep_count(content: bytes) -> int:
+    """What `grep -c ''` says: newlines, plus one for a last line without its newline."""
+    return content.count(b"\n") + (1 if content and not content.endswith(b"\n") else 0)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\n", b"\n\n\n", b"a", b"a\n", b"a\n\n", b"   ", b"a\n \t", b"a\r\nb\r\n", b"a\\\nb\n",
+     b"x\0y\nz", (OLD + "\n").encode() * 700, b"k" * 70_000],
+    ids=["empty", "newline", "blank-lines", "unterminated", "one", "blank-last", "spaces-only", "blank-tail", "crlf",
+         "backslash", "nul", "over-64KiB", "one-long-line"],
+)
+def test_lines_are_counted_as_grep_counts_them(box: Box, content: bytes) -> None:
+    """The shell counts a small file's lines itself (no process), grep a large one's: the same count."""
+    box.seed("")
+    box.ak.write_bytes(content)
+
+    report = assert_ok(box.run(typed_script()))
+
+    assert (report.before_lines, report.after_lines) == (grep_count(content), grep_count(content) + 1)
+
+
+def test_a_linked_file_is_counted_by_its_targets_lines(box: Box) -> None:
+    box.seed("")
+    box.ak.unlink()
+    target = box.ssh / "keys"
+    target.write_text(f"{OLD}\n{OTHER}\n")
+    box.ak.symlink_to(target)
+
+    report = assert_ok(box.run(typed_script()))
+
+    assert (report.before_mode or "")[:1] == "l"
+    assert report.before_lines == 2
+
+
+def test_a_home_whose_name_holds_a_newline_gets_the_key_and_no_mode_facts(box: Box) -> None:
+    home = box.root / "odd\nhome"
+    home.mkdir(mode=0o755)
+
+    report = assert_ok(box.run(typed_script(), home=home))
+
+    assert (home / ".ssh" / "authorized_keys").read_text() == NEW + "\n"
+    assert (report.before_dir_mode, report.after_mode, report.home_writable_by_others) == (None, None, None)
+    assert report.after_lines == 1
+
+
 def test_key_already_present_is_not_added_again(box: Box) -> None:
     content = f"{OLD}\n{NEW}\n{OTHER}\n"
     box.seed(content)
