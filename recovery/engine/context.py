@@ -7,11 +7,15 @@ stack) arrives here, so a unit test can hand a step a context full of fakes.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from recovery.engine.config import Config
 from recovery.engine.journal import Journal
@@ -22,6 +26,7 @@ if TYPE_CHECKING:
     from recovery.channels.dialogue import ConsoleSession
     from recovery.cloud import Cloud
 
+T = TypeVar("T")
 
 @dataclass
 class Cleanup:
@@ -36,6 +41,7 @@ class SharedState:
     console: ConsoleSession | None = None
     cloud: Cloud | None = None
     cleanups: list[Cleanup] = field(default_factory=list)
+    warm: list[str] = field(default_factory=list)  # modules the run's steps declare slow to import (`overlap`)
 
 
 @dataclass
@@ -61,6 +67,38 @@ class StepContext:
     def defer(self, description: str, action: Callable[[], None]) -> None:
         """Run `action` when the run ends, whether it succeeded, failed or was interrupted."""
         self.shared.cleanups.append(Cleanup(description, action))
+
+    def overlap(self, wait: Callable[[], T]) -> T:
+        """Return `wait()`, a wait on the VM, while this thread imports what the run's later steps will.
+
+        A step that waits on the VM leaves the controller idle, so the slow imports that steps declare
+        (`warm=` in `@step`: paramiko's ~0.2 s for the SSH login) are done meanwhile, once per run, and `wait`
+        runs in a worker thread. `wait` must only do I/O with modules already imported: imports stay in this
+        thread, because two threads importing at once can deadlock on a circular import. Its exception is
+        raised here. A module that fails to import is left for the step that needs it to report.
+        """
+        pending = [name for name in self.shared.warm if name not in sys.modules]
+        self.shared.warm = []
+        if not pending:
+            return wait()
+        result: list[T] = []
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                result.append(wait())
+            except BaseException as exc:  # handed to the step's thread below
+                failure.append(exc)
+
+        worker = threading.Thread(target=work, name=f"{self.step_id or 'step'}-wait", daemon=True)
+        worker.start()
+        for name in pending:
+            with contextlib.suppress(Exception):  # the step that imports it reports the failure
+                importlib.import_module(name)
+        worker.join()  # an interrupt (Ctrl-C) ends the join; the worker then ends at its own timeout
+        if failure:
+            raise failure[0]
+        return result[0]
 
     def require_cloud(self) -> Cloud:
         """The run's one cloud connection, opened on first use; every step and driver shares it.

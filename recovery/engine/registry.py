@@ -66,6 +66,7 @@ class StepType:
     changes: bool = True
     check: StepCheck | None = None
     predict: Predict | None = None
+    warm: tuple[str, ...] = ()
 
     def inputs(self) -> list[InputSpec]:
         hints = typing.get_type_hints(self.params)
@@ -100,6 +101,7 @@ def step(
     changes: bool = True,
     check: StepCheck | None = None,
     predict: Predict | None = None,
+    warm: tuple[str, ...] = (),
 ) -> Callable[[StepFunction], StepFunction]:
     """Register a step type. `repeatable=False` steps are skipped, not rerun, on --resume.
 
@@ -107,6 +109,8 @@ def step(
         changes: False only for a step that reads (a cloud lookup): the pre-flight may come after it.
         check: checks across parameters, run by the pre-flight (see `StepCheck`).
         predict: outputs known before the step runs, so a dry run shows what the real run will do.
+        warm: modules the step imports when it runs and that are slow to import (paramiko: ~0.2 s); an earlier
+            step that waits on the VM imports them meanwhile (`StepContext.overlap`).
     """
 
     def register(function: StepFunction) -> StepFunction:
@@ -114,7 +118,8 @@ def step(
             raise RuntimeError(f"step type {name} registered twice")
         summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
         _REGISTRY[name] = StepType(
-            name, summary, function, params, dict(outputs), repeatable, retryable, preview, changes, check, predict
+            name, summary, function, params, dict(outputs), repeatable, retryable, preview, changes, check, predict,
+            warm,
         )
         return function
 

@@ -111,7 +111,10 @@ class Runner:
         self.report = RunReport(
             run_id=journal.run_id, playbook=str(request.playbook.path), journal=str(journal.directory)
         )
-        self.shared = SharedState()
+        self.shared = SharedState(warm=sorted({
+            name for spec in request.playbook.all_steps() if spec.uses in self.types
+            for name in self.types[spec.uses].warm
+        }))
         self.namespace: dict[str, Any] = {
             "inputs": dict(request.inputs),
             # A declared secret that is optional and was not given is null, like an unset input.

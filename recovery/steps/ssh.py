@@ -81,6 +81,7 @@ def _hops(params: VerifyParams) -> tuple[JumpHop, ...]:
     retryable=True,  # sshd may be restarting, or reading the file we just wrote
     changes=False,
     check=_verify_checks,
+    warm=("paramiko",),
 )
 def verify(ctx: StepContext, params: VerifyParams) -> Outputs:
     """Log in over SSH with the new key and run `id -un`."""
@@ -157,6 +158,7 @@ class RejectedParams:
     retryable=False,  # a login that succeeds is an answer, not a hiccup
     changes=False,
     check=_verify_checks,
+    warm=("paramiko",),
 )
 def rejected(ctx: StepContext, params: RejectedParams) -> Outputs:
     """Prove a key no longer logs in: the server must refuse it (auth_rejected), with its host key checked."""
