@@ -83,6 +83,7 @@ __all__ = [
     "RemoveReport",
     "RemoveSpec",
     "ScriptStatus",
+    "as_user_argv",
     "blob_fingerprints",
     "build_install_script",
     "build_key_files_script",
@@ -858,6 +859,33 @@ USER_PATH = "PATH=/usr/local/bin:/usr/bin:/bin; export PATH"
 the console, the guest agent's) has sbin on its PATH, runuser and sudo keep it, and then the script tries
 `sshd -T`, which only root can run (it reads the host keys): the failing try costs 0.4-0.6 s on an
 emulated guest, and a user's script reads sshd's files anyway."""
+
+
+# The guest agent's switch to the user: its argv runs the script on stdin as the user. A shell reads
+# the user's /etc/passwd line itself (no process) and execs setpriv with its uid and gid, the user's
+# groups, and HOME, USER, LOGNAME and SHELL as runuser sets them: runuser's PAM session costs 0.2-0.4 s
+# more on an emulated guest. A user only a name service knows, or a guest without setpriv, gets
+# `runuser -u USER -- /bin/sh`, which says so when the user does not exist. The switching shell takes
+# its own script from -c, so the script on stdin reaches the user's shell whole; fd 3 reads passwd.
+_SWITCH = (
+    'u=$1; while IFS=: read -r name x uid gid gecos home shell <&3; do [ "$name" = "$u" ] || continue; '
+    "command -v setpriv >/dev/null 2>&1 || break; "
+    'export HOME="$home" USER="$u" LOGNAME="$u" SHELL="$shell"; '
+    'exec setpriv --reuid="$uid" --regid="$gid" --init-groups /bin/sh 3<&-; '
+    'done 3</etc/passwd; exec runuser -u "$u" -- /bin/sh 3<&-'
+)
+
+
+def as_user_argv(user: str) -> list[str]:
+    """The command that runs the script on its stdin as `user`, from a root process that is no shell (the
+    guest agent's guest-exec): setpriv from the user's /etc/passwd line, else runuser (see above).
+
+    Raises:
+        ValueError: `user` is not a plain login name.
+    """
+    if not _USER.fullmatch(user):
+        raise ValueError(f"user must be a login name ([A-Za-z_][A-Za-z0-9_.-]*), got {user!r}")
+    return ["/bin/sh", "-c", _SWITCH, "sh", user]
 
 
 def plain_user(name: str) -> bool:

@@ -1,7 +1,8 @@
 """agent.install: the key installed through the VM's guest agent, with no console at all.
 
 The same install script the consoles type (`recovery.guest.build_install_script`) runs as
-the user (`runuser -u USER -- /bin/sh`, the script on stdin through `guest-exec`), so the
+the user (`recovery.guest.as_user_argv`: setpriv from the user's /etc/passwd line, else
+`runuser -u USER -- /bin/sh`; the script on stdin through `guest-exec`), so the
 files end up owned by the user and the facts come back in the captured output exactly as on
 a serial console. Nothing is typed, nothing is rebooted, no password is touched.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -75,19 +77,13 @@ class AgentInstallParams:
         "status, which the agent returns, still says whether the key went in", default=True)
 
 
-def _argv(user: str) -> list[str]:
-    # runuser (util-linux, on every systemd distribution) sets HOME, USER and LOGNAME and needs no PAM
-    # session or password; the script then creates what it creates as the user.
-    return ["runuser", "-u", user, "--", "/bin/sh"]
-
-
 # The agent's PATH is root's (with sbin); the script runs with a user's PATH instead (recovery.guest.USER_PATH).
 
 
 def preview(params: AgentInstallParams) -> list[str]:
     """The command the agent would run and the script on its stdin; the nonce and key differ on a real run."""
     from recovery.agent import describe_agent
-    from recovery.guest import USER_PATH, build_install_script
+    from recovery.guest import USER_PATH, as_user_argv, build_install_script
     from recovery.safety.redact import reveal
     from recovery.steps.authorized_keys import preview_key
 
@@ -95,7 +91,7 @@ def preview(params: AgentInstallParams) -> list[str]:
     script = build_install_script(key, sha256=hashlib.sha256(f"{key}\n".encode()).hexdigest(), nonce="0" * 8,
                                   facts=params.facts)
     where = describe_agent(reveal(params.agent)) if params.agent else "<agent>"
-    return [f"guest-exec through {where}: {' '.join(_argv(params.user))} <<script", USER_PATH,
+    return [f"guest-exec through {where}: {shlex.join(as_user_argv(params.user))} <<script", USER_PATH,
             *script.masked().splitlines()]
 
 
@@ -116,7 +112,7 @@ def preview(params: AgentInstallParams) -> list[str]:
 def install(ctx: StepContext, params: AgentInstallParams) -> Outputs:
     """Append the key to the user's authorized_keys through the VM's guest agent."""
     from recovery.agent import agent_for, describe_agent
-    from recovery.guest import USER_PATH, build_install_script, explain_exit, parse_report
+    from recovery.guest import USER_PATH, as_user_argv, build_install_script, explain_exit, parse_report
     from recovery.safety.redact import reveal
 
     if not params.agent:
@@ -128,7 +124,7 @@ def install(ctx: StepContext, params: AgentInstallParams) -> Outputs:
     nonce = secrets.token_hex(4)
     digest = hashlib.sha256(f"{params.key}\n".encode()).hexdigest()
     script = build_install_script(params.key, sha256=digest, nonce=nonce, facts=params.facts, run_tag=ctx.run_id)
-    argv = _argv(params.user)
+    argv = as_user_argv(params.user)
     try:
         stdin = f"{USER_PATH}\n{script.raw()}".encode()
         result = ctx.overlap(lambda: agent.exec(argv, stdin=stdin, timeout=timeout))
@@ -150,7 +146,7 @@ def install(ctx: StepContext, params: AgentInstallParams) -> Outputs:
         raise GuestCommandError(
             f"the guest agent of {where} ran {' '.join(argv)}, but the install script reported nothing "
             f"(exit {result.exit_code}, stderr: {said}): is {params.user!r} a user on the VM, and does it "
-            "have runuser and /bin/sh?", transcript_tail=errors,
+            "have /bin/sh, and setpriv or runuser?", transcript_tail=errors,
         ) from exc
     if result.exit_code != 0:
         raise GuestCommandError(

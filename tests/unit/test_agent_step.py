@@ -2,7 +2,7 @@
 
 The fake is registered in the agent registry under `fake://` (the way a third-party driver would
 be). Its `exec` runs the command this machine's /bin/sh with HOME set to a temp home, standing in
-for `runuser -u USER -- /bin/sh` in the guest; its guest-ssh-* commands behave as qemu-ga 7.2's do
+for the switch to the user in the guest (`recovery.guest.as_user_argv`, tested in test_as_user.py); its guest-ssh-* commands behave as qemu-ga 7.2's do
 (lines joined with no final newline). The real qemu-ga is tested in tests/e2e/test_agent_recovery.py.
 """
 
@@ -26,6 +26,7 @@ from recovery.engine.playbook import load_playbook, resolve_inputs
 from recovery.engine.preflight import PreflightError, check
 from recovery.engine.report import RunReport
 from recovery.errors import AgentError, GuestCommandError
+from recovery.guest import as_user_argv
 from recovery.ssh.keys import generate_keypair
 from recovery.steps.agent import AgentInstallParams, install
 
@@ -53,10 +54,10 @@ class FakeGuest:
     def exec(self, argv: Sequence[str], *, stdin: bytes = b"", timeout: float) -> ExecResult:
         self._refuse("guest-exec")
         self.argv.append(list(argv))
-        assert list(argv[:2]) == ["runuser", "-u"]
-        assert list(argv[3:]) == ["--", "/bin/sh"]
-        if argv[2] != self.user:
-            return ExecResult(1, b"", f"runuser: user {argv[2]} does not exist\n".encode())
+        user = argv[-1]
+        assert list(argv) == as_user_argv(user)
+        if user != self.user:
+            return ExecResult(1, b"", f"runuser: user {user} does not exist\n".encode())
         done = subprocess.run(["/bin/sh"], input=stdin, capture_output=True, timeout=timeout, check=False,
                               env={"HOME": str(self.home), "PATH": os.environ["PATH"]})
         return ExecResult(done.returncode, done.stdout, done.stderr)
@@ -132,7 +133,7 @@ def test_the_install_script_runs_as_the_user_and_its_facts_reach_the_report(
     outputs = install(ctx, params(key))
     assert outputs["added"] is True
     assert outputs["method"] == "guest-exec"
-    assert guest.argv == [["runuser", "-u", "debian", "--", "/bin/sh"]]
+    assert guest.argv == [as_user_argv("debian")]
     assert guest.keys_file.read_text() == f"{OLD}\n{key}\n"
     assert "appended the new key to ~/.ssh/authorized_keys" in ctx.report.vm_changes
     assert ctx.report.authorized_keys["before"]["lines"] == 1
@@ -270,7 +271,8 @@ def test_the_dry_run_shows_the_command_and_the_script_it_would_feed_it() -> None
     from recovery.steps.agent import preview
 
     lines = preview(AgentInstallParams(agent="unix:///run/qga.sock", user="debian", key="<not made yet>"))
-    assert lines[0] == "guest-exec through unix:///run/qga.sock: runuser -u debian -- /bin/sh <<script"
+    assert lines[0].startswith("guest-exec through unix:///run/qga.sock: /bin/sh -c 'u=$1; while ")
+    assert lines[0].endswith("exec runuser -u \"$u\" -- /bin/sh 3<&-' sh debian <<script")
     assert lines[1] == "PATH=/usr/local/bin:/usr/bin:/bin; export PATH"
     assert lines[2] == "{"
     assert lines[-1] == "} </dev/null"
