@@ -26,6 +26,7 @@ from recovery.lab import commands, processes, sshd
 from recovery.lab.commands import fingerprint, generate_key
 
 MAX_PORTS_PER_SSHD = 16
+BIND_ATTEMPTS = 3  # fresh ports for an sshd that lost one of its ports to another server
 HOST = "127.0.0.1"
 
 
@@ -79,32 +80,40 @@ def extra_sshd(
         if not path.exists():
             generate_key(path, comment=f"{name}-{key_type}", key_type=key_type)
         host_keys[key_type] = path.with_name(path.name + ".pub").read_text().strip()
-    chosen = port_numbers or tuple(processes.free_port() for _ in range(ports))
+    binary = commands.find_tool("sshd", "openssh-server")
     config = directory / f"{name}_sshd_config"
     log_path = directory / f"{name}_sshd.log"
-    text = sshd.config_text(
-        ports=chosen,
-        host_keys=list(key_paths.values()),
-        pid_file=directory / f"{name}_sshd.pid",
-        user=user,
-        authorized_keys=".ssh/authorized_keys" if accept_keys else "none",
-    )
-    if address != HOST:
-        if not ipaddress.ip_address(address).is_loopback:
-            raise ValueError(f"test servers listen on loopback only, not {address}")
-        listen = f"ListenAddress {HOST}\n"
-        assert listen in text, "the lab's sshd_config no longer names its ListenAddress"
-        text = text.replace(listen, f"ListenAddress {address}\n")
-    config.write_text(text)
-    binary = commands.find_tool("sshd", "openssh-server")
-    commands.run([binary, "-t", "-f", str(config)], purpose=f"check {config}")
-    pid = processes.spawn([binary, "-D", "-f", str(config), "-E", str(log_path)], log_path=log_path)
-    try:
-        if not processes.poll_until(lambda: all(_speaks_ssh(address, port) for port in chosen), 20.0):
-            raise RuntimeError(f"sshd {pid} did not answer on {chosen}: {processes.log_tail(log_path)}")
-        yield ExtraSSHD(chosen, host_keys)
-    finally:
-        processes.stop(pid)
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        # A free port can be taken by another test's server before sshd binds it; sshd then serves the ports
+        # it got and only logs the others, and that server answers there with its own host key.
+        chosen = port_numbers or tuple(processes.free_port() for _ in range(ports))
+        text = sshd.config_text(
+            ports=chosen,
+            host_keys=list(key_paths.values()),
+            pid_file=directory / f"{name}_sshd.pid",
+            user=user,
+            authorized_keys=".ssh/authorized_keys" if accept_keys else "none",
+        )
+        if address != HOST:
+            if not ipaddress.ip_address(address).is_loopback:
+                raise ValueError(f"test servers listen on loopback only, not {address}")
+            listen = f"ListenAddress {HOST}\n"
+            assert listen in text, "the lab's sshd_config no longer names its ListenAddress"
+            text = text.replace(listen, f"ListenAddress {address}\n")
+        config.write_text(text)
+        commands.run([binary, "-t", "-f", str(config)], purpose=f"check {config}")
+        log_path.write_text("")
+        pid = processes.spawn([binary, "-D", "-f", str(config), "-E", str(log_path)], log_path=log_path)
+        try:
+            if not processes.poll_until(lambda ports=chosen: all(_speaks_ssh(address, port) for port in ports), 20.0):
+                raise RuntimeError(f"sshd {pid} did not answer on {chosen}: {processes.log_tail(log_path)}")
+            if "Address already in use" not in log_path.read_text(errors="replace"):
+                yield ExtraSSHD(chosen, host_keys)
+                return
+            if port_numbers or attempt == BIND_ATTEMPTS:
+                raise RuntimeError(f"sshd {pid} could not bind all of {chosen}: {processes.log_tail(log_path)}")
+        finally:
+            processes.stop(pid)
 
 
 def _speaks_ssh(address: str, port: int) -> bool:

@@ -2,8 +2,9 @@
 
 The fake is registered in the agent registry under `fake://` (the way a third-party driver would
 be). Its `exec` runs the command this machine's /bin/sh with HOME set to a temp home, standing in
-for the switch to the user in the guest (`recovery.guest.as_user_argv`, tested in test_as_user.py); its guest-ssh-* commands behave as qemu-ga 7.2's do
-(lines joined with no final newline). The real qemu-ga is tested in tests/e2e/test_agent_recovery.py.
+for the switch to the user in the guest (`recovery.guest.as_user_argv`, tested in test_as_user.py);
+its guest-ssh-* commands behave as qemu-ga 7.2's do (lines joined with no final newline). The real
+qemu-ga is tested in tests/e2e/test_agent_recovery.py.
 """
 
 from __future__ import annotations
