@@ -109,6 +109,9 @@ ECHO_PIECE = 96
 ECHO_OVERLAP = 16
 TYPING_ATTEMPTS = 2
 CANCEL_TIMEOUT = 10.0  # seconds for the shell prompt after a Ctrl-C
+# Seconds a shell gets to prompt after the Ctrl-C before it counts as one the interrupt cannot reach.
+CANCEL_QUIET = 3.0
+_SYNTAX_ERROR = 2  # sh's exit status for a script it could not parse
 
 
 def normalize(text: str) -> str:
@@ -608,7 +611,13 @@ class ConsoleSession:
             self.send("\x03", show="<Ctrl-C>")  # abandons the line, or the here-document: nothing of it ran
             screen = self.screen()
             shown = scrub(screen.text).splitlines()[-4:] if screen is not None else []
-            self.expect({}, CANCEL_TIMEOUT, prompts={"shell prompt": SHELL_PROMPT})
+            closed = self._after_ctrl_c(command, delimiter, nonce, timeout)
+            if closed is not None:
+                if closed.status != _SYNTAX_ERROR:
+                    return closed  # every line of it had been shown as typed: it ran once, whole
+                # Its marker may stay on the screen: the retype prints another.
+                nonce = f"{nonce[:56]}r{attempt}"
+                command = heredoc_command(lines, delimiter=delimiter, nonce=nonce)
             if attempt == TYPING_ATTEMPTS:
                 raise GuestCommandError(
                     f"the console did not show what was typed ({wrong}) in {TYPING_ATTEMPTS} attempts: keys "
@@ -624,6 +633,43 @@ class ConsoleSession:
         marker = re.compile(rf"RCV-{nonce}-(\d+)\n")
         _, match = self.expect({"status marker": marker}, timeout, on_screen=True)
         return CommandResult(status=int(match.group(1)), output=match.string[: match.start()])
+
+    def _after_ctrl_c(
+        self, command: Sequence[Text], delimiter: str, nonce: str, timeout: float
+    ) -> CommandResult | None:
+        """Back to the shell prompt after the Ctrl-C that abandoned a mistyped command: None where the shell took
+        the Ctrl-C, else the result of the here-document closed (status 2 when nothing of it ran).
+
+        The terminal drops the line being typed at Ctrl-C, and a shell that gets the interrupt drops an open
+        here-document and prompts. A shell Ctrl-C cannot reach prints nothing: one without a controlling
+        terminal, such as the kernel's `init=/bin/sh`, and its here-document stays open. An Enter then shows
+        which it is: a shell prompt (only the line was open) or the continuation prompt. A here-document is
+        then closed with its delimiter: the guest scripts open a `{` on their first line, so the lines typed
+        so far, cut short inside it, fail to parse (sh's status 2) and nothing of them runs. Only a script
+        whose every line was shown as typed, its delimiter line alone mistyped, runs in full then: its result
+        is the run, as if typed once (a status of 2 from it is taken for the parse failure, and the script,
+        idempotent as every guest script is, typed again).
+        """
+        try:
+            self.expect({}, CANCEL_QUIET, prompts={"shell prompt": SHELL_PROMPT})
+            return None
+        except ChannelTimeout:
+            log.warning("no prompt after the Ctrl-C: a shell the interrupt cannot reach (no controlling terminal)")
+        self.send("\r", show="<Enter>")
+        name, _ = self.expect({}, CANCEL_TIMEOUT, prompts={"continuation prompt": CONTINUATION_PROMPT,
+                                                           "shell prompt": SHELL_PROMPT})
+        if name != "continuation prompt" or len(command) == 1:
+            return None
+        self.send(delimiter + "\r", show=delimiter)
+        marker = re.compile(rf"RCV-{nonce}-(\d+)\n")
+        _, match = self.expect({"status marker": marker}, timeout, on_screen=True)
+        status = int(match.group(1))
+        output = match.string[: match.start()]
+        self.expect({}, CANCEL_TIMEOUT, prompts={"shell prompt": SHELL_PROMPT})
+        if status != _SYNTAX_ERROR:
+            log.warning("the here-document closed after the Ctrl-C ran its script (every line of it was shown as "
+                        "typed; only the delimiter line was not): status %d", status)
+        return CommandResult(status=status, output=output)
 
     def _type(self, command: Sequence[Text], *, checked: bool, overlapped: bool) -> str | None:
         """Type the lines of `command`; with `checked`, each line's Enter only once the screen shows the

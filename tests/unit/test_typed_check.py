@@ -4,6 +4,7 @@ command is abandoned with Ctrl-C and typed again, and never run."""
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 
@@ -179,3 +180,93 @@ def test_the_marker_is_found_on_the_screen_when_the_text_stream_missed_it() -> N
 
     shell = Unaligned()
     assert ConsoleSession(shell).run_script(["echo one"], delimiter="X", nonce="abcd1234", timeout=5).status == 0
+
+
+class ShellWithoutTerminal(FakeShell):
+    """The kernel's `init=/bin/sh` on a read screen: no controlling terminal, so Ctrl-C only drops the line
+    being typed (the terminal echoes `^C`; no prompt follows, an open here-document stays open). A
+    here-document's body runs under the real /bin/sh when its delimiter arrives, then the opening line's
+    marker prints the status. `garbled` is the number of the line (counting every Enter) whose first
+    character is lost, once."""
+
+    def __init__(self, garbled: int) -> None:
+        super().__init__()
+        self.text = self.unread = "# "
+        self.screen = screen_of(self.text)
+        self.garbled, self.lines = garbled, 0
+        self.body: list[str] | None = None
+        self.opening = ""
+        self.outputs: list[str] = []
+
+    def send(self, data: Text) -> None:
+        before = len(self.text)
+        for char in reveal(data):
+            if char == "\r":
+                self._enter()
+            elif char == "\x03":
+                self.text += "^C"
+                self.line = ""
+            elif not self.line and self.lines + 1 == self.garbled:
+                self.garbled = 0
+            else:
+                self.line += char
+                self.text += char
+        self.screen = screen_of(self.text)
+        self.unread += self.text[before:]
+
+    def _enter(self) -> None:
+        line, self.line = self.line, ""
+        self.lines += 1
+        self.text += "\n"
+        if self.body is None:
+            if "<<'X'" in line:
+                self.opening, self.body = line, []
+                self.text += "> "
+            else:
+                self.text += "# "
+        elif line != "X":
+            self.body.append(line)
+            self.text += "> "
+        else:
+            done = subprocess.run(["/bin/sh"], input="".join(f"{body}\n" for body in self.body), text=True,
+                                  capture_output=True, check=False, timeout=10)
+            self.outputs.append(done.stdout)
+            nonce = re.search(r"printf 'RCV-%s-%s\\n' (\S+)", self.opening)
+            assert nonce is not None
+            self.text += f"{done.stdout}{done.stderr}RCV-{nonce[1]}-{done.returncode}\n# "
+            self.body = None
+
+
+BRACED = ["{", "echo one", "echo two", "}"]  # as every guest script: its first line opens a group
+
+
+def run_without_terminal(shell: ShellWithoutTerminal, monkeypatch: pytest.MonkeyPatch) -> int | None:
+    monkeypatch.setattr("recovery.channels.dialogue.ECHO_TIMEOUT", 0.2)
+    monkeypatch.setattr("recovery.channels.dialogue.CANCEL_QUIET", 0.2)
+    return ConsoleSession(shell).run_script(BRACED, delimiter="X", nonce="abcd1234", timeout=5).status
+
+
+def test_where_ctrl_c_reaches_no_shell_the_open_script_is_closed_unparsable_and_typed_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shell = ShellWithoutTerminal(garbled=4)  # "echo two": "one" was entered already
+
+    assert run_without_terminal(shell, monkeypatch) == 0
+    assert shell.outputs == ["", "one\ntwo\n"], "the script cut short ran nothing; the retype ran whole"
+    assert "RCV-abcd1234-2" in shell.text  # the cut script's parse failure, with the first marker's nonce
+
+
+def test_where_only_the_delimiter_was_mistyped_the_closed_script_is_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    shell = ShellWithoutTerminal(garbled=6)  # the delimiter line: every line of the script was entered
+
+    assert run_without_terminal(shell, monkeypatch) == 0
+    assert shell.outputs == ["one\ntwo\n"], "run once, not typed again"
+
+
+def test_where_ctrl_c_reaches_no_shell_a_mistyped_first_line_leaves_nothing_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shell = ShellWithoutTerminal(garbled=1)
+
+    assert run_without_terminal(shell, monkeypatch) == 0
+    assert shell.outputs == ["one\ntwo\n"]
