@@ -183,6 +183,7 @@ class Cloud(Protocol):
     def server_state(self, server_id: str) -> Server: ...
     def rescue(self, server: Server, image: str) -> None: ...
     def unrescue(self, server: Server) -> None: ...
+    def hard_reboot(self, server_id: str) -> None: ...
     def close(self) -> None: ...
     @property
     def connection(self) -> Connection:
@@ -481,6 +482,12 @@ class OpenStackCloud:
         """Ask Nova to boot the server from its own disk again; wait for ACTIVE."""
         with self._translated(f"unrescue server {server.id}"):
             self._conn.compute.unrescue_server(server.id)
+
+    def hard_reboot(self, server_id: str) -> None:
+        """Ask Nova to power-cycle the server (the boot loader route's reset). Nova marks it HARD_REBOOT before
+        it answers; the hypervisor resets it a moment later, and it is ACTIVE again once it did."""
+        with self._translated(f"hard-reboot server {server_id}"):
+            self._conn.compute.reboot_server(server_id, "HARD")
 
     # -- consoles --------------------------------------------------------------------
 

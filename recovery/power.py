@@ -143,12 +143,12 @@ class NovaPower:
         return f"Nova's hard reboot of server {self.server_id}"
 
     def reset(self, timeout: float) -> None:
-        compute = self.cloud.connection.compute
-        compute.reboot_server(self.server_id, "HARD")
+        """Raises CloudError where Nova refuses the reboot (its reason and request ID in the message)."""
+        self.cloud.hard_reboot(self.server_id)
         deadline = time.monotonic() + timeout
         # Nova answers 202 before the hypervisor acts; the console shows the reset when it happens.
         while time.monotonic() < deadline:
-            if compute.get_server(self.server_id).status in ("HARD_REBOOT", "ACTIVE"):
+            if self.cloud.server_state(self.server_id).status in ("HARD_REBOOT", "ACTIVE"):
                 return
             time.sleep(0.5)
         raise PowerError(f"{self.describe()} was not taken by Nova within {timeout:.0f} s")

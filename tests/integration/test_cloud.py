@@ -30,6 +30,7 @@ from recovery import lab
 from recovery.cloud import OpenStackCloud, Server, connect
 from recovery.errors import CloudError, CloudUnavailable, ConfigError
 from recovery.lab.processes import free_port
+from recovery.power import NovaPower
 from recovery.safety.redact import Secret, scrub
 from recovery.ssh.keys import fingerprint_md5, generate_keypair
 from tests.cloud.nova_fixture import NovaCloud, NovaServerSpec, running_nova
@@ -49,6 +50,7 @@ SERVERS = [
     NovaServerSpec("dup", "10.0.0.6"),
     NovaServerSpec("dup", "10.0.0.7"),
     NovaServerSpec("stopped", "10.0.0.8", status="SHUTOFF"),
+    NovaServerSpec("reboot-me", "10.0.0.10"),  # the boot loader route's reset; no other test looks at it
 ]
 
 
@@ -129,6 +131,30 @@ def cloud(nova: NovaCloud) -> Iterator[OpenStackCloud]:
 @pytest.fixture
 def keys_dir(tmp_path: Path) -> Path:
     return tmp_path / "keys"
+
+
+# -- the boot loader route's reset -------------------------------------------------------
+
+
+def test_novas_hard_reboot_is_the_boot_routes_reset(cloud: OpenStackCloud, nova: NovaCloud) -> None:
+    server_id = nova.server_id("reboot-me")
+    before = len(nova.api_requests())
+
+    NovaPower(cloud, server_id).reset(timeout=30)
+
+    actions = [r for r in nova.api_requests()[before:] if r["method"] == "POST" and r["path"].endswith("/action")]
+    assert [r["path"].rsplit("/servers/", 1)[1] for r in actions] == [f"{server_id}/action"]
+    deadline = time.monotonic() + 30
+    while (status := cloud.server_state(server_id).status) != "ACTIVE":  # the fake hypervisor resets at once
+        assert status == "HARD_REBOOT", status
+        assert time.monotonic() < deadline, "Nova's hard reboot never ended"
+        time.sleep(0.2)
+
+
+def test_a_hard_reboot_nova_refuses_is_a_cloud_error_naming_the_server(cloud: OpenStackCloud) -> None:
+    missing = "0b0e5b9e-0000-4000-8000-000000000000"
+    with pytest.raises(CloudError, match=rf"hard-reboot server {missing}: .*404"):
+        NovaPower(cloud, missing).reset(timeout=5)
 
 
 # -- finding servers -------------------------------------------------------------------
