@@ -33,6 +33,10 @@ for the user, then runuser, ~0.35 s; the lock in the same command ~0.45 s: passw
 shadow field read back), lock_password 0.00 s (nothing typed: the install's command locked it). Boots 0
 on both routes; one command typed on each. `setpriv --reset-env` would save ~80 ms over runuser, but
 util-linux before 2.33 (RHEL 8, Ubuntu 18.04) lacks --reset-env, and asking costs a process too.
+
+Measured again later that day, after the install script lost 7 processes with facts (one `ls` for the
+modes, the shell counting lines, the typed key checked through a pipe), at load ~1.5: password-set
+6.91-7.05 s (median 6.95), console 5.47-5.72 s (median 5.62): +1.33 s.
 """
 
 from __future__ import annotations
