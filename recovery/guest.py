@@ -865,20 +865,22 @@ emulated guest, and a user's script reads sshd's files anyway."""
 # the user's /etc/passwd line itself (no process) and execs setpriv with its uid and gid, the user's
 # groups, and HOME, USER, LOGNAME and SHELL as runuser sets them: runuser's PAM session costs 0.2-0.4 s
 # more on an emulated guest. A user only a name service knows, or a guest without setpriv, gets
-# `runuser -u USER -- /bin/sh`, which says so when the user does not exist. The switching shell takes
-# its own script from -c, so the script on stdin reaches the user's shell whole; fd 3 reads passwd.
+# `runuser -u USER -- /bin/sh`, which says so when the user does not exist, and a guest without runuser
+# either (busybox: Alpine) `su -s /bin/sh USER`, as the boot route's root form does. The switching shell
+# takes its own script from -c, so the script on stdin reaches the user's shell whole; fd 3 reads passwd.
 _SWITCH = (
     'u=$1; while IFS=: read -r name x uid gid gecos home shell <&3; do [ "$name" = "$u" ] || continue; '
     "command -v setpriv >/dev/null 2>&1 || break; "
     'export HOME="$home" USER="$u" LOGNAME="$u" SHELL="$shell"; '
     'exec setpriv --reuid="$uid" --regid="$gid" --init-groups /bin/sh 3<&-; '
-    'done 3</etc/passwd; exec runuser -u "$u" -- /bin/sh 3<&-'
+    'done 3</etc/passwd; command -v runuser >/dev/null 2>&1 && exec runuser -u "$u" -- /bin/sh 3<&-; '
+    'exec su -s /bin/sh "$u" 3<&-'
 )
 
 
 def as_user_argv(user: str) -> list[str]:
     """The command that runs the script on its stdin as `user`, from a root process that is no shell (the
-    guest agent's guest-exec): setpriv from the user's /etc/passwd line, else runuser (see above).
+    guest agent's guest-exec): setpriv from the user's /etc/passwd line, else runuser, else su (see above).
 
     Raises:
         ValueError: `user` is not a plain login name.

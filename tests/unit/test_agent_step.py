@@ -273,7 +273,7 @@ def test_the_dry_run_shows_the_command_and_the_script_it_would_feed_it() -> None
 
     lines = preview(AgentInstallParams(agent="unix:///run/qga.sock", user="debian", key="<not made yet>"))
     assert lines[0].startswith("guest-exec through unix:///run/qga.sock: /bin/sh -c 'u=$1; while ")
-    assert lines[0].endswith("exec runuser -u \"$u\" -- /bin/sh 3<&-' sh debian <<script")
+    assert lines[0].endswith("exec su -s /bin/sh \"$u\" 3<&-' sh debian <<script")
     assert lines[1] == "PATH=/usr/local/bin:/usr/bin:/bin; export PATH"
     assert lines[2] == "{"
     assert lines[-1] == "} </dev/null"

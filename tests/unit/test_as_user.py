@@ -1,7 +1,7 @@
 """`recovery.guest.as_user_argv`, run for real as root: the guest agent's switch to the user.
 
-Each run gets its own /etc/passwd (a private mount namespace, as test_guest_script does for /etc/ssh), so
-the lines the switch reads are the test's.
+Each run gets its own /etc/passwd and /etc/shadow (a private mount namespace, as test_guest_script does for
+/etc/ssh), so the lines the switch reads are the test's.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ PASSWD = (
     "debian:x:1001:1002:Debian User, Room 1:/srv/home dir:/bin/bash\n"
     "noshell:x:1003:1003::/home/noshell:\n"
 )
+# su asks PAM, which reads the users' shadow lines: no password anywhere, as on a cloud image.
+SHADOW = "".join(f"{line.split(':')[0]}:*:20000:0:99999:7:::\n" for line in PASSWD.splitlines())
 SHOW = 'echo "$(id -u) $(id -g) $(id -G)|$HOME|$USER|$LOGNAME|$SHELL"\n'
 
 
@@ -30,10 +32,12 @@ def switch(
 ) -> subprocess.CompletedProcess[str]:
     if os.geteuid() != 0:
         pytest.fail("run the unit tests as root: the switch to the user needs it")
-    passwd = tmp_path / "passwd"
+    passwd, shadow = tmp_path / "passwd", tmp_path / "shadow"
     passwd.write_text(PASSWD)
-    argv = ["/usr/bin/unshare", "--mount", "/bin/sh", "-c", '/usr/bin/mount --bind "$0" /etc/passwd && exec "$@"',
-            str(passwd), *as_user_argv(user)]
+    shadow.write_text(SHADOW)
+    shadow.chmod(0o640)
+    mounts = '/usr/bin/mount --bind "$0" /etc/passwd && /usr/bin/mount --bind "$1" /etc/shadow && shift && exec "$@"'
+    argv = ["/usr/bin/unshare", "--mount", "/bin/sh", "-c", mounts, str(passwd), str(shadow), *as_user_argv(user)]
     return subprocess.run(argv, input=script, capture_output=True, text=True, timeout=30, check=False,
                           env={"PATH": path}, cwd="/")
 
@@ -58,10 +62,11 @@ def test_a_user_that_passwd_does_not_list_is_left_to_runuser(tmp_path: Path) -> 
     assert done.stdout == ""
 
 
-def test_without_setpriv_runuser_switches(tmp_path: Path) -> None:
+@pytest.mark.parametrize("switch_tool", ["runuser", "su"])
+def test_without_setpriv_runuser_or_su_switches(tmp_path: Path, switch_tool: str) -> None:
     tools = Path(tempfile.mkdtemp(prefix="tools-"))  # pytest's tmp_path is root's alone: the user runs these
     tools.chmod(0o755)
-    for name in ("runuser", "id", "sh"):
+    for name in (switch_tool, "id", "sh"):
         found = shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
         assert found, f"{name} is missing"
         (tools / name).symlink_to(found)
