@@ -3,6 +3,8 @@ steps declare slow to import (`warm=` in `@step`), and the run's runner collects
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 import time
@@ -80,3 +82,24 @@ def test_the_runner_collects_what_the_playbooks_steps_warm(tmp_path: Path) -> No
     playbook = load_playbook(ROOT / "playbooks" / "restore-access-agent.yaml")
     runner = Runner(RunRequest(playbook, {}, {}, Config()), Journal.create(tmp_path / "runs"))
     assert runner.shared.warm == ["paramiko"]
+
+
+def test_ctrl_c_during_the_wait_reaches_the_step_at_once(tmp_path: Path, probe: str) -> None:
+    """The step's thread waits in `join`, which a signal interrupts: Ctrl-C is not held up until the wait ends."""
+    ctx = context(tmp_path, [probe])
+    release = threading.Event()
+    ended: list[bool] = []
+
+    def wait() -> None:
+        release.wait(30)
+        ended.append(True)
+
+    def interrupted() -> None:
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        ctx.overlap(wait)
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    waited_out = bool(ended)
+    release.set()
+    assert not waited_out, "the interrupt came through only once the wait had ended"
