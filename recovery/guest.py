@@ -771,6 +771,11 @@ def _quote(text: str) -> str:
     return '"$bang"'.join(parts)
 
 
+def _check_user(user: str) -> None:
+    if not _USER.fullmatch(user):
+        raise ValueError(f"user must be a login name ([A-Za-z_][A-Za-z0-9_.-]*), got {user!r}")
+
+
 def _check_nonce(nonce: str) -> str:
     if not _NONCE.fullmatch(nonce):
         raise ValueError(f"nonce must be 4-64 characters of [A-Za-z0-9_-], got {nonce!r}")
@@ -885,8 +890,7 @@ def as_user_argv(user: str) -> list[str]:
     Raises:
         ValueError: `user` is not a plain login name.
     """
-    if not _USER.fullmatch(user):
-        raise ValueError(f"user must be a login name ([A-Za-z_][A-Za-z0-9_.-]*), got {user!r}")
+    _check_user(user)
     return ["/bin/sh", "-c", _SWITCH, "sh", user]
 
 
@@ -907,8 +911,7 @@ def run_as(script: GuestScript, user: str, *, lock: str | None = None) -> GuestS
     Raises:
         ValueError: `user` or `lock` is not a plain login name.
     """
-    if not _USER.fullmatch(user):
-        raise ValueError(f"user must be a login name ([A-Za-z_][A-Za-z0-9_.-]*), got {user!r}")
+    _check_user(user)
     locking = () if lock is None else (
         "(", *build_lock_script(lock, nonce=script.nonce, uid_var="mu").lines, ")",
         "printf 'RCV-%s password_lock=%s\\n' \"$n\" \"$?\"",
@@ -982,8 +985,7 @@ def build_lock_script(user: str, *, nonce: str, uid_var: str | None = None) -> G
     Raises:
         ValueError: `user` is not a plain login name, `nonce` is malformed, or `uid_var` is not a variable name.
     """
-    if not _USER.fullmatch(user):
-        raise ValueError(f"user must be a login name ([A-Za-z_][A-Za-z0-9_.-]*), got {user!r}")
+    _check_user(user)
     _check_nonce(nonce)
     if uid_var is not None and not re.fullmatch(r"[a-z_][a-z0-9_]*", uid_var):
         raise ValueError(f"uid_var must be a shell variable name, got {uid_var!r}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from recovery.errors import StepError
@@ -58,6 +58,7 @@ def power_url_problem(url: str) -> str | None:
     return None
 
 
+@runtime_checkable
 class KeyboardReboot(Protocol):
     def send_ctrl_alt_del(self) -> None: ...
 
@@ -68,10 +69,10 @@ def power_for(url: str, console: object = None) -> PowerControl:
     if problem:
         raise PowerError(problem)
     if url == CTRL_ALT_DEL:
-        if not callable(getattr(console, "send_ctrl_alt_del", None)):
+        if not isinstance(console, KeyboardReboot):
             raise PowerError("power=ctrl-alt-del sends the keys over the VM's VNC console, and this console is not "
                              "one (give a vnc:// console URL, or another power control)")
-        return CtrlAltDelPower(cast(KeyboardReboot, console))
+        return CtrlAltDelPower(console)
     return QmpPower(unquote(urlsplit(url).path))
 
 

@@ -630,6 +630,10 @@ class ConsoleSession:
         if not self.channel.has_output:
             self.settle(quiet=BLIND_PAUSE)
             return CommandResult(status=None, output="")
+        return self._status(nonce, timeout)
+
+    def _status(self, nonce: str, timeout: float) -> CommandResult:
+        """The status the command's marker prints, and the output before it."""
         marker = re.compile(rf"RCV-{nonce}-(\d+)\n")
         _, match = self.expect({"status marker": marker}, timeout, on_screen=True)
         return CommandResult(status=int(match.group(1)), output=match.string[: match.start()])
@@ -661,15 +665,12 @@ class ConsoleSession:
         if name != "continuation prompt" or len(command) == 1:
             return None
         self.send(delimiter + "\r", show=delimiter)
-        marker = re.compile(rf"RCV-{nonce}-(\d+)\n")
-        _, match = self.expect({"status marker": marker}, timeout, on_screen=True)
-        status = int(match.group(1))
-        output = match.string[: match.start()]
+        closed = self._status(nonce, timeout)
         self.expect({}, CANCEL_TIMEOUT, prompts={"shell prompt": SHELL_PROMPT})
-        if status != _SYNTAX_ERROR:
+        if closed.status != _SYNTAX_ERROR:
             log.warning("the here-document closed after the Ctrl-C ran its script (every line of it was shown as "
-                        "typed; only the delimiter line was not): status %d", status)
-        return CommandResult(status=status, output=output)
+                        "typed; only the delimiter line was not): status %d", closed.status)
+        return closed
 
     def _type(self, command: Sequence[Text], *, checked: bool, overlapped: bool) -> str | None:
         """Type the lines of `command`; with `checked`, each line's Enter only once the screen shows the

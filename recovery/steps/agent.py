@@ -77,9 +77,6 @@ class AgentInstallParams:
         "status, which the agent returns, still says whether the key went in", default=True)
 
 
-# The agent's PATH is root's (with sbin); the script runs with a user's PATH instead (recovery.guest.USER_PATH).
-
-
 def preview(params: AgentInstallParams) -> list[str]:
     """The command the agent would run and the script on its stdin; the nonce and key differ on a real run."""
     from recovery.agent import describe_agent

@@ -272,17 +272,23 @@ def password_lock_seen(ctx: StepContext, user: str, status: int | None) -> None:
     Not locked: the net stays, and cloud.lock_password (or the cleanup after a failure) sets the password
     again to a value nobody keeps. No status seen (None): cloud.lock_password types the lock alone.
     """
+    if status is not None:
+        _lock_reported(ctx, user, status)
+
+
+def _lock_reported(ctx: StepContext, user: str, status: int | None) -> bool:
+    """Report a lock's status (None: not read); locked, call off the safety net. Whether it locked."""
     from recovery.guest import LockExitCode, explain_lock_exit
 
-    if status is None:
-        return
     if status == LockExitCode.OK:
         for net in _nets(ctx):
             net.settled = True
         ctx.report.vm_changes.append(f"locked the password of {user} again on the console (passwd -l): "
                                      "no usable password is left")
-        return
-    ctx.report.notes.append(f"the password of {user} was not locked on the console: {explain_lock_exit(status)}")
+        return True
+    why = "its result could not be read (a console with no text)" if status is None else explain_lock_exit(status)
+    ctx.report.notes.append(f"the password of {user} was not locked on the console: {why}")
+    return False
 
 
 @dataclass(frozen=True)
@@ -304,7 +310,7 @@ class LockPasswordParams:
 )
 def lock_password(ctx: StepContext, params: LockPasswordParams) -> Outputs:
     """Lock the password cloud.set_password set, on the console before logout; else make it unusable through Nova."""
-    from recovery.guest import LockExitCode, build_lock_script, explain_lock_exit, heredoc_delimiter
+    from recovery.guest import LockExitCode, build_lock_script, heredoc_delimiter
 
     if params.status == LockExitCode.OK:  # locked in the install's command, and reported there
         return {"method": "passwd -l"}
@@ -317,15 +323,8 @@ def lock_password(ctx: StepContext, params: LockPasswordParams) -> Outputs:
     result = session.run_script(list(script.lines), delimiter=heredoc_delimiter(nonce), nonce=nonce,
                                 timeout=min(params.timeout or ctx.config.console.command_timeout, ctx.remaining()))
     session.typed.clear()
-    if result.status == LockExitCode.OK:
-        for net in _nets(ctx):
-            net.settled = True
-        ctx.report.vm_changes.append(f"locked the password of {params.user} again on the console (passwd -l): "
-                                     "no usable password is left")
+    if _lock_reported(ctx, params.user, result.status):
         return {"method": "passwd -l"}
-    why = ("its result could not be read (a console with no text)" if result.status is None
-           else explain_lock_exit(result.status))
-    ctx.report.notes.append(f"the password of {params.user} was not locked on the console: {why}")
     return _unusable_otherwise(ctx, params)
 
 
