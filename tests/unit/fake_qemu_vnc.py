@@ -35,6 +35,7 @@ class FakeQemuVnc:
         self.leds = 0
         self.typed = ""  # what the guest got, as text
         self.dropped = 0  # key events QEMU threw away: its queue was full
+        self.received = 0  # key events QEMU read off the connection, queued or dropped
         self._queue: deque[tuple[int, bool]] = deque()
         self._unhandled = 0  # key events queued or taken but not yet typed by the guest
         self._shift = False
@@ -64,6 +65,12 @@ class FakeQemuVnc:
         """Wait until the guest has typed every queued key (not only taken it off the queue)."""
         deadline = time.monotonic() + timeout
         while self._unhandled and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def wait_received(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until QEMU has read `count` key events, whatever became of them."""
+        deadline = time.monotonic() + timeout
+        while self.received < count and time.monotonic() < deadline:
             time.sleep(0.01)
 
     # -- QEMU ---------------------------------------------------------------------------------
@@ -111,6 +118,7 @@ class FakeQemuVnc:
         elif kind == 255:  # QEMU Extended Key Event
             down, _keysym, scancode = struct.unpack(">xHII", _read(conn, 11))
             with self._lock:
+                self.received += 1
                 if len(self._queue) >= self.queue_limit:
                     self.dropped += 1
                 else:
