@@ -20,10 +20,10 @@ from recovery.safety.redact import Secret
 from recovery.ssh.jump import check_jump, check_jump_lists, check_jump_pins
 
 if TYPE_CHECKING:
-    from recovery.guest import RemoveReport, RemoveSpec
+    from recovery.channels.dialogue import CommandResult
+    from recovery.guest import GuestScript, RemoveReport, RemoveSpec
     from recovery.ssh.key_files import KeySources
     from recovery.ssh.keys import KeyPair
-    from recovery.ssh.remote import RemoteShell
     from recovery.ssh.verifier import SSHTarget
 
 
@@ -111,7 +111,9 @@ def _keep_typed(ctx: StepContext, lines: list[str]) -> None:
     except JournalError as exc:  # the VM has changed already: the run goes on, and says what is missing
         ctx.report.notes.append(f"what was typed could not be kept in the journal: {exc}")
         return
-    ctx.report.typed.append(str(ctx.journal.path(name)))
+    path = str(ctx.journal.path(name))
+    if path not in ctx.report.typed:  # a step that types several scripts rewrites its one file
+        ctx.report.typed.append(path)
 
 
 @step(
@@ -330,8 +332,10 @@ def _remove_spec(params: RemoveParams, ctx: StepContext, login_blob: str | None)
 def remove(ctx: StepContext, params: RemoveParams) -> Outputs:
     """Remove keys (a stolen key), backup first, every other byte kept.
 
-    Over SSH from every file sshd reads the user's keys from (AuthorizedKeysFile: authorized_keys2,
-    /etc/ssh/authorized_keys/%u); typed into a console, from ~/.ssh/authorized_keys.
+    From every file sshd reads the user's keys from (AuthorizedKeysFile: authorized_keys2,
+    /etc/ssh/authorized_keys/%u), over SSH and on a console that shows text alike: a key left in one
+    of them still logs in. A blind console can only be given ~/.ssh/authorized_keys: where sshd reads
+    keys from cannot be read back there.
     """
     from recovery.guest import build_remove_script, heredoc_delimiter, key_blob
 
@@ -350,24 +354,38 @@ def remove(ctx: StepContext, params: RemoveParams) -> Outputs:
                 result = shell.run_script(build_remove_script(spec, nonce=nonce), timeout=timeout)
                 return result.status, result.output
 
-            sources = _sshd_key_sources(shell, params.user or login_user, timeout)
+            def report_over_ssh(script: GuestScript) -> str:
+                return shell.run_script(script, timeout=timeout).output
+
+            sources = _sshd_key_sources(report_over_ssh, params.user or login_user)
             return _remove_with(ctx, over_ssh, spec, f"over SSH at {params.host}:{params.port}",
                                 lambda output: output.splitlines()[-20:], sources)
     session = ctx.require_console()
     facts = params.facts if params.facts is not None else session.channel.has_output
+    kept: list[str] = []  # every script this step typed, in order: one file in the journal
+
+    def run_typed(script: GuestScript, waiting_for: str) -> CommandResult:
+        ctx.waiting_for(waiting_for)
+        try:
+            return session.run_script(list(script.lines), delimiter=heredoc_delimiter(script.nonce),
+                                      nonce=script.nonce, timeout=timeout)
+        finally:
+            kept.extend(session.typed)
+            session.typed.clear()
+            _keep_typed(ctx, kept)
 
     def typed(spec: RemoveSpec, nonce: str) -> tuple[int | None, str]:
-        script = build_remove_script(spec, nonce=nonce, facts=facts)
-        ctx.waiting_for("the key removal command to finish and print its marker")
-        result = session.run_script(list(script.lines), delimiter=heredoc_delimiter(nonce), nonce=nonce,
-                                    timeout=timeout)
-        _keep_typed(ctx, session.typed)
-        session.typed.clear()
+        result = run_typed(build_remove_script(spec, nonce=nonce, facts=facts),
+                           "the key removal command to finish and print its marker")
         return result.status, result.output
 
     spec = _remove_spec(params, ctx, None)
     if facts:
-        return _remove_with(ctx, typed, spec, "typed into the VM", lambda output: session.tail())
+        def report_typed(script: GuestScript) -> str:
+            return run_typed(script, "the report of where sshd reads the user's keys").output
+
+        sources = _sshd_key_sources(report_typed, params.user or session.identity(timeout))
+        return _remove_with(ctx, typed, spec, "typed into the VM", lambda output: session.tail(), sources)
     status, _ = typed(spec, secrets.token_hex(4))  # blind: the script checks itself; a login that must fail proves it
     if status not in (None, 0):
         from recovery.guest import explain_remove_exit
@@ -386,15 +404,15 @@ def remove(ctx: StepContext, params: RemoveParams) -> Outputs:
 RunRemoval = Callable[["RemoveSpec", str], tuple[int | None, str]]
 
 
-def _sshd_key_sources(shell: RemoteShell, user: str, timeout: float) -> KeySources:
-    """Every file sshd reads `user`'s keys from (`recovery.ssh.key_files`), asked over the SSH login."""
+def _sshd_key_sources(run: Callable[[GuestScript], str], user: str) -> KeySources:
+    """Every file sshd reads `user`'s keys from (`recovery.ssh.key_files`); `run` runs the report script."""
     from recovery.guest import build_key_files_script, parse_key_files_report
     from recovery.ssh import key_files
 
     nonce = secrets.token_hex(4)
-    result = shell.run_script(build_key_files_script([user], nonce=nonce), timeout=timeout)
+    output = run(build_key_files_script([user], nonce=nonce))
     try:
-        return key_files.for_user(parse_key_files_report(result.output, nonce), user)
+        return key_files.for_user(parse_key_files_report(output, nonce), user)
     except ValueError as exc:
         raise GuestCommandError(f"cannot tell where sshd reads {user}'s keys: {exc}") from exc
 

@@ -34,6 +34,7 @@ from recovery.guest import (
     parse_remove_report,
 )
 from recovery.safety.redact import Text, reveal
+from recovery.ssh.key_files import KeySources
 from recovery.steps.authorized_keys import RemoveParams, _remove_check
 from recovery.steps.authorized_keys import remove as remove_step
 from tests.unit import test_guest_script as install
@@ -355,6 +356,19 @@ class ShellConsole(FakeConsole):
         super().send(data)
 
 
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throwaway HOME with a ~/.ssh, and sshd said to read keys from its authorized_keys only.
+
+    The fake console's shell runs as this machine's user: the typed report of where sshd reads keys
+    would name that user's real files. tests/e2e/test_console_removal.py types it into a real console.
+    """
+    (tmp_path / "home" / ".ssh").mkdir(parents=True)
+    sources = KeySources((str(tmp_path / "home" / ".ssh" / "authorized_keys"),), None, "sshd's default")
+    monkeypatch.setattr("recovery.steps.authorized_keys._sshd_key_sources", lambda run, user: sources)
+    return tmp_path / "home"
+
+
 def console_context(tmp_path: Path, console: FakeConsole) -> StepContext:
     journal = Journal.create(tmp_path / "runs")
     return StepContext(run_id=journal.run_id, run_dir=journal.directory, journal=journal, config=Config(),
@@ -362,9 +376,7 @@ def console_context(tmp_path: Path, console: FakeConsole) -> StepContext:
                        deadline=time.monotonic() + 30)
 
 
-def test_the_step_types_the_removal_into_the_console(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
+def test_the_step_types_the_removal_into_the_console(tmp_path: Path, home: Path) -> None:
     (home / ".ssh" / "authorized_keys").write_text(f"{ADMIN}\n{STOLEN}\n")
     ctx = console_context(tmp_path, ShellConsole(home))
 
@@ -390,9 +402,7 @@ def test_the_step_refuses_to_remove_the_key_the_run_proved(tmp_path: Path) -> No
     assert (home / ".ssh" / "authorized_keys").read_text() == f"{ADMIN}\n"
 
 
-def test_the_step_reports_a_failing_removal_with_its_explanation(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
+def test_the_step_reports_a_failing_removal_with_its_explanation(tmp_path: Path, home: Path) -> None:
     (home / ".ssh" / "authorized_keys").write_text(f"{ADMIN}\n")
     ctx = console_context(tmp_path, ShellConsole(home))
 
@@ -436,11 +446,9 @@ def test_a_commented_out_key_is_a_comment_even_in_exclusive_mode(box: Box) -> No
     assert [key.line for key in report.removed] == [4]
 
 
-def test_the_step_protects_the_proven_key_whatever_matches_it(tmp_path: Path) -> None:
+def test_the_step_protects_the_proven_key_whatever_matches_it(tmp_path: Path, home: Path) -> None:
     """ssh.verify proved ADMIN (known by its fingerprint only): a removal by comment that would take it
     out is refused on the VM, after a dry run found the proven key's line."""
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
     (home / ".ssh" / "authorized_keys").write_text(f"{ADMIN}\n{STOLEN}\n")
     ctx = console_context(tmp_path, ShellConsole(home))
     ctx.report.proof = {"key_fingerprint": fingerprint(ADMIN)}
