@@ -17,6 +17,9 @@ The console is serial (GRUB's terminal replayed as text) or VNC (GRUB's VGA scre
 comes up on the VGA console (the last `console=` of the kernel line must be `tty0`, as it is where
 the VNC console is the VM's console).
 
+A reset that restarts the VM's process (Nova's hard reboot under libvirt) closes the console: it is
+opened again while GRUB starts (`_stop_grub`).
+
 Refused before anything changes without `allow_reboot=true`, or on a VNC console no font reads;
 refused on the VM (and the VM reset to boot normally) where GRUB asks for a password, draws in a
 font no reader knows, or the root file system asks for a passphrase.
@@ -41,7 +44,7 @@ from recovery.errors import GuestCommandError, KeyGenerationError, StepError
 
 if TYPE_CHECKING:
     from recovery.channels.dialogue import ConsoleSession
-    from recovery.channels.grub import Menu
+    from recovery.channels.grub import GrubConsole, Menu
 
 NEEDS_REBOOT_CONSENT = (
     "is not true: the boot loader route resets the VM twice (whatever runs on it is cut off, as by the power "
@@ -162,7 +165,7 @@ def install(ctx: StepContext, params: BootParams) -> Outputs:
     power.reset(min(60.0, ctx.remaining()))
     ctx.defer(f"reset the VM to boot normally ({power.describe()})", boot_normally)
     ctx.report.vm_changes.append(f"reset the VM ({power.describe()})")
-    menu = grub.stop(min(params.grub_timeout, ctx.remaining()), after=f"the reset ({power.describe()})")
+    grub, menu = _stop_grub(ctx, params, session, grub, after=f"the reset ({power.describe()})")
     ctx.journal.event("grub_menu", entries=list(menu.entries), selected=menu.selected,
                       seconds=round(time.monotonic() - began, 1))
     ctx.waiting_for("GRUB's editor")
@@ -215,6 +218,61 @@ def install(ctx: StepContext, params: BootParams) -> Outputs:
         ctx.report.authorized_keys = {"before": report.before_summary(), "after": report.after_summary()}
     return {"kernel_line": after.strip(), "added": report.added, "backup": report.backup, "relabel": relabel,
             "shell_seconds": shell_seconds}
+
+
+def _stop_grub(ctx: StepContext, params: BootParams, session: ConsoleSession, grub: GrubConsole,
+               after: str) -> tuple[GrubConsole, Menu]:
+    """GRUB's menu after the reset, through a console that the reset may close.
+
+    Nova's hard reboot under libvirt destroys the domain and creates it again: the new QEMU process
+    has a new console, and Nova's proxy closes ours. The console is then opened again and the ESCs
+    go on, the same URL for a direct console, a fresh one from Nova for a server (the old token may
+    name a port the new process does not have). Until the new domain runs, Nova may refuse the URL
+    and the proxy the connection: tried again every RECONNECT_INTERVAL until `grub_timeout`.
+    """
+    from recovery.errors import ChannelClosed
+
+    deadline = time.monotonic() + min(params.grub_timeout, ctx.remaining())
+    while True:
+        try:
+            return grub, grub.stop(max(deadline - time.monotonic(), 0.1), after=after)
+        except ChannelClosed as closed:
+            ctx.journal.event("console_closed", after=after)
+            grub = _reopen(ctx, params, session, deadline, closed)
+
+
+RECONNECT_INTERVAL = 0.5
+
+
+def _reopen(ctx: StepContext, params: BootParams, session: ConsoleSession, deadline: float,
+            closed: Exception) -> GrubConsole:
+    """The console again, as `_stop_grub` says: a GRUB console on it, and `session` switched over to it."""
+    from recovery.channels import Screen, channel_for
+    from recovery.channels.grub import GrubConsole
+    from recovery.errors import ChannelError, CloudError
+
+    ctx.waiting_for("the console again: the reset closed it")
+    last: Exception = closed
+    while time.monotonic() < deadline:
+        channel = session.channel
+        try:
+            if params.server and ctx.shared.cloud is not None:
+                cloud = ctx.shared.cloud
+                kind = "novnc" if isinstance(channel, Screen) else "serial"
+                channel = channel_for(cloud.console_url(cloud.server_state(params.server), kind))
+            channel.close()
+            channel.open(timeout=max(min(10.0, deadline - time.monotonic()), 0.1))
+        except (ChannelError, CloudError) as exc:
+            last = exc
+            time.sleep(RECONNECT_INTERVAL)
+            continue
+        if channel is not session.channel:
+            session.channel = channel
+            ctx.defer("closed the console opened again after the reset", channel.close)
+        ctx.journal.event("console_reopened")
+        return GrubConsole(channel, ctx.journal.transcript)
+    raise ChannelError(f"the reset closed the console and it could not be opened again within "
+                       f"{params.grub_timeout:.0f} s: {last}") from last
 
 
 def _reset(params: BootParams) -> str:

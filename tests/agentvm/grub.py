@@ -122,6 +122,21 @@ class GrubVm:
     serial_log: Path  # QEMU's own log of the serial port (the whole conversation, for failures)
 
 
+def qemu_argv(iso: Path, disk: Path, ssh_port: int, consoles: list[str], *, paused: bool) -> list[str]:
+    """QEMU booting the agent VM from the GRUB CD (`paused`: stopped at power-on, as with -S)."""
+    return ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-nodefaults", "-display", "none",
+            *(["-S"] if paused else []), "-cdrom", str(iso), "-boot", "d",
+            "-drive", f"file={disk},if=virtio,format=qcow2",
+            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+            "-device", "virtio-net-pci,netdev=n0", *consoles]
+
+
+def serial_console(port: int, log: Path) -> list[str]:
+    """The serial port as a TCP server on 127.0.0.1:`port` (what a console proxy connects to), logged to `log`."""
+    return ["-vga", "none", "-serial", "chardev:s0", "-chardev",
+            f"socket,id=s0,host=127.0.0.1,port={port},server=on,wait=off,logfile={log},logappend=on"]
+
+
 @contextmanager
 def grub_vm(console: str = "serial") -> Iterator[GrubVm]:
     """The agent VM, stopped at power-on, booting from the GRUB CD; stopped (by PID) afterwards. Its console
@@ -142,17 +157,11 @@ def grub_vm(console: str = "serial") -> Iterator[GrubVm]:
             consoles = ["-vga", "std", "-vnc", f"127.0.0.1:{display}", "-serial", f"file:{serial_log}"]
             url, listening = f"vnc://127.0.0.1:{5900 + display}", 5900 + display
         else:
-            consoles = ["-vga", "none", "-serial", "chardev:s0", "-chardev",
-                        f"socket,id=s0,host=127.0.0.1,port={serial_port},server=on,wait=off,logfile={serial_log}"]
+            consoles = serial_console(serial_port, serial_log)
             url, listening = f"ws://127.0.0.1:{ws_port}/", ws_port
         with open(directory / "qemu.log", "wb") as log:
             qemu = subprocess.Popen(
-                ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-nodefaults", "-display", "none",
-                 "-S", "-cdrom", str(iso), "-boot", "d",
-                 "-drive", f"file={disk},if=virtio,format=qcow2",
-                 "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
-                 "-device", "virtio-net-pci,netdev=n0", *consoles,
-                 "-qmp", f"unix:{qmp},server=on,wait=off"],
+                [*qemu_argv(iso, disk, ssh_port, consoles, paused=True), "-qmp", f"unix:{qmp},server=on,wait=off"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
         if console != "vnc":
             with open(directory / "websockify.log", "wb") as log:

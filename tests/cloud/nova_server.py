@@ -118,11 +118,15 @@ class _Consoles:
 
 
 class _RescueMachines:
-    """What rescue and unrescue run (--rescue-spec, see tests/cloud/rescue_bed.py): QEMU command lines.
+    """The real machines behind the fake driver (--rescue-spec): QEMU command lines by event.
 
     rescue stops whatever this process runs for the instance and starts the rescue VM, whose serial
     port (a TCP server) becomes the instance's serial console; unrescue stops it and starts the
-    server's own VM (a cold boot from its disk). Started here, stopped here (by Popen), and at exit.
+    server's own VM (a cold boot from its disk; tests/cloud/rescue_bed.py). boot starts a machine
+    when the server is created; reboot (a hard one) stops the machine and starts another, as
+    libvirt's driver destroys the domain and creates it again: the old console closes, and the new
+    one may have another port (tests/e2e/test_boot_recovery.py). An event the spec does not name
+    starts nothing. Started here, stopped here (by Popen), and at exit.
     """
 
     spec: ClassVar[dict[str, Any] | None] = None
@@ -131,10 +135,10 @@ class _RescueMachines:
 
     @classmethod
     def start(cls, instance: str, which: str) -> None:
-        if cls.spec is None:
+        entry = (cls.spec or {}).get(which)
+        if entry is None:
             return
         cls.stop(instance)
-        entry = cls.spec[which]
         with open(entry["log"], "ab") as log:
             cls.running[instance] = subprocess.Popen(
                 entry["argv"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log
@@ -224,6 +228,15 @@ class ConsoleFakeDriver(fake.FakeDriver):
             raise exception.ConsoleTypeUnavailable(console_type="serial")
         host, port = _Consoles.serial
         return console_type.ConsoleSerial(host=host, port=port)
+
+    def spawn(self, context, instance, *args, **kwargs):
+        super().spawn(context, instance, *args, **kwargs)
+        _RescueMachines.start(instance.uuid, "boot")
+
+    def reboot(self, context, instance, network_info, reboot_type, *args, **kwargs):
+        super().reboot(context, instance, network_info, reboot_type, *args, **kwargs)
+        if reboot_type.lower() == "hard":
+            _RescueMachines.start(instance.uuid, "reboot")
 
     def rescue(self, context, instance, network_info, image_meta, rescue_password, block_device_info, share_info):
         """Like libvirt: the rescue machine is started (not yet booted) when this returns."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,12 +151,12 @@ def prepare(directory: Path, *, ssh_port: int, rescue_serial_port: int, password
                      (rescue_pid, server_pid))
 
 
-def stop_leftovers(bed: RescueBed) -> None:
+def stop_leftovers(pidfiles: Iterable[Path]) -> None:
     """Stop any QEMU the driver started and did not stop (Nova killed), by the PID in its pidfile."""
     import os
     import signal
 
-    for pidfile in bed.pidfiles:
+    for pidfile in pidfiles:
         try:
             pid = int(pidfile.read_text().strip())
         except (OSError, ValueError):

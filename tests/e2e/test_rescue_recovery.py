@@ -85,7 +85,7 @@ def bed() -> Iterator[Bed]:
             nova.clouds_yaml(directory / "clouds.yaml", CLOUD)
             yield Bed(rescue, nova, directory)
     finally:
-        stop_leftovers(rescue)
+        stop_leftovers(rescue.pidfiles)
         shutil.rmtree(directory, ignore_errors=True)
 
 
