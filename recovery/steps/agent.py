@@ -141,7 +141,8 @@ def install(ctx: StepContext, params: AgentInstallParams) -> Outputs:
     except GuestCommandError as exc:
         said = "; ".join(errors[-3:]) or "nothing on stderr"
         raise GuestCommandError(
-            f"the guest agent of {where} ran {' '.join(argv)}, but the install script reported nothing "
+            f"the guest agent of {where} ran /bin/sh as {params.user} (through setpriv, runuser or su; the whole "
+            "command is in the journal), but the install script reported nothing "
             f"(exit {result.exit_code}, stderr: {said}): is {params.user!r} a user on the VM, and does it "
             "have /bin/sh, and setpriv or runuser?", transcript_tail=errors,
         ) from exc

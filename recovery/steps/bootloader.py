@@ -40,7 +40,14 @@ from recovery.engine.config import Config
 from recovery.engine.context import StepContext
 from recovery.engine.registry import Outputs, doc, step
 from recovery.engine.templating import Unknown
-from recovery.errors import GuestCommandError, KeyGenerationError, StepError
+from recovery.errors import (
+    ChannelClosed,
+    ChannelError,
+    CloudError,
+    GuestCommandError,
+    KeyGenerationError,
+    StepError,
+)
 
 if TYPE_CHECKING:
     from recovery.channels.dialogue import ConsoleSession
@@ -230,8 +237,6 @@ def _stop_grub(ctx: StepContext, params: BootParams, session: ConsoleSession, gr
     name a port the new process does not have). Until the new domain runs, Nova may refuse the URL
     and the proxy the connection: tried again every RECONNECT_INTERVAL until `grub_timeout`.
     """
-    from recovery.errors import ChannelClosed
-
     deadline = time.monotonic() + min(params.grub_timeout, ctx.remaining())
     while True:
         try:
@@ -249,7 +254,6 @@ def _reopen(ctx: StepContext, params: BootParams, session: ConsoleSession, deadl
     """The console again, as `_stop_grub` says: a GRUB console on it, and `session` switched over to it."""
     from recovery.channels import Screen, channel_for
     from recovery.channels.grub import GrubConsole
-    from recovery.errors import ChannelError, CloudError
 
     ctx.waiting_for("the console again: the reset closed it")
     last: Exception = closed

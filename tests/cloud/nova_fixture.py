@@ -159,7 +159,7 @@ def running_nova(
     vnc_target: tuple[str, int] | None = None,
     keypair_types: Sequence[str] | None = None,
     max_microversion: str | None = None,
-    rescue_spec: Path | None = None,
+    machines: Path | None = None,
     agent_timeout: float | None = None,
 ) -> Iterator[NovaCloud]:
     """Start nova_server.py, wait until it is ready, yield it, and stop it (by PID) on exit.
@@ -173,7 +173,8 @@ def running_nova(
         vnc_target: (host, port) of a VNC server; None disables VNC consoles.
         keypair_types: if given, refuse to import other key types, as some clouds do.
         max_microversion: if given, the API's maximum (e.g. "2.5": no remote-consoles API).
-        rescue_spec: a JSON file of the machines rescue and unrescue start (tests/cloud/rescue_bed.py).
+        machines: a JSON file of the real machines the fake driver starts on boot, hard reboot, rescue and
+            unrescue (tests/cloud/rescue_bed.py, tests/e2e/test_boot_recovery.py).
         agent_timeout: seconds before a server's guest agent counts as silent (changePassword: 501).
 
     Raises:
@@ -195,8 +196,8 @@ def running_nova(
         command += ["--vnc-target", f"{vnc_target[0]}:{vnc_target[1]}"]
     if console_log is not None:
         command += ["--console-log", str(console_log)]
-    if rescue_spec is not None:
-        command += ["--rescue-spec", str(rescue_spec)]
+    if machines is not None:
+        command += ["--machines", str(machines)]
 
     # Ours to remove whatever happens to the server: its log, and its TMPDIR, where
     # Nova's fixtures keep their sqlite databases.

@@ -117,8 +117,8 @@ class _Consoles:
     log_file: str | None = None
 
 
-class _RescueMachines:
-    """The real machines behind the fake driver (--rescue-spec): QEMU command lines by event.
+class _Machines:
+    """The real machines behind the fake driver (--machines): QEMU command lines by event.
 
     rescue stops whatever this process runs for the instance and starts the rescue VM, whose serial
     port (a TCP server) becomes the instance's serial console; unrescue stops it and starts the
@@ -221,8 +221,8 @@ class ConsoleFakeDriver(fake.FakeDriver):
                 f"guest-set-user-password for {user!r}: {reply['error'].get('desc', reply['error'])}")
 
     def get_serial_console(self, context, instance):
-        if instance.uuid in _RescueMachines.serial:
-            host, port = _RescueMachines.serial[instance.uuid]
+        if instance.uuid in _Machines.serial:
+            host, port = _Machines.serial[instance.uuid]
             return console_type.ConsoleSerial(host=host, port=port)
         if _Consoles.serial is None:
             raise exception.ConsoleTypeUnavailable(console_type="serial")
@@ -231,20 +231,20 @@ class ConsoleFakeDriver(fake.FakeDriver):
 
     def spawn(self, context, instance, *args, **kwargs):
         super().spawn(context, instance, *args, **kwargs)
-        _RescueMachines.start(instance.uuid, "boot")
+        _Machines.start(instance.uuid, "boot")
 
     def reboot(self, context, instance, network_info, reboot_type, *args, **kwargs):
         super().reboot(context, instance, network_info, reboot_type, *args, **kwargs)
         if reboot_type.lower() == "hard":
-            _RescueMachines.start(instance.uuid, "reboot")
+            _Machines.start(instance.uuid, "reboot")
 
     def rescue(self, context, instance, network_info, image_meta, rescue_password, block_device_info, share_info):
         """Like libvirt: the rescue machine is started (not yet booted) when this returns."""
-        _RescueMachines.start(instance.uuid, "rescue")
+        _Machines.start(instance.uuid, "rescue")
 
     def unrescue(self, context, instance):
         super().unrescue(context, instance)
-        _RescueMachines.start(instance.uuid, "unrescue")
+        _Machines.start(instance.uuid, "unrescue")
 
     def get_vnc_console(self, context, instance):
         if _Consoles.vnc is None:
@@ -281,8 +281,8 @@ class NovaTestCloud(integrated_helpers._IntegratedTestBase):
 
     def configure_consoles(self, serial_proxy_port: int, novnc_proxy_port: int) -> None:
         """Point the access URLs the API hands out at this process's proxies."""
-        # A rescue machine's serial port is a console of its own (--rescue-spec).
-        self.flags(enabled=_Consoles.serial is not None or _RescueMachines.spec is not None, group="serial_console")
+        # A machine's serial port is a console of its own (--machines).
+        self.flags(enabled=_Consoles.serial is not None or _Machines.spec is not None, group="serial_console")
         self.flags(base_url=f"ws://{HOST}:{serial_proxy_port}/", group="serial_console")
         self.flags(enabled=_Consoles.vnc is not None, group="vnc")
         self.flags(novncproxy_base_url=f"http://{HOST}:{novnc_proxy_port}/vnc_auto.html", group="vnc")
@@ -498,7 +498,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="compute API port (0: any free)")
     parser.add_argument("--serial-proxy-port", type=int, default=0)
     parser.add_argument("--novnc-proxy-port", type=int, default=0)
-    parser.add_argument("--rescue-spec", help="JSON file: the machines rescue/unrescue start (rescue_bed.py)")
+    parser.add_argument("--machines", help="JSON file: the machines boot, reboot, rescue and unrescue start")
     parser.add_argument("--debug", action="store_true", help="Nova's debug logs on stderr")
     return parser.parse_args(argv)
 
@@ -538,9 +538,9 @@ def _run(args: argparse.Namespace, started: float) -> int:
     _Consoles.serial = args.serial_target
     _Consoles.vnc = args.vnc_target
     _Consoles.log_file = args.console_log
-    if args.rescue_spec:
-        with open(args.rescue_spec, encoding="utf-8") as f:
-            _RescueMachines.spec = json.load(f)
+    if args.machines:
+        with open(args.machines, encoding="utf-8") as f:
+            _Machines.spec = json.load(f)
     _Agents.sockets = {server["name"]: server["agent_socket"] for server in spec.get("servers", [])
                        if server.get("agent_socket")}
     _Agents.timeout = float(spec.get("agent_timeout", _Agents.timeout))
@@ -590,7 +590,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
         flush=True,
     )
     stop.wait()
-    _RescueMachines.stop_all()
+    _Machines.stop_all()
     for server in servers:
         server.shutdown()
         server.server_close()

@@ -1,6 +1,6 @@
 """Real machines behind the test Nova's rescue and unrescue (issue 10, route 4).
 
-`prepare()` builds, in a temp dir, what the fake driver runs (nova_server.py `--rescue-spec`):
+`prepare()` builds, in a temp dir, what the fake driver runs (nova_server.py `--machines`):
 
 - the server's own root disk: a qcow2 overlay on the agent VM's image (tests/agentvm: Debian 12,
   ext4 labelled ``rootfs``, a user ``debian`` with a locked password, sshd with a known host key);

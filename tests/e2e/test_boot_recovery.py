@@ -85,12 +85,11 @@ def test_the_boot_loader_route_recovers_a_vm_without_password_or_agent(vm: GrubV
 
 def test_through_nova_the_hard_reboot_closes_the_console_and_the_route_opens_it_again(workdir: Path) -> None:
     directory = Path(tempfile.mkdtemp(prefix="rcv-boot-nova-"))
-    disk = overlay(IMAGE / "base.qcow2", directory / "disk.qcow2")
+    iso, disk = ensure_grub_iso("serial"), overlay(IMAGE / "base.qcow2", directory / "disk.qcow2")
     ssh_port, serial_log, pidfile = free_port(), directory / "serial.log", directory / "qemu.pid"
 
     def machine(serial_port: int, *, paused: bool) -> dict[str, object]:
-        argv = qemu_argv(ensure_grub_iso("serial"), disk, ssh_port, serial_console(serial_port, serial_log),
-                         paused=paused)
+        argv = qemu_argv(iso, disk, ssh_port, serial_console(serial_port, serial_log), paused=paused)
         return {"argv": [*argv, "-pidfile", str(pidfile)], "serial": ["127.0.0.1", serial_port],
                 "log": str(directory / "qemu.log")}
 
@@ -100,7 +99,7 @@ def test_through_nova_the_hard_reboot_closes_the_console_and_the_route_opens_it_
                                 "reboot": machine(free_port(), paused=False)}))
     try:
         with running_nova(None, None, [NovaServerSpec("web-1", fixed_ip="10.0.0.5", floating_ip="127.0.0.1")],
-                          rescue_spec=spec) as nova:
+                          machines=spec) as nova:
             nova.clouds_yaml(directory / "clouds.yaml", "bootcloud")
             result = recovery(
                 "run", str(PLAYBOOK), "--cloud", "bootcloud",

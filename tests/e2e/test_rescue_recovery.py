@@ -81,7 +81,7 @@ def bed() -> Iterator[Bed]:
     rescue = prepare(directory / "machines", ssh_port=free_port(), rescue_serial_port=free_port(), password=PASSWORD)
     try:
         with running_nova(None, None, [NovaServerSpec("web-1", fixed_ip="10.0.0.5", floating_ip="127.0.0.1")],
-                          rescue_spec=rescue.spec_path) as nova:
+                          machines=rescue.spec_path) as nova:
             nova.clouds_yaml(directory / "clouds.yaml", CLOUD)
             yield Bed(rescue, nova, directory)
     finally:
